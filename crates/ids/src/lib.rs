@@ -72,11 +72,15 @@ pub struct PciIds {
 }
 
 fn hex16(s: &str) -> Option<u16> {
-    (s.len() == 4).then(|| u16::from_str_radix(s, 16).ok()).flatten()
+    (s.len() == 4)
+        .then(|| u16::from_str_radix(s, 16).ok())
+        .flatten()
 }
 
 fn hex8(s: &str) -> Option<u8> {
-    (s.len() == 2).then(|| u8::from_str_radix(s, 16).ok()).flatten()
+    (s.len() == 2)
+        .then(|| u8::from_str_radix(s, 16).ok())
+        .flatten()
 }
 
 /// `"1234  Name"` -> ("1234", "Name").
@@ -110,13 +114,19 @@ impl PciIds {
                     Section::Vendor(v) => split_id(rest).and_then(|(id, name)| {
                         let d = hex16(id)?;
                         device = Some(d);
-                        ids.vendors.get_mut(v)?.devices.entry(d).or_default().name = name.to_owned();
+                        ids.vendors.get_mut(v)?.devices.entry(d).or_default().name =
+                            name.to_owned();
                         Some(())
                     }),
                     Section::Class(c) => split_id(rest).and_then(|(id, name)| {
                         let s = hex8(id)?;
                         subclass = Some(s);
-                        ids.classes.get_mut(c)?.subclasses.entry(s).or_default().name = name.to_owned();
+                        ids.classes
+                            .get_mut(c)?
+                            .subclasses
+                            .entry(s)
+                            .or_default()
+                            .name = name.to_owned();
                         Some(())
                     }),
                     Section::None => None,
@@ -237,7 +247,13 @@ impl PciIds {
     }
 
     /// Subsystem name.
-    pub fn subsystem(&self, vendor: u16, device: u16, sub_vendor: u16, sub_device: u16) -> Option<&str> {
+    pub fn subsystem(
+        &self,
+        vendor: u16,
+        device: u16,
+        sub_vendor: u16,
+        sub_device: u16,
+    ) -> Option<&str> {
         self.vendors
             .get(&vendor)?
             .devices
@@ -324,19 +340,28 @@ C 01  Mass storage controller
     #[test]
     fn describe_unknown_device_keeps_vendor() {
         let ids = PciIds::parse(SAMPLE);
-        assert_eq!(ids.describe(0x10de, 0x1234), "NVIDIA Corporation Device 1234");
+        assert_eq!(
+            ids.describe(0x10de, 0x1234),
+            "NVIDIA Corporation Device 1234"
+        );
     }
 
     #[test]
     fn malformed_lines_are_skipped_and_counted() {
         let ids = PciIds::parse("zzzz  Bad\n\tqq  bad\n1af4  Red Hat, Inc.\n\tnothex\n");
-        assert_eq!((ids.skipped_lines(), ids.vendor(0x1af4)), (3, Some("Red Hat, Inc.")));
+        assert_eq!(
+            (ids.skipped_lines(), ids.vendor(0x1af4)),
+            (3, Some("Red Hat, Inc."))
+        );
     }
 
     #[test]
     fn load_missing_file_is_read_error() {
         let dir = tempfile::tempdir().expect("tempdir");
         let missing = dir.path().join("pci.ids");
-        assert!(matches!(PciIds::load(&missing), Err(PciIdsError::Read { .. })));
+        assert!(matches!(
+            PciIds::load(&missing),
+            Err(PciIdsError::Read { .. })
+        ));
     }
 }

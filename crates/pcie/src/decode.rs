@@ -113,6 +113,38 @@ impl DeviceFacts {
         self.extended_capabilities.iter().find(|c| c.id == id)
     }
 
+    /// Facts known from ids alone, for a function whose config space could not be read (sysfs still
+    /// lists `vendor`, `device` and `class`).
+    pub fn from_ids(vendor_id: u16, device_id: u16, class: u32) -> Self {
+        let class = ClassCode::from_u24(class);
+        Self {
+            vendor_id,
+            device_id,
+            revision: 0,
+            class,
+            class_name: class.name(),
+            subsystem_vendor_id: None,
+            subsystem_id: None,
+            header_type: if class.is_pci_bridge() {
+                HeaderType::Bridge
+            } else {
+                HeaderType::Endpoint
+            },
+            multifunction: false,
+            command: 0,
+            status: 0,
+            interrupt_pin: None,
+            interrupt_line: 0,
+            bars: Vec::new(),
+            expansion_rom: None,
+            bridge: None,
+            capabilities: Vec::new(),
+            extended_capabilities: Vec::new(),
+            config_len: 0,
+            warnings: Vec::new(),
+        }
+    }
+
     /// Whether the function is a bridge (type 1 header or PCI bridge class).
     pub fn is_bridge(&self) -> bool {
         self.header_type == HeaderType::Bridge || self.class.is_pci_bridge()
