@@ -260,7 +260,8 @@ impl LinuxHost {
         let mut block_devices = Vec::new();
         let mut backs_root_fs = false;
         for (name, node) in &ctx.blocks {
-            if node.path.starts_with(&dir) {
+            // A disk belongs to the nearest PCI function above it, not to every bridge on the way.
+            if bdfs_in_path(&node.path).last() == Some(&bdf) {
                 let mut points = BTreeSet::new();
                 ctx.mount_points(name, 0, &mut points);
                 backs_root_fs |= points.contains("/");
@@ -274,7 +275,7 @@ impl LinuxHost {
         let net_interfaces: Vec<String> = ctx
             .nets
             .iter()
-            .filter(|(_, path)| path.starts_with(&dir))
+            .filter(|(_, path)| bdfs_in_path(path).last() == Some(&bdf))
             .map(|(name, _)| name.clone())
             .collect();
         let backs_default_route = net_interfaces.iter().any(|n| ctx.route_ifaces.contains(n));

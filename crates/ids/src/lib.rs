@@ -38,16 +38,23 @@ pub enum PciIdsError {
     },
 }
 
-#[derive(Debug, Default)]
-struct Device {
-    name: String,
-    subsystems: HashMap<(u16, u16), String>,
+/// Byte range of a name or block inside the database text.
+type Span = std::ops::Range<usize>;
+
+#[derive(Debug)]
+struct DeviceEntry {
+    name: Span,
+    /// Lines after the device line (its subsystems).
+    block: Span,
 }
 
-#[derive(Debug, Default)]
-struct Vendor {
-    name: String,
-    devices: HashMap<u16, Device>,
+#[derive(Debug)]
+struct VendorEntry {
+    name: Span,
+    /// Lines after the vendor line (its devices and their subsystems).
+    block: Span,
+    /// Built on the first lookup of this vendor: most vendors are never asked about.
+    devices: OnceLock<HashMap<u16, DeviceEntry>>,
 }
 
 #[derive(Debug, Default)]
@@ -62,10 +69,13 @@ struct Class {
     subclasses: HashMap<u8, SubClass>,
 }
 
-/// The parsed database.
+/// The database: the file's text plus an index of vendor blocks (classes are parsed fully; they are
+/// few). Indexing only vendor lines keeps start-up to one pass over the text, which matters for
+/// short-lived commands such as `pcipool decode`.
 #[derive(Debug, Default)]
 pub struct PciIds {
-    vendors: HashMap<u16, Vendor>,
+    text: String,
+    vendors: HashMap<u16, VendorEntry>,
     classes: HashMap<u8, Class>,
     skipped_lines: usize,
     source: Option<PathBuf>,
@@ -89,46 +99,81 @@ fn split_id(line: &str) -> Option<(&str, &str)> {
     Some((id, name.trim()))
 }
 
+/// Range of `part` (a sub-slice of `whole`) inside `whole`.
+fn span_of(whole: &str, part: &str) -> Span {
+    let start = (part.as_ptr() as usize).saturating_sub(whole.as_ptr() as usize);
+    start..start + part.len()
+}
+
+/// Lines of `text[range]` with their absolute start offsets.
+fn lines_at(text: &str, range: Span) -> impl Iterator<Item = (usize, &str)> {
+    let base = range.start;
+    let block = text.get(range).unwrap_or("");
+    block.split_inclusive('\n').scan(base, |pos, line| {
+        let start = *pos;
+        *pos += line.len();
+        Some((start, line.trim_end_matches(['\n', '\r'])))
+    })
+}
+
 enum Section {
     None,
-    Vendor(u16),
+    Vendor,
     Class(u8),
 }
 
 impl PciIds {
-    /// Parses pci.ids text. Lines that do not fit the format are skipped and counted
-    /// ([`PciIds::skipped_lines`]), so one bad line never hides the rest.
+    /// Parses pci.ids text. Top-level and class lines that do not fit the format are skipped and counted
+    /// ([`PciIds::skipped_lines`]); device and subsystem lines are read when their vendor is first
+    /// looked up, and a malformed one is skipped then. One bad line never hides the rest.
     pub fn parse(text: &str) -> Self {
-        let mut ids = Self::default();
+        Self::from_text(text.to_owned())
+    }
+
+    fn from_text(text: String) -> Self {
+        let mut ids = Self {
+            text,
+            ..Self::default()
+        };
         let mut section = Section::None;
-        let mut device: Option<u16> = None;
         let mut subclass: Option<u8> = None;
-        for line in text.lines() {
+        let mut vendor_lines: Vec<(u16, Span, usize)> = Vec::new();
+        let text = ids.text.as_str();
+        for (start, line) in lines_at(text, 0..text.len()) {
+            let end = start + line.len();
             if line.trim().is_empty() || line.starts_with('#') {
                 continue;
             }
-            let ok = if let Some(rest) = line.strip_prefix("\t\t") {
-                ids.parse_level2(&section, device, subclass, rest)
-            } else if let Some(rest) = line.strip_prefix('\t') {
+            let ok = if let Some(rest) = line.strip_prefix('\t') {
                 match &section {
-                    Section::Vendor(v) => split_id(rest).and_then(|(id, name)| {
-                        let d = hex16(id)?;
-                        device = Some(d);
-                        ids.vendors.get_mut(v)?.devices.entry(d).or_default().name =
-                            name.to_owned();
+                    Section::Vendor => {
+                        if let Some(last) = vendor_lines.last_mut() {
+                            last.2 = end;
+                        }
                         Some(())
-                    }),
-                    Section::Class(c) => split_id(rest).and_then(|(id, name)| {
-                        let s = hex8(id)?;
-                        subclass = Some(s);
-                        ids.classes
-                            .get_mut(c)?
-                            .subclasses
-                            .entry(s)
-                            .or_default()
-                            .name = name.to_owned();
-                        Some(())
-                    }),
+                    }
+                    Section::Class(c) => {
+                        if let Some(rest) = rest.strip_prefix('\t') {
+                            split_id(rest).and_then(|(id, name)| {
+                                let p = hex8(id)?;
+                                let sub = ids.classes.get_mut(c)?.subclasses.get_mut(&subclass?)?;
+                                sub.prog_ifs.insert(p, name.to_owned());
+                                Some(())
+                            })
+                        } else {
+                            split_id(rest).and_then(|(id, name)| {
+                                let s = hex8(id)?;
+                                subclass = Some(s);
+                                ids.classes
+                                    .get_mut(c)?
+                                    .subclasses
+                                    .entry(s)
+                                    .or_default()
+                                    .name = name.to_owned();
+                                Some(())
+                            })
+                        }
+                    }
                     Section::None => None,
                 }
             } else if let Some(rest) = line.strip_prefix("C ") {
@@ -143,9 +188,8 @@ impl PciIds {
                 // Vendor lines; other top-level sections (e.g. "X" for other buses) end the vendor list.
                 match split_id(line).and_then(|(id, name)| Some((hex16(id)?, name))) {
                     Some((v, name)) => {
-                        section = Section::Vendor(v);
-                        device = None;
-                        ids.vendors.entry(v).or_default().name = name.to_owned();
+                        section = Section::Vendor;
+                        vendor_lines.push((v, span_of(text, name), end));
                         Some(())
                     }
                     None => {
@@ -158,34 +202,52 @@ impl PciIds {
                 ids.skipped_lines += 1;
             }
         }
+        for (vendor, name, block_end) in vendor_lines {
+            // The block starts after the vendor line's newline; an empty block is start == end.
+            let block_start = text[name.end..]
+                .find('\n')
+                .map_or(text.len(), |n| name.end + n + 1);
+            ids.vendors.entry(vendor).or_insert(VendorEntry {
+                name,
+                block: block_start..block_end.max(block_start),
+                devices: OnceLock::new(),
+            });
+        }
         ids
     }
 
-    fn parse_level2(
-        &mut self,
-        section: &Section,
-        device: Option<u16>,
-        subclass: Option<u8>,
-        rest: &str,
-    ) -> Option<()> {
-        match section {
-            Section::Vendor(v) => {
-                let (ids, name) = rest.split_once("  ")?;
-                let (sv, sd) = ids.split_once(' ')?;
-                let key = (hex16(sv)?, hex16(sd)?);
-                let dev = self.vendors.get_mut(v)?.devices.get_mut(&device?)?;
-                dev.subsystems.insert(key, name.trim().to_owned());
-                Some(())
+    fn devices(&self, vendor: u16) -> Option<&HashMap<u16, DeviceEntry>> {
+        let entry = self.vendors.get(&vendor)?;
+        Some(entry.devices.get_or_init(|| {
+            let mut devices: HashMap<u16, DeviceEntry> = HashMap::new();
+            let mut current: Option<u16> = None;
+            for (start, line) in lines_at(&self.text, entry.block.clone()) {
+                let end = start + line.len();
+                if line.starts_with("\t\t") {
+                    if let Some(d) = current.and_then(|d| devices.get_mut(&d)) {
+                        d.block.end = end;
+                    }
+                    continue;
+                }
+                current = line
+                    .strip_prefix('\t')
+                    .and_then(split_id)
+                    .and_then(|(id, name)| Some((hex16(id)?, name)))
+                    .map(|(d, name)| {
+                        let name = span_of(&self.text, name);
+                        devices.entry(d).or_insert(DeviceEntry {
+                            block: end + 1..end + 1,
+                            name,
+                        });
+                        d
+                    });
             }
-            Section::Class(c) => {
-                let (id, name) = split_id(rest)?;
-                let p = hex8(id)?;
-                let sub = self.classes.get_mut(c)?.subclasses.get_mut(&subclass?)?;
-                sub.prog_ifs.insert(p, name.to_owned());
-                Some(())
-            }
-            Section::None => None,
-        }
+            devices
+        }))
+    }
+
+    fn slice(&self, span: &Span) -> Option<&str> {
+        self.text.get(span.clone())
     }
 
     /// Reads and parses a file.
@@ -198,7 +260,9 @@ impl PciIds {
             source,
         })?;
         // The file is UTF-8 today but was Latin-1 once; never fail on a stray byte.
-        let mut ids = Self::parse(&String::from_utf8_lossy(&bytes));
+        let text = String::from_utf8(bytes)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+        let mut ids = Self::from_text(text);
         ids.source = Some(path.to_owned());
         Ok(ids)
     }
@@ -234,16 +298,12 @@ impl PciIds {
 
     /// Vendor name.
     pub fn vendor(&self, vendor: u16) -> Option<&str> {
-        self.vendors.get(&vendor).map(|v| v.name.as_str())
+        self.slice(&self.vendors.get(&vendor)?.name)
     }
 
     /// Device name.
     pub fn device(&self, vendor: u16, device: u16) -> Option<&str> {
-        self.vendors
-            .get(&vendor)?
-            .devices
-            .get(&device)
-            .map(|d| d.name.as_str())
+        self.slice(&self.devices(vendor)?.get(&device)?.name)
     }
 
     /// Subsystem name.
@@ -254,13 +314,17 @@ impl PciIds {
         sub_vendor: u16,
         sub_device: u16,
     ) -> Option<&str> {
-        self.vendors
-            .get(&vendor)?
-            .devices
-            .get(&device)?
-            .subsystems
-            .get(&(sub_vendor, sub_device))
-            .map(String::as_str)
+        let entry = self.devices(vendor)?.get(&device)?;
+        lines_at(
+            &self.text,
+            entry.block.start..entry.block.end.min(self.text.len()),
+        )
+        .filter_map(|(_, line)| line.strip_prefix("\t\t"))
+        .find_map(|rest| {
+            let (ids, name) = rest.split_once("  ")?;
+            let (sv, sd) = ids.split_once(' ')?;
+            (hex16(sv)? == sub_vendor && hex16(sd)? == sub_device).then(|| name.trim())
+        })
     }
 
     /// Class name: the sub-class name when known, else the base class name.
@@ -350,8 +414,12 @@ C 01  Mass storage controller
     fn malformed_lines_are_skipped_and_counted() {
         let ids = PciIds::parse("zzzz  Bad\n\tqq  bad\n1af4  Red Hat, Inc.\n\tnothex\n");
         assert_eq!(
-            (ids.skipped_lines(), ids.vendor(0x1af4)),
-            (3, Some("Red Hat, Inc."))
+            (
+                ids.skipped_lines(),
+                ids.vendor(0x1af4),
+                ids.device(0x1af4, 0x1042)
+            ),
+            (2, Some("Red Hat, Inc."), None)
         );
     }
 

@@ -28,7 +28,9 @@ pub struct Capability {
     pub offset: u16,
     /// Human name.
     pub name: &'static str,
-    /// Decoded registers, for the capabilities pcipool reasons about.
+    /// Decoded registers, for the capabilities pcipool reasons about (flattened into the entry in JSON,
+    /// with a `kind` tag).
+    #[serde(flatten)]
     pub detail: CapabilityDetail,
 }
 

@@ -59,10 +59,6 @@ pub enum DumpErrorKind {
     Empty,
 }
 
-fn is_hex(s: &str) -> bool {
-    !s.is_empty() && s.bytes().all(|b| b.is_ascii_hexdigit())
-}
-
 /// `[dddd:]bb:dd.f` followed by a space or the end of the line.
 fn device_line(line: &str) -> Option<Bdf> {
     let token = line.split_whitespace().next()?;
@@ -73,31 +69,122 @@ fn device_line(line: &str) -> Option<Bdf> {
     token.parse().ok()
 }
 
-/// `OFF: xx xx ...` -> (offset, bytes). `None` when the line does not look like data at all.
-fn data_line(line: &str, number: usize) -> Option<Result<(usize, Vec<u8>), DumpError>> {
-    let (offset, rest) = line.split_once(':')?;
-    if !is_hex(offset) || offset.len() > 3 || !(rest.is_empty() || rest.starts_with(' ')) {
+/// Hex digit values, 0xff for anything else: a table lookup keeps the hot loop branch-light.
+const HEX: [u8; 256] = {
+    let mut table = [0xffu8; 256];
+    let mut i: u8 = 0;
+    while i < 10 {
+        table[(b'0' + i) as usize] = i;
+        i += 1;
+    }
+    let mut i: u8 = 0;
+    while i < 6 {
+        table[(b'a' + i) as usize] = 10 + i;
+        table[(b'A' + i) as usize] = 10 + i;
+        i += 1;
+    }
+    table
+};
+
+fn hex_digit(b: u8) -> Option<u8> {
+    let v = HEX[usize::from(b)];
+    (v != 0xff).then_some(v)
+}
+
+/// The exact layout lspci writes (" xx" repeated, at most 16 times). `None` sends the line to the
+/// general parser, which also produces the error messages.
+fn fast_bytes(rest: &[u8], out: &mut [u8; 16]) -> Option<usize> {
+    if !rest.len().is_multiple_of(3) || rest.len() > 48 {
         return None;
     }
+    let mut digits = 0u8;
+    let mut separators_ok = true;
+    for (slot, chunk) in out.iter_mut().zip(rest.chunks_exact(3)) {
+        let (hi, lo) = (HEX[usize::from(chunk[1])], HEX[usize::from(chunk[2])]);
+        separators_ok &= chunk[0] == b' ';
+        digits |= hi | lo;
+        *slot = hi << 4 | lo;
+    }
+    // Valid digits are 0..=15; an invalid one is 0xff and shows in the high nibble.
+    (separators_ok && digits & 0xf0 == 0).then_some(rest.len() / 3)
+}
+
+/// `OFF: xx xx ...` -> (offset, bytes). `None` when the line does not look like data at all.
+/// Byte-level on purpose: dumps of thousands of devices are mostly these lines.
+/// One hex line: `count` bytes starting at `offset`.
+struct DataLine {
+    offset: usize,
+    bytes: [u8; 16],
+    count: usize,
+}
+
+fn data_line(line: &str, number: usize) -> Option<Result<DataLine, DumpError>> {
+    let raw = line.as_bytes();
+    let colon = raw.iter().take(4).position(|&b| b == b':')?;
+    if colon == 0 || raw.get(colon + 1).is_some_and(|&b| b != b' ') {
+        return None;
+    }
+    let mut offset = 0usize;
+    for &b in &raw[..colon] {
+        offset = offset * 16 + usize::from(hex_digit(b)?);
+    }
     let err = |kind| Some(Err(DumpError { line: number, kind }));
-    let offset = usize::from_str_radix(offset, 16).ok()?;
-    let mut bytes = Vec::with_capacity(16);
-    for token in rest.split_whitespace() {
-        if token.len() != 2 || !is_hex(token) {
-            return err(DumpErrorKind::BadByte(token.to_owned()));
+    let bad = |from: usize| {
+        let token: String = line[from..]
+            .split_whitespace()
+            .next()
+            .unwrap_or("")
+            .to_owned();
+        DumpErrorKind::BadByte(token)
+    };
+    let mut bytes = [0u8; 16];
+    if let Some(count) = fast_bytes(&raw[colon + 1..], &mut bytes) {
+        if offset + count > EXTENDED_SIZE {
+            return Some(Err(DumpError {
+                line: number,
+                kind: DumpErrorKind::OffsetOutOfRange(offset),
+            }));
         }
-        match u8::from_str_radix(token, 16) {
-            Ok(b) => bytes.push(b),
-            Err(_) => return err(DumpErrorKind::BadByte(token.to_owned())),
+        return Some(Ok(DataLine {
+            offset,
+            bytes,
+            count,
+        }));
+    }
+    let mut count = 0usize;
+    let mut i = colon + 1;
+    while i < raw.len() {
+        if raw[i] == b' ' || raw[i] == b'\t' {
+            i += 1;
+            continue;
         }
+        let pair = (
+            raw.get(i).copied().and_then(hex_digit),
+            raw.get(i + 1).copied().and_then(hex_digit),
+        );
+        let ends = raw.get(i + 2).is_none_or(|&b| b == b' ' || b == b'\t');
+        match pair {
+            (Some(hi), Some(lo)) if ends => {
+                if let Some(slot) = bytes.get_mut(count) {
+                    *slot = hi << 4 | lo;
+                }
+                count += 1;
+            }
+            _ => return err(bad(i)),
+        }
+        i += 2;
     }
-    if bytes.len() > 16 {
-        return err(DumpErrorKind::TooManyBytes(bytes.len()));
+    if count > 16 {
+        return err(DumpErrorKind::TooManyBytes(count));
     }
-    if offset + bytes.len() > EXTENDED_SIZE {
+    if offset + count > EXTENDED_SIZE {
         return err(DumpErrorKind::OffsetOutOfRange(offset));
     }
-    Some(Ok((offset, bytes)))
+    Some(Ok(DataLine {
+        offset,
+        bytes,
+        count,
+    }))
 }
 
 /// Parses every device in a dump.
@@ -110,21 +197,29 @@ pub fn parse_dump(text: &str) -> Result<Vec<DumpedDevice>, DumpError> {
     for (index, raw) in text.lines().enumerate() {
         let number = index + 1;
         last_line = number;
+        // Indented lines are lspci's -v text; skip them before any other work.
+        if raw.starts_with(['\t', ' ']) {
+            continue;
+        }
         let line = raw.trim_end();
-        if line.is_empty() || line.starts_with(char::is_whitespace) {
+        if line.is_empty() {
             continue;
         }
         if let Some(parsed) = data_line(line, number) {
-            let (offset, bytes) = parsed?;
+            let DataLine {
+                offset,
+                bytes,
+                count,
+            } = parsed?;
             let device = devices.last_mut().ok_or(DumpError {
                 line: number,
                 kind: DumpErrorKind::DataBeforeDevice,
             })?;
-            let end = offset + bytes.len();
+            let end = offset + count;
             if device.bytes.len() < end {
                 device.bytes.resize(end, 0xff);
             }
-            device.bytes[offset..end].copy_from_slice(&bytes);
+            device.bytes[offset..end].copy_from_slice(&bytes[..count]);
             continue;
         }
         if let Some(bdf) = device_line(line) {
@@ -139,7 +234,7 @@ pub fn parse_dump(text: &str) -> Result<Vec<DumpedDevice>, DumpError> {
             devices.push(DumpedDevice {
                 bdf,
                 line: number,
-                bytes: Vec::new(),
+                bytes: Vec::with_capacity(EXTENDED_SIZE),
             });
             continue;
         }
@@ -227,6 +322,14 @@ mod tests {
             parse_dump("00:00.0 X\nff0: 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00\n")
                 .map_err(|e| e.kind),
             Err(DumpErrorKind::TooManyBytes(17))
+        );
+    }
+
+    #[test]
+    fn parse_bad_digit_in_lspci_layout_is_rejected() {
+        assert_eq!(
+            parse_dump("00:00.0 X\n00: 01 0x 11\n").map_err(|e| e.kind),
+            Err(DumpErrorKind::BadByte("0x".into()))
         );
     }
 

@@ -29,7 +29,8 @@ pub struct ExtCapability {
     pub offset: u16,
     /// Human name.
     pub name: &'static str,
-    /// Decoded registers.
+    /// Decoded registers (flattened into the entry in JSON, with a `kind` tag).
+    #[serde(flatten)]
     pub detail: ExtCapabilityDetail,
 }
 

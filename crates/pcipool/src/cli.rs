@@ -1,0 +1,219 @@
+//! Command-line surface: clap derive, parsed into a validated [`Command`] before any work starts.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use pcipool_pcie::Bdf;
+
+/// Exit codes, shown in `--help` and in docs/cli.md.
+pub const EXIT_CODES: &str = "\
+Exit codes:
+  0  success (also when output is cut short by a closed pipe)
+  1  runtime failure (I/O, unreadable system files, a tool that could not run)
+  2  usage error (bad arguments)
+  3  bad input data (malformed dump file, undecodable config space)
+  4  not found (no such device)";
+
+/// Pool PCIe devices across hosts joined by an NTB or PCIe switch fabric.
+#[derive(Debug, Parser)]
+#[command(name = "pcipool", version, about, after_help = EXIT_CODES)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: CliCommand,
+}
+
+/// Output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum OutputFormat {
+    /// Human-readable text.
+    #[default]
+    Table,
+    /// JSON (schema in docs/json.md).
+    Json,
+}
+
+/// Where to read a host from.
+#[derive(Debug, Clone, clap::Args)]
+pub struct HostArgs {
+    /// Root of the sysfs tree to read (a fake tree in tests).
+    #[arg(long, value_name = "PATH", default_value = "/sys")]
+    pub sysfs_root: PathBuf,
+    /// Root of the procfs tree (mount and route tables). Defaults to `proc` beside a non-default
+    /// `--sysfs-root`, else /proc.
+    #[arg(long, value_name = "PATH")]
+    pub proc_root: Option<PathBuf>,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum CliCommand {
+    /// List this host's PCI functions: class, names, driver, IOMMU group, NUMA node, link, BAR sizes,
+    /// reset methods, and whether a function backs the root filesystem or the default route.
+    Inventory {
+        #[command(flatten)]
+        host: HostArgs,
+        /// Output format.
+        #[arg(long, short, value_enum, default_value_t)]
+        output: OutputFormat,
+    },
+    /// Show everything pcipool decodes about one function of this host.
+    Inspect {
+        /// PCI address, e.g. 0000:03:00.0 or 03:00.0.
+        bdf: String,
+        #[command(flatten)]
+        host: HostArgs,
+        /// Output format.
+        #[arg(long, short, value_enum, default_value_t)]
+        output: OutputFormat,
+    },
+    /// Decode an `lspci -x`, `-xxx` or `-xxxx` hex dump (several devices per file; `-` for stdin).
+    Decode {
+        /// The dump file.
+        file: PathBuf,
+        /// Output format.
+        #[arg(long, short, value_enum, default_value_t)]
+        output: OutputFormat,
+    },
+    /// Benchmarks that print ratios measured side by side in one run.
+    Bench {
+        /// Which benchmark.
+        #[command(subcommand)]
+        which: BenchCommand,
+    },
+}
+
+/// Benchmarks.
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// `pcipool decode` against `lspci -F ... -vvv` on the same file of N dumps, as whole processes.
+    Decode {
+        /// Dumps in the generated file.
+        #[arg(long, default_value_t = 1000)]
+        dumps: usize,
+        /// Timed rounds per tool (alternating, the median is reported).
+        #[arg(long, default_value_t = 15)]
+        rounds: usize,
+    },
+}
+
+/// A validated command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Inventory of a host.
+    Inventory {
+        /// sysfs root.
+        sys: PathBuf,
+        /// procfs root.
+        proc: PathBuf,
+        /// Format.
+        output: OutputFormat,
+    },
+    /// Inspect one device.
+    Inspect {
+        /// Address.
+        bdf: Bdf,
+        /// sysfs root.
+        sys: PathBuf,
+        /// procfs root.
+        proc: PathBuf,
+        /// Format.
+        output: OutputFormat,
+    },
+    /// Decode a dump file.
+    Decode {
+        /// File (`-` = stdin).
+        file: PathBuf,
+        /// Format.
+        output: OutputFormat,
+    },
+    /// Decode benchmark.
+    BenchDecode {
+        /// Dumps.
+        dumps: usize,
+        /// Rounds.
+        rounds: usize,
+    },
+}
+
+/// Why arguments were rejected after clap accepted their shape.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+fn proc_root(host: &HostArgs) -> PathBuf {
+    match &host.proc_root {
+        Some(p) => p.clone(),
+        None if host.sysfs_root == std::path::Path::new("/sys") => PathBuf::from("/proc"),
+        None => host
+            .sysfs_root
+            .parent()
+            .map_or_else(|| PathBuf::from("/proc"), |p| p.join("proc")),
+    }
+}
+
+impl Cli {
+    /// Second phase: raw arguments into a [`Command`].
+    ///
+    /// # Errors
+    /// [`UsageError`] for values clap cannot check (addresses, ranges).
+    pub fn validate(self) -> Result<Command, UsageError> {
+        Ok(match self.command {
+            CliCommand::Inventory { host, output } => Command::Inventory {
+                proc: proc_root(&host),
+                sys: host.sysfs_root,
+                output,
+            },
+            CliCommand::Inspect { bdf, host, output } => Command::Inspect {
+                bdf: bdf.parse().map_err(|e| UsageError(format!("{e}")))?,
+                proc: proc_root(&host),
+                sys: host.sysfs_root,
+                output,
+            },
+            CliCommand::Decode { file, output } => Command::Decode { file, output },
+            CliCommand::Bench {
+                which: BenchCommand::Decode { dumps, rounds },
+            } => {
+                if !(1..=100_000).contains(&dumps) || !(1..=1000).contains(&rounds) {
+                    return Err(UsageError(
+                        "--dumps must be 1..=100000 and --rounds 1..=1000".to_owned(),
+                    ));
+                }
+                Command::BenchDecode { dumps, rounds }
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn inspect_bad_address_is_usage_error() {
+        let cli = Cli::parse_from(["pcipool", "inspect", "zz:zz"]);
+        assert!(matches!(cli.validate(), Err(UsageError(_))));
+    }
+
+    #[test]
+    fn proc_root_defaults_beside_fake_sysfs() {
+        let cli = Cli::parse_from(["pcipool", "inventory", "--sysfs-root", "/tmp/x/sys"]);
+        let Ok(Command::Inventory { proc, .. }) = cli.validate() else {
+            panic!("inventory command expected");
+        };
+        assert_eq!(proc, PathBuf::from("/tmp/x/proc"));
+    }
+}

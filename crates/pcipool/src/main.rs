@@ -1,0 +1,76 @@
+//! `pcipool`: pool PCIe devices across hosts joined by an NTB or PCIe switch fabric.
+//!
+//! This binary is the edge: it parses arguments (two phases, see [`cli`]), runs one command, prints
+//! the result, and maps failures to the exit codes in [`cli::EXIT_CODES`].
+//!
+//! # Layout
+//! - [`cli`]: clap definitions and validation.
+//! - [`commands`]: one function per command.
+//! - [`render`]: text output.
+//! - [`bench`]: benchmarks that measure pcipool against a reference side by side.
+
+mod bench;
+mod cli;
+mod commands;
+mod render;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+/// Input that was read but is not valid (exit code 3).
+#[derive(Debug)]
+pub struct BadInput(pub String);
+
+impl std::fmt::Display for BadInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl std::error::Error for BadInput {}
+
+/// A named thing that does not exist (exit code 4).
+#[derive(Debug)]
+pub struct NotFound(pub String);
+
+impl std::fmt::Display for NotFound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl std::error::Error for NotFound {}
+
+fn run() -> anyhow::Result<ExitCode> {
+    let command = cli::Cli::parse().validate()?;
+    commands::execute(command)
+}
+
+fn exit_code_for(err: &anyhow::Error) -> u8 {
+    if err.chain().any(|e| e.is::<cli::UsageError>()) {
+        2
+    } else if err.chain().any(|e| e.is::<BadInput>()) {
+        3
+    } else if err.chain().any(|e| e.is::<NotFound>()) {
+        4
+    } else {
+        1
+    }
+}
+
+fn broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|e| {
+        e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(code) => code,
+        Err(err) if broken_pipe(&err) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("pcipool: {err:#}");
+            ExitCode::from(exit_code_for(&err))
+        }
+    }
+}

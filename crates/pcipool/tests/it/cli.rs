@@ -1,0 +1,231 @@
+//! The CLI against fake sysfs trees and bad input.
+
+use pcipool_pcie::{Bdf, presets};
+use pcipool_testkit::sysfs::{FakeDevice, SysfsTreeBuilder};
+
+use crate::support::{pcipool, stderr, stdout};
+
+fn bdf(s: &str) -> Bdf {
+    s.parse().expect("test address")
+}
+
+fn fake_host(dir: &std::path::Path) -> String {
+    let host = SysfsTreeBuilder::new(dir)
+        .device(FakeDevice::new(bdf("00:01.0"), presets::root_port().build()).driver("pcieport"))
+        .device(
+            FakeDevice::new(bdf("01:00.0"), presets::nvme_ssd().build())
+                .under(bdf("00:01.0"))
+                .driver("nvme")
+                .iommu_group(3)
+                .block("nvme0n1", "259:0"),
+        )
+        .device(
+            FakeDevice::new(bdf("00:02.0"), presets::sriov_nic().build())
+                .driver("mlx5_core")
+                .net("eth0"),
+        )
+        .mount("259:0", "/")
+        .default_route("eth0")
+        .build()
+        .expect("fake tree");
+    host.sys.to_string_lossy().into_owned()
+}
+
+#[test]
+fn inventory_table_flags_root_fs_and_default_route() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sys = fake_host(dir.path());
+    let out = pcipool(&["inventory", "--sysfs-root", &sys]);
+    let text = stdout(&out);
+    let flagged: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("ROOT-FS") || l.contains("DEFAULT-ROUTE"))
+        .map(|l| l.split_whitespace().next().unwrap_or(""))
+        .collect();
+    assert_eq!(
+        (out.status.code(), flagged),
+        (Some(0), vec!["0000:00:02.0", "0000:01:00.0"])
+    );
+}
+
+#[test]
+fn inventory_json_keeps_documented_names() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sys = fake_host(dir.path());
+    let out = pcipool(&["inventory", "--sysfs-root", &sys, "--output", "json"]);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("valid JSON");
+    let nvme = json["devices"]
+        .as_array()
+        .and_then(|d| d.iter().find(|d| d["bdf"] == "0000:01:00.0"))
+        .expect("nvme listed");
+    let got = (
+        nvme["bdf"].as_str(),
+        nvme["vendor_id"].as_u64(),
+        nvme["device_id"].as_u64(),
+        nvme["class"]["base"].as_u64(),
+        nvme["capabilities"][0]["id"].as_u64(),
+        nvme["capabilities"][0]["offset"].as_u64(),
+        nvme["extended_capabilities"][0]["version"].as_u64(),
+        nvme["backs_root_fs"].as_bool(),
+    );
+    assert_eq!(
+        got,
+        (
+            Some("0000:01:00.0"),
+            Some(0x144d),
+            Some(0xa808),
+            Some(1),
+            Some(1),
+            Some(0x40),
+            Some(2),
+            Some(true)
+        )
+    );
+}
+
+#[test]
+fn inventory_json_sriov_total_vfs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sys = fake_host(dir.path());
+    let out = pcipool(&["inventory", "--sysfs-root", &sys, "--output", "json"]);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("valid JSON");
+    let nic = json["devices"]
+        .as_array()
+        .and_then(|d| d.iter().find(|d| d["bdf"] == "0000:00:02.0"))
+        .expect("nic listed");
+    let total = nic["extended_capabilities"]
+        .as_array()
+        .and_then(|caps| caps.iter().find(|c| c["kind"] == "sr_iov"))
+        .and_then(|c| c["total_vfs"].as_u64());
+    assert_eq!(total, Some(16));
+}
+
+#[test]
+fn inspect_unknown_device_exits_4() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sys = fake_host(dir.path());
+    let out = pcipool(&["inspect", "07:00.0", "--sysfs-root", &sys]);
+    assert_eq!(
+        (
+            out.status.code(),
+            stderr(&out).contains("no PCI function 0000:07:00.0")
+        ),
+        (Some(4), true)
+    );
+}
+
+#[test]
+fn inspect_shows_full_decode() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sys = fake_host(dir.path());
+    let out = pcipool(&["inspect", "01:00.0", "--sysfs-root", &sys]);
+    let text = stdout(&out);
+    assert_eq!(
+        (
+            out.status.code(),
+            text.contains("Express v2 endpoint: link 8GT/s x4"),
+            text.contains("SAFETY: backs the root filesystem")
+        ),
+        (Some(0), true, true)
+    );
+}
+
+#[test]
+fn inspect_malformed_address_exits_2() {
+    let out = pcipool(&["inspect", "not-an-address"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn inventory_of_missing_root_exits_1_naming_path() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sys = dir.path().join("nothing");
+    let out = pcipool(&["inventory", "--sysfs-root", &sys.to_string_lossy()]);
+    assert_eq!(
+        (out.status.code(), stderr(&out).contains("no PCI bus here")),
+        (Some(1), true)
+    );
+}
+
+#[test]
+fn decode_malformed_dump_names_file_and_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("bad.dump");
+    std::fs::write(&file, "00:00.0 Host bridge\n00: 86 80 zz\n").expect("write");
+    let out = pcipool(&["decode", &file.to_string_lossy()]);
+    let expected = format!("{}:2: 'zz' is not a hex byte", file.display());
+    assert_eq!(
+        (out.status.code(), stderr(&out).contains(&expected)),
+        (Some(3), true)
+    );
+}
+
+#[test]
+fn decode_absent_device_reports_and_exits_3() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("gone.dump");
+    let ones = " ff".repeat(16);
+    std::fs::write(
+        &file,
+        format!("00:00.0 X\n00:{ones}\n10:{ones}\n20:{ones}\n30:{ones}\n"),
+    )
+    .expect("write");
+    let out = pcipool(&["decode", &file.to_string_lossy()]);
+    assert_eq!(
+        (out.status.code(), stdout(&out).contains("device absent")),
+        (Some(3), true)
+    );
+}
+
+#[test]
+fn decode_json_lists_devices_with_line_numbers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("two.dump");
+    let mut text = String::new();
+    pcipool_pcie::dump::write_dump(
+        &mut text,
+        bdf("03:00.0"),
+        "NVMe",
+        &presets::nvme_ssd().build().bytes,
+    );
+    pcipool_pcie::dump::write_dump(
+        &mut text,
+        bdf("04:00.0"),
+        "GPU",
+        &presets::gpu().build().bytes,
+    );
+    std::fs::write(&file, text).expect("write");
+    let out = pcipool(&["decode", &file.to_string_lossy(), "--output", "json"]);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("valid JSON");
+    let got: Vec<(Option<&str>, Option<u64>)> = json
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|d| (d["bdf"].as_str(), d["line"].as_u64()))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (Some("0000:03:00.0"), Some(1)),
+            (Some("0000:04:00.0"), Some(259))
+        ]
+    );
+}
+
+#[test]
+fn decode_missing_file_exits_1() {
+    let out = pcipool(&["decode", "/nonexistent/pcipool/dump"]);
+    assert_eq!(
+        (
+            out.status.code(),
+            stderr(&out).contains("reading /nonexistent/pcipool/dump")
+        ),
+        (Some(1), true)
+    );
+}
+
+#[test]
+fn help_documents_exit_codes() {
+    let out = pcipool(&["--help"]);
+    assert!(stdout(&out).contains("3  bad input data"));
+}

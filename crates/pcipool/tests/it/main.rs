@@ -1,0 +1,13 @@
+//! Integration tests of the `pcipool` binary: CLI behaviour on fake sysfs trees, decode parity with
+//! `lspci -F ... -vvv` on every fixture, and the inventory of this machine against `lspci -nnk`.
+
+#[cfg(test)]
+mod cli;
+#[cfg(test)]
+mod host;
+#[cfg(test)]
+mod lspci_text;
+#[cfg(test)]
+mod parity;
+#[cfg(test)]
+mod support;
