@@ -1,7 +1,7 @@
 //! `cargo xtask <task>`: developer tasks that are more than one command.
 //!
 //! - `ci`: what `.ci/run` runs after installing system packages (fmt check, clippy, tests).
-//! - `fuzz SECONDS`: run the `pcie_decode` fuzz target for SECONDS (needs nightly + cargo-fuzz).
+//! - `fuzz TARGET SECONDS`: run a cargo-fuzz target (`pcie_decode`, `lspci_dump`) for SECONDS.
 
 use std::process::{Command, ExitCode};
 
@@ -34,21 +34,32 @@ fn ci() -> Result<(), String> {
     run("cargo", &["test", "--workspace"])
 }
 
-fn fuzz(seconds: &str) -> Result<(), String> {
+/// Runs a cargo-fuzz target (`pcie_decode` or `lspci_dump`) for `seconds`. cargo-fuzz needs nightly
+/// flags; only a stable toolchain exists on these machines, so `RUSTC_BOOTSTRAP=1` unlocks them.
+fn fuzz(target: &str, seconds: &str) -> Result<(), String> {
     let max_time = format!("-max_total_time={seconds}");
-    run(
-        "cargo",
-        &[
-            "+nightly",
+    let corpus = format!("fuzz/corpus/{target}");
+    std::fs::create_dir_all(&corpus).map_err(|e| format!("creating {corpus}: {e}"))?;
+    eprintln!("+ RUSTC_BOOTSTRAP=1 cargo fuzz run {target} {corpus} -- {max_time}");
+    let status = Command::new("cargo")
+        .env("RUSTC_BOOTSTRAP", "1")
+        .args([
             "fuzz",
             "run",
             "--fuzz-dir",
             "fuzz",
-            "pcie_decode",
+            target,
+            &corpus,
             "--",
             &max_time,
-        ],
-    )
+        ])
+        .status()
+        .map_err(|e| format!("cannot start cargo fuzz (cargo install cargo-fuzz): {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("fuzzing {target} failed: {status}"))
+    }
 }
 
 fn main() -> ExitCode {
@@ -60,8 +71,8 @@ fn main() -> ExitCode {
         .as_slice()
     {
         ["ci"] => ci(),
-        ["fuzz", seconds] => fuzz(seconds),
-        _ => Err("usage: cargo xtask ci | cargo xtask fuzz SECONDS".to_owned()),
+        ["fuzz", target, seconds] => fuzz(target, seconds),
+        _ => Err("usage: cargo xtask ci | cargo xtask fuzz TARGET SECONDS".to_owned()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
