@@ -267,17 +267,17 @@ impl PciIds {
         Ok(ids)
     }
 
-    /// The system database, loaded on first use from `$PCIPOOL_PCI_IDS` or the default paths.
-    /// An empty database when none can be read.
+    /// The system database, loaded on first use: from `$PCIPOOL_PCI_IDS` when set (and only from there,
+    /// so tests and scripts get a predictable answer), else the first default path that reads. An empty
+    /// database when none can be read.
     pub fn system() -> &'static Self {
         static SYSTEM: OnceLock<PciIds> = OnceLock::new();
-        SYSTEM.get_or_init(|| {
-            let from_env = std::env::var_os(PATH_ENV).map(PathBuf::from);
-            from_env
-                .into_iter()
-                .chain(DEFAULT_PATHS.iter().map(PathBuf::from))
-                .find_map(|p| Self::load(&p).ok())
-                .unwrap_or_default()
+        SYSTEM.get_or_init(|| match std::env::var_os(PATH_ENV) {
+            Some(path) => Self::load(Path::new(&path)).unwrap_or_default(),
+            None => DEFAULT_PATHS
+                .iter()
+                .find_map(|p| Self::load(Path::new(p)).ok())
+                .unwrap_or_default(),
         })
     }
 

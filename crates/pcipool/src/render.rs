@@ -26,12 +26,12 @@ fn flag(on: bool) -> char {
 
 /// "Samsung ... [144d:a808]".
 pub fn id_line(ids: &PciIds, facts: &DeviceFacts) -> String {
-    format!(
-        "{} [{:04x}:{:04x}]",
-        ids.describe(facts.vendor_id, facts.device_id),
-        facts.vendor_id,
-        facts.device_id
-    )
+    let name = if ids.vendor(facts.vendor_id).is_some() {
+        ids.describe(facts.vendor_id, facts.device_id)
+    } else {
+        "Device".to_owned()
+    };
+    format!("{name} [{:04x}:{:04x}]", facts.vendor_id, facts.device_id)
 }
 
 /// Class name from pci.ids, else the built-in table, else hex.
@@ -65,7 +65,7 @@ fn bar_kind(bar: &Bar) -> String {
 
 fn pcie_line(e: &PciExpress) -> String {
     let mut s = format!(
-        "Express v{} {}: link {} x{} (max {} x{}), FLR{}, MPS {}/{}, MRRS {}, ExtTag{} RlxdOrd{} NoSnoop{}",
+        "v{} {}: link {} x{} (max {} x{}), FLR{}, MPS {}/{}, MRRS {}, ExtTag{} RlxdOrd{} NoSnoop{}",
         e.version,
         e.port_type,
         e.link.speed,
@@ -256,7 +256,9 @@ pub fn facts_body(out: &mut String, ids: &PciIds, facts: &DeviceFacts, resets: &
     if let (Some(sv), Some(sd)) = (facts.subsystem_vendor_id, facts.subsystem_id) {
         let name = ids
             .subsystem(facts.vendor_id, facts.device_id, sv, sd)
-            .map_or_else(|| ids.describe(sv, sd), str::to_owned);
+            .map(str::to_owned)
+            .or_else(|| ids.vendor(sv).map(|v| format!("{v} Device {sd:04x}")))
+            .unwrap_or_else(|| "Device".to_owned());
         let _ = writeln!(out, "\tSubsystem: {name} [{sv:04x}:{sd:04x}]");
     }
     let _ = writeln!(

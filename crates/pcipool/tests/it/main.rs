@@ -10,4 +10,6 @@ mod lspci_text;
 #[cfg(test)]
 mod parity;
 #[cfg(test)]
+mod snapshots;
+#[cfg(test)]
 mod support;
