@@ -313,13 +313,13 @@ pub fn facts_body(out: &mut String, ids: &PciIds, facts: &DeviceFacts, resets: &
         let _ = writeln!(out, "\tExpansion ROM at {:#x}{state}{size}", rom.address);
     }
     for cap in &facts.capabilities {
-        let _ = writeln!(
-            out,
+        let line = format!(
             "\tCapabilities: [{:02x}] {} {}",
             cap.offset,
             cap.name,
             cap_line(&cap.detail)
         );
+        let _ = writeln!(out, "{}", line.trim_end());
     }
     for cap in &facts.extended_capabilities {
         let name = if cap.name == "Unknown" {
@@ -327,13 +327,13 @@ pub fn facts_body(out: &mut String, ids: &PciIds, facts: &DeviceFacts, resets: &
         } else {
             cap.name.to_owned()
         };
-        let _ = writeln!(
-            out,
+        let line = format!(
             "\tCapabilities: [{:03x} v{}] {name} {}",
             cap.offset,
             cap.version,
             ecap_line(&cap.detail)
         );
+        let _ = writeln!(out, "{}", line.trim_end());
     }
     let resets: Vec<&str> = resets.iter().map(|r| r.sysfs_name()).collect();
     let _ = writeln!(
