@@ -141,6 +141,13 @@ impl PciIds {
         let text = ids.text.as_str();
         for (start, line) in lines_at(text, 0..text.len()) {
             let end = start + line.len();
+            // Most of the file is device and subsystem lines inside vendor blocks: only extend the block.
+            if matches!(section, Section::Vendor) && line.starts_with('\t') {
+                if let Some(last) = vendor_lines.last_mut() {
+                    last.2 = end;
+                }
+                continue;
+            }
             if line.trim().is_empty() || line.starts_with('#') {
                 continue;
             }

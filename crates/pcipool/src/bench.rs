@@ -80,7 +80,7 @@ fn median(mut samples: Vec<Duration>) -> Duration {
 ///
 /// # Errors
 /// When lspci is missing or either tool fails on the file.
-pub fn decode(dumps: usize, rounds: usize) -> anyhow::Result<ExitCode> {
+pub fn decode(dumps: usize, rounds: usize, keep_file: Option<&Path>) -> anyhow::Result<ExitCode> {
     let lspci = ["/usr/bin/lspci", "/bin/lspci", "/usr/sbin/lspci"]
         .iter()
         .map(PathBuf::from)
@@ -89,7 +89,7 @@ pub fn decode(dumps: usize, rounds: usize) -> anyhow::Result<ExitCode> {
     let exe = std::env::current_exe().context("locating the pcipool binary")?;
     let dir = std::env::temp_dir().join(format!("pcipool-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let file = dir.join("dumps.txt");
+    let file = keep_file.map_or_else(|| dir.join("dumps.txt"), Path::to_path_buf);
     let distinct = write_bench_file(&file, dumps)?;
     let file_arg = file.to_string_lossy().into_owned();
 

@@ -94,6 +94,9 @@ pub enum BenchCommand {
         /// Timed rounds per tool (alternating, the median is reported).
         #[arg(long, default_value_t = 15)]
         rounds: usize,
+        /// Write the generated dump file here and keep it (to rerun either tool by hand).
+        #[arg(long, value_name = "PATH")]
+        keep_file: Option<PathBuf>,
     },
 }
 
@@ -133,6 +136,8 @@ pub enum Command {
         dumps: usize,
         /// Rounds.
         rounds: usize,
+        /// Where to keep the dump file.
+        keep_file: Option<PathBuf>,
     },
 }
 
@@ -179,14 +184,23 @@ impl Cli {
             },
             CliCommand::Decode { file, output } => Command::Decode { file, output },
             CliCommand::Bench {
-                which: BenchCommand::Decode { dumps, rounds },
+                which:
+                    BenchCommand::Decode {
+                        dumps,
+                        rounds,
+                        keep_file,
+                    },
             } => {
                 if !(1..=100_000).contains(&dumps) || !(1..=1000).contains(&rounds) {
                     return Err(UsageError(
                         "--dumps must be 1..=100000 and --rounds 1..=1000".to_owned(),
                     ));
                 }
-                Command::BenchDecode { dumps, rounds }
+                Command::BenchDecode {
+                    dumps,
+                    rounds,
+                    keep_file,
+                }
             }
         })
     }

@@ -29,7 +29,11 @@ pub fn execute(command: Command) -> anyhow::Result<ExitCode> {
             output,
         } => inspect(&HostPaths { sys, proc }, bdf, output),
         Command::Decode { file, output } => decode(&file, output),
-        Command::BenchDecode { dumps, rounds } => bench::decode(dumps, rounds),
+        Command::BenchDecode {
+            dumps,
+            rounds,
+            keep_file,
+        } => bench::decode(dumps, rounds, keep_file.as_deref()),
     }
 }
 
