@@ -3,8 +3,11 @@
 //! Two translation styles exist on real adapters:
 //! - *direct windows*: a few BAR-backed memory windows, each translating one power-of-two, size-aligned
 //!   range (Intel and AMD on-CPU NTBs, IDT, Switchtec direct windows);
-//! - *LUT windows*: one aperture split into fixed-size entries of a look-up table (Switchtec LUT windows,
-//!   Dolphin's segment mappings), where a mapping takes `ceil(size / entry)` entries.
+//! - *LUT windows*: one aperture split into fixed-size entries of a look-up table (Switchtec LUT windows),
+//!   where a mapping takes `ceil(size / entry)` entries;
+//! - a *packed aperture*: one large prefetchable window into which the adapter software places many
+//!   mappings, each naturally aligned (Dolphin's NTB window; its LUT entry count is not published, so
+//!   the window size is the limit modelled).
 //!
 //! A device's BARs are mapped into the borrower through the borrower's adapter; the borrower's DMA window
 //! is mapped towards the device through the lender's adapter. Both must fit.
@@ -40,6 +43,8 @@ pub struct AdapterProfile {
     pub direct: Option<DirectWindows>,
     /// LUT windows, if the adapter has them.
     pub lut: Option<LutWindows>,
+    /// A packed aperture of this many bytes, if the adapter works that way.
+    pub aperture: Option<u64>,
     /// Requester-id translation slots (each borrowed or lent device needs one on each adapter it crosses).
     pub requester_slots: Option<u32>,
     /// Where the figures come from.
@@ -57,10 +62,11 @@ impl AdapterProfile {
             Self {
                 name: "dolphin-pxh830".into(),
                 description: "Dolphin PXH830 (PEX8733 NT), factory 256 MiB prefetchable window".into(),
-                // Modelled as one window: the segment LUT's entry count is not published, so the window
-                // size is the binding limit. 32 requester entries, 2 reserved for CPUs.
-                direct: Some(DirectWindows { count: 1, max_size: 256 * MIB }),
+                // The segment LUT's entry count is not published, so the window size is the binding limit.
+                // 32 requester entries, 2 reserved for CPUs.
+                direct: None,
                 lut: None,
+                aperture: Some(256 * MIB),
                 requester_slots: Some(30),
                 sources: vec![
                     "docs.dolphinics.com guides/prefetch.html: default 256 MiB, power of two, dis_config -spms".into(),
@@ -70,8 +76,9 @@ impl AdapterProfile {
             Self {
                 name: "dolphin-pxh830-32g".into(),
                 description: "Dolphin PXH830 with the 32 GiB window SmartIO recommends".into(),
-                direct: Some(DirectWindows { count: 1, max_size: 32 * GIB }),
+                direct: None,
                 lut: None,
+                aperture: Some(32 * GIB),
                 requester_slots: Some(30),
                 sources: vec!["docs.dolphinics.com smartio/requirements.html: recommend >= 32 GiB on all nodes".into()],
             },
@@ -82,6 +89,7 @@ impl AdapterProfile {
                 // the NT partition's BARs (2 usable after the config/scratchpad window).
                 direct: Some(DirectWindows { count: 2, max_size: 2 * MIB }),
                 lut: None,
+                aperture: None,
                 requester_slots: None,
                 sources: vec!["linux drivers/ntb/hw/mscc/ntb_hw_switchtec.c: max_mw_size default 2 MiB".into()],
             },
@@ -90,6 +98,7 @@ impl AdapterProfile {
                 description: "Microchip Switchtec NTB with LUT windows enabled (use_lut_mws=1)".into(),
                 direct: Some(DirectWindows { count: 2, max_size: 2 * MIB }),
                 lut: Some(LutWindows { entries: 128, entry_size: 64 * KIB }),
+                aperture: None,
                 requester_slots: None,
                 sources: vec!["linux drivers/ntb/hw/mscc/ntb_hw_switchtec.c: MAX_MWS 128, LUT entry 64 KiB".into()],
             },
@@ -99,6 +108,7 @@ impl AdapterProfile {
                 // Window size is a BIOS setting; 4 GiB per window is a common firmware choice, not a limit.
                 direct: Some(DirectWindows { count: 2, max_size: 4 * GIB }),
                 lut: None,
+                aperture: None,
                 requester_slots: None,
                 sources: vec!["linux drivers/ntb/hw/intel/ntb_hw_gen4.h and Documentation/driver-api/ntb.rst: 2 MWs".into()],
             },
@@ -107,6 +117,7 @@ impl AdapterProfile {
                 description: "AMD on-CPU NTB: per-device window table (2 windows on common parts)".into(),
                 direct: Some(DirectWindows { count: 2, max_size: 4 * GIB }),
                 lut: None,
+                aperture: None,
                 requester_slots: None,
                 sources: vec!["linux drivers/ntb/hw/amd/ntb_hw_amd.h: dev_data->mw_count".into()],
             },
@@ -115,6 +126,7 @@ impl AdapterProfile {
                 description: "IDT PCIe switch NTB: up to 29 memory windows".into(),
                 direct: Some(DirectWindows { count: 29, max_size: 4 * GIB }),
                 lut: None,
+                aperture: None,
                 requester_slots: None,
                 sources: vec!["linux drivers/ntb/hw/idt/ntb_hw_idt.h: up to 29 MWs, 24 ports".into()],
             },
@@ -141,6 +153,11 @@ pub enum Placement {
         /// Entries used.
         entries: u32,
     },
+    /// Packed into the aperture at this offset.
+    Aperture {
+        /// Offset in the aperture.
+        offset: u64,
+    },
 }
 
 /// The result of fitting mappings onto a profile.
@@ -150,6 +167,9 @@ pub struct Fit {
     pub placed: Vec<(String, u64, Placement)>,
     /// (label, size) of each mapping that did not.
     pub unplaced: Vec<(String, u64)>,
+    /// The single window size that would hold every mapping (each rounded to a power of two and
+    /// naturally aligned): what to enlarge a window or aperture to.
+    pub needed_window: u64,
 }
 
 impl Fit {
@@ -159,15 +179,23 @@ impl Fit {
     }
 }
 
-/// Places mappings largest first: a direct window when one is free and large enough, else LUT entries.
+/// Places mappings largest first: a direct window when one is free and large enough, else the packed
+/// aperture, else LUT entries.
 pub fn fit(profile: &AdapterProfile, mappings: &[(String, u64)]) -> Fit {
     let mut order: Vec<&(String, u64)> = mappings.iter().filter(|(_, s)| *s > 0).collect();
     order.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
     let mut windows_left = profile.direct.map_or(0, |d| d.count);
     let mut entries_left = profile.lut.map_or(0, |l| l.entries);
+    // Largest first, each a power of two: the next free offset is always aligned for the next mapping.
+    let mut aperture_used = 0u64;
+    let needed: u64 = order
+        .iter()
+        .map(|(_, s)| s.checked_next_power_of_two().unwrap_or(u64::MAX))
+        .fold(0u64, u64::saturating_add);
     let mut result = Fit {
         placed: Vec::new(),
         unplaced: Vec::new(),
+        needed_window: needed.checked_next_power_of_two().unwrap_or(u64::MAX),
     };
     for (label, size) in order {
         let window = size.checked_next_power_of_two().unwrap_or(u64::MAX);
@@ -177,11 +205,22 @@ pub fn fit(profile: &AdapterProfile, mappings: &[(String, u64)]) -> Fit {
         let lut_need = profile
             .lut
             .and_then(|l| u32::try_from(size.div_ceil(l.entry_size.max(1))).ok());
+        let aperture_ok = profile.aperture.is_some_and(|a| {
+            aperture_used
+                .checked_add(window)
+                .is_some_and(|end| end <= a)
+        });
         if direct_ok {
             windows_left -= 1;
             result
                 .placed
                 .push((label.clone(), *size, Placement::Direct { window }));
+        } else if aperture_ok {
+            let offset = aperture_used;
+            aperture_used += window;
+            result
+                .placed
+                .push((label.clone(), *size, Placement::Aperture { offset }));
         } else if let Some(need) = lut_need.filter(|n| *n <= entries_left) {
             entries_left -= need;
             result
@@ -207,6 +246,7 @@ mod tests {
                 entries,
                 entry_size,
             }),
+            aperture: None,
             requester_slots: None,
             sources: vec![],
         }
@@ -239,6 +279,24 @@ mod tests {
         assert_eq!(
             (f.ok(), f.placed[0].2.clone()),
             (true, Placement::Lut { entries: 64 })
+        );
+    }
+
+    #[test]
+    fn fit_packs_aperture_until_full() {
+        let p = AdapterProfile {
+            aperture: Some(256 * MIB),
+            ..profile(None, None)
+        };
+        let maps = [
+            ("a".to_owned(), 128 * MIB),
+            ("b".to_owned(), 64 * MIB),
+            ("c".to_owned(), 128 * MIB),
+        ];
+        let f = fit(&p, &maps);
+        assert_eq!(
+            (f.unplaced, f.needed_window),
+            (vec![("b".to_owned(), 64 * MIB)], 512 * MIB)
         );
     }
 

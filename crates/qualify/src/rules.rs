@@ -522,7 +522,7 @@ fn mapping(i: &Input<'_>, model: AccessModel) -> Vec<Finding> {
                 ),
                 format!(
                     "enlarge the NTB window to at least {} or use a profile that fits: {}",
-                    human(size.checked_next_power_of_two().unwrap_or(*size)),
+                    human(placed.needed_window),
                     if fitting.is_empty() {
                         "none shipped".to_owned()
                     } else {
@@ -531,6 +531,7 @@ fn mapping(i: &Input<'_>, model: AccessModel) -> Vec<Finding> {
                 ),
             )
             .with("largest_unfit", format!("{label}={}", human(*size)))
+            .with("needed_window", human(placed.needed_window))
             .with("profile", &i.profile.name)
             .with(
                 "bars",
