@@ -54,6 +54,8 @@ struct BlockNode {
 }
 
 struct HostContext {
+    /// The kernel has the `reset_method` attribute (Linux 5.15+), so its absence means "none".
+    kernel_lists_resets: bool,
     blocks: BTreeMap<String, BlockNode>,
     mounts: Vec<Mount>,
     route_ifaces: BTreeSet<String>,
@@ -83,7 +85,12 @@ impl HostContext {
         for iface in procfs::read_default_routes(&paths.proc)? {
             Self::lower_interfaces(&paths.sys, &iface, 0, &mut route_ifaces)?;
         }
+        let release = read_opt(&paths.proc.join("sys/kernel/osrelease"))?;
         Ok(Self {
+            kernel_lists_resets: release
+                .as_deref()
+                .and_then(kernel_version)
+                .is_some_and(|v| v >= (5, 15)),
             blocks,
             mounts,
             route_ifaces,
@@ -128,6 +135,14 @@ impl HostContext {
             }
         }
     }
+}
+
+/// "6.1.0-18-amd64" -> (6, 1).
+fn kernel_version(release: &str) -> Option<(u32, u32)> {
+    let mut parts = release.split(|c: char| !c.is_ascii_digit());
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next()?.parse().ok()?;
+    Some((major, minor))
 }
 
 fn parse_link_width(text: &str) -> Option<u8> {
@@ -282,6 +297,8 @@ impl LinuxHost {
 
         let (reset_methods, reset_methods_source) = match kernel_resets {
             Some(methods) => (methods, ResetMethodSource::Kernel),
+            // Since 5.15 the kernel hides `reset_method` when a function has no reset method at all.
+            None if ctx.kernel_lists_resets => (Vec::new(), ResetMethodSource::Kernel),
             // Filled in once every device's bus position is known.
             None => (Vec::new(), ResetMethodSource::Derived),
         };

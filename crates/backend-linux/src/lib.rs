@@ -13,6 +13,7 @@
 
 pub mod inventory;
 pub mod procfs;
+pub mod qualify_facts;
 pub mod sysfs;
 
 pub use inventory::LinuxHost;

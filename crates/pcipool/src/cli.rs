@@ -75,6 +75,38 @@ pub enum CliCommand {
         #[arg(long, short, value_enum, default_value_t)]
         output: OutputFormat,
     },
+    /// Decide, per device and access model, whether it may be pooled, and say why. Exit code: 0 when
+    /// everything asked for passes (warnings allowed), 1 on warnings with --strict, 2 on failures.
+    Qualify {
+        /// Devices to qualify (default: every function).
+        bdfs: Vec<String>,
+        /// Access models to judge (repeatable; default: lend, vf and shared).
+        #[arg(long = "model", value_name = "lend|vf|shared")]
+        models: Vec<String>,
+        /// NTB adapter profile: a built-in name or a TOML file.
+        #[arg(long, value_name = "FILE|NAME", default_value = "dolphin-pxh830-32g")]
+        adapter_profile: String,
+        /// The borrower's modules.alias, or its /lib/modules/<release> directory.
+        #[arg(long, value_name = "PATH")]
+        borrower_modules: Option<PathBuf>,
+        /// DMA window the borrower will ask for (e.g. 256M, 1G).
+        #[arg(long, value_name = "SIZE", default_value = "256M")]
+        dma_window: String,
+        /// Pool policy file (TOML) with [[override]] entries.
+        #[arg(long, value_name = "FILE")]
+        policy: Option<PathBuf>,
+        /// The lender's NTB adapter, when it is not bound to an ntb_hw_* driver.
+        #[arg(long, value_name = "BDF")]
+        ntb_adapter: Option<String>,
+        #[command(flatten)]
+        host: HostArgs,
+        /// Report format.
+        #[arg(long, short, value_enum, default_value_t)]
+        output: crate::qualify_cmd::ReportFormat,
+        /// Treat warnings as failures of the run (exit 1).
+        #[arg(long)]
+        strict: bool,
+    },
     /// Benchmarks that print ratios measured side by side in one run.
     Bench {
         /// Which benchmark.
@@ -130,6 +162,8 @@ pub enum Command {
         /// Format.
         output: OutputFormat,
     },
+    /// Qualification report.
+    Qualify(crate::qualify_cmd::QualifyOptions),
     /// Decode benchmark.
     BenchDecode {
         /// Dumps.
@@ -183,6 +217,43 @@ impl Cli {
                 output,
             },
             CliCommand::Decode { file, output } => Command::Decode { file, output },
+            CliCommand::Qualify {
+                bdfs,
+                models,
+                adapter_profile,
+                borrower_modules,
+                dma_window,
+                policy,
+                ntb_adapter,
+                host,
+                output,
+                strict,
+            } => {
+                let usage = |e: String| UsageError(e);
+                Command::Qualify(crate::qualify_cmd::QualifyOptions {
+                    bdfs: bdfs
+                        .iter()
+                        .map(|b| b.parse().map_err(|e| usage(format!("{e}"))))
+                        .collect::<Result<_, _>>()?,
+                    models: models
+                        .iter()
+                        .map(|m| m.parse().map_err(|e| usage(format!("{e}"))))
+                        .collect::<Result<_, _>>()?,
+                    profile: adapter_profile,
+                    borrower_modules,
+                    dma_window: crate::qualify_cmd::parse_size(&dma_window).map_err(usage)?,
+                    policy,
+                    ntb_adapter: ntb_adapter
+                        .map(|b| b.parse().map_err(|e| usage(format!("{e}"))))
+                        .transpose()?,
+                    paths: pcipool_backend_linux::HostPaths {
+                        proc: proc_root(&host),
+                        sys: host.sysfs_root,
+                    },
+                    output,
+                    strict,
+                })
+            }
             CliCommand::Bench {
                 which:
                     BenchCommand::Decode {

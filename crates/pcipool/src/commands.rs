@@ -29,6 +29,7 @@ pub fn execute(command: Command) -> anyhow::Result<ExitCode> {
             output,
         } => inspect(&HostPaths { sys, proc }, bdf, output),
         Command::Decode { file, output } => decode(&file, output),
+        Command::Qualify(options) => crate::qualify_cmd::run(&options),
         Command::BenchDecode {
             dumps,
             rounds,
@@ -37,7 +38,7 @@ pub fn execute(command: Command) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn emit(text: &str) -> anyhow::Result<()> {
+pub fn emit(text: &str) -> anyhow::Result<()> {
     let mut stdout = std::io::stdout().lock();
     stdout
         .write_all(text.as_bytes())

@@ -6,12 +6,14 @@
 //! # Layout
 //! - [`cli`]: clap definitions and validation.
 //! - [`commands`]: one function per command.
+//! - [`qualify_cmd`]: the qualification report.
 //! - [`render`]: text output.
 //! - [`bench`]: benchmarks that measure pcipool against a reference side by side.
 
 mod bench;
 mod cli;
 mod commands;
+mod qualify_cmd;
 mod render;
 
 use std::process::ExitCode;

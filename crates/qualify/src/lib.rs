@@ -13,12 +13,14 @@
 //! # Layout
 //! - [`facts`]: the input model.
 //! - [`finding`]: codes, severities, verdicts, access models.
+//! - [`modalias`]: native-driver matching against a borrower's module lists.
 //! - [`profile`]: NTB adapter profiles and mapping fit.
 //! - [`rules`]: the rule table.
 #![deny(missing_docs)]
 
 pub mod facts;
 pub mod finding;
+pub mod modalias;
 pub mod profile;
 pub mod rules;
 

@@ -131,7 +131,8 @@ fn fabric_path(i: &Input<'_>, _: AccessModel) -> Vec<Finding> {
 
 fn endpoint(i: &Input<'_>, _: AccessModel) -> Vec<Finding> {
     let f = &i.device.facts;
-    if !f.is_bridge() {
+    // Host bridges, ISA bridges and other class-06 functions are platform plumbing too.
+    if !f.is_bridge() && f.class.base != 0x06 {
         return Vec::new();
     }
     one(Finding::new(
@@ -195,7 +196,11 @@ fn reset(i: &Input<'_>, model: AccessModel) -> Vec<Finding> {
             .with("source", source),
         );
     }
-    if !busy.is_empty() && (has_bus || !function_level) {
+    // The kernel refuses a bus reset while other functions share the bus, so with no function-level
+    // reset a device under a bridge with busy siblings cannot be reset at all without disturbing them.
+    let under_bridge = !d.upstream_path.is_empty();
+    let needs_bus = !function_level && under_bridge;
+    if !busy.is_empty() && (has_bus || needs_bus) {
         let severity = if function_level {
             Severity::Warn
         } else {
@@ -208,7 +213,15 @@ fn reset(i: &Input<'_>, model: AccessModel) -> Vec<Finding> {
                 "a bus reset would also reset functions that are in use",
                 "move the busy functions elsewhere, or rely on a function-level reset only",
             )
-            .with("busy_siblings", busy.join(",")),
+            .with("busy_siblings", busy.join(","))
+            .with(
+                "reset_methods",
+                if methods.is_empty() {
+                    "none".to_owned()
+                } else {
+                    methods.join(",")
+                },
+            ),
         );
     }
     if !d.reset_methods_from_kernel {
@@ -216,7 +229,7 @@ fn reset(i: &Input<'_>, model: AccessModel) -> Vec<Finding> {
             Finding::new(
                 Code::ResetMethodsDerived,
                 Severity::Info,
-                "reset methods derived from config space (no sysfs reset_method on this kernel)",
+                "reset methods derived from config space (this kernel predates sysfs reset_method)",
                 "use Linux 5.15 or newer for the kernel's own list",
             )
             .with("reset_methods", methods.join(",")),

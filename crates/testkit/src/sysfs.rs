@@ -192,6 +192,12 @@ impl SysfsTreeBuilder {
         self
     }
 
+    /// Sets the kernel release (`/proc/sys/kernel/osrelease`); before 5.15 there is no `reset_method`.
+    pub fn kernel_release(mut self, release: &str) -> Self {
+        self.kernel_release = release.to_owned();
+        self
+    }
+
     /// Sends the default route through `iface`.
     pub fn default_route(mut self, iface: &str) -> Self {
         self.default_route = Some(iface.to_owned());

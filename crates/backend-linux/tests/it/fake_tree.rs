@@ -59,6 +59,7 @@ fn lab_host(dir: &std::path::Path) -> HostPaths {
         )
         .mount("259:0", "/")
         .default_route("eth0")
+        .kernel_release("5.10.0-old")
         .build()
         .map(|h| HostPaths {
             sys: h.sys,
@@ -208,6 +209,27 @@ fn derived_reset_for_gpu_with_sibling_has_no_bus_reset() {
     assert_eq!(
         (gpu.reset_methods.clone(), gpu.reset_methods_source),
         (vec![], ResetMethodSource::Derived)
+    );
+}
+
+#[test]
+fn missing_reset_method_on_new_kernel_means_none() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let host = SysfsTreeBuilder::new(dir.path())
+        .device(FakeDevice::new(bdf("05:00.0"), presets::nvme_ssd().build()))
+        .kernel_release("6.1.0-18-amd64")
+        .build()
+        .expect("fake tree");
+    let inv = LinuxHost::new(HostPaths {
+        sys: host.sys,
+        proc: host.proc,
+    })
+    .inventory()
+    .expect("inventory");
+    let d = &inv.devices[0];
+    assert_eq!(
+        (d.reset_methods.clone(), d.reset_methods_source),
+        (vec![], ResetMethodSource::Kernel)
     );
 }
 

@@ -184,6 +184,17 @@ fn bridge_is_not_an_endpoint() {
 }
 
 #[test]
+fn host_bridge_is_not_an_endpoint() {
+    let mut d = nvme();
+    let built = pcipool_pcie::ConfigBuilder::endpoint(0x8086, 0x2020, 0x06_00_00).build();
+    d.facts = decode_with_sizes(&built.bytes, &built.sizes).expect("decodes");
+    assert_eq!(
+        severity_of(&d, &platform(), AccessModel::Lend, Code::NotAnEndpoint),
+        Some(Severity::Fail)
+    );
+}
+
+#[test]
 fn no_reset_fails_lend_but_warns_shared() {
     let mut d = nvme();
     d.reset_methods = vec![];
@@ -208,9 +219,15 @@ fn bus_only_reset_warns() {
 }
 
 #[test]
-fn bus_only_reset_with_busy_sibling_fails() {
+fn no_function_reset_under_bridge_with_busy_sibling_fails() {
+    // The kernel drops "bus" from the list because of the sibling: nothing can reset the device alone.
     let mut d = nvme();
-    d.reset_methods = vec![ResetMethod::Bus];
+    d.reset_methods = vec![];
+    d.upstream_path = vec![PathHop {
+        bdf: bdf("00:01.0"),
+        acs_request_redirect: None,
+        switch_port: false,
+    }];
     d.bus_siblings = vec![busy("03:00.1")];
     assert_eq!(
         severity_of(
@@ -220,6 +237,22 @@ fn bus_only_reset_with_busy_sibling_fails() {
             Code::BusResetSiblingsBusy
         ),
         Some(Severity::Fail)
+    );
+}
+
+#[test]
+fn root_bus_device_without_reset_has_no_sibling_finding() {
+    let mut d = nvme();
+    d.reset_methods = vec![];
+    d.bus_siblings = vec![busy("03:00.1")];
+    assert_eq!(
+        severity_of(
+            &d,
+            &platform(),
+            AccessModel::Lend,
+            Code::BusResetSiblingsBusy
+        ),
+        None
     );
 }
 
