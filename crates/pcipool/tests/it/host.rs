@@ -107,6 +107,28 @@ fn root_disk_name() -> Option<String> {
     Some(target.file_name()?.to_string_lossy().into_owned())
 }
 
+/// The PCI function behind the root disk, found through sysfs links.
+pub fn root_disk_bdf() -> Option<String> {
+    let disk = root_disk_name()?;
+    let path = std::fs::canonicalize(format!("/sys/class/block/{disk}")).ok()?;
+    path.components()
+        .filter_map(|c| c.as_os_str().to_str().map(str::to_owned))
+        .rfind(|c| c.len() == 12 && c.contains('.'))
+}
+
+/// The PCI function behind the interface with the IPv4 default route.
+pub fn default_route_bdf() -> Option<String> {
+    let route = std::fs::read_to_string("/proc/net/route").ok()?;
+    let iface = route.lines().skip(1).find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        (f.len() > 7 && f[1] == "00000000" && f[7] == "00000000").then(|| f[0].to_owned())
+    })?;
+    let path = std::fs::canonicalize(format!("/sys/class/net/{iface}")).ok()?;
+    path.components()
+        .filter_map(|c| c.as_os_str().to_str().map(str::to_owned))
+        .rfind(|c| c.len() == 12 && c.contains('.'))
+}
+
 #[test]
 fn inventory_flags_the_root_disk_device() {
     let Some(disk) = root_disk_name() else {

@@ -10,6 +10,8 @@ mod lspci_text;
 #[cfg(test)]
 mod parity;
 #[cfg(test)]
+mod qualify;
+#[cfg(test)]
 mod snapshots;
 #[cfg(test)]
 mod support;
