@@ -32,22 +32,30 @@ pub struct LutWindows {
     pub entry_size: u64,
 }
 
-/// What one NTB adapter can map.
+/// What one NTB adapter can map. Operator profile files are TOML with these fields; the optional ones
+/// may be left out.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct AdapterProfile {
     /// Short name used on the command line.
     pub name: String,
     /// One line for humans.
+    #[serde(default)]
     pub description: String,
     /// Direct windows, if the adapter has them.
+    #[serde(default)]
     pub direct: Option<DirectWindows>,
     /// LUT windows, if the adapter has them.
+    #[serde(default)]
     pub lut: Option<LutWindows>,
     /// A packed aperture of this many bytes, if the adapter works that way.
+    #[serde(default)]
     pub aperture: Option<u64>,
     /// Requester-id translation slots (each borrowed or lent device needs one on each adapter it crosses).
+    #[serde(default)]
     pub requester_slots: Option<u32>,
     /// Where the figures come from.
+    #[serde(default)]
     pub sources: Vec<String>,
 }
 

@@ -564,3 +564,69 @@ fn this_machine_reset_findings_follow_kernel_reset_method() {
         .collect();
     assert_eq!(mismatches, Vec::<String>::new());
 }
+
+#[test]
+fn operator_profile_file_is_used() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sys = lab(dir.path(), true);
+    let profile = dir.path().join("lab-ntb.toml");
+    std::fs::write(
+        &profile,
+        "name = \"lab-ntb\"\ndescription = \"64 GiB window\"\naperture = 68719476736\nsources = [\"our lab\"]\n",
+    )
+    .expect("write");
+    let (_, json) = qualify_json(
+        dir.path(),
+        &sys,
+        &[
+            "05:00.0",
+            "--model",
+            "lend",
+            "--adapter-profile",
+            &profile.to_string_lossy(),
+        ],
+    );
+    assert_eq!(
+        (
+            json["profile"]["name"].as_str(),
+            result(&json, "0000:05:00.0", "lend")
+                .1
+                .contains(&"BAR_EXCEEDS_WINDOW".to_owned())
+        ),
+        (Some("lab-ntb"), false)
+    );
+}
+
+#[test]
+fn malformed_profile_file_exits_3() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sys = lab(dir.path(), true);
+    let profile = dir.path().join("bad.toml");
+    std::fs::write(&profile, "name = 5\n").expect("write");
+    let (code, _) = qualify_json(
+        dir.path(),
+        &sys,
+        &["--adapter-profile", &profile.to_string_lossy()],
+    );
+    assert_eq!(code, Some(3));
+}
+
+#[test]
+fn markdown_report_has_summary_table() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sys = lab(dir.path(), true);
+    let out = pcipool(&[
+        "qualify",
+        "03:00.0",
+        "--sysfs-root",
+        &sys,
+        "--output",
+        "markdown",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        text.contains("| BDF | device | lend | vf | shared | fix first |")
+            && text.contains("| 0000:03:00.0 |"),
+        "{text}"
+    );
+}
