@@ -76,7 +76,9 @@ pub fn platform_facts(paths: &HostPaths, inv: &HostInventory) -> Result<Platform
             d.parent_chain.is_empty() && d.facts.class.base == 0x06 && d.facts.class.sub == 0x00
         })
         .map(|d| (d.facts.vendor_id, d.facts.device_id));
+    let cpuinfo = read_opt(&paths.proc.join("cpuinfo"))?.unwrap_or_default();
     Ok(PlatformFacts {
+        cpu: parse_cpu(&cpuinfo),
         kernel_release: inv.kernel_release.clone(),
         iommu,
         iommu_evidence,
@@ -85,6 +87,17 @@ pub fn platform_facts(paths: &HostPaths, inv: &HostInventory) -> Result<Platform
         sriov_support,
         host_bridge,
     })
+}
+
+/// Vendor and family of the first CPU in `/proc/cpuinfo`.
+pub fn parse_cpu(cpuinfo: &str) -> Option<(String, u32)> {
+    let field = |name: &str| {
+        cpuinfo.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            (k.trim() == name).then(|| v.trim().to_owned())
+        })
+    };
+    Some((field("vendor_id")?, field("cpu family")?.parse().ok()?))
 }
 
 /// Loads a borrower's driver aliases from `modules.alias`, or from a module directory holding
@@ -238,5 +251,21 @@ pub fn device_context(
         is_fabric_path,
         is_virtual_function: record.physfn.is_some(),
         native_driver,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_cpu_reads_vendor_and_family() {
+        let text = "processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 1\n";
+        assert_eq!(parse_cpu(text), Some(("AuthenticAMD".to_owned(), 25)));
+    }
+
+    #[test]
+    fn parse_cpu_garbage_is_none() {
+        assert_eq!(parse_cpu("cpu family: lots\n"), None);
     }
 }

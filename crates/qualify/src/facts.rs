@@ -35,6 +35,8 @@ pub struct PlatformFacts {
     pub sriov_support: bool,
     /// Vendor and device id of the host bridge at 00:00.0, for the root-complex P2P rule.
     pub host_bridge: Option<(u16, u16)>,
+    /// CPU vendor string and family from `/proc/cpuinfo` (Linux trusts AMD family 17h+ for P2P).
+    pub cpu: Option<(String, u32)>,
 }
 
 /// Whether a native driver for the device exists on the borrower.

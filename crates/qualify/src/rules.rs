@@ -376,9 +376,9 @@ fn sriov(i: &Input<'_>, model: AccessModel) -> Vec<Finding> {
 }
 
 /// Linux p2pdma trusts these host bridges to route P2P between root ports
-/// (`drivers/pci/p2pdma.c`, `pci_p2pdma_whitelist`): Intel Xeon E5/E7 v1-v3, Skylake-E, Ice Lake-SP.
-/// AMD Zen (family 17h+) is trusted by CPU family, which sysfs does not show; it is reported as untrusted
-/// with that caveat in the evidence.
+/// (`drivers/pci/p2pdma.c`, `pci_p2pdma_whitelist`): Intel Xeon E5/E7 v1-v3 (same host bridge only),
+/// Skylake-E, Ice Lake-SP. It also trusts any AMD CPU of family 17h (Zen) or later
+/// (`cpu_supports_p2pdma`), which [`p2p`] checks from `/proc/cpuinfo`.
 pub const P2P_TRUSTED_HOST_BRIDGES: &[(u16, u16)] = &[
     (0x8086, 0x3c00),
     (0x8086, 0x3c01),
@@ -460,7 +460,10 @@ fn p2p(i: &Input<'_>, _: AccessModel) -> Vec<Finding> {
                 "put device and NTB adapter behind one PCIe switch, or validate P2P on this platform",
             )
             .with("host_bridge", host_bridge)
-            .with("note", "AMD Zen hosts are trusted by Linux by CPU family, not host bridge id"),
+            .with(
+                "cpu",
+                i.platform.cpu.as_ref().map_or_else(|| "unknown".to_owned(), |(v, f)| format!("{v} family {f:#x}")),
+            ),
         );
     }
     out

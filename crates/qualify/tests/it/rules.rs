@@ -17,6 +17,7 @@ fn platform() -> PlatformFacts {
         drivers_probe: true,
         sriov_support: true,
         host_bridge: Some((0x8086, 0x2020)),
+        cpu: Some(("GenuineIntel".into(), 6)),
     }
 }
 
@@ -484,6 +485,19 @@ fn p2p_through_untrusted_root_complex_warns() {
     assert_eq!(
         severity_of(&d, &p, AccessModel::Lend, Code::P2pThroughUntrustedRc),
         Some(Severity::Warn)
+    );
+}
+
+#[test]
+fn p2p_through_amd_zen_root_complex_is_trusted() {
+    let mut d = nvme();
+    d.ntb_path = vec![bdf("00:02.0")];
+    let mut p = platform();
+    p.host_bridge = Some((0x1022, 0x1480));
+    p.cpu = Some(("AuthenticAMD".into(), 0x19));
+    assert_eq!(
+        severity_of(&d, &p, AccessModel::Lend, Code::P2pThroughTrustedRc),
+        Some(Severity::Info)
     );
 }
 
