@@ -6,12 +6,11 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use pcipool_backend::{DeviceRecord, HostInventory, Inventory};
-use pcipool_backend_linux::qualify_facts::{
-    device_context, find_ntb_adapter, load_aliases, platform_facts,
-};
+use pcipool_backend_linux::qualify_facts::{load_aliases, platform_facts};
 use pcipool_backend_linux::{HostPaths, LinuxHost};
 use pcipool_ids::PciIds;
 use pcipool_pcie::Bdf;
+use pcipool_qualify::gather::{device_context, find_ntb_adapter};
 use pcipool_qualify::{
     AccessModel, AdapterProfile, Finding, Input, ModelResult, Override, PlatformFacts, Severity,
     Verdict, qualify,

@@ -13,6 +13,7 @@
 //! # Layout
 //! - [`facts`]: the input model.
 //! - [`finding`]: codes, severities, verdicts, access models.
+//! - [`gather`]: rule input from any backend's inventory.
 //! - [`modalias`]: native-driver matching against a borrower's module lists.
 //! - [`profile`]: NTB adapter profiles and mapping fit.
 //! - [`rules`]: the rule table.
@@ -20,6 +21,7 @@
 
 pub mod facts;
 pub mod finding;
+pub mod gather;
 pub mod modalias;
 pub mod profile;
 pub mod rules;
