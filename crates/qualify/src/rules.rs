@@ -433,10 +433,15 @@ fn p2p(i: &Input<'_>, _: AccessModel) -> Vec<Finding> {
         }
         return out;
     }
-    let trusted = i
+    let amd_zen = i
         .platform
-        .host_bridge
-        .is_some_and(|hb| P2P_TRUSTED_HOST_BRIDGES.contains(&hb));
+        .cpu
+        .as_ref()
+        .is_some_and(|(vendor, family)| vendor == "AuthenticAMD" && *family >= 0x17);
+    let trusted = amd_zen
+        || i.platform
+            .host_bridge
+            .is_some_and(|hb| P2P_TRUSTED_HOST_BRIDGES.contains(&hb));
     let host_bridge = i
         .platform
         .host_bridge
