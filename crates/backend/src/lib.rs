@@ -119,6 +119,138 @@ pub struct HostInventory {
     pub devices: Vec<DeviceRecord>,
 }
 
+/// Health of one function as its host sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeviceHealth {
+    /// Answers config reads with its ids.
+    Ok,
+    /// Reads return all ones: removed, link down, or powered off.
+    Gone,
+    /// Present but not responding to commands (a hung device).
+    Hung,
+}
+
+/// Why a device-control step failed. Shared by every backend so the workflow above reacts the same way.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DeviceError {
+    /// No such function on this host.
+    #[error("no device {0}")]
+    NoDevice(Bdf),
+    /// The host is down (crashed, rebooting, unreachable).
+    #[error("host is down")]
+    HostDown,
+    /// The driver refuses to let go while the device is in use (open handles, mounts).
+    #[error("{bdf}: driver {driver} is busy ({users} users)")]
+    Busy {
+        /// Device.
+        bdf: Bdf,
+        /// Driver.
+        driver: String,
+        /// Open users.
+        users: u32,
+    },
+    /// The step did not finish within its deadline (an unbind or reset that hangs).
+    #[error("{bdf}: {step} timed out after {after_ms} ms")]
+    Timeout {
+        /// Device.
+        bdf: Bdf,
+        /// Which step.
+        step: String,
+        /// How long it waited.
+        after_ms: u64,
+    },
+    /// The device does not support the requested reset method.
+    #[error("{bdf}: reset method {method} not supported")]
+    ResetUnsupported {
+        /// Device.
+        bdf: Bdf,
+        /// Method.
+        method: ResetMethod,
+    },
+    /// A reset ran but the device did not come back.
+    #[error("{bdf}: device did not come back after {method} reset")]
+    ResetFailed {
+        /// Device.
+        bdf: Bdf,
+        /// Method.
+        method: ResetMethod,
+    },
+    /// No driver of that name matches the device.
+    #[error("{bdf}: driver {driver} does not match the device")]
+    NoMatchingDriver {
+        /// Device.
+        bdf: Bdf,
+        /// Driver.
+        driver: String,
+    },
+    /// A config access outside the function's config space.
+    #[error("{bdf}: config access at {offset:#x}+{len} out of range")]
+    ConfigRange {
+        /// Device.
+        bdf: Bdf,
+        /// Offset.
+        offset: u16,
+        /// Length.
+        len: usize,
+    },
+    /// The device is gone (reads all ones).
+    #[error("{0}: device is gone")]
+    Gone(Bdf),
+}
+
+/// The host-side device operations a lend or return workflow is made of. Every step is idempotent:
+/// unbinding an unbound device, or removing a removed one, succeeds.
+pub trait DeviceControl {
+    /// Reads config space.
+    ///
+    /// # Errors
+    /// [`DeviceError`].
+    fn read_config(&self, bdf: Bdf, offset: u16, buf: &mut [u8]) -> Result<(), DeviceError>;
+
+    /// Writes config space.
+    ///
+    /// # Errors
+    /// [`DeviceError`].
+    fn write_config(&mut self, bdf: Bdf, offset: u16, data: &[u8]) -> Result<(), DeviceError>;
+
+    /// Unbinds the current driver (no-op when none is bound).
+    ///
+    /// # Errors
+    /// [`DeviceError::Busy`] while in use, [`DeviceError::Timeout`] when the driver hangs.
+    fn unbind(&mut self, bdf: Bdf) -> Result<(), DeviceError>;
+
+    /// Binds `driver` (no-op when it is already bound).
+    ///
+    /// # Errors
+    /// [`DeviceError::NoMatchingDriver`] and the like.
+    fn bind(&mut self, bdf: Bdf, driver: &str) -> Result<(), DeviceError>;
+
+    /// Resets the function with `method`.
+    ///
+    /// # Errors
+    /// Unsupported method, timeout, or a device that does not come back.
+    fn reset(&mut self, bdf: Bdf, method: ResetMethod) -> Result<(), DeviceError>;
+
+    /// Removes the function from the host's PCI tree (sysfs `remove`).
+    ///
+    /// # Errors
+    /// [`DeviceError`].
+    fn hot_remove(&mut self, bdf: Bdf) -> Result<(), DeviceError>;
+
+    /// Re-discovers a removed function (rescan, or the NTB hot-add on a borrower).
+    ///
+    /// # Errors
+    /// [`DeviceError`].
+    fn hot_add(&mut self, bdf: Bdf) -> Result<(), DeviceError>;
+
+    /// Health.
+    ///
+    /// # Errors
+    /// [`DeviceError::HostDown`] and the like.
+    fn health(&self, bdf: Bdf) -> Result<DeviceHealth, DeviceError>;
+}
+
 /// A backend that can list a host's PCI functions.
 pub trait Inventory {
     /// The backend's error.

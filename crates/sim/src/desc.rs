@@ -1,0 +1,282 @@
+//! The fabric description file (TOML): switches, hosts (optionally replicated with `count`), their adapters
+//! and links, and the devices each host lends.
+//!
+//! ```toml
+//! [[switch]]
+//! name = "sw0"
+//!
+//! [[host]]
+//! name = "node-{i}"          # {i} becomes 0, 1, ... when count > 1
+//! node = 1                   # first node id; each copy takes the next
+//! count = 4
+//! adapters = ["dolphin-pxh830-32g"]
+//! links = ["switch:sw0"]     # where adapter 0 is cabled
+//! iommu = "translated"       # off | passthrough | translated
+//!
+//! [[host.device]]
+//! bdf = "0000:03:00.0"       # with count > 1 the bus number increments
+//! preset = "nvme"            # nvme | gpu | sriov-nic | fpga | ntb ...
+//! reset = "flr"              # flr | flr-slow | flr-hangs | bus-only | none
+//! driver = "nvme"            # bound on the lender at start (optional)
+//! ```
+
+use pcipool_fabric::{AdapterProfile, Host, Link, NodeId, Port, Topology, TopologyError};
+use pcipool_pcie::Bdf;
+use pcipool_qualify::IommuMode;
+use serde::Deserialize;
+
+use crate::device::ResetBehaviour;
+
+/// Why a description file was rejected.
+#[derive(Debug, thiserror::Error)]
+pub enum DescError {
+    /// Not valid TOML, or fields of the wrong type.
+    #[error("invalid fabric description: {0}")]
+    Syntax(String),
+    /// An adapter profile name that is not built in.
+    #[error("host {host}: unknown adapter profile '{profile}'")]
+    UnknownProfile {
+        /// Host name.
+        host: String,
+        /// Profile.
+        profile: String,
+    },
+    /// A device preset that does not exist.
+    #[error("host {host}: unknown device preset '{preset}'")]
+    UnknownPreset {
+        /// Host name.
+        host: String,
+        /// Preset.
+        preset: String,
+    },
+    /// Replication ran past the address space.
+    #[error("host {host}: device {bdf} with count {count} runs past bus 255")]
+    DeviceRange {
+        /// Host.
+        host: String,
+        /// First address.
+        bdf: Bdf,
+        /// Copies.
+        count: u32,
+    },
+    /// A port name that does not parse.
+    #[error("host {host}: link '{link}' is not a port")]
+    BadLink {
+        /// Host.
+        host: String,
+        /// The text.
+        link: String,
+    },
+    /// Inconsistent topology.
+    #[error(transparent)]
+    Topology(#[from] TopologyError),
+    /// Too many hosts or devices for the simulator's limits.
+    #[error("{0}")]
+    Limit(String),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSwitch {
+    name: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileDevice {
+    bdf: Bdf,
+    preset: String,
+    #[serde(default)]
+    reset: ResetBehaviour,
+    #[serde(default)]
+    driver: Option<String>,
+    #[serde(default = "one")]
+    count: u32,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileHost {
+    name: String,
+    node: u32,
+    #[serde(default = "one")]
+    count: u32,
+    adapters: Vec<String>,
+    #[serde(default)]
+    links: Vec<String>,
+    #[serde(default = "translated")]
+    iommu: String,
+    #[serde(default, rename = "device")]
+    devices: Vec<FileDevice>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileDesc {
+    #[serde(default, rename = "switch")]
+    switches: Vec<FileSwitch>,
+    #[serde(default, rename = "host")]
+    hosts: Vec<FileHost>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn translated() -> String {
+    "translated".to_owned()
+}
+
+/// One device a host starts with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceSpec {
+    /// Address on the host.
+    pub bdf: Bdf,
+    /// Preset name.
+    pub preset: String,
+    /// Reset behaviour.
+    pub reset: ResetBehaviour,
+    /// Driver bound at start.
+    pub driver: Option<String>,
+}
+
+/// One host with its devices.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostSpec {
+    /// Node id.
+    pub node: NodeId,
+    /// Name.
+    pub name: String,
+    /// IOMMU mode.
+    pub iommu: IommuMode,
+    /// Devices.
+    pub devices: Vec<DeviceSpec>,
+}
+
+/// A parsed description.
+#[derive(Debug, Clone)]
+pub struct FabricDesc {
+    /// The topology.
+    pub topology: Topology,
+    /// Hosts and their devices.
+    pub hosts: Vec<HostSpec>,
+}
+
+/// Hard limits that keep a hostile file from exhausting memory.
+pub const MAX_HOSTS: u32 = 65_536;
+/// Devices per host.
+pub const MAX_DEVICES_PER_HOST: u32 = 4096;
+
+impl FabricDesc {
+    /// Parses a description.
+    ///
+    /// # Errors
+    /// [`DescError`] naming what is wrong.
+    pub fn parse(text: &str) -> Result<Self, DescError> {
+        let file: FileDesc = toml::from_str(text).map_err(|e| DescError::Syntax(e.to_string()))?;
+        let mut hosts = Vec::new();
+        let mut specs = Vec::new();
+        let mut links = Vec::new();
+        let total: u64 = file.hosts.iter().map(|h| u64::from(h.count)).sum();
+        if total > u64::from(MAX_HOSTS) {
+            return Err(DescError::Limit(format!(
+                "{total} hosts exceed the limit of {MAX_HOSTS}"
+            )));
+        }
+        for h in &file.hosts {
+            let iommu = match h.iommu.as_str() {
+                "off" => IommuMode::Off,
+                "passthrough" => IommuMode::Passthrough,
+                "translated" => IommuMode::Translated,
+                other => {
+                    return Err(DescError::Syntax(format!(
+                        "host {}: iommu '{other}'",
+                        h.name
+                    )));
+                }
+            };
+            let profiles: Vec<AdapterProfile> = h
+                .adapters
+                .iter()
+                .map(|p| {
+                    AdapterProfile::named(p).ok_or_else(|| DescError::UnknownProfile {
+                        host: h.name.clone(),
+                        profile: p.clone(),
+                    })
+                })
+                .collect::<Result<_, _>>()?;
+            let device_total: u64 = h.devices.iter().map(|d| u64::from(d.count)).sum();
+            if device_total > u64::from(MAX_DEVICES_PER_HOST) {
+                return Err(DescError::Limit(format!(
+                    "host {}: {device_total} devices exceed {MAX_DEVICES_PER_HOST}",
+                    h.name
+                )));
+            }
+            for i in 0..h.count {
+                let node = NodeId(
+                    h.node
+                        .checked_add(i)
+                        .ok_or_else(|| DescError::Limit("node id overflow".into()))?,
+                );
+                let name = h.name.replace("{i}", &i.to_string());
+                let mut devices = Vec::new();
+                for d in &h.devices {
+                    if !crate::presets::exists(&d.preset) {
+                        return Err(DescError::UnknownPreset {
+                            host: name.clone(),
+                            preset: d.preset.clone(),
+                        });
+                    }
+                    for k in 0..d.count {
+                        let bus = u32::from(d.bdf.bus()) + k;
+                        let bus = u8::try_from(bus).map_err(|_| DescError::DeviceRange {
+                            host: name.clone(),
+                            bdf: d.bdf,
+                            count: d.count,
+                        })?;
+                        let bdf = Bdf::new(d.bdf.domain(), bus, d.bdf.device(), d.bdf.function())
+                            .map_err(|e| DescError::Syntax(e.to_string()))?;
+                        devices.push(DeviceSpec {
+                            bdf,
+                            preset: d.preset.clone(),
+                            reset: d.reset,
+                            driver: d.driver.clone(),
+                        });
+                    }
+                }
+                for l in &h.links {
+                    let b: Port = l.parse().map_err(|_| DescError::BadLink {
+                        host: name.clone(),
+                        link: l.clone(),
+                    })?;
+                    links.push(Link {
+                        a: Port::Adapter(pcipool_fabric::AdapterId { node, index: 0 }),
+                        b,
+                        generation: 3,
+                        width: 8,
+                    });
+                }
+                hosts.push(Host {
+                    node,
+                    name: name.clone(),
+                    adapters: profiles.clone(),
+                });
+                specs.push(HostSpec {
+                    node,
+                    name,
+                    iommu,
+                    devices,
+                });
+            }
+        }
+        let topology = Topology::new(
+            hosts,
+            file.switches.into_iter().map(|s| s.name).collect(),
+            links,
+        )?;
+        Ok(Self {
+            topology,
+            hosts: specs,
+        })
+    }
+}

@@ -1,0 +1,28 @@
+//! The simulated fabric: pcipool's embedded default and its test bed.
+//!
+//! Hosts carry devices built by `pcipool_pcie`'s presets, each a register file with writable masks and a
+//! reset that really changes config space; drivers bind by modalias and take virtual time; the fabric
+//! model maps BARs and DMA windows and faults stale accesses; faults are explicit verbs (crash, reboot,
+//! link down/up, hang, failed reset, surprise removal, hanging unbind, slow steps). Time is virtual and
+//! randomness comes from one seed, so a run is reproduced exactly from its seed; [`Sim::event_hash`]
+//! proves it.
+//!
+//! # Layout
+//! - [`desc`]: the fabric description file.
+//! - [`device`]: the register-file device model.
+//! - [`presets`]: device presets and the drivers that match them.
+//! - [`rng`]: the seeded generator.
+//! - [`sim`]: the simulator and its fault verbs.
+//! - [`backend`]: the backend traits over the simulator.
+#![deny(missing_docs)]
+
+pub mod backend;
+pub mod desc;
+pub mod device;
+pub mod presets;
+pub mod rng;
+pub mod sim;
+
+pub use backend::{HostControl, HostView};
+pub use desc::{DescError, FabricDesc};
+pub use sim::{Event, EventKind, Sim};

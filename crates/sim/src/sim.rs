@@ -1,0 +1,689 @@
+//! The simulator: hosts with devices and drivers, the fabric between them, a virtual clock, seeded
+//! faults, and an event log whose hash proves a run is reproducible.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+
+use pcipool_backend::{DeviceError, DeviceHealth};
+use pcipool_fabric::{AccessFault, AdapterId, Fabric, Fdid, NodeId};
+use pcipool_pcie::{Bdf, ResetMethod};
+use pcipool_qualify::IommuMode;
+use pcipool_qualify::modalias::glob_match;
+use serde::Serialize;
+
+use crate::desc::FabricDesc;
+use crate::device::{ResetBehaviour, SimDevice};
+use crate::presets;
+use crate::rng::SimRng;
+
+/// Nanoseconds of virtual time.
+pub type Nanos = u64;
+
+const MS: Nanos = 1_000_000;
+
+/// Deadline for a driver unbind or a reset before the step is declared hung.
+pub const STEP_DEADLINE: Nanos = 5_000 * MS;
+
+/// Something that happened, in order. The log is the simulator's output and its determinism proof.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+#[allow(
+    missing_docs,
+    reason = "fields are the device, driver or adapter the variant's doc names"
+)]
+pub enum EventKind {
+    /// A driver bound.
+    Bound { bdf: Bdf, driver: String },
+    /// A driver unbound.
+    Unbound { bdf: Bdf, driver: String },
+    /// An unbind was refused because the device is in use.
+    UnbindRefused { bdf: Bdf, users: u32 },
+    /// An unbind or reset hung past its deadline.
+    StepHung { bdf: Bdf, step: String },
+    /// A reset completed.
+    Reset { bdf: Bdf, method: ResetMethod },
+    /// A reset left the device dead.
+    ResetFailed { bdf: Bdf, method: ResetMethod },
+    /// A function was removed from the PCI tree.
+    HotRemoved { bdf: Bdf },
+    /// A function appeared in the PCI tree.
+    HotAdded { bdf: Bdf },
+    /// A device vanished without notice.
+    SurpriseRemoved { bdf: Bdf },
+    /// A device stopped responding.
+    Hung { bdf: Bdf },
+    /// A host crashed.
+    HostCrashed,
+    /// A host came back.
+    HostRebooted,
+    /// An adapter's link went down.
+    LinkDown { adapter: AdapterId },
+    /// An adapter's link came back.
+    LinkUp { adapter: AdapterId },
+    /// An access through the fabric hit nothing: the read returned all ones, the write was dropped.
+    AccessFault { fault: AccessFault },
+    /// A device's DMA left its IOMMU domain.
+    IommuFault { bdf: Bdf, addr: u64 },
+}
+
+/// One log entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Event {
+    /// Virtual time.
+    pub at: Nanos,
+    /// Host concerned.
+    pub node: NodeId,
+    /// What happened.
+    #[serde(flatten)]
+    pub kind: EventKind,
+}
+
+/// A device on its host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostDevice {
+    /// Register file.
+    pub dev: SimDevice,
+    /// Preset name.
+    pub preset: String,
+    /// In the host's PCI tree.
+    pub present: bool,
+    /// Bound driver.
+    pub driver: Option<String>,
+    /// Open users (mounts, handles): a driver refuses to unbind while non-zero.
+    pub users: u32,
+    /// Fault: the next unbind hangs.
+    pub unbind_hangs: bool,
+    /// Fault: the next reset fails.
+    pub reset_fails: bool,
+    /// IOMMU group.
+    pub iommu_group: u32,
+}
+
+/// A simulated host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SimHost {
+    /// Node id.
+    pub node: NodeId,
+    /// Name.
+    pub name: String,
+    /// IOMMU mode.
+    pub iommu: IommuMode,
+    /// Running.
+    pub up: bool,
+    /// Devices by address.
+    pub devices: BTreeMap<Bdf, HostDevice>,
+}
+
+/// Why the simulator could not be built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SimError {
+    /// A preset the description named could not be built.
+    #[error("unknown preset {0}")]
+    UnknownPreset(String),
+}
+
+/// The whole simulated lab.
+#[derive(Debug, Clone)]
+pub struct Sim {
+    seed: u64,
+    now: Nanos,
+    rng: SimRng,
+    /// The fabric model.
+    pub fabric: Fabric,
+    hosts: BTreeMap<NodeId, SimHost>,
+    links_down: BTreeSet<AdapterId>,
+    events: Vec<Event>,
+    /// Multiplies step durations (the "slow steps" fault).
+    slow_factor: u64,
+}
+
+impl Sim {
+    /// Builds the lab from a description.
+    ///
+    /// # Errors
+    /// [`SimError::UnknownPreset`].
+    pub fn new(desc: &FabricDesc, seed: u64) -> Result<Self, SimError> {
+        let mut hosts = BTreeMap::new();
+        for spec in &desc.hosts {
+            let mut devices = BTreeMap::new();
+            for (g, d) in spec.devices.iter().enumerate() {
+                let built = presets::build(&d.preset)
+                    .ok_or_else(|| SimError::UnknownPreset(d.preset.clone()))?;
+                devices.insert(
+                    d.bdf,
+                    HostDevice {
+                        dev: SimDevice::new(&built, d.reset),
+                        preset: d.preset.clone(),
+                        present: true,
+                        driver: d.driver.clone(),
+                        users: 0,
+                        unbind_hangs: false,
+                        reset_fails: false,
+                        iommu_group: u32::try_from(g).unwrap_or(u32::MAX),
+                    },
+                );
+            }
+            hosts.insert(
+                spec.node,
+                SimHost {
+                    node: spec.node,
+                    name: spec.name.clone(),
+                    iommu: spec.iommu,
+                    up: true,
+                    devices,
+                },
+            );
+        }
+        Ok(Self {
+            seed,
+            now: 0,
+            rng: SimRng::new(seed),
+            fabric: Fabric::new(desc.topology.clone()),
+            hosts,
+            links_down: BTreeSet::new(),
+            events: Vec::new(),
+            slow_factor: 1,
+        })
+    }
+
+    /// The seed.
+    pub fn seed(&self) -> u64 {
+        self.seed
+    }
+
+    /// Virtual time now.
+    pub fn now(&self) -> Nanos {
+        self.now
+    }
+
+    /// Advances virtual time.
+    pub fn advance(&mut self, by: Nanos) {
+        self.now = self.now.saturating_add(by);
+    }
+
+    /// The run's random stream.
+    pub fn rng(&mut self) -> &mut SimRng {
+        &mut self.rng
+    }
+
+    /// Hosts in node order.
+    pub fn hosts(&self) -> impl Iterator<Item = &SimHost> {
+        self.hosts.values()
+    }
+
+    /// One host.
+    pub fn host(&self, node: NodeId) -> Option<&SimHost> {
+        self.hosts.get(&node)
+    }
+
+    /// The event log.
+    pub fn events(&self) -> &[Event] {
+        &self.events
+    }
+
+    /// FNV-1a over the event log's text: equal for equal runs.
+    pub fn event_hash(&self) -> u64 {
+        let mut text = String::new();
+        for e in &self.events {
+            let _ = writeln!(text, "{e:?}");
+        }
+        text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        })
+    }
+
+    fn log(&mut self, node: NodeId, kind: EventKind) {
+        self.events.push(Event {
+            at: self.now,
+            node,
+            kind,
+        });
+    }
+
+    fn up_host(&mut self, node: NodeId) -> Result<&mut SimHost, DeviceError> {
+        match self.hosts.get_mut(&node) {
+            Some(h) if h.up => Ok(h),
+            _ => Err(DeviceError::HostDown),
+        }
+    }
+
+    fn device_mut(&mut self, node: NodeId, bdf: Bdf) -> Result<&mut HostDevice, DeviceError> {
+        self.up_host(node)?
+            .devices
+            .get_mut(&bdf)
+            .filter(|d| d.present)
+            .ok_or(DeviceError::NoDevice(bdf))
+    }
+
+    /// A host's device, if present.
+    pub fn device(&self, node: NodeId, bdf: Bdf) -> Option<&HostDevice> {
+        self.hosts
+            .get(&node)?
+            .devices
+            .get(&bdf)
+            .filter(|d| d.present)
+    }
+
+    // ---- device control (the backend trait delegates here) ----
+
+    /// Reads config space.
+    ///
+    /// # Errors
+    /// See [`DeviceError`].
+    pub fn read_config(
+        &self,
+        node: NodeId,
+        bdf: Bdf,
+        offset: u16,
+        buf: &mut [u8],
+    ) -> Result<(), DeviceError> {
+        let host = self
+            .hosts
+            .get(&node)
+            .filter(|h| h.up)
+            .ok_or(DeviceError::HostDown)?;
+        let d = host
+            .devices
+            .get(&bdf)
+            .filter(|d| d.present)
+            .ok_or(DeviceError::NoDevice(bdf))?;
+        d.dev
+            .read(offset, buf)
+            .map_err(|e| DeviceError::ConfigRange {
+                bdf,
+                offset: e.offset,
+                len: e.len,
+            })
+    }
+
+    /// Writes config space.
+    ///
+    /// # Errors
+    /// See [`DeviceError`].
+    pub fn write_config(
+        &mut self,
+        node: NodeId,
+        bdf: Bdf,
+        offset: u16,
+        data: &[u8],
+    ) -> Result<(), DeviceError> {
+        let d = self.device_mut(node, bdf)?;
+        d.dev
+            .write(offset, data)
+            .map_err(|e| DeviceError::ConfigRange {
+                bdf,
+                offset: e.offset,
+                len: e.len,
+            })
+    }
+
+    /// Unbinds the driver. Refused while users hold the device; a hanging driver times out at
+    /// [`STEP_DEADLINE`] of virtual time.
+    ///
+    /// # Errors
+    /// [`DeviceError::Busy`], [`DeviceError::Timeout`].
+    pub fn unbind(&mut self, node: NodeId, bdf: Bdf) -> Result<(), DeviceError> {
+        let slow = self.slow_factor;
+        let d = self.device_mut(node, bdf)?;
+        let Some(driver) = d.driver.clone() else {
+            return Ok(());
+        };
+        if d.users > 0 {
+            let users = d.users;
+            self.log(node, EventKind::UnbindRefused { bdf, users });
+            return Err(DeviceError::Busy { bdf, driver, users });
+        }
+        if d.unbind_hangs {
+            self.advance(STEP_DEADLINE);
+            self.log(
+                node,
+                EventKind::StepHung {
+                    bdf,
+                    step: "unbind".into(),
+                },
+            );
+            return Err(DeviceError::Timeout {
+                bdf,
+                step: "unbind".into(),
+                after_ms: STEP_DEADLINE / MS,
+            });
+        }
+        d.driver = None;
+        let remove_ms = presets::DRIVERS
+            .iter()
+            .find(|(n, ..)| *n == driver)
+            .map_or(10, |d| d.3);
+        self.advance(remove_ms * MS * slow);
+        self.log(node, EventKind::Unbound { bdf, driver });
+        Ok(())
+    }
+
+    /// Binds a driver whose alias matches the device's modalias.
+    ///
+    /// # Errors
+    /// [`DeviceError::NoMatchingDriver`].
+    pub fn bind(&mut self, node: NodeId, bdf: Bdf, driver: &str) -> Result<(), DeviceError> {
+        let slow = self.slow_factor;
+        let d = self.device_mut(node, bdf)?;
+        if d.driver.as_deref() == Some(driver) {
+            return Ok(());
+        }
+        let modalias = modalias(&d.dev.config_bytes());
+        let entry = presets::DRIVERS
+            .iter()
+            .find(|(n, pattern, ..)| *n == driver && glob_match(pattern, &modalias))
+            .ok_or_else(|| DeviceError::NoMatchingDriver {
+                bdf,
+                driver: driver.to_owned(),
+            })?;
+        if d.dev.hung {
+            return Err(DeviceError::Gone(bdf));
+        }
+        d.driver = Some(driver.to_owned());
+        self.advance(entry.2 * MS * slow);
+        self.log(
+            node,
+            EventKind::Bound {
+                bdf,
+                driver: driver.to_owned(),
+            },
+        );
+        Ok(())
+    }
+
+    /// Resets a function with a method its behaviour supports.
+    ///
+    /// # Errors
+    /// Unsupported method, a hang past the deadline, or an injected reset failure.
+    pub fn reset(
+        &mut self,
+        node: NodeId,
+        bdf: Bdf,
+        method: ResetMethod,
+    ) -> Result<(), DeviceError> {
+        let slow = self.slow_factor;
+        let d = self.device_mut(node, bdf)?;
+        let supported = match (d.dev.reset, method) {
+            (
+                ResetBehaviour::Flr | ResetBehaviour::FlrSlow | ResetBehaviour::FlrHangs,
+                ResetMethod::Flr,
+            ) => true,
+            (ResetBehaviour::None, _) => false,
+            (_, ResetMethod::Bus) => true,
+            _ => false,
+        };
+        if !supported {
+            return Err(DeviceError::ResetUnsupported { bdf, method });
+        }
+        let hangs = method == ResetMethod::Flr && d.dev.reset == ResetBehaviour::FlrHangs;
+        if hangs || d.reset_fails {
+            d.reset_fails = false;
+            d.dev.hung = true;
+            self.advance(STEP_DEADLINE);
+            self.log(node, EventKind::ResetFailed { bdf, method });
+            return Err(DeviceError::ResetFailed { bdf, method });
+        }
+        let ms = match (d.dev.reset, method) {
+            (ResetBehaviour::FlrSlow, ResetMethod::Flr) => 1000,
+            (_, ResetMethod::Bus) => 400, // 200 ms assert + 200 ms settle, as libvirt waits
+            _ => 100,
+        };
+        d.dev.apply_reset();
+        self.advance(ms * MS * slow);
+        self.log(node, EventKind::Reset { bdf, method });
+        Ok(())
+    }
+
+    /// Removes a function from its host's tree (idempotent).
+    ///
+    /// # Errors
+    /// Host down or unknown device.
+    pub fn hot_remove(&mut self, node: NodeId, bdf: Bdf) -> Result<(), DeviceError> {
+        let host = self.up_host(node)?;
+        let d = host
+            .devices
+            .get_mut(&bdf)
+            .ok_or(DeviceError::NoDevice(bdf))?;
+        if d.present {
+            d.present = false;
+            d.driver = None;
+            self.log(node, EventKind::HotRemoved { bdf });
+        }
+        Ok(())
+    }
+
+    /// Brings a removed function back (idempotent).
+    ///
+    /// # Errors
+    /// Host down or unknown device.
+    pub fn hot_add(&mut self, node: NodeId, bdf: Bdf) -> Result<(), DeviceError> {
+        let host = self.up_host(node)?;
+        let d = host
+            .devices
+            .get_mut(&bdf)
+            .ok_or(DeviceError::NoDevice(bdf))?;
+        if !d.present {
+            d.present = true;
+            self.log(node, EventKind::HotAdded { bdf });
+        }
+        Ok(())
+    }
+
+    /// Health of a function.
+    ///
+    /// # Errors
+    /// Host down.
+    pub fn health(&self, node: NodeId, bdf: Bdf) -> Result<DeviceHealth, DeviceError> {
+        let host = self
+            .hosts
+            .get(&node)
+            .filter(|h| h.up)
+            .ok_or(DeviceError::HostDown)?;
+        Ok(match host.devices.get(&bdf) {
+            Some(d) if d.present && d.dev.hung => DeviceHealth::Hung,
+            Some(d) if d.present => DeviceHealth::Ok,
+            _ => DeviceHealth::Gone,
+        })
+    }
+
+    // ---- data path ----
+
+    /// A borrower reads a dword at `addr` through its NTB: the device's register, or all ones (and an
+    /// access-fault event) when nothing live is mapped there.
+    pub fn borrower_read(&mut self, node: NodeId, addr: u64) -> u32 {
+        match self.fabric.translate_access(node, addr) {
+            Ok(t) if self.path_up(node, t.fdid) => {
+                let host_up = self.hosts.get(&t.fdid.node).is_some_and(|h| h.up);
+                let dev = self.device(t.fdid.node, t.fdid.bdf).filter(|_| host_up);
+                match dev {
+                    Some(d) if !d.dev.hung => {
+                        // BAR contents are not modelled yet; the BAR offset's low bits stand in for data.
+                        u32::try_from(t.offset & 0xffff_ffff).unwrap_or(u32::MAX)
+                    }
+                    _ => u32::MAX,
+                }
+            }
+            Ok(t) => {
+                self.log(
+                    node,
+                    EventKind::AccessFault {
+                        fault: AccessFault::Unmapped { node, addr },
+                    },
+                );
+                let _ = t;
+                u32::MAX
+            }
+            Err(fault) => {
+                self.log(node, EventKind::AccessFault { fault });
+                u32::MAX
+            }
+        }
+    }
+
+    /// A device DMAs to `addr`: whose memory it reaches. Faults are logged as IOMMU faults.
+    ///
+    /// # Errors
+    /// The [`AccessFault`].
+    pub fn device_dma(&mut self, fdid: Fdid, addr: u64) -> Result<(NodeId, u64), AccessFault> {
+        match self.fabric.translate_dma(fdid, addr) {
+            Ok(t) if self.path_up(t.borrower, fdid) => Ok((t.borrower, t.phys)),
+            Ok(_) => {
+                let fault = AccessFault::Unmapped {
+                    node: fdid.node,
+                    addr,
+                };
+                self.log(
+                    fdid.node,
+                    EventKind::AccessFault {
+                        fault: fault.clone(),
+                    },
+                );
+                Err(fault)
+            }
+            Err(fault) => {
+                self.log(
+                    fdid.node,
+                    EventKind::IommuFault {
+                        bdf: fdid.bdf,
+                        addr,
+                    },
+                );
+                Err(fault)
+            }
+        }
+    }
+
+    fn path_up(&self, borrower: NodeId, fdid: Fdid) -> bool {
+        let up = |n: NodeId| self.hosts.get(&n).is_some_and(|h| h.up);
+        let links = match self.fabric.topology().best_route(borrower, fdid.node) {
+            Some((a, b, _)) => !self.links_down.contains(&a) && !self.links_down.contains(&b),
+            None => false,
+        };
+        up(borrower) && up(fdid.node) && links
+    }
+
+    // ---- faults ----
+
+    /// The host crashes: every driver unbinds without cleanup, the host stops answering.
+    pub fn crash(&mut self, node: NodeId) {
+        if let Some(h) = self.hosts.get_mut(&node)
+            && h.up
+        {
+            h.up = false;
+            self.log(node, EventKind::HostCrashed);
+        }
+    }
+
+    /// The host boots again: devices come back in power-on state with their boot drivers unbound.
+    pub fn reboot(&mut self, node: NodeId) {
+        if let Some(h) = self.hosts.get_mut(&node)
+            && !h.up
+        {
+            h.up = true;
+            for d in h.devices.values_mut() {
+                d.present = true;
+                d.users = 0;
+                d.driver = None;
+                d.dev.apply_reset();
+            }
+            self.log(node, EventKind::HostRebooted);
+        }
+    }
+
+    /// An adapter's link goes down: accesses through it fault until it comes back.
+    pub fn link_down(&mut self, adapter: AdapterId) {
+        if self.links_down.insert(adapter) {
+            self.log(adapter.node, EventKind::LinkDown { adapter });
+        }
+    }
+
+    /// An adapter's link comes back.
+    pub fn link_up(&mut self, adapter: AdapterId) {
+        if self.links_down.remove(&adapter) {
+            self.log(adapter.node, EventKind::LinkUp { adapter });
+        }
+    }
+
+    /// The device stops responding.
+    pub fn hang(&mut self, node: NodeId, bdf: Bdf) {
+        if let Some(d) = self
+            .hosts
+            .get_mut(&node)
+            .and_then(|h| h.devices.get_mut(&bdf))
+        {
+            d.dev.hung = true;
+            self.log(node, EventKind::Hung { bdf });
+        }
+    }
+
+    /// The next reset of the device fails.
+    pub fn fail_next_reset(&mut self, node: NodeId, bdf: Bdf) {
+        if let Some(d) = self
+            .hosts
+            .get_mut(&node)
+            .and_then(|h| h.devices.get_mut(&bdf))
+        {
+            d.reset_fails = true;
+        }
+    }
+
+    /// The next unbind of the device hangs.
+    pub fn hang_next_unbind(&mut self, node: NodeId, bdf: Bdf) {
+        if let Some(d) = self
+            .hosts
+            .get_mut(&node)
+            .and_then(|h| h.devices.get_mut(&bdf))
+        {
+            d.unbind_hangs = true;
+        }
+    }
+
+    /// The device disappears without notice (pulled card, dead slot).
+    pub fn surprise_remove(&mut self, node: NodeId, bdf: Bdf) {
+        if let Some(d) = self
+            .hosts
+            .get_mut(&node)
+            .and_then(|h| h.devices.get_mut(&bdf))
+            && d.present
+        {
+            d.present = false;
+            d.driver = None;
+            self.log(node, EventKind::SurpriseRemoved { bdf });
+        }
+    }
+
+    /// Users open (or close, with a negative delta) the device.
+    pub fn set_users(&mut self, node: NodeId, bdf: Bdf, users: u32) {
+        if let Some(d) = self
+            .hosts
+            .get_mut(&node)
+            .and_then(|h| h.devices.get_mut(&bdf))
+        {
+            d.users = users;
+        }
+    }
+
+    /// Every later step takes `factor` times longer (0 is treated as 1).
+    pub fn slow_steps(&mut self, factor: u64) {
+        self.slow_factor = factor.max(1);
+    }
+}
+
+/// The kernel's modalias string for a config space.
+pub fn modalias(cfg: &[u8]) -> String {
+    let w = |o: usize| {
+        cfg.get(o..o + 2)
+            .map_or(0xffff, |b| u16::from_le_bytes([b[0], b[1]]))
+    };
+    let b = |o: usize| cfg.get(o).copied().unwrap_or(0xff);
+    format!(
+        "pci:v{:08X}d{:08X}sv{:08X}sd{:08X}bc{:02X}sc{:02X}i{:02X}",
+        w(0),
+        w(2),
+        w(0x2c),
+        w(0x2e),
+        b(0x0b),
+        b(0x0a),
+        b(0x09)
+    )
+}

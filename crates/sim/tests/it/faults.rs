@@ -1,0 +1,355 @@
+use pcipool_backend::{DeviceControl, DeviceError, DeviceHealth, Inventory};
+use pcipool_fabric::{Fdid, LeaseId, NodeId};
+use pcipool_pcie::{Bdf, ResetMethod};
+use pcipool_sim::{EventKind, FabricDesc, HostControl, HostView, Sim};
+
+const LAB: &str = r#"
+[[switch]]
+name = "sw0"
+
+[[host]]
+name = "lender"
+node = 1
+adapters = ["dolphin-pxh830-32g"]
+links = ["switch:sw0"]
+
+[[host.device]]
+bdf = "0000:03:00.0"
+preset = "nvme"
+driver = "nvme"
+
+[[host.device]]
+bdf = "0000:04:00.0"
+preset = "gpu"
+reset = "bus-only"
+
+[[host.device]]
+bdf = "0000:05:00.0"
+preset = "fpga"
+reset = "flr-hangs"
+
+[[host]]
+name = "borrower"
+node = 2
+adapters = ["dolphin-pxh830-32g"]
+links = ["switch:sw0"]
+"#;
+
+fn sim() -> Sim {
+    Sim::new(&FabricDesc::parse(LAB).expect("valid description"), 7).expect("builds")
+}
+
+fn bdf(s: &str) -> Bdf {
+    s.parse().expect("address")
+}
+
+const LENDER: NodeId = NodeId(1);
+const BORROWER: NodeId = NodeId(2);
+
+#[test]
+fn inventory_lists_lender_devices() {
+    let s = sim();
+    let inv = HostView {
+        sim: &s,
+        node: LENDER,
+    }
+    .inventory()
+    .expect("inventory");
+    let got: Vec<(String, Option<String>)> = inv
+        .devices
+        .iter()
+        .map(|d| (d.bdf.to_string(), d.driver.clone()))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("0000:03:00.0".to_owned(), Some("nvme".to_owned())),
+            ("0000:04:00.0".to_owned(), None),
+            ("0000:05:00.0".to_owned(), None)
+        ]
+    );
+}
+
+#[test]
+fn unbind_while_in_use_is_busy() {
+    let mut s = sim();
+    s.set_users(LENDER, bdf("03:00.0"), 2);
+    let err = HostControl {
+        sim: &mut s,
+        node: LENDER,
+    }
+    .unbind(bdf("03:00.0"));
+    assert_eq!(
+        err,
+        Err(DeviceError::Busy {
+            bdf: bdf("0000:03:00.0"),
+            driver: "nvme".into(),
+            users: 2
+        })
+    );
+}
+
+#[test]
+fn hanging_unbind_times_out_in_virtual_time() {
+    let mut s = sim();
+    s.hang_next_unbind(LENDER, bdf("03:00.0"));
+    let before = s.now();
+    let err = HostControl {
+        sim: &mut s,
+        node: LENDER,
+    }
+    .unbind(bdf("03:00.0"));
+    assert_eq!(
+        (
+            matches!(err, Err(DeviceError::Timeout { .. })),
+            s.now() - before
+        ),
+        (true, pcipool_sim::sim::STEP_DEADLINE)
+    );
+}
+
+#[test]
+fn flr_that_hangs_reports_reset_failed_and_device_hung() {
+    let mut s = sim();
+    let mut c = HostControl {
+        sim: &mut s,
+        node: LENDER,
+    };
+    let err = c.reset(bdf("05:00.0"), ResetMethod::Flr);
+    let health = c.health(bdf("05:00.0"));
+    assert_eq!(
+        (err, health),
+        (
+            Err(DeviceError::ResetFailed {
+                bdf: bdf("05:00.0"),
+                method: ResetMethod::Flr
+            }),
+            Ok(DeviceHealth::Hung)
+        )
+    );
+}
+
+#[test]
+fn bus_only_device_refuses_flr() {
+    let mut s = sim();
+    let err = HostControl {
+        sim: &mut s,
+        node: LENDER,
+    }
+    .reset(bdf("04:00.0"), ResetMethod::Flr);
+    assert_eq!(
+        err,
+        Err(DeviceError::ResetUnsupported {
+            bdf: bdf("04:00.0"),
+            method: ResetMethod::Flr
+        })
+    );
+}
+
+#[test]
+fn injected_reset_failure_is_reported_once() {
+    let mut s = sim();
+    s.fail_next_reset(LENDER, bdf("03:00.0"));
+    let mut c = HostControl {
+        sim: &mut s,
+        node: LENDER,
+    };
+    let first = c.reset(bdf("03:00.0"), ResetMethod::Flr);
+    let second = c.reset(bdf("03:00.0"), ResetMethod::Flr);
+    assert_eq!((first.is_err(), second), (true, Ok(())));
+}
+
+#[test]
+fn reset_restores_power_on_config() {
+    let mut s = sim();
+    let mut c = HostControl {
+        sim: &mut s,
+        node: LENDER,
+    };
+    c.write_config(bdf("03:00.0"), 0x04, &[0x06, 0x00])
+        .expect("write command");
+    c.reset(bdf("03:00.0"), ResetMethod::Flr).expect("reset");
+    let mut cmd = [0u8; 2];
+    c.read_config(bdf("03:00.0"), 0x04, &mut cmd).expect("read");
+    assert_eq!(
+        (
+            cmd,
+            s.device(LENDER, bdf("03:00.0"))
+                .map(|d| d.dev.is_reset_state())
+        ),
+        ([0, 0], Some(true))
+    );
+}
+
+#[test]
+fn crashed_host_reports_host_down() {
+    let mut s = sim();
+    s.crash(LENDER);
+    let c = HostControl {
+        sim: &mut s,
+        node: LENDER,
+    };
+    assert_eq!(c.health(bdf("03:00.0")), Err(DeviceError::HostDown));
+}
+
+#[test]
+fn rebooted_host_comes_back_unbound_and_reset() {
+    let mut s = sim();
+    s.crash(LENDER);
+    s.reboot(LENDER);
+    let d = s.device(LENDER, bdf("03:00.0")).expect("present");
+    assert_eq!((d.driver.clone(), d.dev.is_reset_state()), (None, true));
+}
+
+#[test]
+fn surprise_removal_makes_device_gone() {
+    let mut s = sim();
+    s.surprise_remove(LENDER, bdf("03:00.0"));
+    let c = HostControl {
+        sim: &mut s,
+        node: LENDER,
+    };
+    assert_eq!(c.health(bdf("03:00.0")), Ok(DeviceHealth::Gone));
+}
+
+#[test]
+fn hung_device_reads_all_ones() {
+    let mut s = sim();
+    s.hang(LENDER, bdf("03:00.0"));
+    let c = HostControl {
+        sim: &mut s,
+        node: LENDER,
+    };
+    let mut v = [0u8; 4];
+    c.read_config(bdf("03:00.0"), 0, &mut v).expect("read");
+    assert_eq!(v, [0xff; 4]);
+}
+
+fn lend_nvme(s: &mut Sim) -> u64 {
+    let fdid: Fdid = "n1:0000:03:00.0".parse().expect("fdid");
+    s.fabric
+        .map_bar(LeaseId(1), fdid, 0, 0x4000, BORROWER)
+        .expect("map BAR");
+    s.fabric
+        .mappings()
+        .next()
+        .map(|m| m.host_addr)
+        .expect("mapped")
+}
+
+#[test]
+fn borrower_reads_through_mapping_then_all_ones_after_unmap() {
+    let mut s = sim();
+    let addr = lend_nvme(&mut s);
+    let live = s.borrower_read(BORROWER, addr + 0x10);
+    s.fabric.unmap_lease(LeaseId(1));
+    let stale = s.borrower_read(BORROWER, addr + 0x10);
+    let faulted = s
+        .events()
+        .iter()
+        .any(|e| matches!(e.kind, EventKind::AccessFault { .. }));
+    assert_eq!((live, stale, faulted), (0x10, u32::MAX, true));
+}
+
+#[test]
+fn link_down_makes_reads_all_ones_until_link_up() {
+    let mut s = sim();
+    let addr = lend_nvme(&mut s);
+    let adapter = pcipool_fabric::AdapterId {
+        node: BORROWER,
+        index: 0,
+    };
+    s.link_down(adapter);
+    let down = s.borrower_read(BORROWER, addr);
+    s.link_up(adapter);
+    let up = s.borrower_read(BORROWER, addr);
+    assert_eq!((down, up), (u32::MAX, 0));
+}
+
+#[test]
+fn dma_outside_any_window_is_an_iommu_fault() {
+    let mut s = sim();
+    let fdid: Fdid = "n1:0000:03:00.0".parse().expect("fdid");
+    let err = s.device_dma(fdid, 0xdead_0000);
+    let logged = s
+        .events()
+        .iter()
+        .any(|e| matches!(e.kind, EventKind::IommuFault { .. }));
+    assert_eq!((err.is_err(), logged), (true, true));
+}
+
+#[test]
+fn slow_steps_stretch_virtual_time() {
+    let mut s = sim();
+    s.slow_steps(10);
+    let before = s.now();
+    HostControl {
+        sim: &mut s,
+        node: LENDER,
+    }
+    .reset(bdf("03:00.0"), ResetMethod::Flr)
+    .expect("reset");
+    assert_eq!(s.now() - before, 1_000_000_000);
+}
+
+#[test]
+fn bind_requires_a_matching_driver() {
+    let mut s = sim();
+    let err = HostControl {
+        sim: &mut s,
+        node: LENDER,
+    }
+    .bind(bdf("04:00.0"), "nvme");
+    assert_eq!(
+        err,
+        Err(DeviceError::NoMatchingDriver {
+            bdf: bdf("04:00.0"),
+            driver: "nvme".into()
+        })
+    );
+}
+
+#[test]
+fn steps_are_idempotent() {
+    let mut s = sim();
+    let mut c = HostControl {
+        sim: &mut s,
+        node: LENDER,
+    };
+    c.unbind(bdf("03:00.0")).expect("first unbind");
+    c.unbind(bdf("03:00.0")).expect("second unbind is a no-op");
+    c.hot_remove(bdf("03:00.0")).expect("remove");
+    c.hot_remove(bdf("03:00.0")).expect("remove again");
+    c.hot_add(bdf("03:00.0")).expect("add");
+    c.bind(bdf("03:00.0"), "nvme").expect("bind");
+    assert_eq!(c.bind(bdf("03:00.0"), "nvme"), Ok(()));
+}
+
+#[test]
+fn same_seed_same_event_hash() {
+    let run = |seed| {
+        let mut s = Sim::new(&FabricDesc::parse(LAB).expect("valid"), seed).expect("builds");
+        for _ in 0..50 {
+            let pick = s.rng().below(3);
+            let b = [bdf("03:00.0"), bdf("04:00.0"), bdf("05:00.0")]
+                [usize::try_from(pick).unwrap_or(0)];
+            let _ = HostControl {
+                sim: &mut s,
+                node: LENDER,
+            }
+            .reset(b, ResetMethod::Bus);
+        }
+        s.event_hash()
+    };
+    assert_eq!(run(11), run(11));
+}
+
+#[test]
+fn malformed_description_is_a_clear_error() {
+    let err = FabricDesc::parse("[[host]]\nname = \"x\"\nnode = 1\nadapters = [\"no-such\"]\n")
+        .map(|_| ());
+    assert_eq!(
+        err.map_err(|e| e.to_string()),
+        Err("host x: unknown adapter profile 'no-such'".to_owned())
+    );
+}
