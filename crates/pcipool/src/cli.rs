@@ -107,6 +107,12 @@ pub enum CliCommand {
         #[arg(long)]
         strict: bool,
     },
+    /// The simulated fabric: inspect it, or drive a seeded workload of leases and faults against it.
+    Sim {
+        /// What to do.
+        #[command(subcommand)]
+        which: SimCommand,
+    },
     /// Benchmarks that print ratios measured side by side in one run.
     Bench {
         /// Which benchmark.
@@ -115,9 +121,49 @@ pub enum CliCommand {
     },
 }
 
+/// Simulator subcommands.
+#[derive(Debug, Subcommand)]
+pub enum SimCommand {
+    /// List the simulated hosts, adapters and devices.
+    Inventory {
+        /// Fabric description (TOML); default: the built-in 4-host lab (fabrics/lab-4.toml).
+        #[arg(long, value_name = "FILE")]
+        fabric: Option<PathBuf>,
+        /// Output format.
+        #[arg(long, short, value_enum, default_value_t)]
+        output: OutputFormat,
+    },
+    /// Drive a random workload of leases, releases and faults; check the invariants after every step.
+    /// Exit code 1 on a violation, with the command that replays it.
+    Run {
+        /// Fabric description (TOML); default: the built-in 4-host lab.
+        #[arg(long, value_name = "FILE")]
+        fabric: Option<PathBuf>,
+        /// Seed (default: $PCIPOOL_SIM_SEED, else 1).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Steps.
+        #[arg(long, default_value_t = 10_000)]
+        steps: u64,
+        /// Faults to inject: all, none, or a comma list (crash, link, hang, reset-fail, surprise-remove,
+        /// unbind-hang, slow, stray-dma).
+        #[arg(long, default_value = "all")]
+        faults: String,
+        /// Output format.
+        #[arg(long, short, value_enum, default_value_t)]
+        output: OutputFormat,
+    },
+}
+
 /// Benchmarks.
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
+    /// Load a fabric description and walk every host's inventory; prints both times.
+    Sim {
+        /// Fabric description (default: fabrics/fabric-1024.toml beside the binary's checkout, else the lab).
+        #[arg(long, value_name = "FILE")]
+        fabric: Option<PathBuf>,
+    },
     /// `pcipool decode` against `lspci -F ... -vvv` on the same file of N dumps, as whole processes.
     Decode {
         /// Dumps in the generated file.
@@ -164,6 +210,31 @@ pub enum Command {
     },
     /// Qualification report.
     Qualify(crate::qualify_cmd::QualifyOptions),
+    /// Simulator inventory.
+    SimInventory {
+        /// Description file, or None for the built-in lab.
+        fabric: Option<PathBuf>,
+        /// Format.
+        output: OutputFormat,
+    },
+    /// Simulator run.
+    SimRun {
+        /// Description file, or None for the built-in lab.
+        fabric: Option<PathBuf>,
+        /// Seed.
+        seed: u64,
+        /// Steps.
+        steps: u64,
+        /// Faults.
+        faults: pcipool_sim::run::FaultSet,
+        /// Format.
+        output: OutputFormat,
+    },
+    /// Simulator load benchmark.
+    BenchSim {
+        /// Description file.
+        fabric: Option<PathBuf>,
+    },
     /// Decode benchmark.
     BenchDecode {
         /// Dumps.
@@ -254,6 +325,39 @@ impl Cli {
                     strict,
                 })
             }
+            CliCommand::Sim {
+                which: SimCommand::Inventory { fabric, output },
+            } => Command::SimInventory { fabric, output },
+            CliCommand::Sim {
+                which:
+                    SimCommand::Run {
+                        fabric,
+                        seed,
+                        steps,
+                        faults,
+                        output,
+                    },
+            } => {
+                let seed = match seed {
+                    Some(s) => s,
+                    None => match std::env::var("PCIPOOL_SIM_SEED") {
+                        Ok(v) => v.parse().map_err(|_| {
+                            UsageError(format!("PCIPOOL_SIM_SEED='{v}' is not a number"))
+                        })?,
+                        Err(_) => 1,
+                    },
+                };
+                Command::SimRun {
+                    fabric,
+                    seed,
+                    steps,
+                    faults: faults.parse().map_err(|e| UsageError(format!("{e}")))?,
+                    output,
+                }
+            }
+            CliCommand::Bench {
+                which: BenchCommand::Sim { fabric },
+            } => Command::BenchSim { fabric },
             CliCommand::Bench {
                 which:
                     BenchCommand::Decode {

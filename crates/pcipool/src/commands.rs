@@ -30,6 +30,17 @@ pub fn execute(command: Command) -> anyhow::Result<ExitCode> {
         } => inspect(&HostPaths { sys, proc }, bdf, output),
         Command::Decode { file, output } => decode(&file, output),
         Command::Qualify(options) => crate::qualify_cmd::run(&options),
+        Command::SimInventory { fabric, output } => {
+            crate::sim_cmd::inventory(fabric.as_deref(), output)
+        }
+        Command::SimRun {
+            fabric,
+            seed,
+            steps,
+            faults,
+            output,
+        } => crate::sim_cmd::sim_run(fabric.as_deref(), seed, steps, &faults, output),
+        Command::BenchSim { fabric } => crate::sim_cmd::bench(fabric.as_deref()),
         Command::BenchDecode {
             dumps,
             rounds,

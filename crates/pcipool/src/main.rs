@@ -8,6 +8,7 @@
 //! - [`commands`]: one function per command.
 //! - [`qualify_cmd`]: the qualification report.
 //! - [`render`]: text output.
+//! - [`sim_cmd`]: the simulator commands.
 //! - [`bench`]: benchmarks that measure pcipool against a reference side by side.
 
 mod bench;
@@ -15,6 +16,7 @@ mod cli;
 mod commands;
 mod qualify_cmd;
 mod render;
+mod sim_cmd;
 
 use std::process::ExitCode;
 

@@ -5,6 +5,12 @@
 //! [[switch]]
 //! name = "sw0"
 //!
+//! [[link]]                   # links not owned by a host, e.g. leaf to spine
+//! a = "switch:sw0"
+//! b = "switch:spine"
+//! generation = 3
+//! width = 16
+//!
 //! [[host]]
 //! name = "node-{i}"          # {i} becomes 0, 1, ... when count > 1
 //! node = 1                   # first node id; each copy takes the next
@@ -115,6 +121,9 @@ struct FileHost {
 struct FileDesc {
     #[serde(default, rename = "switch")]
     switches: Vec<FileSwitch>,
+    /// Extra links, e.g. between switches.
+    #[serde(default, rename = "link")]
+    links: Vec<Link>,
     #[serde(default, rename = "host")]
     hosts: Vec<FileHost>,
 }
@@ -176,7 +185,7 @@ impl FabricDesc {
         let file: FileDesc = toml::from_str(text).map_err(|e| DescError::Syntax(e.to_string()))?;
         let mut hosts = Vec::new();
         let mut specs = Vec::new();
-        let mut links = Vec::new();
+        let mut links = file.links.clone();
         let total: u64 = file.hosts.iter().map(|h| u64::from(h.count)).sum();
         if total > u64::from(MAX_HOSTS) {
             return Err(DescError::Limit(format!(

@@ -14,6 +14,7 @@
 //! - [`rng`]: the seeded generator.
 //! - [`sim`]: the simulator and its fault verbs.
 //! - [`backend`]: the backend traits over the simulator.
+//! - [`run`]: the seeded workload runner with invariant checks.
 #![deny(missing_docs)]
 
 pub mod backend;
@@ -21,6 +22,7 @@ pub mod desc;
 pub mod device;
 pub mod presets;
 pub mod rng;
+pub mod run;
 pub mod sim;
 
 pub use backend::{HostControl, HostView};

@@ -229,3 +229,38 @@ fn help_documents_exit_codes() {
     let out = pcipool(&["--help"]);
     assert!(stdout(&out).contains("3  bad input data"));
 }
+
+#[test]
+fn sim_run_is_reproducible_from_its_seed() {
+    let a = stdout(&pcipool(&["sim", "run", "--seed", "5", "--steps", "500"]));
+    let b = stdout(&pcipool(&["sim", "run", "--seed", "5", "--steps", "500"]));
+    let last = |t: &str| t.lines().last().unwrap_or("").to_owned();
+    assert_eq!(
+        (last(&a), last(&a).starts_with("seed 5 event-log hash ")),
+        (last(&b), true)
+    );
+}
+
+#[test]
+fn sim_inventory_json_lists_the_lab() {
+    let out = pcipool(&["sim", "inventory", "--output", "json"]);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("valid JSON");
+    let hosts = json.as_array().map(Vec::len);
+    let first_device = json[0]["devices"][0]["bdf"].as_str();
+    assert_eq!((hosts, first_device), (Some(4), Some("0000:03:00.0")));
+}
+
+#[test]
+fn sim_bad_fabric_file_exits_3() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("bad.toml");
+    std::fs::write(&file, "[[host]]\nname = 1\n").expect("write");
+    let out = pcipool(&["sim", "inventory", "--fabric", &file.to_string_lossy()]);
+    assert_eq!(out.status.code(), Some(3));
+}
+
+#[test]
+fn sim_unknown_fault_is_usage_error() {
+    let out = pcipool(&["sim", "run", "--faults", "meteor"]);
+    assert_eq!(out.status.code(), Some(2));
+}

@@ -3,3 +3,5 @@
 
 #[cfg(test)]
 mod faults;
+#[cfg(test)]
+mod run;

@@ -1,0 +1,266 @@
+//! `pcipool sim ...` and `pcipool bench sim`.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::Context;
+use pcipool_backend::Inventory;
+use pcipool_sim::run::{FaultSet, run};
+use pcipool_sim::{FabricDesc, HostView, Sim};
+use serde::Serialize;
+
+use crate::cli::OutputFormat;
+use crate::commands::emit;
+use crate::{BadInput, render};
+
+/// The built-in 4-host lab (the default for `pcipool dev` once it exists).
+pub const LAB_4: &str = include_str!("../../../fabrics/lab-4.toml");
+
+fn load(fabric: Option<&Path>) -> anyhow::Result<(String, FabricDesc)> {
+    let (name, text) = match fabric {
+        Some(p) => (
+            p.display().to_string(),
+            std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
+        ),
+        None => ("built-in lab-4".to_owned(), LAB_4.to_owned()),
+    };
+    let desc = FabricDesc::parse(&text).map_err(|e| BadInput(format!("{name}: {e}")))?;
+    Ok((name, desc))
+}
+
+fn build(desc: &FabricDesc, seed: u64) -> anyhow::Result<Sim> {
+    Sim::new(desc, seed).map_err(|e| BadInput(e.to_string()).into())
+}
+
+#[derive(Serialize)]
+struct HostRow {
+    node: pcipool_fabric::NodeId,
+    name: String,
+    adapters: Vec<String>,
+    devices: Vec<pcipool_backend::DeviceRecord>,
+}
+
+/// `pcipool sim inventory`.
+///
+/// # Errors
+/// Unreadable or invalid description.
+pub fn inventory(fabric: Option<&Path>, output: OutputFormat) -> anyhow::Result<ExitCode> {
+    let (_, desc) = load(fabric)?;
+    let sim = build(&desc, 0)?;
+    let mut rows = Vec::new();
+    for host in sim.hosts() {
+        let inv = HostView {
+            sim: &sim,
+            node: host.node,
+        }
+        .inventory()
+        .context("simulated inventory")?;
+        let adapters = sim
+            .fabric
+            .topology()
+            .host(host.node)
+            .map(|h| h.adapters.iter().map(|a| a.name.clone()).collect())
+            .unwrap_or_default();
+        rows.push(HostRow {
+            node: host.node,
+            name: host.name.clone(),
+            adapters,
+            devices: inv.devices,
+        });
+    }
+    match output {
+        OutputFormat::Json => {
+            let mut t = serde_json::to_string_pretty(&rows).context("serialising JSON")?;
+            t.push('\n');
+            emit(&t)?;
+        }
+        OutputFormat::Table => {
+            let mut out = String::new();
+            let _ = writeln!(
+                out,
+                "{:<6} {:<20} {:<22} DEVICES",
+                "NODE", "HOST", "ADAPTERS"
+            );
+            for r in &rows {
+                let devices: Vec<String> = r
+                    .devices
+                    .iter()
+                    .map(|d| {
+                        let bars: Vec<String> = d
+                            .facts
+                            .bars
+                            .iter()
+                            .filter_map(|b| b.size)
+                            .map(render::human_size)
+                            .collect();
+                        let resets: Vec<&str> =
+                            d.reset_methods.iter().map(|m| m.sysfs_name()).collect();
+                        format!(
+                            "{} {} [{}] reset={}{}",
+                            d.bdf,
+                            d.device_name.as_deref().unwrap_or("?"),
+                            bars.join(","),
+                            if resets.is_empty() {
+                                "none".to_owned()
+                            } else {
+                                resets.join(",")
+                            },
+                            d.driver
+                                .as_ref()
+                                .map(|x| format!(" driver={x}"))
+                                .unwrap_or_default()
+                        )
+                    })
+                    .collect();
+                let first = devices.first().cloned().unwrap_or_else(|| "-".to_owned());
+                let _ = writeln!(
+                    out,
+                    "{:<6} {:<20} {:<22} {first}",
+                    r.node.to_string(),
+                    r.name,
+                    r.adapters.join(",")
+                );
+                for d in devices.iter().skip(1) {
+                    let _ = writeln!(out, "{:<6} {:<20} {:<22} {d}", "", "", "");
+                }
+            }
+            let links = sim.fabric.topology().links().len();
+            let devices: usize = rows.iter().map(|r| r.devices.len()).sum();
+            let _ = writeln!(
+                out,
+                "\n{} hosts, {devices} devices, {links} links",
+                rows.len()
+            );
+            emit(&out)?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `pcipool sim run`.
+///
+/// # Errors
+/// Unreadable or invalid description.
+pub fn sim_run(
+    fabric: Option<&Path>,
+    seed: u64,
+    steps: u64,
+    faults: &FaultSet,
+    output: OutputFormat,
+) -> anyhow::Result<ExitCode> {
+    let (name, desc) = load(fabric)?;
+    let mut sim = build(&desc, seed)?;
+    let started = Instant::now();
+    let summary = run(&mut sim, steps, faults);
+    let wall = started.elapsed();
+    let fabric_arg = fabric
+        .map(|p| format!(" --fabric {}", p.display()))
+        .unwrap_or_default();
+    let replay =
+        format!("pcipool sim run{fabric_arg} --seed {seed} --steps {steps} --faults {faults}");
+    match output {
+        OutputFormat::Json => {
+            let mut t = serde_json::to_string_pretty(&summary).context("serialising JSON")?;
+            t.push('\n');
+            emit(&t)?;
+        }
+        OutputFormat::Table => {
+            let mut out = String::new();
+            let _ = writeln!(out, "fabric {name}, faults {faults}");
+            let _ = writeln!(
+                out,
+                "steps {}  granted {}  released {}  fenced {}  refused {}  quarantined {}",
+                summary.steps,
+                summary.granted,
+                summary.released,
+                summary.fenced,
+                summary.refused,
+                summary.quarantined
+            );
+            let faults_line: Vec<String> = summary
+                .faults
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            let _ = writeln!(
+                out,
+                "faults injected: {}",
+                if faults_line.is_empty() {
+                    "none".into()
+                } else {
+                    faults_line.join(" ")
+                }
+            );
+            let _ = writeln!(
+                out,
+                "events {}  virtual time {:.3} s  wall time {:.3} s",
+                summary.events,
+                summary.virtual_ns as f64 / 1e9,
+                wall.as_secs_f64()
+            );
+            if let Some(v) = &summary.violation {
+                let _ = writeln!(
+                    out,
+                    "INVARIANT VIOLATED at step {}: {}\n  while: {}",
+                    v.step, v.detail, v.action
+                );
+                let _ = writeln!(out, "  replay: {replay}");
+            }
+            let _ = writeln!(out, "seed {seed} event-log hash {:016x}", summary.hash);
+            emit(&out)?;
+        }
+    }
+    Ok(if summary.violation.is_some() {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn default_scale_fabric() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    exe.ancestors()
+        .map(|a| a.join("fabrics/fabric-1024.toml"))
+        .find(|p| p.is_file())
+}
+
+/// `pcipool bench sim`: load time and a full inventory walk.
+///
+/// # Errors
+/// Unreadable or invalid description.
+pub fn bench(fabric: Option<&Path>) -> anyhow::Result<ExitCode> {
+    let path = fabric.map(Path::to_path_buf).or_else(default_scale_fabric);
+    let t0 = Instant::now();
+    let (name, desc) = load(path.as_deref())?;
+    let sim = build(&desc, 1)?;
+    let load = t0.elapsed();
+    let t1 = Instant::now();
+    let mut devices = 0usize;
+    for host in sim.hosts() {
+        devices += HostView {
+            sim: &sim,
+            node: host.node,
+        }
+        .inventory()
+        .map(|i| i.devices.len())
+        .unwrap_or(0);
+    }
+    let walk = t1.elapsed();
+    let hosts = sim.hosts().count();
+    println!("sim benchmark: {name}");
+    println!(
+        "  load (parse + build {hosts} hosts, {devices} devices)  {:>9.1} ms",
+        load.as_secs_f64() * 1e3
+    );
+    println!(
+        "  full inventory walk (decode every config space)        {:>9.1} ms",
+        walk.as_secs_f64() * 1e3
+    );
+    println!(
+        "  per device                                             {:>9.1} us",
+        walk.as_secs_f64() * 1e6 / devices.max(1) as f64
+    );
+    Ok(ExitCode::SUCCESS)
+}
