@@ -197,6 +197,14 @@ pub enum DeviceError {
     /// The device is gone (reads all ones).
     #[error("{0}: device is gone")]
     Gone(Bdf),
+    /// The device cannot do what was asked.
+    #[error("{bdf}: unsupported: {what}")]
+    Unsupported {
+        /// Device.
+        bdf: Bdf,
+        /// What.
+        what: String,
+    },
 }
 
 /// The host-side device operations a lend or return workflow is made of. Every step is idempotent:

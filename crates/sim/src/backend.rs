@@ -55,7 +55,8 @@ impl Inventory for HostView<'_> {
         let grouped = host.iommu != IommuMode::Off;
         let mut devices = Vec::new();
         for (bdf, d) in &present {
-            let bytes = d.dev.config_bytes();
+            let mut bytes = vec![0u8; 4096];
+            let _ = self.sim.read_config(self.node, **bdf, 0, &mut bytes);
             let (facts, config_error) =
                 match pcipool_pcie::decode_with_sizes(&bytes, &d.dev.sizes()) {
                     Ok(f) => (f, None),
@@ -106,8 +107,18 @@ impl Inventory for HostView<'_> {
                 numa_node: None,
                 reset_methods,
                 reset_methods_source: ResetMethodSource::Kernel,
-                sriov: None,
-                physfn: None,
+                sriov: facts_sriov(&bytes).map(|total| pcipool_backend::SriovState {
+                    total_vfs: total,
+                    num_vfs: u16::try_from(
+                        present
+                            .iter()
+                            .filter(|(_, o)| o.physfn == Some(**bdf))
+                            .count(),
+                    )
+                    .unwrap_or(u16::MAX),
+                    drivers_autoprobe: Some(true),
+                }),
+                physfn: d.physfn,
                 link,
                 parent_chain: Vec::new(),
                 block_devices: Vec::new(),
@@ -123,6 +134,13 @@ impl Inventory for HostView<'_> {
             devices,
         })
     }
+}
+
+fn facts_sriov(bytes: &[u8]) -> Option<u16> {
+    pcipool_pcie::decode(bytes)
+        .ok()?
+        .sriov()
+        .map(|s| s.total_vfs)
 }
 
 impl HostView<'_> {

@@ -97,6 +97,31 @@ pub struct HostDevice {
     pub reset_fails: bool,
     /// IOMMU group.
     pub iommu_group: u32,
+    /// Per-VF BAR sizes, for a physical function with SR-IOV.
+    pub vf_bar_sizes: [Option<u64>; 6],
+    /// The physical function, for a virtual function.
+    pub physfn: Option<Bdf>,
+    /// For a borrowed device's shadow on a borrower: the real device. Config accesses are forwarded to
+    /// it through the fabric, as SmartIO's shadow device does.
+    pub remote: Option<Fdid>,
+}
+
+impl HostDevice {
+    fn local(dev: SimDevice, preset: &str, driver: Option<String>, iommu_group: u32) -> Self {
+        Self {
+            dev,
+            preset: preset.to_owned(),
+            present: true,
+            driver,
+            users: 0,
+            unbind_hangs: false,
+            reset_fails: false,
+            iommu_group,
+            vf_bar_sizes: [None; 6],
+            physfn: None,
+            remote: None,
+        }
+    }
 }
 
 /// A simulated host.
@@ -149,19 +174,14 @@ impl Sim {
             for (g, d) in spec.devices.iter().enumerate() {
                 let built = presets::build(&d.preset)
                     .ok_or_else(|| SimError::UnknownPreset(d.preset.clone()))?;
-                devices.insert(
-                    d.bdf,
-                    HostDevice {
-                        dev: SimDevice::new(&built, d.reset),
-                        preset: d.preset.clone(),
-                        present: true,
-                        driver: d.driver.clone(),
-                        users: 0,
-                        unbind_hangs: false,
-                        reset_fails: false,
-                        iommu_group: u32::try_from(g).unwrap_or(u32::MAX),
-                    },
+                let mut device = HostDevice::local(
+                    SimDevice::new(&built, d.reset),
+                    &d.preset,
+                    d.driver.clone(),
+                    u32::try_from(g).unwrap_or(u32::MAX),
                 );
+                device.vf_bar_sizes = built.vf_bar_sizes;
+                devices.insert(d.bdf, device);
             }
             hosts.insert(
                 spec.node,
@@ -287,13 +307,38 @@ impl Sim {
             .get(&bdf)
             .filter(|d| d.present)
             .ok_or(DeviceError::NoDevice(bdf))?;
-        d.dev
-            .read(offset, buf)
-            .map_err(|e| DeviceError::ConfigRange {
-                bdf,
-                offset: e.offset,
-                len: e.len,
-            })
+        let range = |e: crate::device::ConfigRange| DeviceError::ConfigRange {
+            bdf,
+            offset: e.offset,
+            len: e.len,
+        };
+        match d.remote {
+            None => d.dev.read(offset, buf).map_err(range),
+            Some(fdid) => match self
+                .device(fdid.node, fdid.bdf)
+                .filter(|_| self.path_up(node, fdid))
+            {
+                Some(real) => real.dev.read(offset, buf).map_err(range),
+                // The link or the lender is gone: the read completes as Unsupported Request, all ones.
+                None => {
+                    d.dev.read(offset, buf).map_err(range)?;
+                    buf.fill(0xff);
+                    Ok(())
+                }
+            },
+        }
+    }
+
+    /// The config space a host sees for a function (forwarded for a shadow device).
+    fn effective_config(&self, node: NodeId, bdf: Bdf) -> Option<Vec<u8>> {
+        let d = self.hosts.get(&node)?.devices.get(&bdf)?;
+        match d.remote {
+            None => Some(d.dev.config_bytes()),
+            Some(fdid) if self.path_up(node, fdid) => self
+                .device(fdid.node, fdid.bdf)
+                .map(|r| r.dev.config_bytes()),
+            Some(_) => Some(vec![0xff; 4096]),
+        }
     }
 
     /// Writes config space.
@@ -307,14 +352,31 @@ impl Sim {
         offset: u16,
         data: &[u8],
     ) -> Result<(), DeviceError> {
-        let d = self.device_mut(node, bdf)?;
-        d.dev
-            .write(offset, data)
-            .map_err(|e| DeviceError::ConfigRange {
-                bdf,
-                offset: e.offset,
-                len: e.len,
-            })
+        let remote = self.device_mut(node, bdf)?.remote;
+        let range = |e: crate::device::ConfigRange| DeviceError::ConfigRange {
+            bdf,
+            offset: e.offset,
+            len: e.len,
+        };
+        match remote {
+            None => self
+                .device_mut(node, bdf)?
+                .dev
+                .write(offset, data)
+                .map_err(range),
+            Some(fdid) if self.path_up(node, fdid) => {
+                match self
+                    .hosts
+                    .get_mut(&fdid.node)
+                    .and_then(|h| h.devices.get_mut(&fdid.bdf))
+                {
+                    Some(real) if real.present => real.dev.write(offset, data).map_err(range),
+                    _ => Ok(()),
+                }
+            }
+            // Writes through a dead path are dropped, as on real NTB.
+            Some(_) => Ok(()),
+        }
     }
 
     /// Unbinds the driver. Refused while users hold the device; a hanging driver times out at
@@ -368,7 +430,10 @@ impl Sim {
         if d.driver.as_deref() == Some(driver) {
             return Ok(());
         }
-        let modalias = modalias(&d.dev.config_bytes());
+        let _ = d;
+        let config = self.effective_config(node, bdf).unwrap_or_default();
+        let modalias = modalias(&config);
+        let d = self.device_mut(node, bdf)?;
         let entry = presets::DRIVERS
             .iter()
             .find(|(n, pattern, ..)| *n == driver && glob_match(pattern, &modalias))
@@ -376,7 +441,7 @@ impl Sim {
                 bdf,
                 driver: driver.to_owned(),
             })?;
-        if d.dev.hung {
+        if d.dev.hung || config.get(..4) == Some(&[0xff; 4][..]) {
             return Err(DeviceError::Gone(bdf));
         }
         d.driver = Some(driver.to_owned());
@@ -401,6 +466,13 @@ impl Sim {
         bdf: Bdf,
         method: ResetMethod,
     ) -> Result<(), DeviceError> {
+        if let Some(fdid) = self.device_mut(node, bdf)?.remote {
+            // The borrower's driver resets the real device through its shadow (FLR is a config write).
+            if !self.path_up(node, fdid) {
+                return Err(DeviceError::Gone(bdf));
+            }
+            return self.reset(fdid.node, fdid.bdf, method);
+        }
         let slow = self.slow_factor;
         let d = self.device_mut(node, bdf)?;
         let supported = match (d.dev.reset, method) {
@@ -484,6 +556,134 @@ impl Sim {
             Some(d) if d.present => DeviceHealth::Ok,
             _ => DeviceHealth::Gone,
         })
+    }
+
+    // ---- SR-IOV and borrowing ----
+
+    /// Enables `count` VFs on a physical function (0 disables them). VFs appear at the routing ids the
+    /// SR-IOV capability gives (first offset, stride), with the VF device id and per-VF BAR sizes.
+    ///
+    /// # Errors
+    /// [`DeviceError::Unsupported`] without SR-IOV or above TotalVFs.
+    pub fn enable_vfs(
+        &mut self,
+        node: NodeId,
+        pf: Bdf,
+        count: u16,
+    ) -> Result<Vec<Bdf>, DeviceError> {
+        let config = self.device_mut(node, pf)?.dev.config_bytes();
+        let sizes = self.device_mut(node, pf)?.vf_bar_sizes;
+        let facts = pcipool_pcie::decode(&config).map_err(|_| DeviceError::Gone(pf))?;
+        let sriov = facts.sriov().cloned().ok_or(DeviceError::Unsupported {
+            bdf: pf,
+            what: "SR-IOV".into(),
+        })?;
+        if count > sriov.total_vfs {
+            return Err(DeviceError::Unsupported {
+                bdf: pf,
+                what: format!("{count} VFs (TotalVFs {})", sriov.total_vfs),
+            });
+        }
+        let host = self.up_host(node)?;
+        host.devices.retain(|_, d| d.physfn != Some(pf));
+        let pf_rid = (u32::from(pf.bus()) << 8) | u32::from(pf.devfn());
+        let mut created = Vec::new();
+        for n in 0..u32::from(count) {
+            let rid = pf_rid + u32::from(sriov.first_vf_offset) + n * u32::from(sriov.vf_stride);
+            let (Ok(bus), Ok(devfn)) = (u8::try_from(rid >> 8), u8::try_from(rid & 0xff)) else {
+                break;
+            };
+            let Ok(bdf) = Bdf::new(pf.domain(), bus, devfn >> 3, devfn & 7) else {
+                break;
+            };
+            let mut b = pcipool_pcie::ConfigBuilder::endpoint(
+                facts.vendor_id,
+                sriov.vf_device_id,
+                facts.class.as_u24(),
+            );
+            for vf_bar in &sriov.vf_bars {
+                if let Some(size) = sizes.get(usize::from(vf_bar.index)).copied().flatten() {
+                    b = b.bar64(vf_bar.index, 0, size, vf_bar.prefetchable);
+                }
+            }
+            let built = b
+                .msix(8, 0, 0, 0x800)
+                .pcie(pcipool_pcie::PcieOptions::endpoint(
+                    pcipool_pcie::LinkSpeed::Gt8,
+                    16,
+                ))
+                .build();
+            let mut vf = HostDevice::local(
+                SimDevice::new(&built, ResetBehaviour::Flr),
+                "vf",
+                None,
+                1000 + n,
+            );
+            vf.physfn = Some(pf);
+            host.devices.insert(bdf, vf);
+            created.push(bdf);
+        }
+        for b in &created {
+            self.log(node, EventKind::HotAdded { bdf: *b });
+        }
+        Ok(created)
+    }
+
+    /// Hot-adds a borrowed device on `borrower` as a shadow function at `shadow` (the borrower side of
+    /// Device Lending); its config accesses go to the real device through the fabric.
+    ///
+    /// # Errors
+    /// Borrower down, or the real device absent.
+    pub fn attach_shadow(
+        &mut self,
+        borrower: NodeId,
+        fdid: Fdid,
+        shadow: Bdf,
+    ) -> Result<(), DeviceError> {
+        let real = self
+            .device(fdid.node, fdid.bdf)
+            .ok_or(DeviceError::NoDevice(fdid.bdf))?;
+        let mut dev = real.dev.clone();
+        dev.hung = false;
+        let preset = real.preset.clone();
+        let host = self.up_host(borrower)?;
+        let mut d = HostDevice::local(dev, &preset, None, 2000);
+        d.remote = Some(fdid);
+        host.devices.insert(shadow, d);
+        self.log(borrower, EventKind::HotAdded { bdf: shadow });
+        Ok(())
+    }
+
+    /// Removes a shadow function from a borrower (idempotent).
+    ///
+    /// # Errors
+    /// Borrower down.
+    pub fn detach_shadow(&mut self, borrower: NodeId, shadow: Bdf) -> Result<(), DeviceError> {
+        let host = self.up_host(borrower)?;
+        if host.devices.remove(&shadow).is_some() {
+            self.log(borrower, EventKind::HotRemoved { bdf: shadow });
+        }
+        Ok(())
+    }
+
+    /// A borrower writes through its NTB: delivered when mapped, else dropped with an access-fault event.
+    pub fn borrower_write(&mut self, node: NodeId, addr: u64) -> bool {
+        match self.fabric.translate_access(node, addr) {
+            Ok(t) if self.path_up(node, t.fdid) => true,
+            Ok(_) => {
+                self.log(
+                    node,
+                    EventKind::AccessFault {
+                        fault: AccessFault::Unmapped { node, addr },
+                    },
+                );
+                false
+            }
+            Err(fault) => {
+                self.log(node, EventKind::AccessFault { fault });
+                false
+            }
+        }
     }
 
     // ---- data path ----

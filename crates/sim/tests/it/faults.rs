@@ -353,3 +353,137 @@ fn malformed_description_is_a_clear_error() {
         Err("host x: unknown adapter profile 'no-such'".to_owned())
     );
 }
+
+const NIC_LAB: &str = r#"
+[[host]]
+name = "lender"
+node = 1
+adapters = ["idt"]
+links = ["n2/a0"]
+
+[[host.device]]
+bdf = "0000:06:00.0"
+preset = "sriov-nic"
+driver = "mlx5_core"
+
+[[host]]
+name = "borrower"
+node = 2
+adapters = ["idt"]
+"#;
+
+#[test]
+fn vfs_appear_when_enabled_and_go_when_disabled() {
+    let mut s = Sim::new(&FabricDesc::parse(NIC_LAB).expect("valid"), 1).expect("builds");
+    let vfs = s.enable_vfs(LENDER, bdf("06:00.0"), 4).expect("SR-IOV");
+    let inv = HostView {
+        sim: &s,
+        node: LENDER,
+    }
+    .inventory()
+    .expect("inventory");
+    let vf_ids: Vec<(String, Option<Bdf>, u16)> = inv
+        .devices
+        .iter()
+        .filter(|d| d.physfn.is_some())
+        .map(|d| (d.bdf.to_string(), d.physfn, d.facts.device_id))
+        .collect();
+    let num = inv
+        .devices
+        .iter()
+        .find(|d| d.bdf == bdf("06:00.0"))
+        .and_then(|d| d.sriov.clone())
+        .map(|x| x.num_vfs);
+    s.enable_vfs(LENDER, bdf("06:00.0"), 0).expect("disable");
+    let after = HostView {
+        sim: &s,
+        node: LENDER,
+    }
+    .inventory()
+    .expect("inventory")
+    .devices
+    .len();
+    // First VF offset 2, stride 1 (the preset's ARI layout): 06:00.2 .. 06:00.5.
+    assert_eq!(
+        (vfs.len(), vf_ids.first().cloned(), num, after),
+        (
+            4,
+            Some(("0000:06:00.2".to_owned(), Some(bdf("06:00.0")), 0x1018)),
+            Some(4),
+            1
+        )
+    );
+}
+
+#[test]
+fn too_many_vfs_is_unsupported() {
+    let mut s = Sim::new(&FabricDesc::parse(NIC_LAB).expect("valid"), 1).expect("builds");
+    assert!(matches!(
+        s.enable_vfs(LENDER, bdf("06:00.0"), 17),
+        Err(DeviceError::Unsupported { .. })
+    ));
+}
+
+#[test]
+fn shadow_on_borrower_binds_native_driver_and_forwards_config() {
+    let mut s = Sim::new(&FabricDesc::parse(NIC_LAB).expect("valid"), 1).expect("builds");
+    let fdid: Fdid = "n1:0000:06:00.0".parse().expect("fdid");
+    HostControl {
+        sim: &mut s,
+        node: LENDER,
+    }
+    .unbind(bdf("06:00.0"))
+    .expect("lender lets go");
+    s.attach_shadow(BORROWER, fdid, bdf("80:00.0"))
+        .expect("hot-add on borrower");
+    let mut c = HostControl {
+        sim: &mut s,
+        node: BORROWER,
+    };
+    c.bind(bdf("80:00.0"), "mlx5_core")
+        .expect("native driver binds");
+    c.write_config(bdf("80:00.0"), 0x04, &[0x06, 0x00])
+        .expect("forwarded write");
+    let mut cmd = [0u8; 2];
+    s.read_config(LENDER, bdf("06:00.0"), 0x04, &mut cmd)
+        .expect("lender reads the real device");
+    assert_eq!(cmd, [0x06, 0x00]);
+}
+
+#[test]
+fn shadow_reads_all_ones_and_drops_writes_when_link_is_down() {
+    let mut s = Sim::new(&FabricDesc::parse(NIC_LAB).expect("valid"), 1).expect("builds");
+    let fdid: Fdid = "n1:0000:06:00.0".parse().expect("fdid");
+    s.attach_shadow(BORROWER, fdid, bdf("80:00.0"))
+        .expect("hot-add");
+    s.link_down(pcipool_fabric::AdapterId {
+        node: LENDER,
+        index: 0,
+    });
+    let mut c = HostControl {
+        sim: &mut s,
+        node: BORROWER,
+    };
+    let mut ids = [0u8; 4];
+    c.read_config(bdf("80:00.0"), 0, &mut ids)
+        .expect("read completes");
+    c.write_config(bdf("80:00.0"), 0x04, &[0x06, 0x00])
+        .expect("write is dropped, not an error");
+    let mut cmd = [0u8; 2];
+    s.read_config(LENDER, bdf("06:00.0"), 0x04, &mut cmd)
+        .expect("lender");
+    assert_eq!((ids, cmd), ([0xff; 4], [0x06, 0x04]));
+}
+
+#[test]
+fn stale_borrower_write_is_dropped_with_an_event() {
+    let mut s = sim();
+    let addr = lend_nvme(&mut s);
+    s.fabric.unmap_lease(LeaseId(1));
+    let delivered = s.borrower_write(BORROWER, addr);
+    let logged = s
+        .events()
+        .iter()
+        .any(|e| matches!(e.kind, EventKind::AccessFault { .. }));
+    assert_eq!((delivered, logged), (false, true));
+}
