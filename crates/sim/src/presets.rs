@@ -46,3 +46,14 @@ pub const DRIVERS: &[(&str, &str, u64, u64)] = &[
     ("xdma", "pci:v000010EEd*sv*sd*bc*sc*i*", 20, 10),
     ("ntb_hw_plx", "pci:v000010B5d000087B0sv*sd*bc*sc*i*", 10, 10),
 ];
+
+/// The simulated hosts' driver aliases, in the form qualification matches against.
+pub fn driver_aliases() -> Vec<pcipool_qualify::modalias::Alias> {
+    DRIVERS
+        .iter()
+        .map(|(name, pattern, ..)| pcipool_qualify::modalias::Alias {
+            pattern: (*pattern).to_owned(),
+            module: (*name).to_owned(),
+        })
+        .collect()
+}

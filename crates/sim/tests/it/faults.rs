@@ -487,3 +487,47 @@ fn stale_borrower_write_is_dropped_with_an_event() {
         .any(|e| matches!(e.kind, EventKind::AccessFault { .. }));
     assert_eq!((delivered, logged), (false, true));
 }
+
+#[test]
+fn qualification_runs_on_simulated_facts() {
+    use pcipool_qualify::{AccessModel, AdapterProfile, Code, Input, Verdict, gather, qualify};
+    let s = sim();
+    let view = HostView {
+        sim: &s,
+        node: LENDER,
+    };
+    let inv = view.inventory().expect("inventory");
+    let platform = view.platform_facts().expect("host exists");
+    let aliases = pcipool_sim::presets::driver_aliases();
+    let profile = AdapterProfile::named("dolphin-pxh830-32g").expect("shipped");
+    let verdict = |b: &str| {
+        let record = inv
+            .devices
+            .iter()
+            .find(|d| d.bdf == bdf(b))
+            .expect("device");
+        let ctx = gather::device_context(&inv, record, None, Some(&aliases));
+        let input = Input {
+            device: &ctx,
+            platform: &platform,
+            profile: &profile,
+            dma_window: 256 << 20,
+        };
+        let r = qualify(&input, AccessModel::Lend, &[]);
+        (
+            r.verdict,
+            r.findings
+                .iter()
+                .filter(|f| f.severity > pcipool_qualify::Severity::Info)
+                .map(|f| f.code)
+                .collect::<Vec<_>>(),
+        )
+    };
+    assert_eq!(
+        (verdict("03:00.0"), verdict("04:00.0")),
+        (
+            (Verdict::Pass, vec![]),
+            (Verdict::Warn, vec![Code::ResetBusOnly])
+        )
+    );
+}
