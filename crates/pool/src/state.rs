@@ -1,0 +1,974 @@
+//! Device ownership: the life cycle of `shared/DESIGN.md` §2 as an enum plus one pure transition function.
+//!
+//! ```text
+//! Discovered --qualify--> Qualified | Rejected(reasons)
+//! Qualified --pool add--> Available
+//! Available --assign--> Lending --lent--> Lent(lease)                    (lend / vf)
+//! Available --share--> Shared(leases, max sharers)                       (shared)
+//! Lent/Shared --release | expiry | fence--> Returning --returned--> Available
+//! Returning --reset failed--> Returning (escalated once) --failed again--> Quarantined
+//! any --fault--> Quarantined(reason)      Quarantined --clear--> Available
+//! any --lender lost--> Lost               Lost --lender back--> Returning (or Available when idle)
+//! Available --drain--> Maintenance | Local   Maintenance/Local --undrain--> Available
+//! ```
+//! Every lease carries a fencing epoch; a command with an older epoch than the device's current one is
+//! refused by agents. Epochs only grow.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use pcipool_fabric::{LeaseId, NodeId};
+use pcipool_qualify::AccessModel;
+use serde::{Deserialize, Serialize};
+
+/// Milliseconds on the control plane's clock (given to [`apply`]; the core owns no clock).
+pub type Millis = u64;
+
+/// A fencing epoch: strictly increasing per device across every lease it has ever had.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
+)]
+pub struct Epoch(pub u64);
+
+impl fmt::Display for Epoch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "e{}", self.0)
+    }
+}
+
+/// A workflow (lend or return) in flight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct WorkflowId(pub u64);
+
+/// A granted use of a device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    /// Id.
+    pub id: LeaseId,
+    /// Who uses the device.
+    pub borrower: NodeId,
+    /// On whose behalf.
+    pub tenant: String,
+    /// How.
+    pub model: AccessModel,
+    /// Fencing epoch.
+    pub epoch: Epoch,
+    /// When it expires unless renewed by a heartbeat.
+    pub expires_at: Millis,
+    /// Renewal period a heartbeat grants.
+    pub ttl: Millis,
+}
+
+/// Why a device is being returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReturnReason {
+    /// The tenant or an operator released it.
+    Released,
+    /// The borrower stopped heartbeating past the lease.
+    Expired,
+    /// The control plane fenced it (borrower lost, operator force).
+    Fenced,
+}
+
+/// Ownership state of one device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum DeviceState {
+    /// Seen by an agent, not yet judged.
+    Discovered,
+    /// Passed qualification for these models.
+    Qualified {
+        /// Access models it may be used for.
+        models: Vec<AccessModel>,
+    },
+    /// Failed qualification.
+    Rejected {
+        /// Finding codes and messages.
+        reasons: Vec<String>,
+    },
+    /// In the pool, free.
+    Available,
+    /// A lend workflow is running for this lease.
+    Lending {
+        /// The lease being set up.
+        lease: Lease,
+        /// The workflow.
+        workflow: WorkflowId,
+    },
+    /// Lent to one borrower.
+    Lent {
+        /// The lease.
+        lease: Lease,
+    },
+    /// Used by several hosts at once (application-managed).
+    Shared {
+        /// Current leases.
+        leases: BTreeMap<LeaseId, Lease>,
+        /// Most sharers allowed.
+        max_sharers: u32,
+    },
+    /// A return workflow is running.
+    Returning {
+        /// The leases being ended.
+        leases: Vec<Lease>,
+        /// Why.
+        reason: ReturnReason,
+        /// The workflow.
+        workflow: WorkflowId,
+        /// The reset already failed once and was escalated (e.g. FLR -> bus reset).
+        escalated: bool,
+    },
+    /// Taken out of service until an operator clears it.
+    Quarantined {
+        /// Why.
+        reason: String,
+    },
+    /// The lender is gone; the device's fate is unknown.
+    Lost {
+        /// Leases that were active when the lender was lost (fenced once it is back).
+        leases: Vec<Lease>,
+    },
+    /// Drained for maintenance.
+    Maintenance,
+    /// Drained back to the lender's own use.
+    Local,
+}
+
+impl DeviceState {
+    /// Short name, for errors and tables.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Discovered => "discovered",
+            Self::Qualified { .. } => "qualified",
+            Self::Rejected { .. } => "rejected",
+            Self::Available => "available",
+            Self::Lending { .. } => "lending",
+            Self::Lent { .. } => "lent",
+            Self::Shared { .. } => "shared",
+            Self::Returning { .. } => "returning",
+            Self::Quarantined { .. } => "quarantined",
+            Self::Lost { .. } => "lost",
+            Self::Maintenance => "maintenance",
+            Self::Local => "local",
+        }
+    }
+
+    /// Leases that currently give a borrower access (or are being set up or torn down).
+    pub fn leases(&self) -> Vec<&Lease> {
+        match self {
+            Self::Lending { lease, .. } | Self::Lent { lease } => vec![lease],
+            Self::Shared { leases, .. } => leases.values().collect(),
+            Self::Returning { leases, .. } | Self::Lost { leases } => leases.iter().collect(),
+            Self::Discovered
+            | Self::Qualified { .. }
+            | Self::Rejected { .. }
+            | Self::Available
+            | Self::Quarantined { .. }
+            | Self::Maintenance
+            | Self::Local => Vec::new(),
+        }
+    }
+
+    /// A state nothing more happens in without outside input (what a quiet pool must settle into).
+    pub fn is_settled(&self) -> bool {
+        matches!(
+            self,
+            Self::Available | Self::Quarantined { .. } | Self::Lost { .. }
+        )
+    }
+}
+
+/// What happens to a device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    /// Qualification finished.
+    Qualified {
+        /// Models passed (empty = rejected).
+        models: Vec<AccessModel>,
+        /// Failure reasons, when rejected.
+        reasons: Vec<String>,
+    },
+    /// An operator adds the device to the pool.
+    AddToPool,
+    /// The scheduler grants an exclusive lease (lend or vf).
+    Assign {
+        /// The lease.
+        lease: Lease,
+        /// The lend workflow to run.
+        workflow: WorkflowId,
+    },
+    /// The lend workflow finished: the borrower's driver is bound.
+    LendDone {
+        /// The workflow.
+        workflow: WorkflowId,
+    },
+    /// The lend workflow failed and compensated (device untouched or reset).
+    LendFailed {
+        /// The workflow.
+        workflow: WorkflowId,
+        /// Why.
+        reason: String,
+    },
+    /// The scheduler grants a shared lease.
+    Share {
+        /// The lease.
+        lease: Lease,
+        /// Most sharers.
+        max_sharers: u32,
+    },
+    /// A lease is released by its tenant or an operator.
+    Release {
+        /// The lease.
+        lease: LeaseId,
+        /// The return workflow to run when the device becomes free.
+        workflow: WorkflowId,
+    },
+    /// The borrower heartbeats: renew the lease.
+    Heartbeat {
+        /// The lease.
+        lease: LeaseId,
+        /// The epoch the borrower holds (a stale epoch is refused).
+        epoch: Epoch,
+    },
+    /// Time passes: expire leases whose time is up.
+    Tick {
+        /// Return workflow to use if something expires.
+        workflow: WorkflowId,
+    },
+    /// An operator or the failure detector fences every lease (borrower lost, forced return).
+    Fence {
+        /// Return workflow.
+        workflow: WorkflowId,
+    },
+    /// The return workflow finished: device reset, verified, back in the pool.
+    ReturnDone {
+        /// The workflow.
+        workflow: WorkflowId,
+    },
+    /// The return workflow's reset failed.
+    ReturnFailed {
+        /// The workflow.
+        workflow: WorkflowId,
+        /// Why.
+        reason: String,
+    },
+    /// A device fault (hang, surprise removal, IOMMU fault storm).
+    Fault {
+        /// Why.
+        reason: String,
+    },
+    /// The lender stopped answering.
+    LenderLost,
+    /// The lender is back.
+    LenderBack {
+        /// Return workflow to fence leases that were active.
+        workflow: WorkflowId,
+    },
+    /// Take the device out of the pool.
+    Drain {
+        /// Back to the lender's own use rather than maintenance.
+        to_local: bool,
+    },
+    /// Put a drained device back.
+    Undrain,
+    /// An operator clears a quarantine after fixing the cause.
+    ClearQuarantine,
+}
+
+impl Event {
+    /// Short name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Qualified { .. } => "qualified",
+            Self::AddToPool => "add_to_pool",
+            Self::Assign { .. } => "assign",
+            Self::LendDone { .. } => "lend_done",
+            Self::LendFailed { .. } => "lend_failed",
+            Self::Share { .. } => "share",
+            Self::Release { .. } => "release",
+            Self::Heartbeat { .. } => "heartbeat",
+            Self::Tick { .. } => "tick",
+            Self::Fence { .. } => "fence",
+            Self::ReturnDone { .. } => "return_done",
+            Self::ReturnFailed { .. } => "return_failed",
+            Self::Fault { .. } => "fault",
+            Self::LenderLost => "lender_lost",
+            Self::LenderBack { .. } => "lender_back",
+            Self::Drain { .. } => "drain",
+            Self::Undrain => "undrain",
+            Self::ClearQuarantine => "clear_quarantine",
+        }
+    }
+}
+
+/// What the runtime must do because of a transition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "snake_case")]
+pub enum Command {
+    /// Run the lend workflow for a lease.
+    StartLend {
+        /// Lease.
+        lease: Lease,
+        /// Workflow.
+        workflow: WorkflowId,
+    },
+    /// Run the return workflow: unmap first (fencing), then reset and verify.
+    StartReturn {
+        /// Leases being ended.
+        leases: Vec<Lease>,
+        /// Why.
+        reason: ReturnReason,
+        /// Workflow.
+        workflow: WorkflowId,
+        /// Use the escalated reset (e.g. bus reset after a failed FLR).
+        escalate: bool,
+    },
+    /// Tear down one sharer's mappings (the device stays shared by the others).
+    UnmapSharer {
+        /// The lease that ends.
+        lease: Lease,
+    },
+    /// Tear down every mapping of these leases without resetting (the device is faulted; it goes to
+    /// quarantine, and an operator decides what happens to it).
+    Unmap {
+        /// The leases.
+        leases: Vec<Lease>,
+    },
+    /// Tell a borrower its lease ended or the device is gone.
+    NotifyBorrower {
+        /// Lease.
+        lease: LeaseId,
+        /// Borrower.
+        borrower: NodeId,
+        /// What happened.
+        what: String,
+    },
+}
+
+/// A transition that is not allowed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TransitionError {
+    /// The event makes no sense in this state.
+    #[error("{event} is not allowed while {state}")]
+    Illegal {
+        /// State name.
+        state: &'static str,
+        /// Event name.
+        event: &'static str,
+    },
+    /// An exclusive lease is requested while someone holds the device.
+    #[error("device is held ({state})")]
+    Conflict {
+        /// State name.
+        state: &'static str,
+    },
+    /// A stale epoch (a fenced borrower still talking).
+    #[error("stale epoch {got} (current {current})")]
+    StaleEpoch {
+        /// Epoch presented.
+        got: Epoch,
+        /// Current epoch.
+        current: Epoch,
+    },
+    /// The lease or workflow named is not this device's.
+    #[error("unknown {what}")]
+    Unknown {
+        /// What.
+        what: &'static str,
+    },
+    /// The shared device is full.
+    #[error("all {max} sharers taken")]
+    SharersFull {
+        /// Maximum.
+        max: u32,
+    },
+    /// The model asked for is not one the device qualified for.
+    #[error("device is not qualified for {0}")]
+    NotQualified(AccessModel),
+}
+
+fn illegal(state: &DeviceState, event: &Event) -> TransitionError {
+    TransitionError::Illegal {
+        state: state.name(),
+        event: event.name(),
+    }
+}
+
+fn notify_all(leases: &[Lease], what: &str) -> Vec<Command> {
+    leases
+        .iter()
+        .map(|l| Command::NotifyBorrower {
+            lease: l.id,
+            borrower: l.borrower,
+            what: what.to_owned(),
+        })
+        .collect()
+}
+
+/// The result of a transition.
+pub type Outcome = Result<(DeviceState, Vec<Command>), TransitionError>;
+
+/// The transition table. Pure: state and event in, next state and commands out. Every (state, event)
+/// pair is listed; the illegal ones are grouped explicitly (no catch-all), so adding a state or event is
+/// a compile error until its row is written.
+pub fn apply(state: &DeviceState, event: &Event, now: Millis) -> Outcome {
+    use DeviceState as S;
+    use Event as E;
+    match (state, event) {
+        // Discovered --qualify--> Qualified | Rejected; re-qualification is allowed while not in use.
+        (
+            S::Discovered | S::Qualified { .. } | S::Rejected { .. },
+            E::Qualified { models, reasons },
+        ) => {
+            let next = if models.is_empty() {
+                S::Rejected {
+                    reasons: reasons.clone(),
+                }
+            } else {
+                S::Qualified {
+                    models: models.clone(),
+                }
+            };
+            Ok((next, vec![]))
+        }
+        // Qualified --pool add--> Available
+        (S::Qualified { .. }, E::AddToPool) => Ok((S::Available, vec![])),
+        // Available --assign--> Lending
+        (S::Available, E::Assign { lease, workflow }) => Ok((
+            S::Lending {
+                lease: lease.clone(),
+                workflow: *workflow,
+            },
+            vec![Command::StartLend {
+                lease: lease.clone(),
+                workflow: *workflow,
+            }],
+        )),
+        (
+            S::Lending { .. } | S::Lent { .. } | S::Shared { .. } | S::Returning { .. },
+            E::Assign { .. },
+        ) => Err(TransitionError::Conflict {
+            state: state.name(),
+        }),
+        // Lending --lent--> Lent
+        (S::Lending { lease, workflow }, E::LendDone { workflow: w }) if w == workflow => Ok((
+            S::Lent {
+                lease: lease.clone(),
+            },
+            vec![],
+        )),
+        // Lending --failed (compensated)--> Available
+        (
+            S::Lending { lease, workflow },
+            E::LendFailed {
+                workflow: w,
+                reason,
+            },
+        ) if w == workflow => Ok((
+            S::Available,
+            vec![Command::NotifyBorrower {
+                lease: lease.id,
+                borrower: lease.borrower,
+                what: format!("lend failed: {reason}"),
+            }],
+        )),
+        (S::Lending { .. }, E::LendDone { .. } | E::LendFailed { .. }) => {
+            Err(TransitionError::Unknown { what: "workflow" })
+        }
+        // Available --share--> Shared; Shared --share--> Shared (up to max)
+        (S::Available, E::Share { lease, max_sharers }) => {
+            if *max_sharers == 0 {
+                return Err(TransitionError::SharersFull { max: 0 });
+            }
+            let mut leases = BTreeMap::new();
+            leases.insert(lease.id, lease.clone());
+            Ok((
+                S::Shared {
+                    leases,
+                    max_sharers: *max_sharers,
+                },
+                vec![],
+            ))
+        }
+        (
+            S::Shared {
+                leases,
+                max_sharers,
+            },
+            E::Share { lease, .. },
+        ) => {
+            if leases.len() >= usize::try_from(*max_sharers).unwrap_or(usize::MAX) {
+                return Err(TransitionError::SharersFull { max: *max_sharers });
+            }
+            let mut leases = leases.clone();
+            leases.insert(lease.id, lease.clone());
+            Ok((
+                S::Shared {
+                    leases,
+                    max_sharers: *max_sharers,
+                },
+                vec![],
+            ))
+        }
+        (S::Lending { .. } | S::Lent { .. } | S::Returning { .. }, E::Share { .. }) => {
+            Err(TransitionError::Conflict {
+                state: state.name(),
+            })
+        }
+        // Lent --release--> Returning
+        (
+            S::Lent { lease },
+            E::Release {
+                lease: id,
+                workflow,
+            },
+        ) if *id == lease.id => {
+            start_return(vec![lease.clone()], ReturnReason::Released, *workflow)
+        }
+        // Shared --release--> Shared (one fewer) | Returning (last one)
+        (
+            S::Shared {
+                leases,
+                max_sharers,
+            },
+            E::Release {
+                lease: id,
+                workflow,
+            },
+        ) => {
+            let Some(gone) = leases.get(id) else {
+                return Err(TransitionError::Unknown { what: "lease" });
+            };
+            if leases.len() == 1 {
+                return start_return(vec![gone.clone()], ReturnReason::Released, *workflow);
+            }
+            let mut rest = leases.clone();
+            rest.remove(id);
+            Ok((
+                S::Shared {
+                    leases: rest,
+                    max_sharers: *max_sharers,
+                },
+                vec![Command::UnmapSharer {
+                    lease: gone.clone(),
+                }],
+            ))
+        }
+        (S::Lent { .. }, E::Release { .. }) => Err(TransitionError::Unknown { what: "lease" }),
+        // Heartbeats renew; a stale epoch is a fenced borrower.
+        (S::Lent { lease }, E::Heartbeat { lease: id, epoch }) => {
+            let renewed = renew(lease, *id, *epoch, now)?;
+            Ok((S::Lent { lease: renewed }, vec![]))
+        }
+        (S::Lending { lease, workflow }, E::Heartbeat { lease: id, epoch }) => {
+            let renewed = renew(lease, *id, *epoch, now)?;
+            Ok((
+                S::Lending {
+                    lease: renewed,
+                    workflow: *workflow,
+                },
+                vec![],
+            ))
+        }
+        (
+            S::Shared {
+                leases,
+                max_sharers,
+            },
+            E::Heartbeat { lease: id, epoch },
+        ) => {
+            let current = leases
+                .get(id)
+                .ok_or(TransitionError::Unknown { what: "lease" })?;
+            let renewed = renew(current, *id, *epoch, now)?;
+            let mut leases = leases.clone();
+            leases.insert(*id, renewed);
+            Ok((
+                S::Shared {
+                    leases,
+                    max_sharers: *max_sharers,
+                },
+                vec![],
+            ))
+        }
+        // Tick: expire what is past its time. Data safety first: the return unmaps before it resets.
+        (S::Lent { lease }, E::Tick { workflow }) => {
+            if lease.expires_at <= now {
+                start_return(vec![lease.clone()], ReturnReason::Expired, *workflow)
+            } else {
+                Ok((state.clone(), vec![]))
+            }
+        }
+        (S::Lending { lease, .. }, E::Tick { workflow }) => {
+            if lease.expires_at <= now {
+                start_return(vec![lease.clone()], ReturnReason::Expired, *workflow)
+            } else {
+                Ok((state.clone(), vec![]))
+            }
+        }
+        (
+            S::Shared {
+                leases,
+                max_sharers,
+            },
+            E::Tick { workflow },
+        ) => {
+            let (expired, live): (Vec<&Lease>, Vec<&Lease>) =
+                leases.values().partition(|l| l.expires_at <= now);
+            if expired.is_empty() {
+                return Ok((state.clone(), vec![]));
+            }
+            if live.is_empty() {
+                return start_return(
+                    expired.into_iter().cloned().collect(),
+                    ReturnReason::Expired,
+                    *workflow,
+                );
+            }
+            let commands = expired
+                .iter()
+                .map(|l| Command::UnmapSharer {
+                    lease: (*l).clone(),
+                })
+                .collect();
+            let rest = live.into_iter().map(|l| (l.id, l.clone())).collect();
+            Ok((
+                S::Shared {
+                    leases: rest,
+                    max_sharers: *max_sharers,
+                },
+                commands,
+            ))
+        }
+        (
+            S::Discovered
+            | S::Qualified { .. }
+            | S::Rejected { .. }
+            | S::Available
+            | S::Returning { .. }
+            | S::Quarantined { .. }
+            | S::Lost { .. }
+            | S::Maintenance
+            | S::Local,
+            E::Tick { .. },
+        ) => Ok((state.clone(), vec![])),
+        // Fence: end every lease now.
+        (S::Lent { lease } | S::Lending { lease, .. }, E::Fence { workflow }) => {
+            start_return(vec![lease.clone()], ReturnReason::Fenced, *workflow)
+        }
+        (S::Shared { leases, .. }, E::Fence { workflow }) => start_return(
+            leases.values().cloned().collect(),
+            ReturnReason::Fenced,
+            *workflow,
+        ),
+        // Returning --returned--> Available
+        (S::Returning { workflow, .. }, E::ReturnDone { workflow: w }) if w == workflow => {
+            Ok((S::Available, vec![]))
+        }
+        // Returning --reset failed--> escalate once, then quarantine.
+        (
+            S::Returning {
+                leases,
+                reason,
+                workflow,
+                escalated,
+            },
+            E::ReturnFailed {
+                workflow: w,
+                reason: why,
+            },
+        ) if w == workflow => {
+            if *escalated {
+                Ok((
+                    S::Quarantined {
+                        reason: format!("reset failed after escalation: {why}"),
+                    },
+                    vec![],
+                ))
+            } else {
+                Ok((
+                    S::Returning {
+                        leases: leases.clone(),
+                        reason: *reason,
+                        workflow: *workflow,
+                        escalated: true,
+                    },
+                    vec![Command::StartReturn {
+                        leases: leases.clone(),
+                        reason: *reason,
+                        workflow: *workflow,
+                        escalate: true,
+                    }],
+                ))
+            }
+        }
+        (S::Returning { .. }, E::ReturnDone { .. } | E::ReturnFailed { .. }) => {
+            Err(TransitionError::Unknown { what: "workflow" })
+        }
+        // Faults quarantine; a held device's borrowers are told and fenced first by the return path.
+        (S::Lent { .. } | S::Lending { .. } | S::Shared { .. }, E::Fault { reason }) => {
+            let leases: Vec<Lease> = state.leases().into_iter().cloned().collect();
+            let mut commands = notify_all(&leases, &format!("device fault: {reason}"));
+            commands.push(Command::Unmap { leases });
+            Ok((
+                S::Quarantined {
+                    reason: reason.clone(),
+                },
+                commands,
+            ))
+        }
+        (
+            S::Discovered
+            | S::Qualified { .. }
+            | S::Rejected { .. }
+            | S::Available
+            | S::Returning { .. }
+            | S::Quarantined { .. }
+            | S::Maintenance
+            | S::Local,
+            E::Fault { reason },
+        ) => Ok((
+            S::Quarantined {
+                reason: reason.clone(),
+            },
+            vec![],
+        )),
+        // Lender lost: whatever it was doing, the device is Lost; borrowers are told.
+        (S::Lost { .. }, E::LenderLost) => Ok((state.clone(), vec![])),
+        (
+            S::Discovered
+            | S::Qualified { .. }
+            | S::Rejected { .. }
+            | S::Available
+            | S::Lending { .. }
+            | S::Lent { .. }
+            | S::Shared { .. }
+            | S::Returning { .. }
+            | S::Quarantined { .. }
+            | S::Maintenance
+            | S::Local,
+            E::LenderLost,
+        ) => {
+            let leases: Vec<Lease> = state.leases().into_iter().cloned().collect();
+            let commands = notify_all(&leases, "lender lost");
+            Ok((S::Lost { leases }, commands))
+        }
+        (S::Lost { leases }, E::LenderBack { workflow }) => {
+            if leases.is_empty() {
+                Ok((S::Available, vec![]))
+            } else {
+                start_return(leases.clone(), ReturnReason::Fenced, *workflow)
+            }
+        }
+        // Drain.
+        (S::Available, E::Drain { to_local }) => {
+            Ok((if *to_local { S::Local } else { S::Maintenance }, vec![]))
+        }
+        (S::Maintenance | S::Local, E::Undrain) => Ok((S::Available, vec![])),
+        (S::Quarantined { .. }, E::ClearQuarantine) => Ok((S::Available, vec![])),
+        // Everything else is illegal, listed per event.
+        (
+            S::Available
+            | S::Lending { .. }
+            | S::Lent { .. }
+            | S::Shared { .. }
+            | S::Returning { .. }
+            | S::Quarantined { .. }
+            | S::Lost { .. }
+            | S::Maintenance
+            | S::Local,
+            E::Qualified { .. },
+        )
+        | (
+            S::Discovered
+            | S::Rejected { .. }
+            | S::Available
+            | S::Lending { .. }
+            | S::Lent { .. }
+            | S::Shared { .. }
+            | S::Returning { .. }
+            | S::Quarantined { .. }
+            | S::Lost { .. }
+            | S::Maintenance
+            | S::Local,
+            E::AddToPool,
+        )
+        | (
+            S::Discovered
+            | S::Qualified { .. }
+            | S::Rejected { .. }
+            | S::Quarantined { .. }
+            | S::Lost { .. }
+            | S::Maintenance
+            | S::Local,
+            E::Assign { .. } | E::Share { .. },
+        )
+        | (
+            S::Discovered
+            | S::Qualified { .. }
+            | S::Rejected { .. }
+            | S::Available
+            | S::Lent { .. }
+            | S::Shared { .. }
+            | S::Returning { .. }
+            | S::Quarantined { .. }
+            | S::Lost { .. }
+            | S::Maintenance
+            | S::Local,
+            E::LendDone { .. } | E::LendFailed { .. },
+        )
+        | (
+            S::Discovered
+            | S::Qualified { .. }
+            | S::Rejected { .. }
+            | S::Available
+            | S::Lending { .. }
+            | S::Returning { .. }
+            | S::Quarantined { .. }
+            | S::Lost { .. }
+            | S::Maintenance
+            | S::Local,
+            E::Release { .. },
+        )
+        | (
+            S::Discovered
+            | S::Qualified { .. }
+            | S::Rejected { .. }
+            | S::Available
+            | S::Returning { .. }
+            | S::Quarantined { .. }
+            | S::Lost { .. }
+            | S::Maintenance
+            | S::Local,
+            E::Heartbeat { .. },
+        )
+        | (
+            S::Discovered
+            | S::Qualified { .. }
+            | S::Rejected { .. }
+            | S::Available
+            | S::Returning { .. }
+            | S::Quarantined { .. }
+            | S::Lost { .. }
+            | S::Maintenance
+            | S::Local,
+            E::Fence { .. },
+        )
+        | (
+            S::Discovered
+            | S::Qualified { .. }
+            | S::Rejected { .. }
+            | S::Available
+            | S::Lending { .. }
+            | S::Lent { .. }
+            | S::Shared { .. }
+            | S::Quarantined { .. }
+            | S::Lost { .. }
+            | S::Maintenance
+            | S::Local,
+            E::ReturnDone { .. } | E::ReturnFailed { .. },
+        )
+        | (S::Lost { .. }, E::Fault { .. })
+        | (
+            S::Discovered
+            | S::Qualified { .. }
+            | S::Rejected { .. }
+            | S::Available
+            | S::Lending { .. }
+            | S::Lent { .. }
+            | S::Shared { .. }
+            | S::Returning { .. }
+            | S::Quarantined { .. }
+            | S::Maintenance
+            | S::Local,
+            E::LenderBack { .. },
+        )
+        | (
+            S::Discovered
+            | S::Qualified { .. }
+            | S::Rejected { .. }
+            | S::Lending { .. }
+            | S::Lent { .. }
+            | S::Shared { .. }
+            | S::Returning { .. }
+            | S::Quarantined { .. }
+            | S::Lost { .. }
+            | S::Maintenance
+            | S::Local,
+            E::Drain { .. },
+        )
+        | (
+            S::Discovered
+            | S::Qualified { .. }
+            | S::Rejected { .. }
+            | S::Available
+            | S::Lending { .. }
+            | S::Lent { .. }
+            | S::Shared { .. }
+            | S::Returning { .. }
+            | S::Quarantined { .. }
+            | S::Lost { .. },
+            E::Undrain,
+        )
+        | (
+            S::Discovered
+            | S::Qualified { .. }
+            | S::Rejected { .. }
+            | S::Available
+            | S::Lending { .. }
+            | S::Lent { .. }
+            | S::Shared { .. }
+            | S::Returning { .. }
+            | S::Lost { .. }
+            | S::Maintenance
+            | S::Local,
+            E::ClearQuarantine,
+        ) => Err(illegal(state, event)),
+    }
+}
+
+fn renew(lease: &Lease, id: LeaseId, epoch: Epoch, now: Millis) -> Result<Lease, TransitionError> {
+    if lease.id != id {
+        return Err(TransitionError::Unknown { what: "lease" });
+    }
+    if epoch < lease.epoch {
+        return Err(TransitionError::StaleEpoch {
+            got: epoch,
+            current: lease.epoch,
+        });
+    }
+    let mut renewed = lease.clone();
+    renewed.expires_at = now.saturating_add(lease.ttl).max(lease.expires_at);
+    Ok(renewed)
+}
+
+fn start_return(leases: Vec<Lease>, reason: ReturnReason, workflow: WorkflowId) -> Outcome {
+    let mut commands = if reason == ReturnReason::Released {
+        Vec::new()
+    } else {
+        notify_all(
+            &leases,
+            match reason {
+                ReturnReason::Expired => "lease expired",
+                ReturnReason::Fenced | ReturnReason::Released => "lease fenced",
+            },
+        )
+    };
+    commands.push(Command::StartReturn {
+        leases: leases.clone(),
+        reason,
+        workflow,
+        escalate: false,
+    });
+    Ok((
+        DeviceState::Returning {
+            leases,
+            reason,
+            workflow,
+            escalated: false,
+        },
+        commands,
+    ))
+}

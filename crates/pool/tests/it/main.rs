@@ -1,0 +1,4 @@
+//! The state machine: the illegal-pair table and property tests of the invariants.
+
+#[cfg(test)]
+mod machine;
