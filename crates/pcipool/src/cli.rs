@@ -158,6 +158,15 @@ pub enum SimCommand {
 /// Benchmarks.
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
+    /// Scheduler placement decisions per second against every device of a fabric.
+    Schedule {
+        /// Fabric description (default: fabrics/fabric-1024.toml beside the checkout, else the lab).
+        #[arg(long, value_name = "FILE")]
+        fabric: Option<PathBuf>,
+        /// Decisions to time.
+        #[arg(long, default_value_t = 20000)]
+        decisions: u64,
+    },
     /// Load a fabric description and walk every host's inventory; prints both times.
     Sim {
         /// Fabric description (default: fabrics/fabric-1024.toml beside the binary's checkout, else the lab).
@@ -229,6 +238,13 @@ pub enum Command {
         faults: pcipool_sim::run::FaultSet,
         /// Format.
         output: OutputFormat,
+    },
+    /// Scheduler benchmark.
+    BenchSchedule {
+        /// Description file.
+        fabric: Option<PathBuf>,
+        /// Decisions.
+        decisions: u64,
     },
     /// Simulator load benchmark.
     BenchSim {
@@ -358,6 +374,9 @@ impl Cli {
             CliCommand::Bench {
                 which: BenchCommand::Sim { fabric },
             } => Command::BenchSim { fabric },
+            CliCommand::Bench {
+                which: BenchCommand::Schedule { fabric, decisions },
+            } => Command::BenchSchedule { fabric, decisions },
             CliCommand::Bench {
                 which:
                     BenchCommand::Decode {

@@ -7,9 +7,11 @@
 //! # Layout
 //! - [`state`]: device ownership states, leases, epochs, and the transition table.
 //! - [`audit`]: the tamper-evident audit chain.
+//! - [`schedule`]: placement of requests onto devices.
 #![deny(missing_docs)]
 
 pub mod audit;
+pub mod schedule;
 pub mod state;
 
 pub use audit::{AuditChain, AuditEntry, AuditError, AuditRecord};

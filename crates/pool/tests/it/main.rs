@@ -2,3 +2,5 @@
 
 #[cfg(test)]
 mod machine;
+#[cfg(test)]
+mod schedule;
