@@ -7,10 +7,12 @@
 //! # Layout
 //! - [`state`]: device ownership states, leases, epochs, and the transition table.
 //! - [`audit`]: the tamper-evident audit chain.
+//! - [`policy`]: the policy file: tenants, quotas, lease limits, maintenance windows, overrides.
 //! - [`schedule`]: placement of requests onto devices.
 #![deny(missing_docs)]
 
 pub mod audit;
+pub mod policy;
 pub mod schedule;
 pub mod state;
 
