@@ -1,0 +1,120 @@
+//! Durable state of the pool: devices with their ownership state, counters (lease, workflow and epoch
+//! numbers) and the audit chain.
+//!
+//! Every write is a compare-and-swap on the row's version, and the audit records describing the change are
+//! appended in the same transaction, so a crash can never persist a transition without its audit trail
+//! (or the reverse). The [`Store`] trait is shaped so an etcd implementation fits (revisions for CAS,
+//! transactions, watches added later).
+//!
+//! # Layout
+//! - [`Store`], [`DeviceRow`], [`StoreError`]: the interface.
+//! - [`sqlite`]: the embedded default (one file, WAL, synchronous commits, schema migrations).
+#![deny(missing_docs)]
+
+pub mod sqlite;
+
+use pcipool_fabric::Fdid;
+use pcipool_pool::schedule::DeviceInfo;
+use pcipool_pool::{AuditEntry, AuditRecord, DeviceState};
+use serde::{Deserialize, Serialize};
+
+pub use sqlite::SqliteStore;
+
+/// One device as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceRow {
+    /// Static facts.
+    pub info: DeviceInfo,
+    /// Ownership state.
+    pub state: DeviceState,
+}
+
+/// A row with the version its next write must name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Versioned<T> {
+    /// Version (1 for a new row, +1 per write).
+    pub version: u64,
+    /// Value.
+    pub value: T,
+}
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Someone else wrote the row first.
+    #[error("{key}: version conflict (expected {expected:?}, found {found:?})")]
+    Conflict {
+        /// The row.
+        key: String,
+        /// Version the caller read.
+        expected: Option<u64>,
+        /// Version in the store.
+        found: Option<u64>,
+    },
+    /// A stored row does not decode (damaged file or a newer writer).
+    #[error("{key}: stored value is unreadable")]
+    Corrupt {
+        /// The row.
+        key: String,
+        /// Why.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The database itself failed.
+    #[error("database error")]
+    Database(#[from] rusqlite::Error),
+    /// The file was written by a newer pcipool.
+    #[error("store schema version {found} is newer than this pcipool ({supported})")]
+    SchemaTooNew {
+        /// Found.
+        found: i64,
+        /// Supported.
+        supported: i64,
+    },
+}
+
+/// Durable pool state.
+pub trait Store {
+    /// One device.
+    ///
+    /// # Errors
+    /// Database or decode errors.
+    fn device(&self, fdid: Fdid) -> Result<Option<Versioned<DeviceRow>>, StoreError>;
+
+    /// Every device, in fdid order.
+    ///
+    /// # Errors
+    /// Database or decode errors.
+    fn devices(&self) -> Result<Vec<Versioned<DeviceRow>>, StoreError>;
+
+    /// Writes a device if its version is still `expected` (`None` = must not exist yet), appending the
+    /// audit entries in the same transaction. Returns the new version.
+    ///
+    /// # Errors
+    /// [`StoreError::Conflict`] when someone else wrote first.
+    fn put_device(
+        &self,
+        fdid: Fdid,
+        expected: Option<u64>,
+        row: &DeviceRow,
+        audit: &[AuditEntry<'_>],
+    ) -> Result<u64, StoreError>;
+
+    /// Allocates the next number of a named counter (lease ids, workflow ids, epochs), durably.
+    ///
+    /// # Errors
+    /// Database errors.
+    fn next(&self, counter: &str) -> Result<u64, StoreError>;
+
+    /// Appends audit entries on their own (requests refused, operator actions).
+    ///
+    /// # Errors
+    /// Database errors.
+    fn audit(&self, entries: &[AuditEntry<'_>]) -> Result<(), StoreError>;
+
+    /// Audit records from `from_seq` (inclusive), at most `limit`.
+    ///
+    /// # Errors
+    /// Database errors.
+    fn audit_records(&self, from_seq: u64, limit: usize) -> Result<Vec<AuditRecord>, StoreError>;
+}

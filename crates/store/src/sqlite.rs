@@ -1,0 +1,275 @@
+//! The SQLite store: one file, WAL journal, `synchronous = FULL` (every commit reaches the disk),
+//! `BEGIN IMMEDIATE` transactions so writers serialise, and `user_version` schema migrations.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use pcipool_fabric::Fdid;
+use pcipool_pool::{AuditChain, AuditEntry, AuditRecord};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+
+use crate::{DeviceRow, Store, StoreError, Versioned};
+
+/// Migrations, applied in order; `user_version` counts how many ran.
+const MIGRATIONS: &[&str] = &["CREATE TABLE devices (
+        fdid TEXT PRIMARY KEY,
+        version INTEGER NOT NULL,
+        body TEXT NOT NULL
+     );
+     CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+     CREATE TABLE audit (
+        seq INTEGER PRIMARY KEY,
+        at INTEGER NOT NULL,
+        actor TEXT NOT NULL,
+        target TEXT NOT NULL,
+        action TEXT NOT NULL,
+        before TEXT NOT NULL,
+        after TEXT NOT NULL,
+        result TEXT NOT NULL,
+        prev_hash TEXT NOT NULL,
+        hash TEXT NOT NULL
+     );"];
+
+/// SQLite-backed [`Store`].
+#[derive(Debug)]
+pub struct SqliteStore {
+    conn: Mutex<Connection>,
+}
+
+fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn to_u64(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+fn append_audit(
+    tx: &rusqlite::Transaction<'_>,
+    entries: &[AuditEntry<'_>],
+) -> Result<(), StoreError> {
+    if entries.is_empty() {
+        return Ok(());
+    }
+    let last = tx
+        .query_row(
+            "SELECT seq, at, actor, target, action, before, after, result, prev_hash, hash
+             FROM audit ORDER BY seq DESC LIMIT 1",
+            [],
+            row_to_record,
+        )
+        .optional()?;
+    let mut chain = AuditChain::resume(last.as_ref());
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO audit (seq, at, actor, target, action, before, after, result, prev_hash, hash)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    )?;
+    for e in entries {
+        let r = chain.append(e);
+        insert.execute(params![
+            to_i64(r.seq),
+            to_i64(r.at),
+            r.actor,
+            r.target,
+            r.action,
+            r.before,
+            r.after,
+            r.result,
+            r.prev_hash,
+            r.hash
+        ])?;
+    }
+    Ok(())
+}
+
+fn row_to_record(row: &rusqlite::Row<'_>) -> rusqlite::Result<AuditRecord> {
+    Ok(AuditRecord {
+        seq: to_u64(row.get(0)?),
+        at: to_u64(row.get(1)?),
+        actor: row.get(2)?,
+        target: row.get(3)?,
+        action: row.get(4)?,
+        before: row.get(5)?,
+        after: row.get(6)?,
+        result: row.get(7)?,
+        prev_hash: row.get(8)?,
+        hash: row.get(9)?,
+    })
+}
+
+impl SqliteStore {
+    /// Opens (creating and migrating as needed) the store at `path`.
+    ///
+    /// # Errors
+    /// Database errors, or a file from a newer pcipool.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let conn = Connection::open(path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        let supported = i64::try_from(MIGRATIONS.len()).unwrap_or(i64::MAX);
+        if version > supported {
+            return Err(StoreError::SchemaTooNew {
+                found: version,
+                supported,
+            });
+        }
+        for (i, sql) in MIGRATIONS
+            .iter()
+            .enumerate()
+            .skip(usize::try_from(version).unwrap_or(0))
+        {
+            let tx = conn.unchecked_transaction()?;
+            tx.execute_batch(sql)?;
+            tx.pragma_update(
+                None,
+                "user_version",
+                i64::try_from(i + 1).unwrap_or(i64::MAX),
+            )?;
+            tx.commit()?;
+        }
+        Ok(Self {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn with<T>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        // A poisoned lock means a panic mid-call; the connection itself is still consistent (SQLite
+        // rolled the transaction back), so keep serving.
+        let mut conn = self
+            .conn
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        f(&mut conn)
+    }
+
+    /// Every audit record, for verification.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub fn all_audit(&self) -> Result<Vec<AuditRecord>, StoreError> {
+        self.audit_records(1, usize::MAX)
+    }
+}
+
+fn decode(fdid: &str, version: i64, body: &str) -> Result<Versioned<DeviceRow>, StoreError> {
+    let value = serde_json::from_str(body).map_err(|source| StoreError::Corrupt {
+        key: fdid.to_owned(),
+        source,
+    })?;
+    Ok(Versioned {
+        version: to_u64(version),
+        value,
+    })
+}
+
+impl Store for SqliteStore {
+    fn device(&self, fdid: Fdid) -> Result<Option<Versioned<DeviceRow>>, StoreError> {
+        let key = fdid.to_string();
+        self.with(|c| {
+            let row: Option<(i64, String)> = c
+                .query_row(
+                    "SELECT version, body FROM devices WHERE fdid = ?1",
+                    [&key],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            row.map(|(v, b)| decode(&key, v, &b)).transpose()
+        })
+    }
+
+    fn devices(&self) -> Result<Vec<Versioned<DeviceRow>>, StoreError> {
+        self.with(|c| {
+            let mut stmt =
+                c.prepare_cached("SELECT fdid, version, body FROM devices ORDER BY fdid")?;
+            let rows: Vec<(String, i64, String)> = stmt
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect::<Result<_, _>>()?;
+            rows.iter().map(|(k, v, b)| decode(k, *v, b)).collect()
+        })
+    }
+
+    fn put_device(
+        &self,
+        fdid: Fdid,
+        expected: Option<u64>,
+        row: &DeviceRow,
+        audit: &[AuditEntry<'_>],
+    ) -> Result<u64, StoreError> {
+        let key = fdid.to_string();
+        let body = serde_json::to_string(row).map_err(|source| StoreError::Corrupt {
+            key: key.clone(),
+            source,
+        })?;
+        self.with(|c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let found: Option<i64> = tx
+                .query_row("SELECT version FROM devices WHERE fdid = ?1", [&key], |r| {
+                    r.get(0)
+                })
+                .optional()?;
+            let found = found.map(to_u64);
+            if found != expected {
+                return Err(StoreError::Conflict {
+                    key,
+                    expected,
+                    found,
+                });
+            }
+            let next = expected.map_or(1, |v| v + 1);
+            tx.execute(
+                "INSERT INTO devices (fdid, version, body) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(fdid) DO UPDATE SET version = excluded.version, body = excluded.body",
+                params![key, to_i64(next), body],
+            )?;
+            append_audit(&tx, audit)?;
+            tx.commit()?;
+            Ok(next)
+        })
+    }
+
+    fn next(&self, counter: &str) -> Result<u64, StoreError> {
+        self.with(|c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.execute(
+                "INSERT INTO counters (name, value) VALUES (?1, 1)
+                 ON CONFLICT(name) DO UPDATE SET value = value + 1",
+                [counter],
+            )?;
+            let v: i64 = tx.query_row(
+                "SELECT value FROM counters WHERE name = ?1",
+                [counter],
+                |r| r.get(0),
+            )?;
+            tx.commit()?;
+            Ok(to_u64(v))
+        })
+    }
+
+    fn audit(&self, entries: &[AuditEntry<'_>]) -> Result<(), StoreError> {
+        self.with(|c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            append_audit(&tx, entries)?;
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    fn audit_records(&self, from_seq: u64, limit: usize) -> Result<Vec<AuditRecord>, StoreError> {
+        self.with(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT seq, at, actor, target, action, before, after, result, prev_hash, hash
+                 FROM audit WHERE seq >= ?1 ORDER BY seq LIMIT ?2",
+            )?;
+            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+            let rows = stmt
+                .query_map(params![to_i64(from_seq), limit], row_to_record)?
+                .collect::<Result<_, _>>()?;
+            Ok(rows)
+        })
+    }
+}

@@ -1,0 +1,4 @@
+//! The SQLite store on real files in a temp directory.
+
+#[cfg(test)]
+mod sqlite;

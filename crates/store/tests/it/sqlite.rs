@@ -1,0 +1,202 @@
+use std::collections::BTreeMap;
+
+use pcipool_fabric::Fdid;
+use pcipool_pool::schedule::DeviceInfo;
+use pcipool_pool::{AuditChain, AuditEntry, DeviceState};
+use pcipool_qualify::AccessModel;
+use pcipool_store::{DeviceRow, SqliteStore, Store, StoreError};
+
+fn fdid() -> Fdid {
+    "n1:0000:03:00.0".parse().expect("fdid")
+}
+
+fn row(state: DeviceState) -> DeviceRow {
+    DeviceRow {
+        info: DeviceInfo {
+            fdid: fdid(),
+            class: 0x01_08_02,
+            vendor_id: 0x144d,
+            device_id: 0xa808,
+            name: "nvme".into(),
+            labels: BTreeMap::new(),
+            link_width: 4,
+            link_gts_x10: 80,
+            largest_bar: 0x4000,
+            models: vec![AccessModel::Lend],
+        },
+        state,
+    }
+}
+
+fn entry(action: &str) -> AuditEntry<'_> {
+    AuditEntry {
+        at: 1,
+        actor: "test",
+        target: "n1:0000:03:00.0",
+        action,
+        before: "",
+        after: "",
+        result: "ok",
+    }
+}
+
+#[test]
+fn cas_refuses_a_stale_version() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = SqliteStore::open(&dir.path().join("pool.db")).expect("opens");
+    store
+        .put_device(fdid(), None, &row(DeviceState::Available), &[entry("add")])
+        .expect("first write");
+    store
+        .put_device(
+            fdid(),
+            Some(1),
+            &row(DeviceState::Maintenance),
+            &[entry("drain")],
+        )
+        .expect("second write");
+    let stale = store.put_device(
+        fdid(),
+        Some(1),
+        &row(DeviceState::Available),
+        &[entry("undrain")],
+    );
+    assert!(matches!(
+        stale,
+        Err(StoreError::Conflict {
+            expected: Some(1),
+            found: Some(2),
+            ..
+        })
+    ));
+}
+
+#[test]
+fn refused_write_leaves_no_audit_record() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = SqliteStore::open(&dir.path().join("pool.db")).expect("opens");
+    store
+        .put_device(fdid(), None, &row(DeviceState::Available), &[entry("add")])
+        .expect("first write");
+    let _ = store.put_device(
+        fdid(),
+        None,
+        &row(DeviceState::Available),
+        &[entry("add again")],
+    );
+    assert_eq!(store.all_audit().expect("audit").len(), 1);
+}
+
+#[test]
+fn state_and_audit_survive_reopen() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("pool.db");
+    {
+        let store = SqliteStore::open(&path).expect("opens");
+        store
+            .put_device(fdid(), None, &row(DeviceState::Available), &[entry("add")])
+            .expect("write");
+        store.next("lease").expect("counter");
+    }
+    let store = SqliteStore::open(&path).expect("reopens");
+    let device = store
+        .device(fdid())
+        .expect("reads")
+        .map(|v| (v.version, v.value.state));
+    assert_eq!(
+        (
+            device,
+            store.next("lease").expect("counter"),
+            AuditChain::verify(&store.all_audit().expect("audit"))
+        ),
+        (Some((1, DeviceState::Available)), 2, Ok(1))
+    );
+}
+
+#[test]
+fn audit_chain_spans_many_transactions_and_verifies() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = SqliteStore::open(&dir.path().join("pool.db")).expect("opens");
+    let mut version = None;
+    for i in 0..50 {
+        let state = if i % 2 == 0 {
+            DeviceState::Available
+        } else {
+            DeviceState::Maintenance
+        };
+        version = Some(
+            store
+                .put_device(
+                    fdid(),
+                    version,
+                    &row(state),
+                    &[entry("flip"), entry("note")],
+                )
+                .expect("write"),
+        );
+        store.audit(&[entry("request refused")]).expect("audit");
+    }
+    assert_eq!(
+        AuditChain::verify(&store.all_audit().expect("audit")),
+        Ok(150)
+    );
+}
+
+#[test]
+fn edited_audit_row_is_detected() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("pool.db");
+    let store = SqliteStore::open(&path).expect("opens");
+    store
+        .audit(&[entry("a"), entry("b"), entry("c")])
+        .expect("audit");
+    drop(store);
+    edit_behind_the_stores_back(&path);
+    let store = SqliteStore::open(&path).expect("reopens");
+    assert!(matches!(
+        AuditChain::verify(&store.all_audit().expect("audit")),
+        Err(pcipool_pool::AuditError::Tampered { .. })
+    ));
+}
+
+/// Edits the file behind the store's back, as an attacker with file access would.
+fn edit_behind_the_stores_back(path: &std::path::Path) {
+    // Edit the bytes of one record in place (same length, so the file stays a valid database).
+    let mut bytes = std::fs::read(path).expect("read db");
+    let needle = b"test";
+    if let Some(pos) = bytes.windows(needle.len()).rposition(|w| w == needle) {
+        bytes[pos..pos + 4].copy_from_slice(b"evil");
+    }
+    std::fs::write(path, bytes).expect("write db");
+}
+
+#[test]
+fn corrupt_row_is_a_typed_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("pool.db");
+    let store = SqliteStore::open(&path).expect("opens");
+    store
+        .put_device(fdid(), None, &row(DeviceState::Available), &[])
+        .expect("write");
+    drop(store);
+    let mut bytes = std::fs::read(&path).expect("read db");
+    if let Some(pos) = bytes.windows(9).rposition(|w| w == b"available") {
+        bytes[pos..pos + 9].copy_from_slice(b"availabXe");
+    }
+    std::fs::write(&path, bytes).expect("write db");
+    let store = SqliteStore::open(&path).expect("reopens");
+    assert!(matches!(
+        store.device(fdid()),
+        Err(StoreError::Corrupt { .. })
+    ));
+}
+
+#[test]
+fn counters_are_monotonic() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = SqliteStore::open(&dir.path().join("pool.db")).expect("opens");
+    let got: Vec<u64> = (0..3)
+        .map(|_| store.next("epoch").expect("counter"))
+        .collect();
+    assert_eq!(got, vec![1, 2, 3]);
+}
