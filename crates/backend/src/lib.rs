@@ -271,3 +271,68 @@ pub trait Inventory {
     /// [`DeviceRecord::sysfs_warnings`] instead.
     fn inventory(&self) -> Result<HostInventory, Self::Error>;
 }
+
+/// One step of a lend or return workflow, as the executor on the hosts and the fabric carries it out.
+/// Every step is idempotent: running it again after a crash does no harm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Step {
+    /// Lender: refuse if local users still hold the device (the operator must quiesce first).
+    LenderQuiesceCheck,
+    /// Lender: unbind the local driver.
+    LenderUnbind,
+    /// Lender: reset with the best qualified method (escalated: the sibling-affecting fallback).
+    LenderReset,
+    /// Lender: reset with the escalated method after a failed first reset.
+    LenderResetEscalated,
+    /// Fabric: map the device's BARs into the borrower.
+    MapBars,
+    /// Fabric: map the borrower's DMA window towards the device.
+    MapDma,
+    /// Borrower: hot-add the shadow device.
+    BorrowerHotAdd,
+    /// Borrower: bind the native driver.
+    BorrowerBind,
+    /// Borrower: verify the device answers with the right ids.
+    BorrowerVerify,
+    /// Borrower: unbind the driver.
+    BorrowerUnbind,
+    /// Borrower: hot-remove the shadow device.
+    BorrowerHotRemove,
+    /// Fabric: remove every mapping of the lease (after this a stale borrower cannot reach the device).
+    Unmap,
+    /// Lender: verify config space is back to its post-reset baseline.
+    LenderVerify,
+}
+
+/// What a step needs to know.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct StepContext {
+    /// Lender node id.
+    pub lender: u32,
+    /// Device address on the lender.
+    pub bdf: Bdf,
+    /// Borrower node id.
+    pub borrower: u32,
+    /// Address of the shadow device on the borrower.
+    pub shadow: Bdf,
+    /// Lease number (mappings are tagged with it).
+    pub lease: u64,
+    /// Fencing epoch the lease carries.
+    pub epoch: u64,
+    /// Memory BARs: (index, size).
+    pub bars: Vec<(u8, u64)>,
+    /// DMA window size.
+    pub dma_window: u64,
+    /// Native driver to bind on the borrower.
+    pub driver: Option<String>,
+}
+
+/// Carries out workflow steps (the agents and the fabric manager, or the simulator in one process).
+pub trait Executor {
+    /// Runs one step.
+    ///
+    /// # Errors
+    /// A message saying what failed (the journal records it).
+    fn run(&mut self, step: Step, ctx: &StepContext) -> Result<(), String>;
+}

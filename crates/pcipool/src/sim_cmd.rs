@@ -316,6 +316,8 @@ pub fn bench_schedule(fabric: Option<&Path>, decisions: u64) -> anyhow::Result<E
                     .max()
                     .unwrap_or(0),
                 models: vec![AccessModel::Lend, AccessModel::Vf, AccessModel::Shared],
+                bars: vec![],
+                driver: None,
             });
         }
     }

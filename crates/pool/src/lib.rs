@@ -7,6 +7,7 @@
 //! # Layout
 //! - [`state`]: device ownership states, leases, epochs, and the transition table.
 //! - [`audit`]: the tamper-evident audit chain.
+//! - [`workflow`]: lend and return plans and their journal.
 //! - [`policy`]: the policy file: tenants, quotas, lease limits, maintenance windows, overrides.
 //! - [`schedule`]: placement of requests onto devices.
 #![deny(missing_docs)]
@@ -15,6 +16,7 @@ pub mod audit;
 pub mod policy;
 pub mod schedule;
 pub mod state;
+pub mod workflow;
 
 pub use audit::{AuditChain, AuditEntry, AuditError, AuditRecord};
 pub use state::{

@@ -114,6 +114,12 @@ pub struct DeviceInfo {
     pub largest_bar: u64,
     /// Models it qualified for.
     pub models: Vec<AccessModel>,
+    /// Memory BARs to map when lent: (index, size).
+    #[serde(default)]
+    pub bars: Vec<(u8, u64)>,
+    /// Native driver the borrower binds.
+    #[serde(default)]
+    pub driver: Option<String>,
 }
 
 /// A request for devices.
@@ -327,6 +333,8 @@ mod tests {
             link_gts_x10: 80,
             largest_bar: 0x4000,
             models: vec![AccessModel::Lend, AccessModel::Shared],
+            bars: vec![(0, 0x4000)],
+            driver: Some("nvme".into()),
         }
     }
 

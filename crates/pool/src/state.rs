@@ -103,7 +103,8 @@ pub enum DeviceState {
     },
     /// Used by several hosts at once (application-managed).
     Shared {
-        /// Current leases.
+        /// Current leases (stored as a list: JSON object keys must be strings).
+        #[serde(with = "lease_map")]
         leases: BTreeMap<LeaseId, Lease>,
         /// Most sharers allowed.
         max_sharers: u32,
@@ -176,6 +177,31 @@ impl DeviceState {
             self,
             Self::Available | Self::Quarantined { .. } | Self::Lost { .. }
         )
+    }
+}
+
+mod lease_map {
+    use std::collections::BTreeMap;
+
+    use pcipool_fabric::LeaseId;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use super::Lease;
+
+    pub fn serialize<S: Serializer>(
+        leases: &BTreeMap<LeaseId, Lease>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        leases.values().collect::<Vec<_>>().serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<BTreeMap<LeaseId, Lease>, D::Error> {
+        Ok(Vec::<Lease>::deserialize(d)?
+            .into_iter()
+            .map(|l| (l.id, l))
+            .collect())
     }
 }
 
@@ -971,4 +997,28 @@ fn start_return(leases: Vec<Lease>, reason: ReturnReason, workflow: WorkflowId) 
         },
         commands,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shared_state_round_trips_through_json() {
+        let lease = Lease {
+            id: LeaseId(7),
+            borrower: NodeId(2),
+            tenant: "t".into(),
+            model: AccessModel::Shared,
+            epoch: Epoch(1),
+            expires_at: 10,
+            ttl: 10,
+        };
+        let state = DeviceState::Shared {
+            leases: BTreeMap::from([(lease.id, lease)]),
+            max_sharers: 2,
+        };
+        let text = serde_json::to_string(&state).expect("serialises");
+        assert_eq!(serde_json::from_str::<DeviceState>(&text).ok(), Some(state));
+    }
 }

@@ -14,12 +14,14 @@
 //! - [`rng`]: the seeded generator.
 //! - [`sim`]: the simulator and its fault verbs.
 //! - [`backend`]: the backend traits over the simulator.
+//! - [`executor`]: the simulator as a workflow executor.
 //! - [`run`]: the seeded workload runner with invariant checks.
 #![deny(missing_docs)]
 
 pub mod backend;
 pub mod desc;
 pub mod device;
+pub mod executor;
 pub mod presets;
 pub mod rng;
 pub mod run;

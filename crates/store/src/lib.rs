@@ -112,6 +112,31 @@ pub trait Store {
     /// Database errors.
     fn audit(&self, entries: &[AuditEntry<'_>]) -> Result<(), StoreError>;
 
+    /// One workflow's journal (JSON body) with its version.
+    ///
+    /// # Errors
+    /// Database errors.
+    fn workflow(&self, id: u64) -> Result<Option<Versioned<String>>, StoreError>;
+
+    /// Writes a workflow journal with CAS on its version, appending audit entries in the same transaction.
+    ///
+    /// # Errors
+    /// [`StoreError::Conflict`].
+    fn put_workflow(
+        &self,
+        id: u64,
+        expected: Option<u64>,
+        body: &str,
+        finished: bool,
+        audit: &[AuditEntry<'_>],
+    ) -> Result<u64, StoreError>;
+
+    /// Ids of workflows not marked finished (what a restarted controller resumes).
+    ///
+    /// # Errors
+    /// Database errors.
+    fn unfinished_workflows(&self) -> Result<Vec<u64>, StoreError>;
+
     /// Audit records from `from_seq` (inclusive), at most `limit`.
     ///
     /// # Errors

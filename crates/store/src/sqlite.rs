@@ -11,7 +11,8 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use crate::{DeviceRow, Store, StoreError, Versioned};
 
 /// Migrations, applied in order; `user_version` counts how many ran.
-const MIGRATIONS: &[&str] = &["CREATE TABLE devices (
+const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE devices (
         fdid TEXT PRIMARY KEY,
         version INTEGER NOT NULL,
         body TEXT NOT NULL
@@ -28,7 +29,15 @@ const MIGRATIONS: &[&str] = &["CREATE TABLE devices (
         result TEXT NOT NULL,
         prev_hash TEXT NOT NULL,
         hash TEXT NOT NULL
-     );"];
+     );",
+    "CREATE TABLE workflows (
+        id INTEGER PRIMARY KEY,
+        version INTEGER NOT NULL,
+        finished INTEGER NOT NULL,
+        body TEXT NOT NULL
+     );
+     CREATE INDEX workflows_unfinished ON workflows (finished);",
+];
 
 /// SQLite-backed [`Store`].
 #[derive(Debug)]
@@ -256,6 +265,63 @@ impl Store for SqliteStore {
             append_audit(&tx, entries)?;
             tx.commit()?;
             Ok(())
+        })
+    }
+
+    fn workflow(&self, id: u64) -> Result<Option<Versioned<String>>, StoreError> {
+        self.with(|c| {
+            let row: Option<(i64, String)> = c
+                .query_row(
+                    "SELECT version, body FROM workflows WHERE id = ?1",
+                    [to_i64(id)],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            Ok(row.map(|(v, body)| Versioned {
+                version: to_u64(v),
+                value: body,
+            }))
+        })
+    }
+
+    fn put_workflow(
+        &self,
+        id: u64,
+        expected: Option<u64>,
+        body: &str,
+        finished: bool,
+        audit: &[AuditEntry<'_>],
+    ) -> Result<u64, StoreError> {
+        self.with(|c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let found: Option<i64> = tx
+                .query_row("SELECT version FROM workflows WHERE id = ?1", [to_i64(id)], |r| r.get(0))
+                .optional()?;
+            let found = found.map(to_u64);
+            if found != expected {
+                return Err(StoreError::Conflict { key: format!("workflow {id}"), expected, found });
+            }
+            let next = expected.map_or(1, |v| v + 1);
+            tx.execute(
+                "INSERT INTO workflows (id, version, finished, body) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(id) DO UPDATE SET version = excluded.version, finished = excluded.finished, body = excluded.body",
+                params![to_i64(id), to_i64(next), i64::from(finished), body],
+            )?;
+            append_audit(&tx, audit)?;
+            tx.commit()?;
+            Ok(next)
+        })
+    }
+
+    fn unfinished_workflows(&self) -> Result<Vec<u64>, StoreError> {
+        self.with(|c| {
+            let mut stmt =
+                c.prepare_cached("SELECT id FROM workflows WHERE finished = 0 ORDER BY id")?;
+            let ids = stmt
+                .query_map([], |r| r.get::<_, i64>(0))?
+                .map(|r| r.map(to_u64))
+                .collect::<Result<_, _>>()?;
+            Ok(ids)
         })
     }
 

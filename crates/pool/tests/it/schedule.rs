@@ -74,6 +74,8 @@ proptest! {
                 link_gts_x10: 80,
                 largest_bar: 1 << 20,
                 models: vec![AccessModel::Lend],
+                bars: vec![],
+                driver: None,
             });
             states.push(if *free { DeviceState::Available } else { DeviceState::Maintenance });
         }

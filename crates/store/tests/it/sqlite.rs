@@ -23,6 +23,8 @@ fn row(state: DeviceState) -> DeviceRow {
             link_gts_x10: 80,
             largest_bar: 0x4000,
             models: vec![AccessModel::Lend],
+            bars: vec![],
+            driver: None,
         },
         state,
     }

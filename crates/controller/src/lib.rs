@@ -1,0 +1,634 @@
+//! The control-plane runtime. It reads state from a [`Store`], decides with the sans-IO core
+//! (`pcipool_pool`), writes every transition with compare-and-swap plus its audit records, and carries out
+//! workflows through an [`Executor`], journalling each step before and after it runs so a restarted
+//! controller resumes (or compensates) every unfinished workflow.
+//!
+//! This first cut is synchronous: the HTTP API and the agents' transport wrap it.
+//!
+//! # Layout
+//! - [`Controller`]: register, borrow, release, heartbeat, tick, resume.
+//! - [`ControlError`]: typed refusals with stable codes for the API.
+#![deny(missing_docs)]
+
+use std::collections::{BTreeMap, HashMap};
+
+use pcipool_backend::{Executor, StepContext};
+use pcipool_fabric::{Fdid, LeaseId, NodeId, Topology};
+use pcipool_pcie::Bdf;
+use pcipool_pool::policy::{Policy, PolicyError};
+use pcipool_pool::schedule::{self, DeviceClass, DeviceInfo, PlacementError, Request, RouteCache};
+use pcipool_pool::workflow::{
+    Journal, RETURN, RETURN_ESCALATED, StepStatus, WorkflowKind, WorkflowOutcome,
+};
+use pcipool_pool::{
+    AuditEntry, DeviceState, Epoch, Event, Lease, Millis, TransitionError, WorkflowId, apply,
+};
+use pcipool_qualify::AccessModel;
+use pcipool_store::{DeviceRow, Store, StoreError};
+use serde::Serialize;
+
+/// Why the controller refused or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Policy refused the request.
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    /// Nothing to place it on.
+    #[error(transparent)]
+    Placement(#[from] PlacementError),
+    /// The state machine refused.
+    #[error(transparent)]
+    Transition(#[from] TransitionError),
+    /// Someone else changed the device first (another borrower won).
+    #[error("{0}: taken by a concurrent request")]
+    Conflict(Fdid),
+    /// No such lease.
+    #[error("no lease {0}")]
+    NoLease(LeaseId),
+    /// The lease belongs to another tenant.
+    #[error("lease {0} belongs to another tenant")]
+    NotYours(LeaseId),
+    /// The lend workflow failed and was compensated.
+    #[error("lend of {fdid} failed: {reason}")]
+    LendFailed {
+        /// Device.
+        fdid: Fdid,
+        /// Why.
+        reason: String,
+    },
+    /// A journal row does not decode.
+    #[error("workflow {0}: journal unreadable")]
+    Journal(u64),
+}
+
+impl ControlError {
+    /// Stable code for API errors.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Store(_) | Self::Journal(_) => "STORE_ERROR",
+            Self::Policy(PolicyError::OverQuota { .. }) => "OVER_QUOTA",
+            Self::Policy(PolicyError::UnknownTenant(_)) => "UNKNOWN_TENANT",
+            Self::Policy(_) => "POLICY",
+            Self::Placement(_) => "NO_CAPACITY",
+            Self::Transition(TransitionError::Conflict { .. }) | Self::Conflict(_) => "CONFLICT",
+            Self::Transition(TransitionError::StaleEpoch { .. }) => "STALE_EPOCH",
+            Self::Transition(_) => "ILLEGAL_TRANSITION",
+            Self::NoLease(_) => "NO_SUCH_LEASE",
+            Self::NotYours(_) => "FORBIDDEN",
+            Self::LendFailed { .. } => "LEND_FAILED",
+        }
+    }
+}
+
+/// A granted lease, as `borrow` returns it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Granted {
+    /// Lease id.
+    pub lease_id: LeaseId,
+    /// Device.
+    pub fdid: Fdid,
+    /// Fencing epoch.
+    pub epoch: Epoch,
+    /// Where the device appears on the borrower.
+    pub shadow: Bdf,
+    /// Lend workflow id.
+    pub workflow: u64,
+}
+
+/// The controller over a store.
+#[derive(Debug)]
+pub struct Controller<S> {
+    store: S,
+    policy: Policy,
+    topology: Topology,
+    dma_window: u64,
+}
+
+fn json<T: Serialize>(v: &T) -> String {
+    serde_json::to_string(v).unwrap_or_default()
+}
+
+fn parse_fdid(text: &str, id: u64) -> Result<Fdid, ControlError> {
+    text.parse().map_err(|_| ControlError::Journal(id))
+}
+
+impl<S: Store> Controller<S> {
+    /// A controller.
+    pub fn new(store: S, policy: Policy, topology: Topology) -> Self {
+        Self {
+            store,
+            policy,
+            topology,
+            dma_window: 256 << 20,
+        }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// Registers a device an agent reported, with its qualification, and adds it to the pool when it
+    /// qualified. Re-registering a known device is a no-op.
+    ///
+    /// # Errors
+    /// Store errors.
+    pub fn register(
+        &self,
+        info: DeviceInfo,
+        reasons: Vec<String>,
+        now: Millis,
+    ) -> Result<(), ControlError> {
+        if self.store.device(info.fdid)?.is_some() {
+            return Ok(());
+        }
+        let fdid = info.fdid;
+        let (qualified, _) = apply(
+            &DeviceState::Discovered,
+            &Event::Qualified {
+                models: info.models.clone(),
+                reasons: reasons.clone(),
+            },
+            now,
+        )?;
+        let state = match apply(&qualified, &Event::AddToPool, now) {
+            Ok((s, _)) => s,
+            Err(_) => qualified,
+        };
+        let target = fdid.to_string();
+        let after = json(&state);
+        let row = DeviceRow { info, state };
+        let audit = [AuditEntry {
+            at: now,
+            actor: "controller",
+            target: &target,
+            action: "register",
+            before: "",
+            after: &after,
+            result: "ok",
+        }];
+        match self.store.put_device(fdid, None, &row, &audit) {
+            Ok(_) | Err(StoreError::Conflict { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Applies an event to a device with compare-and-swap; returns the new state and commands.
+    fn transition(
+        &self,
+        fdid: Fdid,
+        event: &Event,
+        actor: &str,
+        now: Millis,
+    ) -> Result<(DeviceState, Vec<pcipool_pool::Command>), ControlError> {
+        let current = self
+            .store
+            .device(fdid)?
+            .ok_or(ControlError::Conflict(fdid))?;
+        let (next, commands) = apply(&current.value.state, event, now)?;
+        let target = fdid.to_string();
+        let (before, after) = (json(&current.value.state), json(&next));
+        let audit = [AuditEntry {
+            at: now,
+            actor,
+            target: &target,
+            action: event.name(),
+            before: &before,
+            after: &after,
+            result: "ok",
+        }];
+        let row = DeviceRow {
+            info: current.value.info.clone(),
+            state: next.clone(),
+        };
+        match self
+            .store
+            .put_device(fdid, Some(current.version), &row, &audit)
+        {
+            Ok(_) => Ok((next, commands)),
+            Err(StoreError::Conflict { .. }) => Err(ControlError::Conflict(fdid)),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Grants `request` to `tenant` and runs the lend workflows. Gang requests are all or nothing.
+    ///
+    /// # Errors
+    /// Policy, placement, conflict (another request won the device) or a failed lend.
+    pub fn borrow(
+        &self,
+        exec: &mut impl Executor,
+        actor: &str,
+        tenant: &str,
+        mut request: Request,
+        duration_secs: Option<u64>,
+        now: Millis,
+    ) -> Result<Vec<Granted>, ControlError> {
+        let rows = self.store.devices()?;
+        let mut usage: BTreeMap<DeviceClass, u32> = BTreeMap::new();
+        let mut load: HashMap<NodeId, u32> = HashMap::new();
+        for r in &rows {
+            for l in r.value.state.leases() {
+                *load.entry(r.value.info.fdid.node).or_default() += 1;
+                if l.tenant == tenant {
+                    *usage
+                        .entry(DeviceClass::of(r.value.info.class))
+                        .or_default() += 1;
+                }
+            }
+        }
+        let admission = self
+            .policy
+            .admit(tenant, &mut request, &usage, duration_secs)?;
+        let eligible: Vec<(&DeviceInfo, &DeviceState)> = rows
+            .iter()
+            .filter(|r| !self.policy.in_maintenance(r.value.info.fdid, now))
+            .map(|r| (&r.value.info, &r.value.state))
+            .collect();
+        let chosen = schedule::place(
+            &request,
+            eligible,
+            &load,
+            &self.topology,
+            &mut RouteCache::default(),
+            self.policy.strategy,
+        )?;
+        let mut granted = Vec::new();
+        for fdid in &chosen {
+            let lease = Lease {
+                id: LeaseId(self.store.next("lease")?),
+                borrower: request.borrower,
+                tenant: tenant.to_owned(),
+                model: request.model,
+                epoch: Epoch(self.store.next("epoch")?),
+                expires_at: now.saturating_add(admission.ttl_ms),
+                ttl: admission.ttl_ms,
+            };
+            let workflow = self.store.next("workflow")?;
+            let event = if request.model == AccessModel::Shared {
+                Event::Share {
+                    lease: lease.clone(),
+                    max_sharers: 4,
+                }
+            } else {
+                Event::Assign {
+                    lease: lease.clone(),
+                    workflow: WorkflowId(workflow),
+                }
+            };
+            match self.transition(*fdid, &event, actor, now) {
+                Ok(_) => granted.push((lease, workflow, *fdid)),
+                Err(e) => {
+                    // All or nothing: undo the devices this gang already took.
+                    for (l, w, f) in &granted {
+                        let undo = if l.model == AccessModel::Shared {
+                            Event::Release {
+                                lease: l.id,
+                                workflow: WorkflowId(*w),
+                            }
+                        } else {
+                            Event::LendFailed {
+                                workflow: WorkflowId(*w),
+                                reason: "gang incomplete".into(),
+                            }
+                        };
+                        let _ = self.transition(*f, &undo, actor, now);
+                    }
+                    return Err(match e {
+                        ControlError::Transition(TransitionError::Conflict { .. }) => {
+                            ControlError::Conflict(*fdid)
+                        }
+                        other => other,
+                    });
+                }
+            }
+        }
+        let mut out = Vec::new();
+        for (i, (lease, workflow, fdid)) in granted.into_iter().enumerate() {
+            let shadow = shadow_bdf(lease.id, i);
+            if request.model == AccessModel::Shared {
+                out.push(Granted {
+                    lease_id: lease.id,
+                    fdid,
+                    epoch: lease.epoch,
+                    shadow,
+                    workflow,
+                });
+                continue;
+            }
+            let ctx = self.context(fdid, &lease, shadow)?;
+            let mut journal = Journal::new(workflow, WorkflowKind::Lend, fdid.to_string(), ctx);
+            self.save(&journal, None, now)?;
+            match self.run(exec, &mut journal, now)? {
+                WorkflowOutcome::Succeeded => out.push(Granted {
+                    lease_id: lease.id,
+                    fdid,
+                    epoch: lease.epoch,
+                    shadow,
+                    workflow,
+                }),
+                WorkflowOutcome::Compensated(reason) | WorkflowOutcome::Failed(reason) => {
+                    return Err(ControlError::LendFailed { fdid, reason });
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn context(&self, fdid: Fdid, lease: &Lease, shadow: Bdf) -> Result<StepContext, ControlError> {
+        let row = self
+            .store
+            .device(fdid)?
+            .ok_or(ControlError::Conflict(fdid))?;
+        let info = &row.value.info;
+        Ok(StepContext {
+            lender: fdid.node.0,
+            bdf: fdid.bdf,
+            borrower: lease.borrower.0,
+            shadow,
+            lease: lease.id.0,
+            epoch: lease.epoch.0,
+            bars: info.bars.clone(),
+            dma_window: self.dma_window,
+            driver: info.driver.clone(),
+        })
+    }
+
+    fn save(
+        &self,
+        journal: &Journal,
+        expected: Option<u64>,
+        now: Millis,
+    ) -> Result<u64, ControlError> {
+        let body = json(journal);
+        let target = journal.fdid.clone();
+        let action = format!("workflow {} {:?}", journal.id, journal.kind);
+        let result = journal
+            .outcome
+            .as_ref()
+            .map_or_else(|| "running".to_owned(), |o| format!("{o:?}"));
+        let audit = [AuditEntry {
+            at: now,
+            actor: "controller",
+            target: &target,
+            action: &action,
+            before: "",
+            after: &body,
+            result: &result,
+        }];
+        Ok(self.store.put_workflow(
+            journal.id,
+            expected,
+            &body,
+            journal.outcome.is_some(),
+            &audit,
+        )?)
+    }
+
+    /// Runs a journal to its end, saving after every step, then applies the outcome to the device.
+    fn run(
+        &self,
+        exec: &mut impl Executor,
+        journal: &mut Journal,
+        now: Millis,
+    ) -> Result<WorkflowOutcome, ControlError> {
+        let mut version = self.store.workflow(journal.id)?.map(|v| v.version);
+        while let Some(i) = journal.next_pending() {
+            let step = journal.steps[i].step;
+            match exec.run(step, &journal.ctx) {
+                Ok(()) => journal.steps[i].status = StepStatus::Done,
+                Err(why) => {
+                    journal.steps[i].status = StepStatus::Failed(why.clone());
+                    version = Some(self.save(journal, version, now)?);
+                    match (journal.kind, journal.compensating, journal.escalated) {
+                        (WorkflowKind::Lend, false, _) => {
+                            journal.compensating = true;
+                            journal.replan(RETURN);
+                        }
+                        (_, _, false) if matches!(step, pcipool_backend::Step::LenderReset) => {
+                            journal.escalated = true;
+                            journal.replan(RETURN_ESCALATED);
+                            if journal.kind == WorkflowKind::Return {
+                                // The device records the escalation (Returning, escalated).
+                                let fdid = parse_fdid(&journal.fdid, journal.id)?;
+                                let event = Event::ReturnFailed {
+                                    workflow: WorkflowId(journal.id),
+                                    reason: why,
+                                };
+                                let _ = self.transition(fdid, &event, "controller", now);
+                            }
+                        }
+                        _ => {
+                            journal.outcome = Some(WorkflowOutcome::Failed(why));
+                            self.save(journal, version, now)?;
+                            self.finish(journal, now)?;
+                            return Ok(journal
+                                .outcome
+                                .clone()
+                                .unwrap_or(WorkflowOutcome::Failed(String::new())));
+                        }
+                    }
+                }
+            }
+            version = Some(self.save(journal, version, now)?);
+        }
+        journal.outcome = Some(if journal.compensating {
+            WorkflowOutcome::Compensated("lend step failed; device returned".into())
+        } else {
+            WorkflowOutcome::Succeeded
+        });
+        self.save(journal, version, now)?;
+        self.finish(journal, now)?;
+        Ok(journal
+            .outcome
+            .clone()
+            .unwrap_or(WorkflowOutcome::Succeeded))
+    }
+
+    /// Applies a finished journal's outcome to the device's state.
+    fn finish(&self, journal: &Journal, now: Millis) -> Result<(), ControlError> {
+        let fdid = parse_fdid(&journal.fdid, journal.id)?;
+        let w = WorkflowId(journal.id);
+        let event = match (&journal.kind, &journal.outcome) {
+            (WorkflowKind::Lend, Some(WorkflowOutcome::Succeeded)) => {
+                Event::LendDone { workflow: w }
+            }
+            (WorkflowKind::Lend, Some(WorkflowOutcome::Compensated(why))) => Event::LendFailed {
+                workflow: w,
+                reason: why.clone(),
+            },
+            (WorkflowKind::Lend, Some(WorkflowOutcome::Failed(why))) => {
+                // Even the compensation's escalated reset failed: the device is unsafe to lend again.
+                let _ = self.transition(
+                    fdid,
+                    &Event::LendFailed {
+                        workflow: w,
+                        reason: why.clone(),
+                    },
+                    "controller",
+                    now,
+                );
+                Event::Fault {
+                    reason: format!("reset failed while undoing a lend: {why}"),
+                }
+            }
+            (WorkflowKind::Return, Some(WorkflowOutcome::Succeeded)) => {
+                Event::ReturnDone { workflow: w }
+            }
+            (
+                WorkflowKind::Return,
+                Some(WorkflowOutcome::Compensated(why) | WorkflowOutcome::Failed(why)),
+            ) => Event::ReturnFailed {
+                workflow: w,
+                reason: why.clone(),
+            },
+            (_, None) => return Ok(()),
+        };
+        match self.transition(fdid, &event, "controller", now) {
+            Ok(_) | Err(ControlError::Transition(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Releases a lease (tenant `None` = operator, any lease) and runs the return workflow.
+    ///
+    /// # Errors
+    /// Unknown lease, another tenant's lease, conflicts.
+    pub fn release(
+        &self,
+        exec: &mut impl Executor,
+        actor: &str,
+        tenant: Option<&str>,
+        lease: LeaseId,
+        now: Millis,
+    ) -> Result<(), ControlError> {
+        let (fdid, held) = self.find_lease(lease)?;
+        if tenant.is_some_and(|t| t != held.tenant) {
+            return Err(ControlError::NotYours(lease));
+        }
+        let workflow = self.store.next("workflow")?;
+        let (_, commands) = self.transition(
+            fdid,
+            &Event::Release {
+                lease,
+                workflow: WorkflowId(workflow),
+            },
+            actor,
+            now,
+        )?;
+        self.run_returns(exec, fdid, &commands, now)
+    }
+
+    fn run_returns(
+        &self,
+        exec: &mut impl Executor,
+        fdid: Fdid,
+        commands: &[pcipool_pool::Command],
+        now: Millis,
+    ) -> Result<(), ControlError> {
+        for c in commands {
+            if let pcipool_pool::Command::StartReturn {
+                leases, workflow, ..
+            } = c
+            {
+                for (i, l) in leases.iter().enumerate() {
+                    let ctx = self.context(fdid, l, shadow_bdf(l.id, i))?;
+                    let mut journal =
+                        Journal::new(workflow.0, WorkflowKind::Return, fdid.to_string(), ctx);
+                    let existing = self.store.workflow(workflow.0)?.map(|v| v.version);
+                    self.save(&journal, existing, now)?;
+                    self.run(exec, &mut journal, now)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Renews a lease.
+    ///
+    /// # Errors
+    /// Unknown lease or a stale epoch.
+    pub fn heartbeat(&self, lease: LeaseId, epoch: Epoch, now: Millis) -> Result<(), ControlError> {
+        let (fdid, _) = self.find_lease(lease)?;
+        self.transition(fdid, &Event::Heartbeat { lease, epoch }, "agent", now)
+            .map(|_| ())
+    }
+
+    /// Expires leases whose time is up and runs their returns.
+    ///
+    /// # Errors
+    /// Store errors.
+    pub fn tick(&self, exec: &mut impl Executor, now: Millis) -> Result<usize, ControlError> {
+        let mut expired = 0;
+        for row in self.store.devices()? {
+            let due = row.value.state.leases().iter().any(|l| l.expires_at <= now);
+            if !due {
+                continue;
+            }
+            let workflow = self.store.next("workflow")?;
+            if let Ok((_, commands)) = self.transition(
+                row.value.info.fdid,
+                &Event::Tick {
+                    workflow: WorkflowId(workflow),
+                },
+                "controller",
+                now,
+            ) {
+                expired += 1;
+                self.run_returns(exec, row.value.info.fdid, &commands, now)?;
+            }
+        }
+        Ok(expired)
+    }
+
+    /// Resumes every unfinished workflow from its journal (after a controller restart).
+    ///
+    /// # Errors
+    /// Store errors or unreadable journals.
+    pub fn resume(&self, exec: &mut impl Executor, now: Millis) -> Result<usize, ControlError> {
+        let ids = self.store.unfinished_workflows()?;
+        for id in &ids {
+            let body = self
+                .store
+                .workflow(*id)?
+                .ok_or(ControlError::Journal(*id))?;
+            let mut journal: Journal =
+                serde_json::from_str(&body.value).map_err(|_| ControlError::Journal(*id))?;
+            self.run(exec, &mut journal, now)?;
+        }
+        Ok(ids.len())
+    }
+
+    /// Every active lease with its device.
+    ///
+    /// # Errors
+    /// Store errors.
+    pub fn leases(&self) -> Result<Vec<(Fdid, Lease, &'static str)>, ControlError> {
+        let mut out = Vec::new();
+        for row in self.store.devices()? {
+            let name = row.value.state.name();
+            for l in row.value.state.leases() {
+                out.push((row.value.info.fdid, l.clone(), name));
+            }
+        }
+        Ok(out)
+    }
+
+    fn find_lease(&self, lease: LeaseId) -> Result<(Fdid, Lease), ControlError> {
+        self.leases()?
+            .into_iter()
+            .find(|(_, l, _)| l.id == lease)
+            .map(|(f, l, _)| (f, l))
+            .ok_or(ControlError::NoLease(lease))
+    }
+}
+
+/// Where a borrowed device appears on its borrower: a bus of its own per lease (bus 0x80 upwards).
+pub fn shadow_bdf(lease: LeaseId, index: usize) -> Bdf {
+    let bus = u8::try_from(0x80 + (lease.0 % 0x7f)).unwrap_or(0x80);
+    let device = u8::try_from(index % 32).unwrap_or(0);
+    Bdf::new(0, bus, device, 0).expect("device number below 32 and any bus are valid")
+}

@@ -1,0 +1,324 @@
+use std::collections::BTreeMap;
+
+use pcipool_backend::{Executor, Inventory, Step, StepContext};
+use pcipool_controller::{ControlError, Controller};
+use pcipool_fabric::{Fdid, NodeId};
+use pcipool_pool::policy::Policy;
+use pcipool_pool::schedule::{DeviceClass, DeviceInfo, Request, Selector};
+use pcipool_pool::{AuditChain, DeviceState};
+use pcipool_qualify::AccessModel;
+use pcipool_sim::{FabricDesc, HostView, Sim};
+use pcipool_store::{SqliteStore, Store};
+
+const LAB: &str = include_str!("../../../../fabrics/lab-4.toml");
+const BORROWER: NodeId = NodeId(3);
+
+fn sim() -> Sim {
+    Sim::new(&FabricDesc::parse(LAB).expect("lab parses"), 1).expect("lab builds")
+}
+
+fn infos(sim: &Sim) -> Vec<DeviceInfo> {
+    let mut out = Vec::new();
+    for host in sim.hosts() {
+        let inv = HostView {
+            sim,
+            node: host.node,
+        }
+        .inventory()
+        .expect("inventory");
+        for d in inv.devices {
+            let driver = pcipool_sim::presets::DRIVERS
+                .iter()
+                .find(|(_, p, ..)| {
+                    d.modalias
+                        .as_deref()
+                        .is_some_and(|m| pcipool_qualify::modalias::glob_match(p, m))
+                })
+                .map(|(n, ..)| (*n).to_owned());
+            out.push(DeviceInfo {
+                fdid: Fdid {
+                    node: host.node,
+                    bdf: d.bdf,
+                    vf: None,
+                },
+                class: d.facts.class.as_u24(),
+                vendor_id: d.facts.vendor_id,
+                device_id: d.facts.device_id,
+                name: d.device_name.clone().unwrap_or_default(),
+                labels: BTreeMap::new(),
+                link_width: 8,
+                link_gts_x10: 80,
+                largest_bar: d
+                    .facts
+                    .bars
+                    .iter()
+                    .filter_map(|b| b.size)
+                    .max()
+                    .unwrap_or(0),
+                models: vec![AccessModel::Lend, AccessModel::Shared],
+                bars: d
+                    .facts
+                    .bars
+                    .iter()
+                    .filter(|b| b.kind != pcipool_pcie::BarKind::Io)
+                    .filter_map(|b| Some((b.index, b.size?)))
+                    .collect(),
+                driver,
+            });
+        }
+    }
+    out
+}
+
+fn setup(dir: &std::path::Path) -> (Controller<SqliteStore>, Sim) {
+    let sim = sim();
+    let store = SqliteStore::open(&dir.join("pool.db")).expect("store");
+    let ctl = Controller::new(store, Policy::default(), sim.fabric.topology().clone());
+    for info in infos(&sim) {
+        ctl.register(info, vec![], 0).expect("register");
+    }
+    (ctl, sim)
+}
+
+fn nvme(count: u32) -> Request {
+    Request {
+        selector: Selector {
+            class: Some(DeviceClass::Nvme),
+            ..Selector::default()
+        },
+        count,
+        model: AccessModel::Lend,
+        borrower: BORROWER,
+    }
+}
+
+fn state(ctl: &Controller<SqliteStore>, fdid: Fdid) -> &'static str {
+    ctl.store()
+        .device(fdid)
+        .expect("read")
+        .map_or("missing", |d| d.value.state.name())
+}
+
+#[test]
+fn borrow_lends_and_binds_native_driver_on_borrower() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (ctl, mut sim) = setup(dir.path());
+    let granted = ctl
+        .borrow(&mut sim, "admin", "t", nvme(1), None, 0)
+        .expect("granted");
+    let g = &granted[0];
+    let shadow = sim
+        .host(BORROWER)
+        .and_then(|h| h.devices.get(&g.shadow))
+        .and_then(|d| d.driver.clone());
+    assert_eq!(
+        (
+            state(&ctl, g.fdid),
+            shadow,
+            sim.fabric.mappings().count() >= 2
+        ),
+        ("lent", Some("nvme".to_owned()), true)
+    );
+}
+
+#[test]
+fn release_returns_device_unmapped_and_reset() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (ctl, mut sim) = setup(dir.path());
+    let g = ctl
+        .borrow(&mut sim, "admin", "t", nvme(1), None, 0)
+        .expect("granted")
+        .remove(0);
+    ctl.release(&mut sim, "admin", Some("t"), g.lease_id, 10)
+        .expect("released");
+    let clean = sim
+        .device(g.fdid.node, g.fdid.bdf)
+        .map(|d| d.dev.is_reset_state());
+    let audit = AuditChain::verify(&ctl.store().all_audit().expect("audit")).is_ok();
+    assert_eq!(
+        (
+            state(&ctl, g.fdid),
+            sim.fabric.is_idle(),
+            sim.host(BORROWER).map(|h| h.devices.len()),
+            clean,
+            audit
+        ),
+        ("available", true, Some(0), Some(true), true)
+    );
+}
+
+#[test]
+fn second_exclusive_borrow_of_the_same_device_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (ctl, mut sim) = setup(dir.path());
+    let g = ctl
+        .borrow(&mut sim, "admin", "t", nvme(1), None, 0)
+        .expect("granted")
+        .remove(0);
+    let mut again = nvme(1);
+    again.selector.fdid = Some(g.fdid);
+    let err = ctl
+        .borrow(&mut sim, "admin", "u", again, None, 0)
+        .map(|_| ());
+    assert_eq!(err.map_err(|e| e.code()), Err("NO_CAPACITY"));
+}
+
+#[test]
+fn tenant_cannot_release_another_tenants_lease() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (ctl, mut sim) = setup(dir.path());
+    let g = ctl
+        .borrow(&mut sim, "admin", "alice", nvme(1), None, 0)
+        .expect("granted")
+        .remove(0);
+    let err = ctl.release(&mut sim, "bob", Some("bob"), g.lease_id, 1);
+    assert!(matches!(err, Err(ControlError::NotYours(_))));
+}
+
+#[test]
+fn failed_lend_is_compensated_and_device_stays_available() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (ctl, mut sim) = setup(dir.path());
+    let nvme_fdid: Fdid = "n1:0000:03:00.0".parse().expect("fdid");
+    sim.hang_next_unbind(nvme_fdid.node, nvme_fdid.bdf);
+    let mut r = nvme(1);
+    r.selector.fdid = Some(nvme_fdid);
+    let err = ctl.borrow(&mut sim, "admin", "t", r, None, 0);
+    assert_eq!(
+        (
+            err.map_err(|e| e.code()).map(|_| ()),
+            state(&ctl, nvme_fdid),
+            sim.fabric.is_idle()
+        ),
+        (Err("LEND_FAILED"), "available", true)
+    );
+}
+
+#[test]
+fn expired_lease_is_fenced_and_returned() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (ctl, mut sim) = setup(dir.path());
+    let g = ctl
+        .borrow(&mut sim, "admin", "t", nvme(1), Some(1), 0)
+        .expect("granted")
+        .remove(0);
+    let expired = ctl.tick(&mut sim, 5_000).expect("tick");
+    assert_eq!(
+        (expired, state(&ctl, g.fdid), sim.fabric.is_idle()),
+        (1, "available", true)
+    );
+}
+
+#[test]
+fn heartbeat_with_stale_epoch_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (ctl, mut sim) = setup(dir.path());
+    let g = ctl
+        .borrow(&mut sim, "admin", "t", nvme(1), None, 0)
+        .expect("granted")
+        .remove(0);
+    let err = ctl
+        .heartbeat(g.lease_id, pcipool_pool::Epoch(g.epoch.0 - 1), 1)
+        .map_err(|e| e.code());
+    assert_eq!(err, Err("STALE_EPOCH"));
+}
+
+#[test]
+fn failed_reset_escalates_then_device_returns() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (ctl, mut sim) = setup(dir.path());
+    let g = ctl
+        .borrow(&mut sim, "admin", "t", nvme(1), None, 0)
+        .expect("granted")
+        .remove(0);
+    sim.fail_next_reset(g.fdid.node, g.fdid.bdf);
+    ctl.release(&mut sim, "admin", None, g.lease_id, 1)
+        .expect("released");
+    let escalated = ctl
+        .store()
+        .all_audit()
+        .expect("audit")
+        .iter()
+        .any(|r| r.action == "return_failed");
+    assert_eq!((state(&ctl, g.fdid), escalated), ("available", true));
+}
+
+#[test]
+fn gang_takes_all_or_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (ctl, mut sim) = setup(dir.path());
+    // The lab has two NVMe drives; three cannot be had, and neither may be left taken.
+    let err = ctl
+        .borrow(&mut sim, "admin", "t", nvme(3), None, 0)
+        .map_err(|e| e.code())
+        .map(|_| ());
+    let taken = ctl.leases().expect("leases").len();
+    assert_eq!((err, taken), (Err("NO_CAPACITY"), 0));
+}
+
+/// An executor that dies (panics) before a chosen step, like a controller killed mid-workflow.
+struct Crashing<'a> {
+    sim: &'a mut Sim,
+    die_at: Step,
+}
+
+impl Executor for Crashing<'_> {
+    fn run(&mut self, step: Step, ctx: &StepContext) -> Result<(), String> {
+        assert!(
+            step != self.die_at,
+            "simulated controller crash before {step:?}"
+        );
+        self.sim.run(step, ctx)
+    }
+}
+
+#[test]
+fn restart_resumes_an_interrupted_lend_from_its_journal() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (ctl, mut sim) = setup(dir.path());
+    let crashed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let mut exec = Crashing {
+            sim: &mut sim,
+            die_at: Step::BorrowerHotAdd,
+        };
+        ctl.borrow(&mut exec, "admin", "t", nvme(1), None, 0)
+    }));
+    drop(ctl);
+    // A new controller process over the same file.
+    let store = SqliteStore::open(&dir.path().join("pool.db")).expect("reopen");
+    let ctl = Controller::new(store, Policy::default(), sim.fabric.topology().clone());
+    let resumed = ctl.resume(&mut sim, 10).expect("resume");
+    let lent: Vec<&str> = ctl
+        .leases()
+        .expect("leases")
+        .iter()
+        .map(|(_, _, s)| *s)
+        .collect();
+    assert_eq!((crashed.is_err(), resumed, lent), (true, 1, vec!["lent"]));
+}
+
+#[test]
+fn shared_model_admits_several_borrowers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (ctl, mut sim) = setup(dir.path());
+    let fdid: Fdid = "n1:0000:03:00.0".parse().expect("fdid");
+    let shared = |b: u32| Request {
+        selector: Selector {
+            fdid: Some(fdid),
+            ..Selector::default()
+        },
+        count: 1,
+        model: AccessModel::Shared,
+        borrower: NodeId(b),
+    };
+    ctl.borrow(&mut sim, "admin", "a", shared(3), None, 0)
+        .expect("first sharer");
+    ctl.borrow(&mut sim, "admin", "b", shared(4), None, 0)
+        .expect("second sharer");
+    assert_eq!(
+        ctl.store().device(fdid).expect("read").map(
+            |d| matches!(d.value.state, DeviceState::Shared { ref leases, .. } if leases.len() == 2)
+        ),
+        Some(true)
+    );
+}

@@ -1,0 +1,4 @@
+//! The controller over a real SQLite file and the simulated lab.
+
+#[cfg(test)]
+mod lifecycle;
