@@ -248,14 +248,28 @@ impl<S: Store> Controller<S> {
             .filter(|r| !self.policy.in_maintenance(r.value.info.fdid, now))
             .map(|r| (&r.value.info, &r.value.state))
             .collect();
-        let chosen = schedule::place(
+        let placed = schedule::place(
             &request,
             eligible,
             &load,
             &self.topology,
             &mut RouteCache::default(),
             self.policy.strategy,
-        )?;
+        );
+        let chosen = match placed {
+            Ok(c) => c,
+            Err(e) => {
+                // A request for one named device that someone holds is a conflict, not a capacity problem.
+                let held = request.selector.fdid.filter(|f| {
+                    rows.iter()
+                        .any(|r| r.value.info.fdid == *f && !r.value.state.leases().is_empty())
+                });
+                return Err(match (e, held) {
+                    (PlacementError::NoCapacity { .. }, Some(f)) => ControlError::Conflict(f),
+                    (e, _) => e.into(),
+                });
+            }
+        };
         let mut granted = Vec::new();
         for fdid in &chosen {
             let lease = Lease {

@@ -113,11 +113,114 @@ pub enum CliCommand {
         #[command(subcommand)]
         which: SimCommand,
     },
+    /// Start the controller with a SQLite store and the simulated 4-host lab (agents in-process), serving
+    /// the HTTP API; prints the address, an admin token and example commands.
+    Dev {
+        /// Where the store and admin.token live (default: a fresh temp directory).
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<PathBuf>,
+        /// Address to listen on.
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7070")]
+        listen: String,
+        /// Fabric description (default: the built-in lab).
+        #[arg(long, value_name = "FILE")]
+        fabric: Option<PathBuf>,
+    },
+    /// Borrow devices from the pool (talks to $PCIPOOL_URL with $PCIPOOL_TOKEN).
+    Borrow {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// Device class: nvme, gpu, nic, fpga.
+        #[arg(long)]
+        class: Option<String>,
+        /// One specific device (fabric device id, e.g. n1:0000:03:00.0).
+        #[arg(long, value_name = "FDID")]
+        device: Option<String>,
+        /// Borrower host (node id, e.g. n3).
+        #[arg(long, value_name = "NODE")]
+        host: String,
+        /// How many (all or nothing).
+        #[arg(long, default_value_t = 1)]
+        count: u32,
+        /// Access model: lend, vf or shared.
+        #[arg(long, default_value = "lend")]
+        model: String,
+        /// Lease duration in seconds.
+        #[arg(long)]
+        duration: Option<u64>,
+        /// Output format.
+        #[arg(long, short, value_enum, default_value_t)]
+        output: OutputFormat,
+    },
+    /// Release a lease.
+    Release {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// Lease id.
+        lease: u64,
+    },
+    /// Leases.
+    Lease {
+        /// What to do.
+        #[command(subcommand)]
+        which: ListCommand,
+    },
+    /// Pooled devices.
+    Device {
+        /// What to do.
+        #[command(subcommand)]
+        which: ListCommand,
+    },
+    /// The audit log.
+    Audit {
+        /// What to do.
+        #[command(subcommand)]
+        which: AuditCommand,
+    },
     /// Benchmarks that print ratios measured side by side in one run.
     Bench {
         /// Which benchmark.
         #[command(subcommand)]
         which: BenchCommand,
+    },
+}
+
+/// Where the API is.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ApiArgs {
+    /// Controller URL.
+    #[arg(long, env = "PCIPOOL_URL", default_value = "http://127.0.0.1:7070")]
+    pub url: String,
+    /// Bearer token.
+    #[arg(
+        long,
+        env = "PCIPOOL_TOKEN",
+        hide_env_values = true,
+        default_value = ""
+    )]
+    pub token: String,
+}
+
+/// `list` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ListCommand {
+    /// List them.
+    List {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// Output format.
+        #[arg(long, short, value_enum, default_value_t)]
+        output: OutputFormat,
+    },
+}
+
+/// Audit subcommands.
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Verify the hash chain; exit 1 when it is broken.
+    Verify {
+        #[command(flatten)]
+        api: ApiArgs,
     },
 }
 
@@ -219,6 +322,24 @@ pub enum Command {
     },
     /// Qualification report.
     Qualify(crate::qualify_cmd::QualifyOptions),
+    /// `pcipool dev`.
+    Dev {
+        /// Data directory.
+        data_dir: Option<PathBuf>,
+        /// Listen address.
+        listen: String,
+        /// Fabric file.
+        fabric: Option<PathBuf>,
+    },
+    /// A client call.
+    Client {
+        /// URL.
+        url: String,
+        /// Token.
+        token: String,
+        /// What.
+        call: ClientCall,
+    },
     /// Simulator inventory.
     SimInventory {
         /// Description file, or None for the built-in lab.
@@ -260,6 +381,21 @@ pub enum Command {
         /// Where to keep the dump file.
         keep_file: Option<PathBuf>,
     },
+}
+
+/// A validated client call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientCall {
+    /// Borrow.
+    Borrow(pcipool_api::types::BorrowRequest, OutputFormat),
+    /// Release.
+    Release(u64),
+    /// List leases.
+    Leases(OutputFormat),
+    /// List devices.
+    Devices(OutputFormat),
+    /// Verify the audit chain.
+    AuditVerify,
 }
 
 /// Why arguments were rejected after clap accepted their shape.
@@ -341,6 +477,83 @@ impl Cli {
                     strict,
                 })
             }
+            CliCommand::Dev {
+                data_dir,
+                listen,
+                fabric,
+            } => Command::Dev {
+                data_dir,
+                listen,
+                fabric,
+            },
+            CliCommand::Borrow {
+                api,
+                class,
+                device,
+                host,
+                count,
+                model,
+                duration,
+                output,
+            } => {
+                let usage = |e: String| UsageError(e);
+                let selector = pcipool_pool::schedule::Selector {
+                    class: class.map(|c| c.parse()).transpose().map_err(usage)?,
+                    fdid: device
+                        .map(|d| {
+                            d.parse::<pcipool_fabric::Fdid>()
+                                .map_err(|e| usage(e.to_string()))
+                        })
+                        .transpose()?,
+                    ..pcipool_pool::schedule::Selector::default()
+                };
+                if selector.class.is_none() && selector.fdid.is_none() {
+                    return Err(UsageError("give --class or --device".into()));
+                }
+                let request =
+                    pcipool_api::types::BorrowRequest {
+                        selector,
+                        count,
+                        model: model.parse().map_err(
+                            |e: pcipool_qualify::finding::UnknownModel| usage(e.to_string()),
+                        )?,
+                        borrower: host
+                            .parse()
+                            .map_err(|e: pcipool_fabric::IdError| usage(e.to_string()))?,
+                        duration_secs: duration,
+                    };
+                Command::Client {
+                    url: api.url,
+                    token: api.token,
+                    call: ClientCall::Borrow(request, output),
+                }
+            }
+            CliCommand::Release { api, lease } => Command::Client {
+                url: api.url,
+                token: api.token,
+                call: ClientCall::Release(lease),
+            },
+            CliCommand::Lease {
+                which: ListCommand::List { api, output },
+            } => Command::Client {
+                url: api.url,
+                token: api.token,
+                call: ClientCall::Leases(output),
+            },
+            CliCommand::Device {
+                which: ListCommand::List { api, output },
+            } => Command::Client {
+                url: api.url,
+                token: api.token,
+                call: ClientCall::Devices(output),
+            },
+            CliCommand::Audit {
+                which: AuditCommand::Verify { api },
+            } => Command::Client {
+                url: api.url,
+                token: api.token,
+                call: ClientCall::AuditVerify,
+            },
             CliCommand::Sim {
                 which: SimCommand::Inventory { fabric, output },
             } => Command::SimInventory { fabric, output },

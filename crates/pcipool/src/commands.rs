@@ -30,6 +30,12 @@ pub fn execute(command: Command) -> anyhow::Result<ExitCode> {
         } => inspect(&HostPaths { sys, proc }, bdf, output),
         Command::Decode { file, output } => decode(&file, output),
         Command::Qualify(options) => crate::qualify_cmd::run(&options),
+        Command::Dev {
+            data_dir,
+            listen,
+            fabric,
+        } => crate::dev::run(data_dir, &listen, fabric.as_deref()),
+        Command::Client { url, token, call } => crate::client_cmd::run(&url, &token, call),
         Command::SimInventory { fabric, output } => {
             crate::sim_cmd::inventory(fabric.as_deref(), output)
         }

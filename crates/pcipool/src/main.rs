@@ -6,6 +6,8 @@
 //! # Layout
 //! - [`cli`]: clap definitions and validation.
 //! - [`commands`]: one function per command.
+//! - [`dev`]: `pcipool dev` (controller + store + simulated lab + HTTP API).
+//! - [`client_cmd`]: the CLI commands that talk to the API.
 //! - [`qualify_cmd`]: the qualification report.
 //! - [`render`]: text output.
 //! - [`sim_cmd`]: the simulator commands.
@@ -13,7 +15,9 @@
 
 mod bench;
 mod cli;
+mod client_cmd;
 mod commands;
+mod dev;
 mod qualify_cmd;
 mod render;
 mod sim_cmd;

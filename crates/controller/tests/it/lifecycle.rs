@@ -160,7 +160,7 @@ fn second_exclusive_borrow_of_the_same_device_is_refused() {
     let err = ctl
         .borrow(&mut sim, "admin", "u", again, None, 0)
         .map(|_| ());
-    assert_eq!(err.map_err(|e| e.code()), Err("NO_CAPACITY"));
+    assert_eq!(err.map_err(|e| e.code()), Err("CONFLICT"));
 }
 
 #[test]

@@ -4,6 +4,8 @@
 #[cfg(test)]
 mod cli;
 #[cfg(test)]
+mod dev;
+#[cfg(test)]
 mod host;
 #[cfg(test)]
 mod lspci_text;

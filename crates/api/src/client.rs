@@ -1,0 +1,185 @@
+//! The blocking client the CLI uses.
+
+use serde::de::DeserializeOwned;
+
+use crate::types::{ApiErrorBody, AuditVerify, BorrowRequest, DeviceView, LeaseView};
+
+/// Why a call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The server answered with an error body.
+    #[error("{code}: {message}")]
+    Api {
+        /// HTTP status.
+        status: u16,
+        /// Stable code.
+        code: String,
+        /// Message.
+        message: String,
+    },
+    /// Transport failure (server down, bad URL).
+    #[error("cannot reach {url}")]
+    Transport {
+        /// The URL.
+        url: String,
+        /// Why.
+        #[source]
+        source: Box<ureq::Error>,
+    },
+    /// The body did not decode.
+    #[error("unexpected response body from {url}")]
+    Body {
+        /// The URL.
+        url: String,
+    },
+}
+
+/// A client for one server and token.
+#[derive(Debug, Clone)]
+pub struct Client {
+    base: String,
+    token: String,
+    agent: ureq::Agent,
+}
+
+impl Client {
+    /// A client for `base` (e.g. `http://127.0.0.1:7070`).
+    pub fn new(base: &str, token: &str) -> Self {
+        let config = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build();
+        Self {
+            base: base.trim_end_matches('/').to_owned(),
+            token: token.to_owned(),
+            agent: config.into(),
+        }
+    }
+
+    fn decode<T: DeserializeOwned>(
+        url: &str,
+        mut resp: ureq::http::Response<ureq::Body>,
+    ) -> Result<T, ClientError> {
+        let status = resp.status().as_u16();
+        if status >= 400 {
+            let body: Option<ApiErrorBody> = resp.body_mut().read_json().ok();
+            return Err(match body {
+                Some(b) => ClientError::Api {
+                    status,
+                    code: b.code,
+                    message: b.message,
+                },
+                None => ClientError::Api {
+                    status,
+                    code: "HTTP".into(),
+                    message: format!("status {status}"),
+                },
+            });
+        }
+        resp.body_mut().read_json().map_err(|_| ClientError::Body {
+            url: url.to_owned(),
+        })
+    }
+
+    fn transport(url: &str) -> impl FnOnce(ureq::Error) -> ClientError + '_ {
+        move |e| ClientError::Transport {
+            url: url.to_owned(),
+            source: Box::new(e),
+        }
+    }
+
+    fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        let url = format!("{}{path}", self.base);
+        let resp = self
+            .agent
+            .get(&url)
+            .header("authorization", &format!("Bearer {}", self.token))
+            .call()
+            .map_err(Self::transport(&url))?;
+        Self::decode(&url, resp)
+    }
+
+    /// Borrows.
+    ///
+    /// # Errors
+    /// [`ClientError`].
+    pub fn borrow(
+        &self,
+        request: &BorrowRequest,
+    ) -> Result<Vec<pcipool_controller::Granted>, ClientError> {
+        let url = format!("{}/v1/leases", self.base);
+        let resp = self
+            .agent
+            .post(&url)
+            .header("authorization", &format!("Bearer {}", self.token))
+            .send_json(request)
+            .map_err(Self::transport(&url))?;
+        let status = resp.status().as_u16();
+        if status >= 400 {
+            return Self::decode::<()>(&url, resp).map(|()| Vec::new());
+        }
+        let mut resp = resp;
+        let body: serde_json::Value = resp
+            .body_mut()
+            .read_json()
+            .map_err(|_| ClientError::Body { url: url.clone() })?;
+        // Granted is serialise-only on the server; read the fields scripts rely on.
+        let items = body.as_array().cloned().unwrap_or_default();
+        items
+            .iter()
+            .map(|g| {
+                let parse = || -> Option<pcipool_controller::Granted> {
+                    Some(pcipool_controller::Granted {
+                        lease_id: pcipool_fabric::LeaseId(g["lease_id"].as_u64()?),
+                        fdid: g["fdid"].as_str()?.parse().ok()?,
+                        epoch: pcipool_pool::Epoch(g["epoch"].as_u64()?),
+                        shadow: g["shadow"].as_str()?.parse().ok()?,
+                        workflow: g["workflow"].as_u64()?,
+                    })
+                };
+                parse().ok_or_else(|| ClientError::Body { url: url.clone() })
+            })
+            .collect()
+    }
+
+    /// Releases.
+    ///
+    /// # Errors
+    /// [`ClientError`].
+    pub fn release(&self, lease: u64) -> Result<(), ClientError> {
+        let url = format!("{}/v1/leases/{lease}", self.base);
+        let resp = self
+            .agent
+            .delete(&url)
+            .header("authorization", &format!("Bearer {}", self.token))
+            .call()
+            .map_err(Self::transport(&url))?;
+        if resp.status().as_u16() >= 400 {
+            return Self::decode::<()>(&url, resp);
+        }
+        Ok(())
+    }
+
+    /// Lists leases.
+    ///
+    /// # Errors
+    /// [`ClientError`].
+    pub fn leases(&self) -> Result<Vec<LeaseView>, ClientError> {
+        self.get("/v1/leases")
+    }
+
+    /// Lists devices.
+    ///
+    /// # Errors
+    /// [`ClientError`].
+    pub fn devices(&self) -> Result<Vec<DeviceView>, ClientError> {
+        self.get("/v1/devices")
+    }
+
+    /// Verifies the audit chain.
+    ///
+    /// # Errors
+    /// [`ClientError`].
+    pub fn audit_verify(&self) -> Result<AuditVerify, ClientError> {
+        self.get("/v1/audit/verify")
+    }
+}

@@ -1,0 +1,276 @@
+//! Routes, bearer-token auth with roles, JSON errors.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use pcipool_controller::{ControlError, Granted};
+use pcipool_fabric::LeaseId;
+
+use crate::types::{ApiErrorBody, AuditVerify, BorrowRequest, DeviceView, LeaseView};
+
+/// What a token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Role {
+    /// A tenant: borrows, sees and releases only its own leases.
+    Tenant,
+    /// A host agent.
+    Agent,
+    /// An operator: every lease, drains, quarantines.
+    Operator,
+    /// Everything.
+    Admin,
+}
+
+/// Who a token belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    /// Name (the tenant name for tenants).
+    pub name: String,
+    /// Role.
+    pub role: Role,
+}
+
+/// The domain behind the API. Implemented by the runtime that owns the controller and the executor.
+pub trait PoolApi: Send + 'static {
+    /// Grants a request.
+    ///
+    /// # Errors
+    /// [`ControlError`].
+    fn borrow(
+        &mut self,
+        actor: &str,
+        tenant: &str,
+        request: BorrowRequest,
+    ) -> Result<Vec<Granted>, ControlError>;
+    /// Releases a lease (`tenant` None = operator).
+    ///
+    /// # Errors
+    /// [`ControlError`].
+    fn release(
+        &mut self,
+        actor: &str,
+        tenant: Option<&str>,
+        lease: LeaseId,
+    ) -> Result<(), ControlError>;
+    /// Every lease.
+    ///
+    /// # Errors
+    /// [`ControlError`].
+    fn leases(&mut self) -> Result<Vec<LeaseView>, ControlError>;
+    /// Every device.
+    ///
+    /// # Errors
+    /// [`ControlError`].
+    fn devices(&mut self) -> Result<Vec<DeviceView>, ControlError>;
+    /// Verifies the audit chain.
+    ///
+    /// # Errors
+    /// [`ControlError`].
+    fn audit_verify(&mut self) -> Result<AuditVerify, ControlError>;
+}
+
+struct AppState<P> {
+    pool: Arc<Mutex<P>>,
+    tokens: Arc<BTreeMap<String, Principal>>,
+}
+
+impl<P> Clone for AppState<P> {
+    fn clone(&self) -> Self {
+        Self {
+            pool: self.pool.clone(),
+            tokens: self.tokens.clone(),
+        }
+    }
+}
+
+/// An API error: status plus JSON body.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    body: ApiErrorBody,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            body: ApiErrorBody {
+                code: code.to_owned(),
+                message: message.into(),
+            },
+        }
+    }
+}
+
+impl From<ControlError> for ApiError {
+    fn from(e: ControlError) -> Self {
+        let status = match e.code() {
+            "CONFLICT" => StatusCode::CONFLICT,
+            "NO_CAPACITY" | "OVER_QUOTA" => StatusCode::SERVICE_UNAVAILABLE,
+            "NO_SUCH_LEASE" => StatusCode::NOT_FOUND,
+            "FORBIDDEN" | "UNKNOWN_TENANT" => StatusCode::FORBIDDEN,
+            "STALE_EPOCH" | "ILLEGAL_TRANSITION" | "POLICY" => StatusCode::UNPROCESSABLE_ENTITY,
+            "LEND_FAILED" => StatusCode::BAD_GATEWAY,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        Self::new(status, e.code(), e.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(self.body)).into_response()
+    }
+}
+
+fn principal<P>(state: &AppState<P>, headers: &HeaderMap) -> Result<Principal, ApiError> {
+    let token = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "UNAUTHORIZED",
+                "missing bearer token",
+            )
+        })?;
+    state
+        .tokens
+        .get(token.trim())
+        .cloned()
+        .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", "unknown token"))
+}
+
+fn lock<P>(state: &AppState<P>) -> std::sync::MutexGuard<'_, P> {
+    // A panic while holding the lock leaves the store consistent (transactions), so keep serving.
+    state
+        .pool
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+async fn borrow<P: PoolApi>(
+    State(state): State<AppState<P>>,
+    headers: HeaderMap,
+    body: Result<Json<BorrowRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<(StatusCode, Json<Vec<Granted>>), ApiError> {
+    let who = principal(&state, &headers)?;
+    let Json(request) =
+        body.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "BAD_REQUEST", e.body_text()))?;
+    if who.role == Role::Agent {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "FORBIDDEN",
+            "agents cannot borrow",
+        ));
+    }
+    let state2 = state.clone();
+    let granted =
+        tokio::task::spawn_blocking(move || lock(&state2).borrow(&who.name, &who.name, request))
+            .await
+            .map_err(|e| {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", e.to_string())
+            })??;
+    Ok((StatusCode::CREATED, Json(granted)))
+}
+
+async fn release<P: PoolApi>(
+    State(state): State<AppState<P>>,
+    headers: HeaderMap,
+    Path(id): Path<u64>,
+) -> Result<StatusCode, ApiError> {
+    let who = principal(&state, &headers)?;
+    let tenant = (who.role == Role::Tenant).then(|| who.name.clone());
+    let state2 = state.clone();
+    tokio::task::spawn_blocking(move || {
+        lock(&state2).release(&who.name, tenant.as_deref(), LeaseId(id))
+    })
+    .await
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", e.to_string()))??;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn leases<P: PoolApi>(
+    State(state): State<AppState<P>>,
+    headers: HeaderMap,
+) -> Result<Json<Vec<LeaseView>>, ApiError> {
+    let who = principal(&state, &headers)?;
+    let all = lock(&state).leases()?;
+    let visible = all
+        .into_iter()
+        .filter(|l| who.role != Role::Tenant || l.tenant == who.name)
+        .collect();
+    Ok(Json(visible))
+}
+
+async fn devices<P: PoolApi>(
+    State(state): State<AppState<P>>,
+    headers: HeaderMap,
+) -> Result<Json<Vec<DeviceView>>, ApiError> {
+    principal(&state, &headers)?;
+    Ok(Json(lock(&state).devices()?))
+}
+
+async fn audit_verify<P: PoolApi>(
+    State(state): State<AppState<P>>,
+    headers: HeaderMap,
+) -> Result<Json<AuditVerify>, ApiError> {
+    let who = principal(&state, &headers)?;
+    if who.role < Role::Operator {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "FORBIDDEN",
+            "operators and admins only",
+        ));
+    }
+    Ok(Json(lock(&state).audit_verify()?))
+}
+
+/// The OpenAPI document (checked in beside this file).
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+async fn openapi() -> impl IntoResponse {
+    ([("content-type", "application/json")], OPENAPI)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "NOT_FOUND", "no such route")
+}
+
+/// The router (exposed so tests can list its routes against the OpenAPI document).
+pub fn router<P: PoolApi>(pool: Arc<Mutex<P>>, tokens: BTreeMap<String, Principal>) -> Router {
+    let state = AppState {
+        pool,
+        tokens: Arc::new(tokens),
+    };
+    Router::new()
+        .route("/v1/openapi.json", get(openapi))
+        .route("/v1/leases", post(borrow::<P>).get(leases::<P>))
+        .route("/v1/leases/{id}", axum::routing::delete(release::<P>))
+        .route("/v1/devices", get(devices::<P>))
+        .route("/v1/audit/verify", get(audit_verify::<P>))
+        .fallback(not_found)
+        .with_state(state)
+}
+
+/// Serves until `shutdown` resolves.
+///
+/// # Errors
+/// I/O errors of the listener.
+pub async fn serve<P: PoolApi>(
+    listener: tokio::net::TcpListener,
+    pool: Arc<Mutex<P>>,
+    tokens: BTreeMap<String, Principal>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(pool, tokens))
+        .with_graceful_shutdown(shutdown)
+        .await
+}

@@ -1,0 +1,118 @@
+//! CLI commands that talk to the controller's API.
+
+use std::fmt::Write as _;
+use std::process::ExitCode;
+
+use pcipool_api::client::{Client, ClientError};
+
+use crate::cli::{ClientCall, OutputFormat};
+use crate::commands::emit;
+use crate::{BadInput, NotFound};
+
+fn json(v: &impl serde::Serialize) -> anyhow::Result<()> {
+    let mut t = serde_json::to_string_pretty(v)?;
+    t.push('\n');
+    emit(&t)
+}
+
+fn map_err(e: ClientError) -> anyhow::Error {
+    match &e {
+        ClientError::Api { code, .. } if code == "NO_SUCH_LEASE" => NotFound(e.to_string()).into(),
+        ClientError::Api { code, .. } if code == "BAD_REQUEST" => BadInput(e.to_string()).into(),
+        _ => anyhow::Error::new(e),
+    }
+}
+
+/// Runs one client call.
+///
+/// # Errors
+/// Transport and API errors.
+pub fn run(url: &str, token: &str, call: ClientCall) -> anyhow::Result<ExitCode> {
+    let client = Client::new(url, token);
+    match call {
+        ClientCall::Borrow(request, output) => {
+            let granted = client.borrow(&request).map_err(map_err)?;
+            match output {
+                OutputFormat::Json => json(&granted)?,
+                OutputFormat::Table => {
+                    let mut out = String::new();
+                    for g in &granted {
+                        let _ = writeln!(
+                            out,
+                            "lease {} granted: {} appears on the borrower as {} (epoch {})",
+                            g.lease_id.0, g.fdid, g.shadow, g.epoch.0
+                        );
+                    }
+                    emit(&out)?;
+                }
+            }
+        }
+        ClientCall::Release(lease) => {
+            client.release(lease).map_err(map_err)?;
+            emit(&format!("lease {lease} released\n"))?;
+        }
+        ClientCall::Leases(output) => {
+            let leases = client.leases().map_err(map_err)?;
+            match output {
+                OutputFormat::Json => json(&leases)?,
+                OutputFormat::Table => {
+                    let mut out = format!(
+                        "{:<7} {:<20} {:<9} {:<10} {:<7} {:<6} STATE\n",
+                        "LEASE", "DEVICE", "BORROWER", "TENANT", "MODEL", "EPOCH"
+                    );
+                    for l in &leases {
+                        let _ = writeln!(
+                            out,
+                            "{:<7} {:<20} {:<9} {:<10} {:<7} {:<6} {}",
+                            l.lease_id.0,
+                            l.fdid.to_string(),
+                            l.borrower.to_string(),
+                            l.tenant,
+                            l.model.as_str(),
+                            l.epoch,
+                            l.state
+                        );
+                    }
+                    emit(&out)?;
+                }
+            }
+        }
+        ClientCall::Devices(output) => {
+            let devices = client.devices().map_err(map_err)?;
+            match output {
+                OutputFormat::Json => json(&devices)?,
+                OutputFormat::Table => {
+                    let mut out =
+                        format!("{:<20} {:<10} {:<12} LEASES\n", "DEVICE", "NAME", "STATE");
+                    for d in &devices {
+                        let leases: Vec<String> =
+                            d.leases.iter().map(|l| l.0.to_string()).collect();
+                        let _ = writeln!(
+                            out,
+                            "{:<20} {:<10} {:<12} {}",
+                            d.fdid.to_string(),
+                            d.name,
+                            d.state,
+                            leases.join(",")
+                        );
+                    }
+                    emit(&out)?;
+                }
+            }
+        }
+        ClientCall::AuditVerify => {
+            let v = client.audit_verify().map_err(map_err)?;
+            if v.ok {
+                emit(&format!("audit chain intact: {} records\n", v.records))?;
+            } else {
+                emit(&format!(
+                    "AUDIT CHAIN BROKEN after {} records: {}\n",
+                    v.records,
+                    v.error.unwrap_or_default()
+                ))?;
+                return Ok(ExitCode::from(1));
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,330 @@
+//! `pcipool dev`: the controller with a SQLite store, the simulated lab and its agents in one process,
+//! serving the HTTP API; and the CLI client commands that talk to it.
+
+use std::collections::BTreeMap;
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use pcipool_api::types::{AuditVerify, BorrowRequest, DeviceView, LeaseView};
+use pcipool_api::{PoolApi, Principal, Role};
+use pcipool_backend::Inventory;
+use pcipool_controller::{ControlError, Controller, Granted};
+use pcipool_fabric::{Fdid, LeaseId};
+use pcipool_pool::AuditChain;
+use pcipool_pool::policy::Policy;
+use pcipool_pool::schedule::{DeviceInfo, Request};
+use pcipool_qualify::{AccessModel, AdapterProfile, Input, Verdict};
+use pcipool_sim::{FabricDesc, HostView, Sim};
+use pcipool_store::{SqliteStore, Store};
+
+/// Milliseconds since the Unix epoch: lease expiries survive a controller restart.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// The controller and the simulated hosts it drives.
+pub struct Lab {
+    controller: Controller<SqliteStore>,
+    sim: Sim,
+}
+
+/// Qualifies every simulated device and describes it for the scheduler.
+fn qualified_devices(sim: &Sim) -> Vec<(DeviceInfo, Vec<String>)> {
+    let profile = AdapterProfile::named("dolphin-pxh830-32g").unwrap_or_else(|| AdapterProfile {
+        name: "unknown".into(),
+        description: String::new(),
+        direct: None,
+        lut: None,
+        aperture: None,
+        requester_slots: None,
+        sources: vec![],
+    });
+    let aliases = pcipool_sim::presets::driver_aliases();
+    let mut out = Vec::new();
+    for host in sim.hosts() {
+        let view = HostView {
+            sim,
+            node: host.node,
+        };
+        let (Ok(inv), Some(platform)) = (view.inventory(), view.platform_facts()) else {
+            continue;
+        };
+        for record in &inv.devices {
+            let ctx = pcipool_qualify::gather::device_context(&inv, record, None, Some(&aliases));
+            let input = Input {
+                device: &ctx,
+                platform: &platform,
+                profile: &profile,
+                dma_window: 256 << 20,
+            };
+            let mut models = Vec::new();
+            let mut reasons = Vec::new();
+            for model in [AccessModel::Lend, AccessModel::Shared] {
+                let r = pcipool_qualify::qualify(&input, model, &[]);
+                if r.verdict == Verdict::Fail {
+                    reasons.extend(
+                        r.findings
+                            .iter()
+                            .filter(|f| f.severity == pcipool_qualify::Severity::Fail)
+                            .map(|f| format!("{model}: {}", f.code)),
+                    );
+                } else {
+                    models.push(model);
+                }
+            }
+            let driver = match &ctx.native_driver {
+                pcipool_qualify::NativeDriver::Found(d) => Some(d.clone()),
+                _ => None,
+            };
+            let link = record
+                .facts
+                .pci_express()
+                .map(|e| (e.link.width, u16::from(e.link.speed.field()) * 25));
+            out.push((
+                DeviceInfo {
+                    fdid: Fdid {
+                        node: host.node,
+                        bdf: record.bdf,
+                        vf: None,
+                    },
+                    class: record.facts.class.as_u24(),
+                    vendor_id: record.facts.vendor_id,
+                    device_id: record.facts.device_id,
+                    name: record.device_name.clone().unwrap_or_default(),
+                    labels: BTreeMap::new(),
+                    link_width: link.map_or(0, |l| l.0),
+                    link_gts_x10: link.map_or(0, |l| l.1),
+                    largest_bar: record
+                        .facts
+                        .bars
+                        .iter()
+                        .filter_map(|b| b.size)
+                        .max()
+                        .unwrap_or(0),
+                    models,
+                    bars: record
+                        .facts
+                        .bars
+                        .iter()
+                        .filter(|b| b.kind != pcipool_pcie::BarKind::Io)
+                        .filter_map(|b| Some((b.index, b.size?)))
+                        .collect(),
+                    driver,
+                },
+                reasons,
+            ));
+        }
+    }
+    out
+}
+
+impl Lab {
+    /// Opens the store, builds the simulated lab, registers its devices, resumes unfinished workflows.
+    ///
+    /// # Errors
+    /// Store or description errors.
+    pub fn open(data_dir: &Path, desc: &FabricDesc, policy: Policy) -> anyhow::Result<Self> {
+        let store = SqliteStore::open(&data_dir.join("pool.db")).context("opening the store")?;
+        let mut sim = Sim::new(desc, 1).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let controller = Controller::new(store, policy, desc.topology.clone());
+        let now = now_ms();
+        for (info, reasons) in qualified_devices(&sim) {
+            controller
+                .register(info, reasons, now)
+                .context("registering devices")?;
+        }
+        controller
+            .resume(&mut sim, now)
+            .context("resuming unfinished workflows")?;
+        Ok(Self { controller, sim })
+    }
+
+    /// Expires due leases.
+    pub fn tick(&mut self) {
+        let _ = self.controller.tick(&mut self.sim, now_ms());
+    }
+}
+
+impl PoolApi for Lab {
+    fn borrow(
+        &mut self,
+        actor: &str,
+        tenant: &str,
+        r: BorrowRequest,
+    ) -> Result<Vec<Granted>, ControlError> {
+        let request = Request {
+            selector: r.selector,
+            count: r.count,
+            model: r.model,
+            borrower: r.borrower,
+        };
+        self.controller.borrow(
+            &mut self.sim,
+            actor,
+            tenant,
+            request,
+            r.duration_secs,
+            now_ms(),
+        )
+    }
+
+    fn release(
+        &mut self,
+        actor: &str,
+        tenant: Option<&str>,
+        lease: LeaseId,
+    ) -> Result<(), ControlError> {
+        self.controller
+            .release(&mut self.sim, actor, tenant, lease, now_ms())
+    }
+
+    fn leases(&mut self) -> Result<Vec<LeaseView>, ControlError> {
+        Ok(self
+            .controller
+            .leases()?
+            .into_iter()
+            .map(|(fdid, l, state)| LeaseView {
+                lease_id: l.id,
+                fdid,
+                borrower: l.borrower,
+                tenant: l.tenant,
+                model: l.model,
+                epoch: l.epoch.0,
+                expires_at: l.expires_at,
+                state: state.to_owned(),
+            })
+            .collect())
+    }
+
+    fn devices(&mut self) -> Result<Vec<DeviceView>, ControlError> {
+        Ok(self
+            .controller
+            .store()
+            .devices()?
+            .into_iter()
+            .map(|d| DeviceView {
+                fdid: d.value.info.fdid,
+                name: d.value.info.name.clone(),
+                class: d.value.info.class,
+                state: d.value.state.name().to_owned(),
+                leases: d.value.state.leases().iter().map(|l| l.id).collect(),
+            })
+            .collect())
+    }
+
+    fn audit_verify(&mut self) -> Result<AuditVerify, ControlError> {
+        let records = self.controller.store().all_audit()?;
+        Ok(match AuditChain::verify(&records) {
+            Ok(n) => AuditVerify {
+                records: n,
+                ok: true,
+                error: None,
+            },
+            Err(e) => AuditVerify {
+                records: records.len() as u64,
+                ok: false,
+                error: Some(e.to_string()),
+            },
+        })
+    }
+}
+
+fn random_token() -> anyhow::Result<String> {
+    let mut bytes = [0u8; 24];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .context("reading /dev/urandom for the admin token")?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// `pcipool dev`.
+///
+/// # Errors
+/// Store, bind or description errors.
+pub fn run(
+    data_dir: Option<PathBuf>,
+    listen: &str,
+    fabric: Option<&Path>,
+) -> anyhow::Result<ExitCode> {
+    let dir = data_dir.unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("pcipool-dev-{}", std::process::id()))
+    });
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let text = match fabric {
+        Some(p) => {
+            std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?
+        }
+        None => crate::sim_cmd::LAB_4.to_owned(),
+    };
+    let desc = FabricDesc::parse(&text).map_err(|e| crate::BadInput(e.to_string()))?;
+    let lab = Lab::open(&dir, &desc, Policy::default())?;
+    let token_path = dir.join("admin.token");
+    let token = match std::fs::read_to_string(&token_path) {
+        Ok(t) if !t.trim().is_empty() => t.trim().to_owned(),
+        _ => {
+            let t = random_token()?;
+            std::fs::write(&token_path, format!("{t}\n"))
+                .with_context(|| format!("writing {}", token_path.display()))?;
+            t
+        }
+    };
+    let mut tokens = BTreeMap::new();
+    tokens.insert(
+        token.clone(),
+        Principal {
+            name: "admin".into(),
+            role: Role::Admin,
+        },
+    );
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting tokio")?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("binding {listen}"))?;
+        let addr = listener.local_addr().context("local address")?;
+        let pool = Arc::new(Mutex::new(lab));
+        let ticker = pool.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(std::time::Duration::from_secs(1));
+            loop {
+                every.tick().await;
+                let t = ticker.clone();
+                let _ = tokio::task::spawn_blocking(move || {
+                    t.lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .tick()
+                })
+                .await;
+            }
+        });
+        println!("pcipool dev: the 4-host simulated lab is served at http://{addr}");
+        println!("  store:       {}", dir.join("pool.db").display());
+        println!(
+            "  admin token: {token}   (also in {})",
+            token_path.display()
+        );
+        println!("Try, in another shell:");
+        println!("  export PCIPOOL_URL=http://{addr} PCIPOOL_TOKEN={token}");
+        println!("  pcipool borrow --class nvme --host n3");
+        println!("  pcipool lease list");
+        println!("  pcipool audit verify");
+        use std::io::Write as _;
+        let _ = std::io::stdout().flush();
+        pcipool_api::serve(listener, pool, tokens, async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await
+        .context("serving the API")?;
+        Ok::<_, anyhow::Error>(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,164 @@
+//! `pcipool dev` as a real process on loopback, driven by the CLI and by concurrent API clients.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+struct Dev {
+    child: Child,
+    url: String,
+    token: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Dev {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start() -> Dev {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pcipool"))
+        .args(["dev", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("pcipool dev starts");
+    let stdout = child.stdout.take().expect("stdout piped");
+    let mut url = String::new();
+    let mut lines = BufReader::new(stdout).lines();
+    for line in lines.by_ref().map_while(Result::ok) {
+        if let Some(rest) = line.split("served at ").nth(1) {
+            url = rest.trim().to_owned();
+            break;
+        }
+    }
+    // Keep draining so the server never writes into a closed pipe.
+    std::thread::spawn(move || lines.map_while(Result::ok).for_each(drop));
+    let token = std::fs::read_to_string(dir.path().join("admin.token"))
+        .expect("admin token written")
+        .trim()
+        .to_owned();
+    assert!(url.starts_with("http://127.0.0.1:"), "no address printed");
+    Dev {
+        child,
+        url,
+        token,
+        _dir: dir,
+    }
+}
+
+fn cli(dev: &Dev, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_pcipool"))
+        .args(args)
+        .env("PCIPOOL_URL", &dev.url)
+        .env("PCIPOOL_TOKEN", &dev.token)
+        .output()
+        .expect("cli runs")
+}
+
+#[test]
+fn borrow_json_has_lease_id_and_fdid_and_release_works() {
+    let dev = start();
+    let out = cli(
+        &dev,
+        &[
+            "borrow", "--class", "nvme", "--host", "n3", "--output", "json",
+        ],
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let lease = json[0]["lease_id"].as_u64().expect("lease_id");
+    let fdid = json[0]["fdid"].as_str().map(str::to_owned);
+    let released = cli(&dev, &["release", &lease.to_string()]).status.code();
+    let verify = cli(&dev, &["audit", "verify"]);
+    assert_eq!(
+        (
+            fdid.is_some(),
+            released,
+            verify.status.code(),
+            String::from_utf8_lossy(&verify.stdout).contains("intact")
+        ),
+        (true, Some(0), Some(0), true)
+    );
+}
+
+#[test]
+fn sixty_four_clients_race_for_one_device_and_exactly_one_wins() {
+    let dev = start();
+    let handles: Vec<_> = (0..64)
+        .map(|i| {
+            let (url, token) = (dev.url.clone(), dev.token.clone());
+            std::thread::spawn(move || {
+                let client = pcipool_api::client::Client::new(&url, &token);
+                let request = pcipool_api::types::BorrowRequest {
+                    selector: pcipool_pool::schedule::Selector {
+                        fdid: Some("n1:0000:03:00.0".parse().expect("fdid")),
+                        ..Default::default()
+                    },
+                    count: 1,
+                    model: pcipool_qualify::AccessModel::Lend,
+                    borrower: pcipool_fabric::NodeId(3 + (i % 2)),
+                    duration_secs: None,
+                };
+                match client.borrow(&request) {
+                    Ok(_) => "won".to_owned(),
+                    Err(pcipool_api::client::ClientError::Api { code, .. }) => code,
+                    Err(e) => format!("transport: {e}"),
+                }
+            })
+        })
+        .collect();
+    let results: Vec<String> = handles
+        .into_iter()
+        .map(|h| h.join().unwrap_or_else(|_| "panic".into()))
+        .collect();
+    let won = results.iter().filter(|r| *r == "won").count();
+    let conflicts = results.iter().filter(|r| *r == "CONFLICT").count();
+    assert_eq!((won, conflicts), (1, 63), "{results:?}");
+}
+
+#[test]
+fn unknown_token_is_refused_with_json_error() {
+    let dev = start();
+    let out = Command::new(env!("CARGO_BIN_EXE_pcipool"))
+        .args(["lease", "list"])
+        .env("PCIPOOL_URL", &dev.url)
+        .env("PCIPOOL_TOKEN", "wrong")
+        .output()
+        .expect("cli runs");
+    assert_eq!(
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).contains("UNAUTHORIZED")
+        ),
+        (Some(1), true)
+    );
+}
+
+#[test]
+fn openapi_document_lists_every_route() {
+    let dev = start();
+    let url = format!("{}/v1/openapi.json", dev.url);
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut resp = agent.get(&url).call().expect("served");
+    let doc: serde_json::Value = resp.body_mut().read_json().expect("json");
+    let paths: Vec<&str> = doc["paths"]
+        .as_object()
+        .map(|m| m.keys().map(String::as_str).collect())
+        .unwrap_or_default();
+    assert_eq!(
+        paths,
+        vec![
+            "/v1/audit/verify",
+            "/v1/devices",
+            "/v1/leases",
+            "/v1/leases/{id}",
+            "/v1/openapi.json"
+        ]
+    );
+}
