@@ -613,7 +613,74 @@ impl<S: Store> Controller<S> {
                 serde_json::from_str(&body.value).map_err(|_| ControlError::Journal(*id))?;
             self.run(exec, &mut journal, now)?;
         }
+        // A crash can fall between two writes: after the journal's last step but before the device's
+        // transition, or after the transition but before the journal's first save. Close both gaps.
+        for row in self.store.devices()? {
+            let fdid = row.value.info.fdid;
+            let (kind, workflow, leases) = match &row.value.state {
+                DeviceState::Lending { lease, workflow } => {
+                    (WorkflowKind::Lend, *workflow, vec![lease.clone()])
+                }
+                DeviceState::Returning {
+                    leases, workflow, ..
+                } => (WorkflowKind::Return, *workflow, leases.clone()),
+                _ => continue,
+            };
+            match self.store.workflow(workflow.0)? {
+                Some(body) => {
+                    let journal: Journal = serde_json::from_str(&body.value)
+                        .map_err(|_| ControlError::Journal(workflow.0))?;
+                    if journal.outcome.is_some() {
+                        self.finish(&journal, now)?;
+                    }
+                }
+                None => {
+                    for (i, lease) in leases.iter().enumerate() {
+                        let ctx = self.context(fdid, lease, shadow_bdf(lease.id, i))?;
+                        let mut journal = Journal::new(workflow.0, kind, fdid.to_string(), ctx);
+                        let existing = self.store.workflow(workflow.0)?.map(|v| v.version);
+                        self.save(&journal, existing, now)?;
+                        self.run(exec, &mut journal, now)?;
+                    }
+                }
+            }
+        }
         Ok(ids.len())
+    }
+
+    /// Checks every lent device against the hardware after a restart: a lease whose borrower can no
+    /// longer reach its device (the lab was restarted, a host rebooted) is fenced and returned, so the store
+    /// never claims a lease the fabric does not carry. Returns how many were fenced.
+    ///
+    /// # Errors
+    /// Store errors.
+    pub fn reconcile(&self, exec: &mut impl Executor, now: Millis) -> Result<usize, ControlError> {
+        let mut fenced = 0;
+        for row in self.store.devices()? {
+            let DeviceState::Lent { lease } = &row.value.state else {
+                continue;
+            };
+            let fdid = row.value.info.fdid;
+            let ctx = self.context(fdid, lease, shadow_bdf(lease.id, 0))?;
+            if exec
+                .run(pcipool_backend::Step::BorrowerVerify, &ctx)
+                .is_ok()
+            {
+                continue;
+            }
+            let workflow = self.store.next("workflow")?;
+            let (_, commands) = self.transition(
+                fdid,
+                &Event::Fence {
+                    workflow: WorkflowId(workflow),
+                },
+                "controller",
+                now,
+            )?;
+            self.run_returns(exec, fdid, &commands, now)?;
+            fenced += 1;
+        }
+        Ok(fenced)
     }
 
     /// Every active lease with its device.

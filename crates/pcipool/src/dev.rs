@@ -142,6 +142,11 @@ impl Lab {
         controller
             .resume(&mut sim, now)
             .context("resuming unfinished workflows")?;
+        // The simulated hardware lives in this process, so a restart is a power cycle of the lab: fence
+        // every lease the fabric no longer carries.
+        controller
+            .reconcile(&mut sim, now)
+            .context("reconciling leases with the hardware")?;
         Ok(Self { controller, sim })
     }
 

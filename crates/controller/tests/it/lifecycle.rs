@@ -322,3 +322,27 @@ fn shared_model_admits_several_borrowers() {
         Some(true)
     );
 }
+
+#[test]
+fn restart_onto_fresh_hardware_fences_stale_leases() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (ctl, mut sim) = setup(dir.path());
+    let g = ctl
+        .borrow(&mut sim, "admin", "t", nvme(1), None, 0)
+        .expect("granted")
+        .remove(0);
+    drop(ctl);
+    // The lab restarted: hardware is back to power-on, the store still says lent.
+    let mut fresh = self::sim();
+    let store = SqliteStore::open(&dir.path().join("pool.db")).expect("reopen");
+    let ctl = Controller::new(store, Policy::default(), fresh.fabric.topology().clone());
+    let fenced = ctl.reconcile(&mut fresh, 10).expect("reconcile");
+    assert_eq!(
+        (
+            fenced,
+            state(&ctl, g.fdid),
+            ctl.leases().expect("leases").len()
+        ),
+        (1, "available", 0)
+    );
+}

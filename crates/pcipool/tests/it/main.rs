@@ -4,6 +4,8 @@
 #[cfg(test)]
 mod cli;
 #[cfg(test)]
+mod crash;
+#[cfg(test)]
 mod dev;
 #[cfg(test)]
 mod host;
