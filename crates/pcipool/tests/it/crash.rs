@@ -67,14 +67,11 @@ fn sigkill_the_controller_twenty_times_loses_nothing() {
                 std::thread::spawn(move || {
                     let client = Client::new(&url, &token);
                     while !stop.load(Ordering::Relaxed) {
-                        match client.borrow(&request(3 + c % 2)) {
-                            Ok(g) => {
-                                for lease in g {
-                                    granted.lock().expect("lock").push(lease.lease_id.0);
-                                    let _ = client.release(lease.lease_id.0);
-                                }
+                        if let Ok(g) = client.borrow(&request(3 + c % 2)) {
+                            for lease in g {
+                                granted.lock().expect("lock").push(lease.lease_id.0);
+                                let _ = client.release(lease.lease_id.0);
                             }
-                            Err(_) => {}
                         }
                     }
                 })
