@@ -261,6 +261,18 @@ pub enum SimCommand {
 /// Benchmarks.
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
+    /// Durable borrow+release cycles per second through the HTTP API (in-process server, real clients).
+    Api {
+        /// Fabric description (default: the built-in 64-host rack).
+        #[arg(long, value_name = "FILE")]
+        fabric: Option<PathBuf>,
+        /// Concurrent clients.
+        #[arg(long, default_value_t = 8)]
+        clients: usize,
+        /// Cycles in total.
+        #[arg(long, default_value_t = 2000)]
+        cycles: usize,
+    },
     /// Scheduler placement decisions per second against every device of a fabric.
     Schedule {
         /// Fabric description (default: fabrics/fabric-1024.toml beside the checkout, else the lab).
@@ -359,6 +371,15 @@ pub enum Command {
         faults: pcipool_sim::run::FaultSet,
         /// Format.
         output: OutputFormat,
+    },
+    /// API benchmark.
+    BenchApi {
+        /// Description file.
+        fabric: Option<PathBuf>,
+        /// Clients.
+        clients: usize,
+        /// Cycles.
+        cycles: usize,
     },
     /// Scheduler benchmark.
     BenchSchedule {
@@ -590,6 +611,18 @@ impl Cli {
             CliCommand::Bench {
                 which: BenchCommand::Schedule { fabric, decisions },
             } => Command::BenchSchedule { fabric, decisions },
+            CliCommand::Bench {
+                which:
+                    BenchCommand::Api {
+                        fabric,
+                        clients,
+                        cycles,
+                    },
+            } => Command::BenchApi {
+                fabric,
+                clients,
+                cycles,
+            },
             CliCommand::Bench {
                 which:
                     BenchCommand::Decode {

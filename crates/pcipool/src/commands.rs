@@ -47,6 +47,11 @@ pub fn execute(command: Command) -> anyhow::Result<ExitCode> {
             output,
         } => crate::sim_cmd::sim_run(fabric.as_deref(), seed, steps, &faults, output),
         Command::BenchSim { fabric } => crate::sim_cmd::bench(fabric.as_deref()),
+        Command::BenchApi {
+            fabric,
+            clients,
+            cycles,
+        } => crate::dev::bench(fabric.as_deref(), clients, cycles),
         Command::BenchSchedule { fabric, decisions } => {
             crate::sim_cmd::bench_schedule(fabric.as_deref(), decisions)
         }

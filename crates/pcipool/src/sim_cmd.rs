@@ -18,6 +18,9 @@ use crate::{BadInput, render};
 /// The built-in 4-host lab (the default for `pcipool dev` once it exists).
 pub const LAB_4: &str = include_str!("../../../fabrics/lab-4.toml");
 
+/// The 64-host rack (the API benchmark's default).
+pub const RACK_64: &str = include_str!("../../../fabrics/rack-64.toml");
+
 fn load(fabric: Option<&Path>) -> anyhow::Result<(String, FabricDesc)> {
     let (name, text) = match fabric {
         Some(p) => (
