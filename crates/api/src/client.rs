@@ -2,7 +2,10 @@
 
 use serde::de::DeserializeOwned;
 
-use crate::types::{ApiErrorBody, AuditVerify, BorrowRequest, DeviceView, LeaseView};
+use crate::types::{
+    ApiErrorBody, AuditVerify, AuditView, BorrowRequest, DeviceAction, DeviceView, HostView,
+    LeaseView,
+};
 
 /// Why a call failed.
 #[derive(Debug, thiserror::Error)]
@@ -173,6 +176,49 @@ impl Client {
     /// [`ClientError`].
     pub fn devices(&self) -> Result<Vec<DeviceView>, ClientError> {
         self.get("/v1/devices")
+    }
+
+    /// Lists hosts.
+    ///
+    /// # Errors
+    /// [`ClientError`].
+    pub fn hosts(&self) -> Result<Vec<HostView>, ClientError> {
+        self.get("/v1/hosts")
+    }
+
+    /// Audit records.
+    ///
+    /// # Errors
+    /// [`ClientError`].
+    pub fn audit(&self, from: u64, limit: usize) -> Result<Vec<AuditView>, ClientError> {
+        self.get(&format!("/v1/audit?from={from}&limit={limit}"))
+    }
+
+    /// A workflow journal.
+    ///
+    /// # Errors
+    /// [`ClientError`].
+    pub fn workflow(&self, id: u64) -> Result<serde_json::Value, ClientError> {
+        self.get(&format!("/v1/workflows/{id}"))
+    }
+
+    /// An operator action on a device.
+    ///
+    /// # Errors
+    /// [`ClientError`].
+    pub fn device_action(
+        &self,
+        fdid: &str,
+        action: DeviceAction,
+    ) -> Result<serde_json::Value, ClientError> {
+        let url = format!("{}/v1/devices/{fdid}/actions", self.base);
+        let resp = self
+            .agent
+            .post(&url)
+            .header("authorization", &format!("Bearer {}", self.token))
+            .send_json(action)
+            .map_err(Self::transport(&url))?;
+        Self::decode(&url, resp)
     }
 
     /// Verifies the audit chain.

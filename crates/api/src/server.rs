@@ -12,7 +12,10 @@ use axum::{Json, Router};
 use pcipool_controller::{ControlError, Granted};
 use pcipool_fabric::LeaseId;
 
-use crate::types::{ApiErrorBody, AuditVerify, BorrowRequest, DeviceView, LeaseView};
+use crate::types::{
+    ApiErrorBody, AuditVerify, AuditView, BorrowRequest, DeviceAction, DeviceView, HostView,
+    LeaseView,
+};
 
 /// What a token may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -73,6 +76,31 @@ pub trait PoolApi: Send + 'static {
     /// # Errors
     /// [`ControlError`].
     fn audit_verify(&mut self) -> Result<AuditVerify, ControlError>;
+    /// Audit records from `from` (at most `limit`).
+    ///
+    /// # Errors
+    /// [`ControlError`].
+    fn audit(&mut self, from: u64, limit: usize) -> Result<Vec<AuditView>, ControlError>;
+    /// Hosts.
+    ///
+    /// # Errors
+    /// [`ControlError`].
+    fn hosts(&mut self) -> Result<Vec<HostView>, ControlError>;
+    /// An operator action on a device; returns the new state name.
+    ///
+    /// # Errors
+    /// [`ControlError`].
+    fn device_action(
+        &mut self,
+        actor: &str,
+        fdid: pcipool_fabric::Fdid,
+        action: DeviceAction,
+    ) -> Result<String, ControlError>;
+    /// A workflow journal as JSON.
+    ///
+    /// # Errors
+    /// [`ControlError`].
+    fn workflow(&mut self, id: u64) -> Result<Option<serde_json::Value>, ControlError>;
 }
 
 struct AppState<P> {
@@ -233,6 +261,95 @@ async fn audit_verify<P: PoolApi>(
     Ok(Json(lock(&state).audit_verify()?))
 }
 
+async fn audit_list<P: PoolApi>(
+    State(state): State<AppState<P>>,
+    headers: HeaderMap,
+    axum::extract::Query(q): axum::extract::Query<BTreeMap<String, String>>,
+) -> Result<Json<Vec<AuditView>>, ApiError> {
+    let who = principal(&state, &headers)?;
+    if who.role < Role::Operator {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "FORBIDDEN",
+            "operators and admins only",
+        ));
+    }
+    let from = q.get("from").and_then(|v| v.parse().ok()).unwrap_or(1);
+    let limit = q
+        .get("limit")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100usize)
+        .min(10_000);
+    Ok(Json(lock(&state).audit(from, limit)?))
+}
+
+async fn hosts<P: PoolApi>(
+    State(state): State<AppState<P>>,
+    headers: HeaderMap,
+) -> Result<Json<Vec<HostView>>, ApiError> {
+    principal(&state, &headers)?;
+    Ok(Json(lock(&state).hosts()?))
+}
+
+async fn device_action<P: PoolApi>(
+    State(state): State<AppState<P>>,
+    headers: HeaderMap,
+    Path(fdid): Path<String>,
+    body: Result<Json<DeviceAction>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let who = principal(&state, &headers)?;
+    if who.role < Role::Operator {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "FORBIDDEN",
+            "operators and admins only",
+        ));
+    }
+    let Json(action) =
+        body.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "BAD_REQUEST", e.body_text()))?;
+    let fdid = fdid.parse().map_err(|e: pcipool_fabric::IdError| {
+        ApiError::new(StatusCode::BAD_REQUEST, "BAD_REQUEST", e.to_string())
+    })?;
+    let state_name = lock(&state).device_action(&who.name, fdid, action)?;
+    Ok(Json(
+        serde_json::json!({ "fdid": fdid.to_string(), "state": state_name }),
+    ))
+}
+
+async fn workflow<P: PoolApi>(
+    State(state): State<AppState<P>>,
+    headers: HeaderMap,
+    Path(id): Path<u64>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    principal(&state, &headers)?;
+    lock(&state).workflow(id)?.map(Json).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "NO_SUCH_WORKFLOW",
+            format!("no workflow {id}"),
+        )
+    })
+}
+
+async fn metrics<P: PoolApi>(State(state): State<AppState<P>>) -> Result<String, ApiError> {
+    let mut pool = lock(&state);
+    let devices = pool.devices()?;
+    let leases = pool.leases()?;
+    let mut by_state: BTreeMap<String, usize> = BTreeMap::new();
+    for d in &devices {
+        *by_state.entry(d.state.clone()).or_default() += 1;
+    }
+    let mut out = String::from(
+        "# HELP pcipool_devices Pooled devices by ownership state.\n# TYPE pcipool_devices gauge\n",
+    );
+    for (s, n) in by_state {
+        out.push_str(&format!("pcipool_devices{{state=\"{s}\"}} {n}\n"));
+    }
+    out.push_str("# HELP pcipool_leases Active leases.\n# TYPE pcipool_leases gauge\n");
+    out.push_str(&format!("pcipool_leases {}\n", leases.len()));
+    Ok(out)
+}
+
 /// The OpenAPI document (checked in beside this file).
 pub const OPENAPI: &str = include_str!("openapi.json");
 
@@ -256,6 +373,11 @@ pub fn router<P: PoolApi>(pool: Arc<Mutex<P>>, tokens: BTreeMap<String, Principa
         .route("/v1/leases/{id}", axum::routing::delete(release::<P>))
         .route("/v1/devices", get(devices::<P>))
         .route("/v1/audit/verify", get(audit_verify::<P>))
+        .route("/v1/audit", get(audit_list::<P>))
+        .route("/v1/hosts", get(hosts::<P>))
+        .route("/v1/devices/{fdid}/actions", post(device_action::<P>))
+        .route("/v1/workflows/{id}", get(workflow::<P>))
+        .route("/metrics", get(metrics::<P>))
         .fallback(not_found)
         .with_state(state)
 }

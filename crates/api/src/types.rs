@@ -88,3 +88,47 @@ pub struct ApiErrorBody {
     /// Human message.
     pub message: String,
 }
+
+/// A host as the API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostView {
+    /// Node id.
+    pub node: NodeId,
+    /// Name.
+    pub name: String,
+    /// Adapter profiles.
+    pub adapters: Vec<String>,
+    /// Devices it lends.
+    pub devices: usize,
+}
+
+/// An operator action on a device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeviceAction {
+    /// Take it out of the pool for maintenance.
+    Drain,
+    /// Give it back to the lender's own use.
+    DrainLocal,
+    /// Put it back into the pool.
+    Undrain,
+    /// Clear a quarantine.
+    ClearQuarantine,
+}
+
+/// An audit record as the API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditView {
+    /// Sequence.
+    pub seq: u64,
+    /// Time (ms).
+    pub at: u64,
+    /// Actor.
+    pub actor: String,
+    /// Target.
+    pub target: String,
+    /// Action.
+    pub action: String,
+    /// Result.
+    pub result: String,
+}

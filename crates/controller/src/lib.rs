@@ -683,6 +683,39 @@ impl<S: Store> Controller<S> {
         Ok(fenced)
     }
 
+    /// Applies an operator event to a device (drain, undrain, clear a quarantine).
+    ///
+    /// # Errors
+    /// Illegal in the device's state, unknown device, conflicts.
+    pub fn operate(
+        &self,
+        fdid: Fdid,
+        event: &Event,
+        actor: &str,
+        now: Millis,
+    ) -> Result<&'static str, ControlError> {
+        self.transition(fdid, event, actor, now)
+            .map(|(s, _)| s.name())
+    }
+
+    /// A workflow's journal.
+    ///
+    /// # Errors
+    /// Store errors or an unreadable journal.
+    pub fn journal(&self, id: u64) -> Result<Option<Journal>, ControlError> {
+        match self.store.workflow(id)? {
+            Some(body) => serde_json::from_str(&body.value)
+                .map(Some)
+                .map_err(|_| ControlError::Journal(id)),
+            None => Ok(None),
+        }
+    }
+
+    /// The fabric's hosts.
+    pub fn topology(&self) -> &Topology {
+        &self.topology
+    }
+
     /// Every active lease with its device.
     ///
     /// # Errors

@@ -169,7 +169,42 @@ pub enum CliCommand {
     Device {
         /// What to do.
         #[command(subcommand)]
+        which: DeviceCommand,
+    },
+    /// Fabric hosts.
+    Host {
+        /// What to do.
+        #[command(subcommand)]
         which: ListCommand,
+    },
+    /// Take a device out of the pool (maintenance, or back to the lender's own use with --local).
+    Drain {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// Device (fabric device id).
+        fdid: String,
+        /// Give it back to the lender's own use instead of maintenance.
+        #[arg(long)]
+        local: bool,
+    },
+    /// Put a drained device back into the pool.
+    Undrain {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// Device.
+        fdid: String,
+    },
+    /// Quarantined devices.
+    Quarantine {
+        /// What to do.
+        #[command(subcommand)]
+        which: QuarantineCommand,
+    },
+    /// Workflows.
+    Workflow {
+        /// What to do.
+        #[command(subcommand)]
+        which: WorkflowCommand,
     },
     /// The audit log.
     Audit {
@@ -214,9 +249,60 @@ pub enum ListCommand {
     },
 }
 
+/// Device subcommands.
+#[derive(Debug, Subcommand)]
+pub enum DeviceCommand {
+    /// List them.
+    List {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// Output format.
+        #[arg(long, short, value_enum, default_value_t)]
+        output: OutputFormat,
+    },
+}
+
+/// Quarantine subcommands.
+#[derive(Debug, Subcommand)]
+pub enum QuarantineCommand {
+    /// Clear a device's quarantine after fixing the cause.
+    Clear {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// Device.
+        fdid: String,
+    },
+}
+
+/// Workflow subcommands.
+#[derive(Debug, Subcommand)]
+pub enum WorkflowCommand {
+    /// Show a workflow's journal (steps and their status).
+    Show {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// Workflow id.
+        id: u64,
+    },
+}
+
 /// Audit subcommands.
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
+    /// List audit records.
+    List {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// First sequence number.
+        #[arg(long, default_value_t = 1)]
+        from: u64,
+        /// Most records.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// Output format.
+        #[arg(long, short, value_enum, default_value_t)]
+        output: OutputFormat,
+    },
     /// Verify the hash chain; exit 1 when it is broken.
     Verify {
         #[command(flatten)]
@@ -417,6 +503,14 @@ pub enum ClientCall {
     Devices(OutputFormat),
     /// Verify the audit chain.
     AuditVerify,
+    /// List audit records.
+    Audit(u64, usize, OutputFormat),
+    /// List hosts.
+    Hosts(OutputFormat),
+    /// Operator action on a device.
+    DeviceAction(String, pcipool_api::types::DeviceAction),
+    /// Show a workflow.
+    Workflow(u64),
 }
 
 /// Why arguments were rejected after clap accepted their shape.
@@ -562,11 +656,65 @@ impl Cli {
                 call: ClientCall::Leases(output),
             },
             CliCommand::Device {
-                which: ListCommand::List { api, output },
+                which: DeviceCommand::List { api, output },
             } => Command::Client {
                 url: api.url,
                 token: api.token,
                 call: ClientCall::Devices(output),
+            },
+            CliCommand::Host {
+                which: ListCommand::List { api, output },
+            } => Command::Client {
+                url: api.url,
+                token: api.token,
+                call: ClientCall::Hosts(output),
+            },
+            CliCommand::Drain { api, fdid, local } => {
+                let action = if local {
+                    pcipool_api::types::DeviceAction::DrainLocal
+                } else {
+                    pcipool_api::types::DeviceAction::Drain
+                };
+                Command::Client {
+                    url: api.url,
+                    token: api.token,
+                    call: ClientCall::DeviceAction(fdid, action),
+                }
+            }
+            CliCommand::Undrain { api, fdid } => Command::Client {
+                url: api.url,
+                token: api.token,
+                call: ClientCall::DeviceAction(fdid, pcipool_api::types::DeviceAction::Undrain),
+            },
+            CliCommand::Quarantine {
+                which: QuarantineCommand::Clear { api, fdid },
+            } => Command::Client {
+                url: api.url,
+                token: api.token,
+                call: ClientCall::DeviceAction(
+                    fdid,
+                    pcipool_api::types::DeviceAction::ClearQuarantine,
+                ),
+            },
+            CliCommand::Workflow {
+                which: WorkflowCommand::Show { api, id },
+            } => Command::Client {
+                url: api.url,
+                token: api.token,
+                call: ClientCall::Workflow(id),
+            },
+            CliCommand::Audit {
+                which:
+                    AuditCommand::List {
+                        api,
+                        from,
+                        limit,
+                        output,
+                    },
+            } => Command::Client {
+                url: api.url,
+                token: api.token,
+                call: ClientCall::Audit(from, limit, output),
             },
             CliCommand::Audit {
                 which: AuditCommand::Verify { api },

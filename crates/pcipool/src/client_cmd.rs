@@ -17,7 +17,9 @@ fn json(v: &impl serde::Serialize) -> anyhow::Result<()> {
 
 fn map_err(e: ClientError) -> anyhow::Error {
     match &e {
-        ClientError::Api { code, .. } if code == "NO_SUCH_LEASE" => NotFound(e.to_string()).into(),
+        ClientError::Api { code, .. } if code == "NO_SUCH_LEASE" || code == "NO_SUCH_WORKFLOW" => {
+            NotFound(e.to_string()).into()
+        }
         ClientError::Api { code, .. } if code == "BAD_REQUEST" => BadInput(e.to_string()).into(),
         _ => anyhow::Error::new(e),
     }
@@ -94,6 +96,58 @@ pub fn run(url: &str, token: &str, call: ClientCall) -> anyhow::Result<ExitCode>
                             d.name,
                             d.state,
                             leases.join(",")
+                        );
+                    }
+                    emit(&out)?;
+                }
+            }
+        }
+        ClientCall::Hosts(output) => {
+            let hosts = client.hosts().map_err(map_err)?;
+            match output {
+                OutputFormat::Json => json(&hosts)?,
+                OutputFormat::Table => {
+                    let mut out =
+                        format!("{:<6} {:<20} {:<24} DEVICES\n", "NODE", "HOST", "ADAPTERS");
+                    for h in &hosts {
+                        let _ = writeln!(
+                            out,
+                            "{:<6} {:<20} {:<24} {}",
+                            h.node.to_string(),
+                            h.name,
+                            h.adapters.join(","),
+                            h.devices
+                        );
+                    }
+                    emit(&out)?;
+                }
+            }
+        }
+        ClientCall::DeviceAction(fdid, action) => {
+            let v = client.device_action(&fdid, action).map_err(map_err)?;
+            emit(&format!(
+                "{fdid} is now {}\n",
+                v["state"].as_str().unwrap_or("?")
+            ))?;
+        }
+        ClientCall::Workflow(id) => {
+            let v = client.workflow(id).map_err(map_err)?;
+            json(&v)?;
+        }
+        ClientCall::Audit(from, limit, output) => {
+            let records = client.audit(from, limit).map_err(map_err)?;
+            match output {
+                OutputFormat::Json => json(&records)?,
+                OutputFormat::Table => {
+                    let mut out = format!(
+                        "{:<7} {:<14} {:<10} {:<20} {:<24} RESULT\n",
+                        "SEQ", "AT(ms)", "ACTOR", "TARGET", "ACTION"
+                    );
+                    for r in &records {
+                        let _ = writeln!(
+                            out,
+                            "{:<7} {:<14} {:<10} {:<20} {:<24} {}",
+                            r.seq, r.at, r.actor, r.target, r.action, r.result
                         );
                     }
                     emit(&out)?;

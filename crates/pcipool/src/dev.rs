@@ -9,7 +9,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
-use pcipool_api::types::{AuditVerify, BorrowRequest, DeviceView, LeaseView};
+use pcipool_api::types::{
+    AuditVerify, AuditView, BorrowRequest, DeviceAction, DeviceView, LeaseView,
+};
 use pcipool_api::{PoolApi, Principal, Role};
 use pcipool_backend::Inventory;
 use pcipool_controller::{ControlError, Controller, Granted};
@@ -221,6 +223,65 @@ impl PoolApi for Lab {
                 leases: d.value.state.leases().iter().map(|l| l.id).collect(),
             })
             .collect())
+    }
+
+    fn audit(&mut self, from: u64, limit: usize) -> Result<Vec<AuditView>, ControlError> {
+        Ok(self
+            .controller
+            .store()
+            .audit_records(from, limit)?
+            .into_iter()
+            .map(|r| AuditView {
+                seq: r.seq,
+                at: r.at,
+                actor: r.actor,
+                target: r.target,
+                action: r.action,
+                result: r.result,
+            })
+            .collect())
+    }
+
+    fn hosts(&mut self) -> Result<Vec<pcipool_api::types::HostView>, ControlError> {
+        let devices = self.controller.store().devices()?;
+        Ok(self
+            .controller
+            .topology()
+            .hosts()
+            .map(|h| pcipool_api::types::HostView {
+                node: h.node,
+                name: h.name.clone(),
+                adapters: h.adapters.iter().map(|a| a.name.clone()).collect(),
+                devices: devices
+                    .iter()
+                    .filter(|d| d.value.info.fdid.node == h.node)
+                    .count(),
+            })
+            .collect())
+    }
+
+    fn device_action(
+        &mut self,
+        actor: &str,
+        fdid: Fdid,
+        action: DeviceAction,
+    ) -> Result<String, ControlError> {
+        let event = match action {
+            DeviceAction::Drain => pcipool_pool::Event::Drain { to_local: false },
+            DeviceAction::DrainLocal => pcipool_pool::Event::Drain { to_local: true },
+            DeviceAction::Undrain => pcipool_pool::Event::Undrain,
+            DeviceAction::ClearQuarantine => pcipool_pool::Event::ClearQuarantine,
+        };
+        self.controller
+            .operate(fdid, &event, actor, now_ms())
+            .map(str::to_owned)
+    }
+
+    fn workflow(&mut self, id: u64) -> Result<Option<serde_json::Value>, ControlError> {
+        Ok(self
+            .controller
+            .journal(id)?
+            .and_then(|j| serde_json::to_value(j).ok()))
     }
 
     fn audit_verify(&mut self) -> Result<AuditVerify, ControlError> {

@@ -154,11 +154,75 @@ fn openapi_document_lists_every_route() {
     assert_eq!(
         paths,
         vec![
+            "/metrics",
+            "/v1/audit",
             "/v1/audit/verify",
             "/v1/devices",
+            "/v1/devices/{fdid}/actions",
+            "/v1/hosts",
             "/v1/leases",
             "/v1/leases/{id}",
-            "/v1/openapi.json"
+            "/v1/openapi.json",
+            "/v1/workflows/{id}"
         ]
+    );
+}
+
+#[test]
+fn drain_undrain_workflow_show_and_metrics() {
+    let dev = start();
+    let drained = cli(&dev, &["drain", "n1:0000:05:00.0"]);
+    let again = cli(&dev, &["drain", "n1:0000:05:00.0"]);
+    let undrained = cli(&dev, &["undrain", "n1:0000:05:00.0"]);
+    let out = cli(
+        &dev,
+        &[
+            "borrow", "--class", "nvme", "--host", "n3", "--output", "json",
+        ],
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let workflow = json[0]["workflow"]
+        .as_u64()
+        .expect("workflow id")
+        .to_string();
+    let shown = cli(&dev, &["workflow", "show", &workflow]);
+    let journal: serde_json::Value = serde_json::from_slice(&shown.stdout).expect("journal json");
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let metrics = agent
+        .get(&format!("{}/metrics", dev.url))
+        .call()
+        .expect("served")
+        .body_mut()
+        .read_to_string()
+        .expect("text");
+    assert_eq!(
+        (
+            String::from_utf8_lossy(&drained.stdout).contains("maintenance"),
+            String::from_utf8_lossy(&again.stderr).contains("ILLEGAL_TRANSITION"),
+            String::from_utf8_lossy(&undrained.stdout).contains("available"),
+            journal["outcome"]["outcome"].as_str(),
+            metrics.contains("pcipool_leases 1")
+        ),
+        (true, true, true, Some("succeeded"), true)
+    );
+}
+
+#[test]
+fn host_list_and_audit_list() {
+    let dev = start();
+    let hosts = cli(&dev, &["host", "list", "--output", "json"]);
+    let hosts: serde_json::Value = serde_json::from_slice(&hosts.stdout).expect("json");
+    let audit = cli(&dev, &["audit", "list", "--limit", "3", "--output", "json"]);
+    let audit: serde_json::Value = serde_json::from_slice(&audit.stdout).expect("json");
+    assert_eq!(
+        (
+            hosts.as_array().map(Vec::len),
+            audit.as_array().map(Vec::len),
+            audit[0]["action"].as_str()
+        ),
+        (Some(4), Some(3), Some("register"))
     );
 }
