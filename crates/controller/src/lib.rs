@@ -272,16 +272,20 @@ impl<S: Store> Controller<S> {
         };
         let mut granted = Vec::new();
         for fdid in &chosen {
+            let [lease_no, epoch_no, workflow] =
+                self.store.next_many(&["lease", "epoch", "workflow"])?[..]
+            else {
+                return Err(ControlError::Journal(0));
+            };
             let lease = Lease {
-                id: LeaseId(self.store.next("lease")?),
+                id: LeaseId(lease_no),
                 borrower: request.borrower,
                 tenant: tenant.to_owned(),
                 model: request.model,
-                epoch: Epoch(self.store.next("epoch")?),
+                epoch: Epoch(epoch_no),
                 expires_at: now.saturating_add(admission.ttl_ms),
                 ttl: admission.ttl_ms,
             };
-            let workflow = self.store.next("workflow")?;
             let event = if request.model == AccessModel::Shared {
                 Event::Share {
                     lease: lease.clone(),
@@ -413,7 +417,16 @@ impl<S: Store> Controller<S> {
         while let Some(i) = journal.next_pending() {
             let step = journal.steps[i].step;
             match exec.run(step, &journal.ctx) {
-                Ok(()) => journal.steps[i].status = StepStatus::Done,
+                Ok(()) => {
+                    journal.steps[i].status = StepStatus::Done;
+                    // Progress is flushed by the next durable commit; a rerun after a power loss is harmless.
+                    version = Some(self.store.put_workflow_progress(
+                        journal.id,
+                        version,
+                        &json(journal),
+                    )?);
+                    continue;
+                }
                 Err(why) => {
                     journal.steps[i].status = StepStatus::Failed(why.clone());
                     version = Some(self.save(journal, version, now)?);

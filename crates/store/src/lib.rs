@@ -131,6 +131,29 @@ pub trait Store {
         audit: &[AuditEntry<'_>],
     ) -> Result<u64, StoreError>;
 
+    /// Like [`Store::put_workflow`] for step progress: the write must survive a crash of this process but
+    /// may skip the disk flush, because steps are idempotent and rerun if a power loss drops the record.
+    /// The next durable commit flushes it anyway.
+    ///
+    /// # Errors
+    /// [`StoreError::Conflict`].
+    fn put_workflow_progress(
+        &self,
+        id: u64,
+        expected: Option<u64>,
+        body: &str,
+    ) -> Result<u64, StoreError> {
+        self.put_workflow(id, expected, body, false, &[])
+    }
+
+    /// Allocates the next number of several counters in one transaction.
+    ///
+    /// # Errors
+    /// Database errors.
+    fn next_many(&self, counters: &[&str]) -> Result<Vec<u64>, StoreError> {
+        counters.iter().map(|c| self.next(c)).collect()
+    }
+
     /// Ids of workflows not marked finished (what a restarted controller resumes).
     ///
     /// # Errors

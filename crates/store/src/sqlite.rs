@@ -313,6 +313,47 @@ impl Store for SqliteStore {
         })
     }
 
+    fn put_workflow_progress(
+        &self,
+        id: u64,
+        expected: Option<u64>,
+        body: &str,
+    ) -> Result<u64, StoreError> {
+        // In WAL mode a NORMAL commit reaches the OS (so a killed process loses nothing) without an fsync.
+        self.with(|c| {
+            c.pragma_update(None, "synchronous", "NORMAL")?;
+            Ok(())
+        })?;
+        let result = self.put_workflow(id, expected, body, false, &[]);
+        self.with(|c| {
+            c.pragma_update(None, "synchronous", "FULL")?;
+            Ok(())
+        })?;
+        result
+    }
+
+    fn next_many(&self, counters: &[&str]) -> Result<Vec<u64>, StoreError> {
+        self.with(|c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let mut out = Vec::with_capacity(counters.len());
+            for counter in counters {
+                tx.execute(
+                    "INSERT INTO counters (name, value) VALUES (?1, 1)
+                     ON CONFLICT(name) DO UPDATE SET value = value + 1",
+                    [counter],
+                )?;
+                let v: i64 = tx.query_row(
+                    "SELECT value FROM counters WHERE name = ?1",
+                    [counter],
+                    |r| r.get(0),
+                )?;
+                out.push(to_u64(v));
+            }
+            tx.commit()?;
+            Ok(out)
+        })
+    }
+
     fn unfinished_workflows(&self) -> Result<Vec<u64>, StoreError> {
         self.with(|c| {
             let mut stmt =
