@@ -359,6 +359,15 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 2000)]
         cycles: usize,
     },
+    /// Controller restart time with a large store (leases and audit records).
+    Restart {
+        /// Active leases in the store.
+        #[arg(long, default_value_t = 100_000)]
+        leases: u64,
+        /// Audit records in the store.
+        #[arg(long, default_value_t = 1_000_000)]
+        audit: u64,
+    },
     /// Scheduler placement decisions per second against every device of a fabric.
     Schedule {
         /// Fabric description (default: fabrics/fabric-1024.toml beside the checkout, else the lab).
@@ -466,6 +475,13 @@ pub enum Command {
         clients: usize,
         /// Cycles.
         cycles: usize,
+    },
+    /// Restart benchmark.
+    BenchRestart {
+        /// Leases.
+        leases: u64,
+        /// Audit records.
+        audit: u64,
     },
     /// Scheduler benchmark.
     BenchSchedule {
@@ -759,6 +775,9 @@ impl Cli {
             CliCommand::Bench {
                 which: BenchCommand::Schedule { fabric, decisions },
             } => Command::BenchSchedule { fabric, decisions },
+            CliCommand::Bench {
+                which: BenchCommand::Restart { leases, audit },
+            } => Command::BenchRestart { leases, audit },
             CliCommand::Bench {
                 which:
                     BenchCommand::Api {

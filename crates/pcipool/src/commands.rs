@@ -47,6 +47,7 @@ pub fn execute(command: Command) -> anyhow::Result<ExitCode> {
             output,
         } => crate::sim_cmd::sim_run(fabric.as_deref(), seed, steps, &faults, output),
         Command::BenchSim { fabric } => crate::sim_cmd::bench(fabric.as_deref()),
+        Command::BenchRestart { leases, audit } => crate::dev::bench_restart(leases, audit),
         Command::BenchApi {
             fabric,
             clients,

@@ -156,6 +156,53 @@ impl SqliteStore {
         f(&mut conn)
     }
 
+    /// Bulk-loads devices and audit records in one transaction (benchmarks and imports): the audit chain is
+    /// extended exactly as individual writes would extend it.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub fn bulk_load(
+        &self,
+        devices: &[(Fdid, DeviceRow)],
+        audit: &[AuditEntry<'_>],
+    ) -> Result<(), StoreError> {
+        self.with(|c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            {
+                let mut insert = tx.prepare_cached(
+                    "INSERT INTO devices (fdid, version, body) VALUES (?1, 1, ?2)",
+                )?;
+                for (fdid, row) in devices {
+                    let body =
+                        serde_json::to_string(row).map_err(|source| StoreError::Corrupt {
+                            key: fdid.to_string(),
+                            source,
+                        })?;
+                    insert.execute(params![fdid.to_string(), body])?;
+                }
+            }
+            append_audit(&tx, audit)?;
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    /// The last audit record (what a restarting controller needs to continue the chain).
+    ///
+    /// # Errors
+    /// Database errors.
+    pub fn last_audit(&self) -> Result<Option<AuditRecord>, StoreError> {
+        self.with(|c| {
+            Ok(c.query_row(
+                "SELECT seq, at, actor, target, action, before, after, result, prev_hash, hash
+                 FROM audit ORDER BY seq DESC LIMIT 1",
+                [],
+                row_to_record,
+            )
+            .optional()?)
+        })
+    }
+
     /// Every audit record, for verification.
     ///
     /// # Errors
