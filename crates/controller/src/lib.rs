@@ -24,7 +24,7 @@ use pcipool_pool::{
     AuditEntry, DeviceState, Epoch, Event, Lease, Millis, TransitionError, WorkflowId, apply,
 };
 use pcipool_qualify::AccessModel;
-use pcipool_store::{DeviceRow, Store, StoreError};
+use pcipool_store::{DeviceRow, Store, StoreError, WorkflowWrite};
 use serde::Serialize;
 
 /// Why the controller refused or failed.
@@ -184,6 +184,19 @@ impl<S: Store> Controller<S> {
         actor: &str,
         now: Millis,
     ) -> Result<(DeviceState, Vec<pcipool_pool::Command>), ControlError> {
+        self.transition_with(fdid, event, actor, now, None)
+            .map(|(s, c, _)| (s, c))
+    }
+
+    /// As [`Self::transition`], writing a workflow journal in the same transaction when given.
+    fn transition_with(
+        &self,
+        fdid: Fdid,
+        event: &Event,
+        actor: &str,
+        now: Millis,
+        journal: Option<(&Journal, Option<u64>)>,
+    ) -> Result<(DeviceState, Vec<pcipool_pool::Command>, Option<u64>), ControlError> {
         let current = self
             .store
             .device(fdid)?
@@ -191,7 +204,7 @@ impl<S: Store> Controller<S> {
         let (next, commands) = apply(&current.value.state, event, now)?;
         let target = fdid.to_string();
         let (before, after) = (json(&current.value.state), json(&next));
-        let audit = [AuditEntry {
+        let mut audit = vec![AuditEntry {
             at: now,
             actor,
             target: &target,
@@ -204,11 +217,40 @@ impl<S: Store> Controller<S> {
             info: current.value.info.clone(),
             state: next.clone(),
         };
-        match self
-            .store
-            .put_device(fdid, Some(current.version), &row, &audit)
-        {
-            Ok(_) => Ok((next, commands)),
+        let written = match journal {
+            None => self
+                .store
+                .put_device(fdid, Some(current.version), &row, &audit)
+                .map(|_| None),
+            Some((j, expected)) => {
+                let body = json(j);
+                let action = format!("workflow {} {:?}", j.id, j.kind);
+                let result = j
+                    .outcome
+                    .as_ref()
+                    .map_or_else(|| "running".to_owned(), |o| format!("{o:?}"));
+                audit.push(AuditEntry {
+                    at: now,
+                    actor: "controller",
+                    target: &target,
+                    action: &action,
+                    before: "",
+                    after: &body,
+                    result: &result,
+                });
+                let write = WorkflowWrite {
+                    id: j.id,
+                    expected,
+                    body: &body,
+                    finished: j.outcome.is_some(),
+                };
+                self.store
+                    .put_device_and_workflow(fdid, Some(current.version), &row, &audit, write)
+                    .map(|(_, w)| Some(w))
+            }
+        };
+        match written {
+            Ok(w) => Ok((next, commands, w)),
             Err(StoreError::Conflict { .. }) => Err(ControlError::Conflict(fdid)),
             Err(e) => Err(e.into()),
         }
@@ -270,8 +312,8 @@ impl<S: Store> Controller<S> {
                 });
             }
         };
-        let mut granted = Vec::new();
-        for fdid in &chosen {
+        let mut granted: Vec<(Lease, u64, Fdid, Option<Journal>)> = Vec::new();
+        for (index, fdid) in chosen.iter().enumerate() {
             let [lease_no, epoch_no, workflow] =
                 self.store.next_many(&["lease", "epoch", "workflow"])?[..]
             else {
@@ -286,34 +328,65 @@ impl<S: Store> Controller<S> {
                 expires_at: now.saturating_add(admission.ttl_ms),
                 ttl: admission.ttl_ms,
             };
-            let event = if request.model == AccessModel::Shared {
-                Event::Share {
-                    lease: lease.clone(),
-                    max_sharers: 4,
-                }
+            let (event, journal) = if request.model == AccessModel::Shared {
+                (
+                    Event::Share {
+                        lease: lease.clone(),
+                        max_sharers: 4,
+                    },
+                    None,
+                )
             } else {
-                Event::Assign {
-                    lease: lease.clone(),
-                    workflow: WorkflowId(workflow),
-                }
+                // The lend journal is created in the same transaction as the assignment.
+                let ctx = self.context(*fdid, &lease, shadow_bdf(lease.id, index))?;
+                (
+                    Event::Assign {
+                        lease: lease.clone(),
+                        workflow: WorkflowId(workflow),
+                    },
+                    Some(Journal::new(
+                        workflow,
+                        WorkflowKind::Lend,
+                        fdid.to_string(),
+                        ctx,
+                    )),
+                )
             };
-            match self.transition(*fdid, &event, actor, now) {
-                Ok(_) => granted.push((lease, workflow, *fdid)),
+            match self.transition_with(
+                *fdid,
+                &event,
+                actor,
+                now,
+                journal.as_ref().map(|j| (j, None)),
+            ) {
+                Ok(_) => granted.push((lease, workflow, *fdid, journal)),
                 Err(e) => {
-                    // All or nothing: undo the devices this gang already took.
-                    for (l, w, f) in &granted {
-                        let undo = if l.model == AccessModel::Shared {
-                            Event::Release {
-                                lease: l.id,
-                                workflow: WorkflowId(*w),
+                    // All or nothing: undo the devices this gang already took, finishing their journals.
+                    for (l, w, f, j) in &mut granted {
+                        match j {
+                            Some(journal) => {
+                                journal.outcome =
+                                    Some(WorkflowOutcome::Compensated("gang incomplete".into()));
+                                let undo = Event::LendFailed {
+                                    workflow: WorkflowId(*w),
+                                    reason: "gang incomplete".into(),
+                                };
+                                let _ = self.transition_with(
+                                    *f,
+                                    &undo,
+                                    actor,
+                                    now,
+                                    Some((journal, Some(1))),
+                                );
                             }
-                        } else {
-                            Event::LendFailed {
-                                workflow: WorkflowId(*w),
-                                reason: "gang incomplete".into(),
+                            None => {
+                                let undo = Event::Release {
+                                    lease: l.id,
+                                    workflow: WorkflowId(*w),
+                                };
+                                let _ = self.transition(*f, &undo, actor, now);
                             }
-                        };
-                        let _ = self.transition(*f, &undo, actor, now);
+                        }
                     }
                     return Err(match e {
                         ControlError::Transition(TransitionError::Conflict { .. }) => {
@@ -325,9 +398,9 @@ impl<S: Store> Controller<S> {
             }
         }
         let mut out = Vec::new();
-        for (i, (lease, workflow, fdid)) in granted.into_iter().enumerate() {
+        for (i, (lease, workflow, fdid, journal)) in granted.into_iter().enumerate() {
             let shadow = shadow_bdf(lease.id, i);
-            if request.model == AccessModel::Shared {
+            let Some(mut journal) = journal else {
                 out.push(Granted {
                     lease_id: lease.id,
                     fdid,
@@ -336,10 +409,7 @@ impl<S: Store> Controller<S> {
                     workflow,
                 });
                 continue;
-            }
-            let ctx = self.context(fdid, &lease, shadow)?;
-            let mut journal = Journal::new(workflow, WorkflowKind::Lend, fdid.to_string(), ctx);
-            self.save(&journal, None, now)?;
+            };
             match self.run(exec, &mut journal, now)? {
                 WorkflowOutcome::Succeeded => out.push(Granted {
                     lease_id: lease.id,
@@ -450,8 +520,7 @@ impl<S: Store> Controller<S> {
                         }
                         _ => {
                             journal.outcome = Some(WorkflowOutcome::Failed(why));
-                            self.save(journal, version, now)?;
-                            self.finish(journal, now)?;
+                            self.conclude(journal, version, now)?;
                             return Ok(journal
                                 .outcome
                                 .clone()
@@ -467,15 +536,69 @@ impl<S: Store> Controller<S> {
         } else {
             WorkflowOutcome::Succeeded
         });
-        self.save(journal, version, now)?;
-        self.finish(journal, now)?;
+        self.conclude(journal, version, now)?;
         Ok(journal
             .outcome
             .clone()
             .unwrap_or(WorkflowOutcome::Succeeded))
     }
 
-    /// Applies a finished journal's outcome to the device's state.
+    /// Writes a finished journal and applies its outcome to the device in one transaction.
+    fn conclude(
+        &self,
+        journal: &Journal,
+        version: Option<u64>,
+        now: Millis,
+    ) -> Result<(), ControlError> {
+        let fdid = parse_fdid(&journal.fdid, journal.id)?;
+        let Some(event) = Self::outcome_event(journal) else {
+            self.save(journal, version, now)?;
+            return Ok(());
+        };
+        match self.transition_with(fdid, &event, "controller", now, Some((journal, version))) {
+            Ok(_) => {}
+            // The device moved on (an operator, a fence): the journal still has to be finished.
+            Err(ControlError::Transition(_) | ControlError::Conflict(_)) => {
+                self.save(journal, version, now)?;
+            }
+            Err(e) => return Err(e),
+        }
+        if let (WorkflowKind::Lend, Some(WorkflowOutcome::Failed(why))) =
+            (&journal.kind, &journal.outcome)
+        {
+            // Even the compensation's escalated reset failed: the device is unsafe to lend again.
+            let fault = Event::Fault {
+                reason: format!("reset failed while undoing a lend: {why}"),
+            };
+            let _ = self.transition(fdid, &fault, "controller", now);
+        }
+        Ok(())
+    }
+
+    /// The device event a finished journal stands for.
+    fn outcome_event(journal: &Journal) -> Option<Event> {
+        let w = WorkflowId(journal.id);
+        Some(match (&journal.kind, journal.outcome.as_ref()?) {
+            (WorkflowKind::Lend, WorkflowOutcome::Succeeded) => Event::LendDone { workflow: w },
+            (
+                WorkflowKind::Lend,
+                WorkflowOutcome::Compensated(why) | WorkflowOutcome::Failed(why),
+            ) => Event::LendFailed {
+                workflow: w,
+                reason: why.clone(),
+            },
+            (WorkflowKind::Return, WorkflowOutcome::Succeeded) => Event::ReturnDone { workflow: w },
+            (
+                WorkflowKind::Return,
+                WorkflowOutcome::Compensated(why) | WorkflowOutcome::Failed(why),
+            ) => Event::ReturnFailed {
+                workflow: w,
+                reason: why.clone(),
+            },
+        })
+    }
+
+    /// Applies a finished journal's outcome to the device's state (resume, after an older crash window).
     fn finish(&self, journal: &Journal, now: Millis) -> Result<(), ControlError> {
         let fdid = parse_fdid(&journal.fdid, journal.id)?;
         let w = WorkflowId(journal.id);

@@ -73,6 +73,19 @@ pub enum StoreError {
     },
 }
 
+/// A workflow journal write that rides along with a device write (one transaction for both).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WorkflowWrite<'a> {
+    /// Workflow id.
+    pub id: u64,
+    /// Version the caller read (`None` = new).
+    pub expected: Option<u64>,
+    /// Journal body (JSON).
+    pub body: &'a str,
+    /// The workflow is finished.
+    pub finished: bool,
+}
+
 /// Durable pool state.
 pub trait Store {
     /// One device.
@@ -99,6 +112,21 @@ pub trait Store {
         row: &DeviceRow,
         audit: &[AuditEntry<'_>],
     ) -> Result<u64, StoreError>;
+
+    /// Writes a device and a workflow journal atomically (both CAS-checked), with audit entries: a
+    /// transition and the journal record that explains it can never be separated by a crash.
+    /// Returns (device version, workflow version).
+    ///
+    /// # Errors
+    /// [`StoreError::Conflict`] when either was written by someone else first.
+    fn put_device_and_workflow(
+        &self,
+        fdid: Fdid,
+        expected: Option<u64>,
+        row: &DeviceRow,
+        audit: &[AuditEntry<'_>],
+        workflow: WorkflowWrite<'_>,
+    ) -> Result<(u64, u64), StoreError>;
 
     /// Allocates the next number of a named counter (lease ids, workflow ids, epochs), durably.
     ///

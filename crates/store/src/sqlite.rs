@@ -8,7 +8,7 @@ use pcipool_fabric::Fdid;
 use pcipool_pool::{AuditChain, AuditEntry, AuditRecord};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
-use crate::{DeviceRow, Store, StoreError, Versioned};
+use crate::{DeviceRow, Store, StoreError, Versioned, WorkflowWrite};
 
 /// Migrations, applied in order; `user_version` counts how many ran.
 const MIGRATIONS: &[&str] = &[
@@ -285,6 +285,57 @@ impl Store for SqliteStore {
             append_audit(&tx, audit)?;
             tx.commit()?;
             Ok(next)
+        })
+    }
+
+    fn put_device_and_workflow(
+        &self,
+        fdid: Fdid,
+        expected: Option<u64>,
+        row: &DeviceRow,
+        audit: &[AuditEntry<'_>],
+        workflow: WorkflowWrite<'_>,
+    ) -> Result<(u64, u64), StoreError> {
+        let key = fdid.to_string();
+        let body = serde_json::to_string(row).map_err(|source| StoreError::Corrupt {
+            key: key.clone(),
+            source,
+        })?;
+        self.with(|c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let found: Option<i64> = tx
+                .query_row("SELECT version FROM devices WHERE fdid = ?1", [&key], |r| r.get(0))
+                .optional()?;
+            let found = found.map(to_u64);
+            if found != expected {
+                return Err(StoreError::Conflict { key, expected, found });
+            }
+            let wf_found: Option<i64> = tx
+                .query_row("SELECT version FROM workflows WHERE id = ?1", [to_i64(workflow.id)], |r| r.get(0))
+                .optional()?;
+            let wf_found = wf_found.map(to_u64);
+            if wf_found != workflow.expected {
+                return Err(StoreError::Conflict {
+                    key: format!("workflow {}", workflow.id),
+                    expected: workflow.expected,
+                    found: wf_found,
+                });
+            }
+            let next = expected.map_or(1, |v| v + 1);
+            let wf_next = workflow.expected.map_or(1, |v| v + 1);
+            tx.execute(
+                "INSERT INTO devices (fdid, version, body) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(fdid) DO UPDATE SET version = excluded.version, body = excluded.body",
+                params![key, to_i64(next), body],
+            )?;
+            tx.execute(
+                "INSERT INTO workflows (id, version, finished, body) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(id) DO UPDATE SET version = excluded.version, finished = excluded.finished, body = excluded.body",
+                params![to_i64(workflow.id), to_i64(wf_next), i64::from(workflow.finished), workflow.body],
+            )?;
+            append_audit(&tx, audit)?;
+            tx.commit()?;
+            Ok((next, wf_next))
         })
     }
 
