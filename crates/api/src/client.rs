@@ -3,8 +3,8 @@
 use serde::de::DeserializeOwned;
 
 use crate::types::{
-    ApiErrorBody, AuditVerify, AuditView, BorrowRequest, DeviceAction, DeviceView, HostView,
-    LeaseView,
+    AgentHeartbeat, AgentRegistration, ApiErrorBody, AuditVerify, AuditView, BorrowRequest,
+    DeviceAction, DeviceDetail, DeviceView, HeartbeatReply, HostView, LeaseView,
 };
 
 /// Why a call failed.
@@ -99,6 +99,59 @@ impl Client {
             .call()
             .map_err(Self::transport(&url))?;
         Self::decode(&url, resp)
+    }
+
+    fn post<B: serde::Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, ClientError> {
+        let url = format!("{}{path}", self.base);
+        let resp = self
+            .agent
+            .post(&url)
+            .header("authorization", &format!("Bearer {}", self.token))
+            .send_json(body)
+            .map_err(Self::transport(&url))?;
+        Self::decode(&url, resp)
+    }
+
+    /// One device in full.
+    ///
+    /// # Errors
+    /// [`ClientError`].
+    pub fn device(&self, fdid: &str) -> Result<DeviceDetail, ClientError> {
+        self.get(&format!("/v1/devices/{fdid}"))
+    }
+
+    /// Registers an agent and its devices.
+    ///
+    /// # Errors
+    /// [`ClientError`].
+    pub fn register_agent(&self, registration: &AgentRegistration) -> Result<(), ClientError> {
+        let url = format!("{}/v1/agents", self.base);
+        let resp = self
+            .agent
+            .post(&url)
+            .header("authorization", &format!("Bearer {}", self.token))
+            .send_json(registration)
+            .map_err(Self::transport(&url))?;
+        if resp.status().as_u16() >= 400 {
+            return Self::decode::<()>(&url, resp);
+        }
+        Ok(())
+    }
+
+    /// An agent's heartbeat.
+    ///
+    /// # Errors
+    /// [`ClientError`].
+    pub fn agent_heartbeat(
+        &self,
+        node: pcipool_fabric::NodeId,
+        beat: &AgentHeartbeat,
+    ) -> Result<HeartbeatReply, ClientError> {
+        self.post(&format!("/v1/agents/{node}/heartbeat"), beat)
     }
 
     /// Borrows.

@@ -9,10 +9,12 @@
 //! - [`types`]: request and response bodies.
 //! - [`server`]: routes, auth, errors.
 //! - [`client`]: the blocking client.
+//! - [`tokens`]: the token file (secrets and roles).
 #![deny(missing_docs)]
 
 pub mod client;
 pub mod server;
+pub mod tokens;
 pub mod types;
 
 pub use server::{PoolApi, Principal, Role, serve};

@@ -13,8 +13,8 @@ use pcipool_controller::{ControlError, Granted};
 use pcipool_fabric::LeaseId;
 
 use crate::types::{
-    ApiErrorBody, AuditVerify, AuditView, BorrowRequest, DeviceAction, DeviceView, HostView,
-    LeaseView,
+    AgentHeartbeat, AgentRegistration, ApiErrorBody, AuditVerify, AuditView, BorrowRequest,
+    DeviceAction, DeviceDetail, DeviceView, HeartbeatReply, HostView, LeaseView,
 };
 
 /// What a token may do.
@@ -101,6 +101,29 @@ pub trait PoolApi: Send + 'static {
     /// # Errors
     /// [`ControlError`].
     fn workflow(&mut self, id: u64) -> Result<Option<serde_json::Value>, ControlError>;
+    /// One device in full.
+    ///
+    /// # Errors
+    /// [`ControlError`].
+    fn device(&mut self, fdid: pcipool_fabric::Fdid) -> Result<DeviceDetail, ControlError>;
+    /// An agent announces itself and its devices (again after a restart of either side).
+    ///
+    /// # Errors
+    /// [`ControlError`].
+    fn register_agent(
+        &mut self,
+        actor: &str,
+        registration: AgentRegistration,
+    ) -> Result<(), ControlError>;
+    /// An agent's heartbeat: it is alive, and renews the leases its host carries.
+    ///
+    /// # Errors
+    /// [`ControlError`].
+    fn agent_heartbeat(
+        &mut self,
+        node: pcipool_fabric::NodeId,
+        beat: AgentHeartbeat,
+    ) -> Result<HeartbeatReply, ControlError>;
 }
 
 struct AppState<P> {
@@ -141,7 +164,9 @@ impl From<ControlError> for ApiError {
         let status = match e.code() {
             "CONFLICT" => StatusCode::CONFLICT,
             "NO_CAPACITY" | "OVER_QUOTA" => StatusCode::SERVICE_UNAVAILABLE,
-            "NO_SUCH_LEASE" => StatusCode::NOT_FOUND,
+            "NO_SUCH_LEASE" | "NO_SUCH_DEVICE" | "NO_SUCH_HOST" => StatusCode::NOT_FOUND,
+            "UNSUPPORTED" => StatusCode::NOT_IMPLEMENTED,
+            "BAD_REQUEST" => StatusCode::BAD_REQUEST,
             "FORBIDDEN" | "UNKNOWN_TENANT" => StatusCode::FORBIDDEN,
             "STALE_EPOCH" | "ILLEGAL_TRANSITION" | "POLICY" => StatusCode::UNPROCESSABLE_ENTITY,
             "LEND_FAILED" => StatusCode::BAD_GATEWAY,
@@ -316,6 +341,74 @@ async fn device_action<P: PoolApi>(
     ))
 }
 
+async fn device<P: PoolApi>(
+    State(state): State<AppState<P>>,
+    headers: HeaderMap,
+    Path(fdid): Path<String>,
+) -> Result<Json<DeviceDetail>, ApiError> {
+    let who = principal(&state, &headers)?;
+    let fdid = fdid.parse().map_err(|e: pcipool_fabric::IdError| {
+        ApiError::new(StatusCode::BAD_REQUEST, "BAD_REQUEST", e.to_string())
+    })?;
+    let mut detail = lock(&state).device(fdid)?;
+    if who.role == Role::Tenant {
+        detail.leases.retain(|l| l.tenant == who.name);
+    }
+    Ok(Json(detail))
+}
+
+fn agents_only(who: &Principal) -> Result<(), ApiError> {
+    if who.role == Role::Agent || who.role == Role::Admin {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "FORBIDDEN",
+            "agents and admins only",
+        ))
+    }
+}
+
+async fn register_agent<P: PoolApi>(
+    State(state): State<AppState<P>>,
+    headers: HeaderMap,
+    body: Result<Json<AgentRegistration>, axum::extract::rejection::JsonRejection>,
+) -> Result<StatusCode, ApiError> {
+    let who = principal(&state, &headers)?;
+    agents_only(&who)?;
+    let Json(registration) =
+        body.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "BAD_REQUEST", e.body_text()))?;
+    let state2 = state.clone();
+    tokio::task::spawn_blocking(move || lock(&state2).register_agent(&who.name, registration))
+        .await
+        .map_err(|e| {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", e.to_string())
+        })??;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn agent_heartbeat<P: PoolApi>(
+    State(state): State<AppState<P>>,
+    headers: HeaderMap,
+    Path(node): Path<String>,
+    body: Result<Json<AgentHeartbeat>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<HeartbeatReply>, ApiError> {
+    let who = principal(&state, &headers)?;
+    agents_only(&who)?;
+    let node: pcipool_fabric::NodeId = node.parse().map_err(|e: pcipool_fabric::IdError| {
+        ApiError::new(StatusCode::BAD_REQUEST, "BAD_REQUEST", e.to_string())
+    })?;
+    let Json(beat) =
+        body.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "BAD_REQUEST", e.body_text()))?;
+    let state2 = state.clone();
+    let reply = tokio::task::spawn_blocking(move || lock(&state2).agent_heartbeat(node, beat))
+        .await
+        .map_err(|e| {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", e.to_string())
+        })??;
+    Ok(Json(reply))
+}
+
 async fn workflow<P: PoolApi>(
     State(state): State<AppState<P>>,
     headers: HeaderMap,
@@ -375,7 +468,10 @@ pub fn router<P: PoolApi>(pool: Arc<Mutex<P>>, tokens: BTreeMap<String, Principa
         .route("/v1/audit/verify", get(audit_verify::<P>))
         .route("/v1/audit", get(audit_list::<P>))
         .route("/v1/hosts", get(hosts::<P>))
+        .route("/v1/devices/{fdid}", get(device::<P>))
         .route("/v1/devices/{fdid}/actions", post(device_action::<P>))
+        .route("/v1/agents", post(register_agent::<P>))
+        .route("/v1/agents/{node}/heartbeat", post(agent_heartbeat::<P>))
         .route("/v1/workflows/{id}", get(workflow::<P>))
         .route("/metrics", get(metrics::<P>))
         .fallback(not_found)

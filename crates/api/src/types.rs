@@ -132,3 +132,82 @@ pub struct AuditView {
     /// Result.
     pub result: String,
 }
+
+/// One device an agent reports, with its qualification.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReportedDevice {
+    /// What the scheduler needs to know about it (ids, class, link, BARs, models it qualified for).
+    pub info: pcipool_pool::schedule::DeviceInfo,
+    /// Why it failed qualification for the models it did not get.
+    #[serde(default)]
+    pub reasons: Vec<String>,
+}
+
+/// `POST /v1/agents`: an agent announces itself and its host's devices.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentRegistration {
+    /// The host the agent runs on.
+    pub node: NodeId,
+    /// Where the controller reaches the agent (`http://host:port`).
+    pub url: String,
+    /// The bearer secret the agent expects on the controller's step calls (generated at its start).
+    pub secret: String,
+    /// The host's devices.
+    #[serde(default)]
+    pub devices: Vec<ReportedDevice>,
+}
+
+/// A lease the borrower's agent still carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseBeat {
+    /// Lease.
+    pub lease_id: LeaseId,
+    /// The fencing epoch the agent holds for it.
+    pub epoch: u64,
+}
+
+/// `POST /v1/agents/{node}/heartbeat`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct AgentHeartbeat {
+    /// Leases the host carries as a borrower.
+    #[serde(default)]
+    pub leases: Vec<LeaseBeat>,
+}
+
+/// Answer to a heartbeat.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct HeartbeatReply {
+    /// Leases renewed.
+    pub renewed: Vec<LeaseId>,
+    /// Leases the controller no longer grants (fenced, expired, unknown): tear them down.
+    pub refused: Vec<LeaseId>,
+    /// The controller does not know this agent (it restarted): register again.
+    pub register: bool,
+}
+
+/// `GET /v1/devices/{fdid}`: one device in full.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceDetail {
+    /// What the agent reported.
+    pub info: pcipool_pool::schedule::DeviceInfo,
+    /// State name.
+    pub state: String,
+    /// The full ownership state (leases, workflow, quarantine reason, qualification reasons).
+    pub detail: serde_json::Value,
+    /// Row version (the compare-and-swap revision).
+    pub version: u64,
+    /// Active leases.
+    pub leases: Vec<LeaseView>,
+}
+
+/// `POST /steps` on an agent or the simulated fabric: run one workflow step.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StepRequest {
+    /// The step.
+    pub step: pcipool_backend::Step,
+    /// Its context (carries the lease's fencing epoch).
+    pub ctx: pcipool_backend::StepContext,
+}

@@ -305,6 +305,37 @@ pub enum Step {
     LenderVerify,
 }
 
+/// Which host carries out a step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The host the device sits in.
+    Lender,
+    /// The host that borrows it.
+    Borrower,
+}
+
+impl Step {
+    /// Which host runs the step. Fabric mappings are programmed from the lender's adapter: it owns the
+    /// device's windows, so it can cut off a borrower that stopped answering without the borrower's help.
+    pub fn side(self) -> Side {
+        match self {
+            Self::LenderQuiesceCheck
+            | Self::LenderUnbind
+            | Self::LenderReset
+            | Self::LenderResetEscalated
+            | Self::MapBars
+            | Self::MapDma
+            | Self::Unmap
+            | Self::LenderVerify => Side::Lender,
+            Self::BorrowerHotAdd
+            | Self::BorrowerBind
+            | Self::BorrowerVerify
+            | Self::BorrowerUnbind
+            | Self::BorrowerHotRemove => Side::Borrower,
+        }
+    }
+}
+
 /// What a step needs to know.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct StepContext {

@@ -62,6 +62,18 @@ pub enum ControlError {
     /// A journal row does not decode.
     #[error("workflow {0}: journal unreadable")]
     Journal(u64),
+    /// No such device.
+    #[error("no device {0}")]
+    NoDevice(Fdid),
+    /// No such host in the fabric.
+    #[error("no host {0} in the fabric")]
+    NoHost(NodeId),
+    /// An agent's report does not make sense.
+    #[error("bad report: {0}")]
+    BadReport(String),
+    /// This runtime does not offer the operation.
+    #[error("not supported here: {0}")]
+    Unsupported(String),
 }
 
 impl ControlError {
@@ -79,6 +91,10 @@ impl ControlError {
             Self::NoLease(_) => "NO_SUCH_LEASE",
             Self::NotYours(_) => "FORBIDDEN",
             Self::LendFailed { .. } => "LEND_FAILED",
+            Self::NoDevice(_) => "NO_SUCH_DEVICE",
+            Self::NoHost(_) => "NO_SUCH_HOST",
+            Self::BadReport(_) => "BAD_REQUEST",
+            Self::Unsupported(_) => "UNSUPPORTED",
         }
     }
 }
@@ -705,6 +721,97 @@ impl<S: Store> Controller<S> {
         let (fdid, _) = self.find_lease(lease)?;
         self.transition(fdid, &Event::Heartbeat { lease, epoch }, "agent", now)
             .map(|_| ())
+    }
+
+    /// Renews the leases a borrower's agent still carries. Returns the leases renewed and those refused
+    /// (unknown, fenced, stale epoch, or held by another host): the agent must tear those down.
+    ///
+    /// # Errors
+    /// Store errors.
+    pub fn borrower_heartbeat(
+        &self,
+        borrower: NodeId,
+        beats: &[(LeaseId, Epoch)],
+        now: Millis,
+    ) -> Result<(Vec<LeaseId>, Vec<LeaseId>), ControlError> {
+        let leases = self.leases()?;
+        let (mut renewed, mut refused) = (Vec::new(), Vec::new());
+        for &(id, epoch) in beats {
+            let held = leases
+                .iter()
+                .find(|(_, l, _)| l.id == id && l.borrower == borrower);
+            let ok = match held {
+                Some((fdid, _, _)) => match self.transition(
+                    *fdid,
+                    &Event::Heartbeat { lease: id, epoch },
+                    "agent",
+                    now,
+                ) {
+                    Ok(_) => true,
+                    Err(ControlError::Store(e)) => return Err(ControlError::Store(e)),
+                    Err(_) => false,
+                },
+                None => false,
+            };
+            if ok {
+                renewed.push(id);
+            } else {
+                refused.push(id);
+            }
+        }
+        Ok((renewed, refused))
+    }
+
+    /// A lender stopped answering: every device it lends becomes `Lost` and its borrowers are told.
+    /// Returns how many devices changed.
+    ///
+    /// # Errors
+    /// Store errors.
+    pub fn lender_lost(&self, lender: NodeId, now: Millis) -> Result<usize, ControlError> {
+        let mut changed = 0;
+        for row in self.store.devices()? {
+            let fdid = row.value.info.fdid;
+            if fdid.node != lender || matches!(row.value.state, DeviceState::Lost { .. }) {
+                continue;
+            }
+            match self.transition(fdid, &Event::LenderLost, "controller", now) {
+                Ok(_) => changed += 1,
+                Err(ControlError::Store(e)) => return Err(ControlError::Store(e)),
+                Err(_) => {}
+            }
+        }
+        Ok(changed)
+    }
+
+    /// A lost lender answers again: idle devices return to the pool, leases that were active when it
+    /// vanished are fenced and returned (the borrower may have lost its mappings with the lender).
+    /// Returns how many devices changed.
+    ///
+    /// # Errors
+    /// Store errors.
+    pub fn lender_back(
+        &self,
+        exec: &mut impl Executor,
+        lender: NodeId,
+        now: Millis,
+    ) -> Result<usize, ControlError> {
+        let mut changed = 0;
+        for row in self.store.devices()? {
+            let fdid = row.value.info.fdid;
+            if fdid.node != lender || !matches!(row.value.state, DeviceState::Lost { .. }) {
+                continue;
+            }
+            let workflow = WorkflowId(self.store.next("workflow")?);
+            match self.transition(fdid, &Event::LenderBack { workflow }, "controller", now) {
+                Ok((_, commands)) => {
+                    changed += 1;
+                    self.run_returns(exec, fdid, &commands, now)?;
+                }
+                Err(ControlError::Store(e)) => return Err(ControlError::Store(e)),
+                Err(_) => {}
+            }
+        }
+        Ok(changed)
     }
 
     /// Expires leases whose time is up and runs their returns.

@@ -126,6 +126,46 @@ pub enum CliCommand {
         #[arg(long, value_name = "FILE")]
         fabric: Option<PathBuf>,
     },
+    /// Run the controller: SQLite store in --data-dir, HTTP API, hosts reached through their agents
+    /// (`pcipool agent`). Without --tokens it writes admin.token and agent.token into the data directory.
+    Server {
+        /// Where the store (pool.db) and generated tokens live.
+        #[arg(long, value_name = "DIR")]
+        data_dir: PathBuf,
+        /// Address to listen on.
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7070")]
+        listen: String,
+        /// Fabric description: the hosts, adapters and links (default: the built-in 4-host lab).
+        #[arg(long, value_name = "FILE")]
+        fabric: Option<PathBuf>,
+        /// Token file (TOML [[token]] entries with name, role and token).
+        #[arg(long, value_name = "FILE")]
+        tokens: Option<PathBuf>,
+        /// Pool policy (TOML: tenants, quotas, lease caps, maintenance windows, overrides).
+        #[arg(long, value_name = "FILE")]
+        policy: Option<PathBuf>,
+        /// Seconds without a heartbeat before a host's agent counts as lost.
+        #[arg(long, value_name = "SECS", default_value_t = 5)]
+        agent_timeout: u64,
+    },
+    /// Run a host's agent: reports the host's devices to the controller, carries out workflow steps
+    /// (refusing stale fencing epochs) and heartbeats the leases the host borrows.
+    Agent {
+        /// The host this agent runs on (node id, e.g. n1).
+        #[arg(long, value_name = "NODE")]
+        node: String,
+        /// The simulated fabric process (`pcipool sim serve`) that plays this host's hardware.
+        #[arg(long, value_name = "URL")]
+        fabric_url: String,
+        /// Address the agent listens on for the controller's step calls.
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
+        listen: String,
+        /// Heartbeat interval, milliseconds.
+        #[arg(long, value_name = "MS", default_value_t = 1000)]
+        heartbeat_ms: u64,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
     /// Borrow devices from the pool (talks to $PCIPOOL_URL with $PCIPOOL_TOKEN).
     Borrow {
         #[command(flatten)]
@@ -252,6 +292,16 @@ pub enum ListCommand {
 /// Device subcommands.
 #[derive(Debug, Subcommand)]
 pub enum DeviceCommand {
+    /// Show one device: what its agent reported, its state, leases and version.
+    Show {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// Device (fabric device id, e.g. n1:0000:03:00.0).
+        fdid: String,
+        /// Output format.
+        #[arg(long, short, value_enum, default_value_t)]
+        output: OutputFormat,
+    },
     /// List them.
     List {
         #[command(flatten)]
@@ -313,6 +363,16 @@ pub enum AuditCommand {
 /// Simulator subcommands.
 #[derive(Debug, Subcommand)]
 pub enum SimCommand {
+    /// Serve the simulated fabric over HTTP so agents in other processes drive it (the hardware outlives
+    /// a controller or agent that is killed).
+    Serve {
+        /// Fabric description (TOML); default: the built-in 4-host lab.
+        #[arg(long, value_name = "FILE")]
+        fabric: Option<PathBuf>,
+        /// Address to listen on.
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7080")]
+        listen: String,
+    },
     /// List the simulated hosts, adapters and devices.
     Inventory {
         /// Fabric description (TOML); default: the built-in 4-host lab (fabrics/lab-4.toml).
@@ -438,6 +498,17 @@ pub enum Command {
         /// Fabric file.
         fabric: Option<PathBuf>,
     },
+    /// `pcipool server`.
+    Server(crate::server::ServerOptions),
+    /// `pcipool agent`.
+    Agent(crate::agent::AgentOptions),
+    /// `pcipool sim serve`.
+    SimServe {
+        /// Description file, or None for the built-in lab.
+        fabric: Option<PathBuf>,
+        /// Listen address.
+        listen: String,
+    },
     /// A client call.
     Client {
         /// URL.
@@ -527,6 +598,8 @@ pub enum ClientCall {
     DeviceAction(String, pcipool_api::types::DeviceAction),
     /// Show a workflow.
     Workflow(u64),
+    /// Show one device.
+    Device(pcipool_fabric::Fdid, OutputFormat),
 }
 
 /// Why arguments were rejected after clap accepted their shape.
@@ -617,6 +690,60 @@ impl Cli {
                 listen,
                 fabric,
             },
+            CliCommand::Server {
+                data_dir,
+                listen,
+                fabric,
+                tokens,
+                policy,
+                agent_timeout,
+            } => {
+                if agent_timeout == 0 {
+                    return Err(UsageError("--agent-timeout must be at least 1 second".into()));
+                }
+                Command::Server(crate::server::ServerOptions {
+                    data_dir,
+                    listen,
+                    fabric,
+                    tokens,
+                    policy,
+                    agent_timeout: std::time::Duration::from_secs(agent_timeout),
+                })
+            }
+            CliCommand::Agent {
+                node,
+                fabric_url,
+                listen,
+                heartbeat_ms,
+                api,
+            } => {
+                if heartbeat_ms == 0 {
+                    return Err(UsageError("--heartbeat-ms must be at least 1".into()));
+                }
+                Command::Agent(crate::agent::AgentOptions {
+                    node: node.parse().map_err(|e| UsageError(format!("--node: {e}")))?,
+                    fabric_url,
+                    listen,
+                    heartbeat: std::time::Duration::from_millis(heartbeat_ms),
+                    controller: api.url,
+                    token: api.token,
+                })
+            }
+            CliCommand::Device {
+                which: DeviceCommand::Show { api, fdid, output },
+            } => {
+                let fdid: pcipool_fabric::Fdid = fdid
+                    .parse()
+                    .map_err(|e| UsageError(format!("device {fdid:?}: {e}")))?;
+                Command::Client {
+                    url: api.url,
+                    token: api.token,
+                    call: ClientCall::Device(fdid, output),
+                }
+            }
+            CliCommand::Sim {
+                which: SimCommand::Serve { fabric, listen },
+            } => Command::SimServe { fabric, listen },
             CliCommand::Borrow {
                 api,
                 class,

@@ -102,6 +102,59 @@ pub fn run(url: &str, token: &str, call: ClientCall) -> anyhow::Result<ExitCode>
                 }
             }
         }
+        ClientCall::Device(fdid, output) => {
+            let d = client.device(&fdid.to_string()).map_err(map_err)?;
+            match output {
+                OutputFormat::Json => json(&d)?,
+                OutputFormat::Table => {
+                    let i = &d.info;
+                    let mut out = String::new();
+                    let _ = writeln!(out, "device:   {}", i.fdid);
+                    let _ = writeln!(out, "name:     {}", i.name);
+                    let _ = writeln!(
+                        out,
+                        "ids:      {:04x}:{:04x}  class {:06x}",
+                        i.vendor_id, i.device_id, i.class
+                    );
+                    let _ = writeln!(
+                        out,
+                        "state:    {}   (version {})",
+                        d.state, d.version
+                    );
+                    let models: Vec<String> = i.models.iter().map(ToString::to_string).collect();
+                    let _ = writeln!(out, "models:   {}", models.join(", "));
+                    let _ = writeln!(
+                        out,
+                        "link:     x{} at {}.{} GT/s",
+                        i.link_width,
+                        i.link_gts_x10 / 10,
+                        i.link_gts_x10 % 10
+                    );
+                    let bars: Vec<String> = i
+                        .bars
+                        .iter()
+                        .map(|(n, size)| format!("BAR{n} {size:#x}"))
+                        .collect();
+                    let _ = writeln!(out, "bars:     {}", bars.join(", "));
+                    let _ = writeln!(
+                        out,
+                        "driver:   {}",
+                        i.driver.as_deref().unwrap_or("(none found)")
+                    );
+                    for (k, v) in &i.labels {
+                        let _ = writeln!(out, "label:    {k}={v}");
+                    }
+                    for l in &d.leases {
+                        let _ = writeln!(
+                            out,
+                            "lease:    {} to {} (tenant {}, {}, epoch {}, expires at {} ms)",
+                            l.lease_id, l.borrower, l.tenant, l.model, l.epoch, l.expires_at
+                        );
+                    }
+                    emit(&out)?;
+                }
+            }
+        }
         ClientCall::Hosts(output) => {
             let hosts = client.hosts().map_err(map_err)?;
             match output {

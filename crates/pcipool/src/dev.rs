@@ -10,18 +10,21 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use pcipool_api::types::{
-    AuditVerify, AuditView, BorrowRequest, DeviceAction, DeviceView, LeaseView,
+    AgentHeartbeat, AgentRegistration, AuditVerify, AuditView, BorrowRequest, DeviceAction,
+    DeviceDetail, DeviceView, HeartbeatReply, LeaseView,
 };
 use pcipool_api::{PoolApi, Principal, Role};
 use pcipool_backend::Inventory;
 use pcipool_controller::{ControlError, Controller, Granted};
-use pcipool_fabric::{Fdid, LeaseId};
+use pcipool_fabric::{Fdid, LeaseId, NodeId};
 use pcipool_pool::AuditChain;
 use pcipool_pool::policy::Policy;
 use pcipool_pool::schedule::{DeviceInfo, Request};
 use pcipool_qualify::{AccessModel, AdapterProfile, Input, Verdict};
 use pcipool_sim::{FabricDesc, HostView, Sim};
 use pcipool_store::{SqliteStore, Store};
+
+use crate::fleet::{AgentFleet, AgentRecord, Hardware, Liveness};
 
 /// Milliseconds since the Unix epoch: lease expiries survive a controller restart.
 pub fn now_ms() -> u64 {
@@ -30,14 +33,15 @@ pub fn now_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// The controller and the simulated hosts it drives.
+/// The controller and the hardware it drives.
 pub struct Lab {
     controller: Controller<SqliteStore>,
-    sim: Sim,
+    hardware: Hardware,
 }
 
-/// Qualifies every simulated device and describes it for the scheduler.
-fn qualified_devices(sim: &Sim) -> Vec<(DeviceInfo, Vec<String>)> {
+/// Qualifies the simulated devices of one host (every host when `only` is None) and describes them for
+/// the scheduler: what an agent reports.
+pub fn qualified_devices(sim: &Sim, only: Option<NodeId>) -> Vec<(DeviceInfo, Vec<String>)> {
     let profile = AdapterProfile::named("dolphin-pxh830-32g").unwrap_or_else(|| AdapterProfile {
         name: "unknown".into(),
         description: String::new(),
@@ -49,7 +53,7 @@ fn qualified_devices(sim: &Sim) -> Vec<(DeviceInfo, Vec<String>)> {
     });
     let aliases = pcipool_sim::presets::driver_aliases();
     let mut out = Vec::new();
-    for host in sim.hosts() {
+    for host in sim.hosts().filter(|h| only.is_none_or(|n| n == h.node)) {
         let view = HostView {
             sim,
             node: host.node,
@@ -133,28 +137,70 @@ impl Lab {
     /// Store or description errors.
     pub fn open(data_dir: &Path, desc: &FabricDesc, policy: Policy) -> anyhow::Result<Self> {
         let store = SqliteStore::open(&data_dir.join("pool.db")).context("opening the store")?;
-        let mut sim = Sim::new(desc, 1).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let sim = Sim::new(desc, 1).map_err(|e| anyhow::anyhow!("{e}"))?;
         let controller = Controller::new(store, policy, desc.topology.clone());
         let now = now_ms();
-        for (info, reasons) in qualified_devices(&sim) {
+        for (info, reasons) in qualified_devices(&sim, None) {
             controller
                 .register(info, reasons, now)
                 .context("registering devices")?;
         }
+        let mut hardware = Hardware::InProcess(Box::new(sim));
         controller
-            .resume(&mut sim, now)
+            .resume(&mut hardware, now)
             .context("resuming unfinished workflows")?;
         // The simulated hardware lives in this process, so a restart is a power cycle of the lab: fence
         // every lease the fabric no longer carries.
         controller
-            .reconcile(&mut sim, now)
+            .reconcile(&mut hardware, now)
             .context("reconciling leases with the hardware")?;
-        Ok(Self { controller, sim })
+        Ok(Self {
+            controller,
+            hardware,
+        })
     }
 
-    /// Expires due leases.
+    /// Opens the store for a controller whose hardware is reached through agents (`pcipool server`),
+    /// and resumes unfinished workflows through the agents recorded in the store. Unlike the in-process
+    /// lab there is no reconcile pass: the hosts keep their mappings while the controller is down, and a
+    /// borrower that vanished stops heartbeating, so its leases expire and are fenced.
+    ///
+    /// # Errors
+    /// Store errors, unreadable agent records.
+    pub fn with_agents(
+        data_dir: &Path,
+        topology: pcipool_fabric::Topology,
+        policy: Policy,
+        agent_timeout: std::time::Duration,
+    ) -> anyhow::Result<Self> {
+        let store = SqliteStore::open(&data_dir.join("pool.db")).context("opening the store")?;
+        let mut records = Vec::new();
+        for (node, body) in store.agents().context("reading agent records")? {
+            let record: AgentRecord = serde_json::from_str(&body)
+                .map_err(|e| crate::BadInput(format!("agent record of {node} in the store: {e}")))?;
+            records.push((node, record));
+        }
+        let controller = Controller::new(store, policy, topology);
+        let mut hardware = Hardware::Agents(AgentFleet::new(records, agent_timeout));
+        controller
+            .resume(&mut hardware, now_ms())
+            .context("resuming unfinished workflows")?;
+        Ok(Self {
+            controller,
+            hardware,
+        })
+    }
+
+    /// Marks silent agents lost and expires due leases.
     pub fn tick(&mut self) {
-        let _ = self.controller.tick(&mut self.sim, now_ms());
+        let now = now_ms();
+        if let Hardware::Agents(fleet) = &mut self.hardware {
+            for node in fleet.newly_lost() {
+                eprintln!("pcipool: the agent of {node} stopped answering; its devices are lost");
+                let _ = self.controller.lender_lost(node, now);
+            }
+        }
+        let _ = self.controller.tick(&mut self.hardware, now);
     }
 }
 
@@ -172,7 +218,7 @@ impl PoolApi for Lab {
             borrower: r.borrower,
         };
         self.controller.borrow(
-            &mut self.sim,
+            &mut self.hardware,
             actor,
             tenant,
             request,
@@ -188,7 +234,7 @@ impl PoolApi for Lab {
         lease: LeaseId,
     ) -> Result<(), ControlError> {
         self.controller
-            .release(&mut self.sim, actor, tenant, lease, now_ms())
+            .release(&mut self.hardware, actor, tenant, lease, now_ms())
     }
 
     fn leases(&mut self) -> Result<Vec<LeaseView>, ControlError> {
@@ -284,6 +330,124 @@ impl PoolApi for Lab {
             .and_then(|j| serde_json::to_value(j).ok()))
     }
 
+    fn device(&mut self, fdid: Fdid) -> Result<DeviceDetail, ControlError> {
+        let row = self
+            .controller
+            .store()
+            .device(fdid)?
+            .ok_or(ControlError::NoDevice(fdid))?;
+        let leases = row
+            .value
+            .state
+            .leases()
+            .into_iter()
+            .map(|l| LeaseView {
+                lease_id: l.id,
+                fdid,
+                borrower: l.borrower,
+                tenant: l.tenant.clone(),
+                model: l.model,
+                epoch: l.epoch.0,
+                expires_at: l.expires_at,
+                state: row.value.state.name().to_owned(),
+            })
+            .collect();
+        Ok(DeviceDetail {
+            state: row.value.state.name().to_owned(),
+            detail: serde_json::to_value(&row.value.state).unwrap_or_default(),
+            info: row.value.info,
+            version: row.version,
+            leases,
+        })
+    }
+
+    fn register_agent(
+        &mut self,
+        actor: &str,
+        registration: AgentRegistration,
+    ) -> Result<(), ControlError> {
+        let Hardware::Agents(fleet) = &mut self.hardware else {
+            return Err(ControlError::Unsupported(
+                "pcipool dev runs its agents in process; agents register with pcipool server".into(),
+            ));
+        };
+        let node = registration.node;
+        if self.controller.topology().host(node).is_none() {
+            return Err(ControlError::NoHost(node));
+        }
+        if let Some(d) = registration.devices.iter().find(|d| d.info.fdid.node != node) {
+            return Err(ControlError::BadReport(format!(
+                "the agent of {node} reported {}, a device of another host",
+                d.info.fdid
+            )));
+        }
+        let record = AgentRecord {
+            url: registration.url,
+            secret: registration.secret,
+        };
+        let now = now_ms();
+        let body = serde_json::to_string(&record).unwrap_or_default();
+        let target = node.to_string();
+        let after = format!("{} with {} devices", record.url, registration.devices.len());
+        self.controller.store().put_agent(
+            node,
+            &body,
+            &[pcipool_pool::AuditEntry {
+                at: now,
+                actor,
+                target: &target,
+                action: "agent_register",
+                before: "",
+                after: &after,
+                result: "ok",
+            }],
+        )?;
+        let was_lost = fleet.register(node, record);
+        for d in registration.devices {
+            self.controller.register(d.info, d.reasons, now)?;
+        }
+        if was_lost {
+            self.controller.lender_back(&mut self.hardware, node, now)?;
+        }
+        Ok(())
+    }
+
+    fn agent_heartbeat(
+        &mut self,
+        node: NodeId,
+        beat: AgentHeartbeat,
+    ) -> Result<HeartbeatReply, ControlError> {
+        let Hardware::Agents(fleet) = &mut self.hardware else {
+            return Err(ControlError::Unsupported(
+                "pcipool dev runs its agents in process".into(),
+            ));
+        };
+        let now = now_ms();
+        match fleet.heard(node) {
+            Liveness::Unknown => {
+                return Ok(HeartbeatReply {
+                    register: true,
+                    ..HeartbeatReply::default()
+                });
+            }
+            Liveness::Back => {
+                self.controller.lender_back(&mut self.hardware, node, now)?;
+            }
+            Liveness::Alive => {}
+        }
+        let beats: Vec<(LeaseId, pcipool_pool::Epoch)> = beat
+            .leases
+            .iter()
+            .map(|b| (b.lease_id, pcipool_pool::Epoch(b.epoch)))
+            .collect();
+        let (renewed, refused) = self.controller.borrower_heartbeat(node, &beats, now)?;
+        Ok(HeartbeatReply {
+            renewed,
+            refused,
+            register: false,
+        })
+    }
+
     fn audit_verify(&mut self) -> Result<AuditVerify, ControlError> {
         let records = self.controller.store().all_audit()?;
         Ok(match AuditChain::verify(&records) {
@@ -301,7 +465,72 @@ impl PoolApi for Lab {
     }
 }
 
-fn random_token() -> anyhow::Result<String> {
+/// Serves `lab` on `listen` until SIGINT or SIGTERM, with a ticker that expires leases and notices
+/// silent agents once a second. `banner` runs once the address is bound.
+///
+/// # Errors
+/// Bind or serve failures.
+pub fn serve_lab(
+    lab: Lab,
+    listen: &str,
+    tokens: BTreeMap<String, Principal>,
+    banner: impl FnOnce(std::net::SocketAddr),
+) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting tokio")?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("binding {listen}"))?;
+        let addr = listener.local_addr().context("local address")?;
+        let pool = Arc::new(Mutex::new(lab));
+        let ticker = pool.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(std::time::Duration::from_secs(1));
+            loop {
+                every.tick().await;
+                let t = ticker.clone();
+                let _ = tokio::task::spawn_blocking(move || {
+                    t.lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .tick()
+                })
+                .await;
+            }
+        });
+        banner(addr);
+        use std::io::Write as _;
+        let _ = std::io::stdout().flush();
+        pcipool_api::serve(listener, pool, tokens, shutdown_signal())
+            .await
+            .context("serving the API")?;
+        Ok::<_, anyhow::Error>(())
+    })
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = term => {}
+    }
+}
+
+/// A fresh random secret (24 bytes from the kernel, hex).
+///
+/// # Errors
+/// /dev/urandom unreadable.
+pub fn random_token() -> anyhow::Result<String> {
     let mut bytes = [0u8; 24];
     std::fs::File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(&mut bytes))
@@ -348,30 +577,7 @@ pub fn run(
             role: Role::Admin,
         },
     );
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting tokio")?;
-    runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(listen)
-            .await
-            .with_context(|| format!("binding {listen}"))?;
-        let addr = listener.local_addr().context("local address")?;
-        let pool = Arc::new(Mutex::new(lab));
-        let ticker = pool.clone();
-        tokio::spawn(async move {
-            let mut every = tokio::time::interval(std::time::Duration::from_secs(1));
-            loop {
-                every.tick().await;
-                let t = ticker.clone();
-                let _ = tokio::task::spawn_blocking(move || {
-                    t.lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner)
-                        .tick()
-                })
-                .await;
-            }
-        });
+    serve_lab(lab, listen, tokens, |addr| {
         println!("pcipool dev: the 4-host simulated lab is served at http://{addr}");
         println!("  store:       {}", dir.join("pool.db").display());
         println!(
@@ -383,14 +589,6 @@ pub fn run(
         println!("  pcipool borrow --class nvme --host n3");
         println!("  pcipool lease list");
         println!("  pcipool audit verify");
-        use std::io::Write as _;
-        let _ = std::io::stdout().flush();
-        pcipool_api::serve(listener, pool, tokens, async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await
-        .context("serving the API")?;
-        Ok::<_, anyhow::Error>(())
     })?;
     Ok(ExitCode::SUCCESS)
 }

@@ -7,6 +7,10 @@
 //! - [`cli`]: clap definitions and validation.
 //! - [`commands`]: one function per command.
 //! - [`dev`]: `pcipool dev` (controller + store + simulated lab + HTTP API).
+//! - [`server`]: `pcipool server` (controller whose hosts are reached through agents).
+//! - [`agent`]: `pcipool agent` (one per host).
+//! - [`fleet`]: where steps run (in process, or agents over HTTP).
+//! - [`sim_serve`]: `pcipool sim serve` (the simulated fabric as a process of its own).
 //! - [`client_cmd`]: the CLI commands that talk to the API.
 //! - [`qualify_cmd`]: the qualification report.
 //! - [`render`]: text output.
@@ -17,10 +21,14 @@ mod bench;
 mod cli;
 mod client_cmd;
 mod commands;
+mod agent;
 mod dev;
+mod fleet;
 mod qualify_cmd;
 mod render;
+mod server;
 mod sim_cmd;
+mod sim_serve;
 
 use std::process::ExitCode;
 

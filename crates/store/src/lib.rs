@@ -182,6 +182,24 @@ pub trait Store {
         counters.iter().map(|c| self.next(c)).collect()
     }
 
+    /// Records (or replaces) how to reach a host's agent, with audit entries in the same transaction, so a
+    /// restarted controller can drive unfinished workflows before the agents announce themselves again.
+    ///
+    /// # Errors
+    /// Database errors.
+    fn put_agent(
+        &self,
+        node: pcipool_fabric::NodeId,
+        body: &str,
+        audit: &[AuditEntry<'_>],
+    ) -> Result<(), StoreError>;
+
+    /// Every recorded agent (node, body), in node order.
+    ///
+    /// # Errors
+    /// Database errors, or a row that does not decode.
+    fn agents(&self) -> Result<Vec<(pcipool_fabric::NodeId, String)>, StoreError>;
+
     /// Ids of workflows not marked finished (what a restarted controller resumes).
     ///
     /// # Errors

@@ -37,6 +37,10 @@ const MIGRATIONS: &[&str] = &[
         body TEXT NOT NULL
      );
      CREATE INDEX workflows_unfinished ON workflows (finished);",
+    "CREATE TABLE agents (
+        node TEXT PRIMARY KEY,
+        body TEXT NOT NULL
+     );",
 ];
 
 /// SQLite-backed [`Store`].
@@ -449,6 +453,44 @@ impl Store for SqliteStore {
             }
             tx.commit()?;
             Ok(out)
+        })
+    }
+
+    fn put_agent(
+        &self,
+        node: pcipool_fabric::NodeId,
+        body: &str,
+        audit: &[AuditEntry<'_>],
+    ) -> Result<(), StoreError> {
+        self.with(|c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.execute(
+                "INSERT INTO agents (node, body) VALUES (?1, ?2)
+                 ON CONFLICT (node) DO UPDATE SET body = excluded.body",
+                params![node.to_string(), body],
+            )?;
+            append_audit(&tx, audit)?;
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    fn agents(&self) -> Result<Vec<(pcipool_fabric::NodeId, String)>, StoreError> {
+        self.with(|c| {
+            let mut stmt = c.prepare_cached("SELECT node, body FROM agents ORDER BY node")?;
+            let rows: Vec<(String, String)> = stmt
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<Result<_, _>>()?;
+            rows.into_iter()
+                .map(|(node, body)| {
+                    serde_json::from_value(serde_json::Value::String(node.clone()))
+                        .map(|n| (n, body))
+                        .map_err(|source| StoreError::Corrupt {
+                            key: format!("agent {node}"),
+                            source,
+                        })
+                })
+                .collect()
         })
     }
 

@@ -1,0 +1,113 @@
+//! `pcipool sim serve`: the simulated fabric as a process of its own. It plays every host's hardware
+//! and kernel: agents in other processes read their host's qualified devices from it and carry out
+//! workflow steps on it. Killing the controller or an agent leaves this state alone, as a crash of the
+//! software would leave real hosts and their NTB mappings alone.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context;
+use axum::extract::{Path as UrlPath, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use pcipool_api::types::{ApiErrorBody, ReportedDevice, StepRequest};
+use pcipool_backend::Executor as _;
+use pcipool_fabric::NodeId;
+use pcipool_sim::{FabricDesc, Sim};
+
+type Shared = Arc<Mutex<Sim>>;
+
+fn error(status: StatusCode, code: &str, message: String) -> Response {
+    (
+        status,
+        Json(ApiErrorBody {
+            code: code.to_owned(),
+            message,
+        }),
+    )
+        .into_response()
+}
+
+fn lock(sim: &Shared) -> std::sync::MutexGuard<'_, Sim> {
+    sim.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+async fn devices(State(sim): State<Shared>, UrlPath(node): UrlPath<String>) -> Response {
+    let node: NodeId = match node.parse() {
+        Ok(n) => n,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "BAD_REQUEST", format!("{e}")),
+    };
+    let sim = lock(&sim);
+    if sim.host(node).is_none() {
+        return error(
+            StatusCode::NOT_FOUND,
+            "NO_SUCH_HOST",
+            format!("no host {node} in the simulated fabric"),
+        );
+    }
+    let report: Vec<ReportedDevice> = crate::dev::qualified_devices(&sim, Some(node))
+        .into_iter()
+        .map(|(info, reasons)| ReportedDevice { info, reasons })
+        .collect();
+    Json(report).into_response()
+}
+
+async fn step(
+    State(sim): State<Shared>,
+    body: Result<Json<StepRequest>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let Json(request) = match body {
+        Ok(b) => b,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "BAD_REQUEST", e.body_text()),
+    };
+    let result = lock(&sim).run(request.step, &request.ctx);
+    match result {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(message) => error(StatusCode::CONFLICT, "STEP_FAILED", message),
+    }
+}
+
+/// `pcipool sim serve`.
+///
+/// # Errors
+/// Bad description (exit 3), bind failures.
+pub fn run(fabric: Option<&Path>, listen: &str) -> anyhow::Result<ExitCode> {
+    let text = match fabric {
+        Some(p) => {
+            std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?
+        }
+        None => crate::sim_cmd::LAB_4.to_owned(),
+    };
+    let desc = FabricDesc::parse(&text).map_err(|e| crate::BadInput(e.to_string()))?;
+    let sim = Sim::new(&desc, 1).map_err(|e| crate::BadInput(e.to_string()))?;
+    let hosts = sim.hosts().count();
+    let shared: Shared = Arc::new(Mutex::new(sim));
+    let app = Router::new()
+        .route("/v1/hosts/{node}/devices", get(devices))
+        .route("/v1/steps", post(step))
+        .route("/v1/health", get(|| async { "ok" }))
+        .with_state(shared);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting tokio")?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("binding {listen}"))?;
+        let addr = listener.local_addr().context("local address")?;
+        println!("pcipool sim serve: the simulated fabric ({hosts} hosts) at http://{addr}");
+        use std::io::Write as _;
+        let _ = std::io::stdout().flush();
+        axum::serve(listener, app)
+            .with_graceful_shutdown(crate::dev::shutdown_signal())
+            .await
+            .context("serving")?;
+        Ok::<_, anyhow::Error>(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
