@@ -4,7 +4,7 @@ use serde::de::DeserializeOwned;
 
 use crate::types::{
     AgentHeartbeat, AgentRegistration, ApiErrorBody, AuditVerify, AuditView, BorrowRequest,
-    DeviceAction, DeviceDetail, DeviceView, HeartbeatReply, HostView, LeaseView,
+    DeviceAction, DeviceDetail, DeviceView, HeartbeatReply, HostView, LeaseView, RegistrationReply,
 };
 
 /// Why a call failed.
@@ -128,18 +128,11 @@ impl Client {
     ///
     /// # Errors
     /// [`ClientError`].
-    pub fn register_agent(&self, registration: &AgentRegistration) -> Result<(), ClientError> {
-        let url = format!("{}/v1/agents", self.base);
-        let resp = self
-            .agent
-            .post(&url)
-            .header("authorization", &format!("Bearer {}", self.token))
-            .send_json(registration)
-            .map_err(Self::transport(&url))?;
-        if resp.status().as_u16() >= 400 {
-            return Self::decode::<()>(&url, resp);
-        }
-        Ok(())
+    pub fn register_agent(
+        &self,
+        registration: &AgentRegistration,
+    ) -> Result<RegistrationReply, ClientError> {
+        self.post("/v1/agents", registration)
     }
 
     /// An agent's heartbeat.

@@ -14,7 +14,7 @@ use pcipool_fabric::LeaseId;
 
 use crate::types::{
     AgentHeartbeat, AgentRegistration, ApiErrorBody, AuditVerify, AuditView, BorrowRequest,
-    DeviceAction, DeviceDetail, DeviceView, HeartbeatReply, HostView, LeaseView,
+    DeviceAction, DeviceDetail, DeviceView, HeartbeatReply, HostView, LeaseView, RegistrationReply,
 };
 
 /// What a token may do.
@@ -114,7 +114,7 @@ pub trait PoolApi: Send + 'static {
         &mut self,
         actor: &str,
         registration: AgentRegistration,
-    ) -> Result<(), ControlError>;
+    ) -> Result<RegistrationReply, ControlError>;
     /// An agent's heartbeat: it is alive, and renews the leases its host carries.
     ///
     /// # Errors
@@ -373,18 +373,19 @@ async fn register_agent<P: PoolApi>(
     State(state): State<AppState<P>>,
     headers: HeaderMap,
     body: Result<Json<AgentRegistration>, axum::extract::rejection::JsonRejection>,
-) -> Result<StatusCode, ApiError> {
+) -> Result<Json<RegistrationReply>, ApiError> {
     let who = principal(&state, &headers)?;
     agents_only(&who)?;
     let Json(registration) =
         body.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "BAD_REQUEST", e.body_text()))?;
     let state2 = state.clone();
-    tokio::task::spawn_blocking(move || lock(&state2).register_agent(&who.name, registration))
-        .await
-        .map_err(|e| {
-            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", e.to_string())
-        })??;
-    Ok(StatusCode::NO_CONTENT)
+    let reply =
+        tokio::task::spawn_blocking(move || lock(&state2).register_agent(&who.name, registration))
+            .await
+            .map_err(|e| {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", e.to_string())
+            })??;
+    Ok(Json(reply))
 }
 
 async fn agent_heartbeat<P: PoolApi>(

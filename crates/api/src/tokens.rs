@@ -84,13 +84,7 @@ pub fn parse(text: &str) -> Result<BTreeMap<String, Principal>, TokenFileError> 
         if out.contains_key(&e.token) {
             return Err(TokenFileError::Duplicate(e.name));
         }
-        out.insert(
-            e.token,
-            Principal {
-                name: e.name,
-                role,
-            },
-        );
+        out.insert(e.token, Principal { name: e.name, role });
     }
     Ok(out)
 }

@@ -100,6 +100,9 @@ pub struct HostView {
     pub adapters: Vec<String>,
     /// Devices it lends.
     pub devices: usize,
+    /// Its agent: `up`, `lost`, `none` (never registered), or `in-process` (`pcipool dev`).
+    #[serde(default)]
+    pub agent: String,
 }
 
 /// An operator action on a device.
@@ -156,6 +159,14 @@ pub struct AgentRegistration {
     /// The host's devices.
     #[serde(default)]
     pub devices: Vec<ReportedDevice>,
+}
+
+/// Answer to a registration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct RegistrationReply {
+    /// The leases the controller grants to this host as a borrower, with their step contexts: a
+    /// restarted agent heartbeats these and removes any other borrowed device it finds on its host.
+    pub borrowed: Vec<pcipool_backend::StepContext>,
 }
 
 /// A lease the borrower's agent still carries.

@@ -329,7 +329,7 @@ impl<S: Store> Controller<S> {
             }
         };
         let mut granted: Vec<(Lease, u64, Fdid, Option<Journal>)> = Vec::new();
-        for (index, fdid) in chosen.iter().enumerate() {
+        for fdid in &chosen {
             let [lease_no, epoch_no, workflow] =
                 self.store.next_many(&["lease", "epoch", "workflow"])?[..]
             else {
@@ -354,7 +354,7 @@ impl<S: Store> Controller<S> {
                 )
             } else {
                 // The lend journal is created in the same transaction as the assignment.
-                let ctx = self.context(*fdid, &lease, shadow_bdf(lease.id, index))?;
+                let ctx = self.context(*fdid, &lease, shadow_bdf(lease.id))?;
                 (
                     Event::Assign {
                         lease: lease.clone(),
@@ -414,8 +414,8 @@ impl<S: Store> Controller<S> {
             }
         }
         let mut out = Vec::new();
-        for (i, (lease, workflow, fdid, journal)) in granted.into_iter().enumerate() {
-            let shadow = shadow_bdf(lease.id, i);
+        for (lease, workflow, fdid, journal) in granted {
+            let shadow = shadow_bdf(lease.id);
             let Some(mut journal) = journal else {
                 out.push(Granted {
                     lease_id: lease.id,
@@ -506,6 +506,17 @@ impl<S: Store> Controller<S> {
                 Ok(()) => {
                     journal.steps[i].status = StepStatus::Done;
                     // Progress is flushed by the next durable commit; a rerun after a power loss is harmless.
+                    version = Some(self.store.put_workflow_progress(
+                        journal.id,
+                        version,
+                        &json(journal),
+                    )?);
+                    continue;
+                }
+                Err(why)
+                    if journal.returning() && step.side() == pcipool_backend::Side::Borrower =>
+                {
+                    journal.steps[i].status = StepStatus::Skipped(why);
                     version = Some(self.store.put_workflow_progress(
                         journal.id,
                         version,
@@ -700,8 +711,8 @@ impl<S: Store> Controller<S> {
                 leases, workflow, ..
             } = c
             {
-                for (i, l) in leases.iter().enumerate() {
-                    let ctx = self.context(fdid, l, shadow_bdf(l.id, i))?;
+                for l in leases {
+                    let ctx = self.context(fdid, l, shadow_bdf(l.id))?;
                     let mut journal =
                         Journal::new(workflow.0, WorkflowKind::Return, fdid.to_string(), ctx);
                     let existing = self.store.workflow(workflow.0)?.map(|v| v.version);
@@ -721,6 +732,21 @@ impl<S: Store> Controller<S> {
         let (fdid, _) = self.find_lease(lease)?;
         self.transition(fdid, &Event::Heartbeat { lease, epoch }, "agent", now)
             .map(|_| ())
+    }
+
+    /// What a borrower carries according to the store: the step context of every lease it holds, so a
+    /// restarted agent picks up heartbeating (and, later, tearing down) what its host still has.
+    ///
+    /// # Errors
+    /// Store errors.
+    pub fn borrowed_by(&self, borrower: NodeId) -> Result<Vec<StepContext>, ControlError> {
+        let mut out = Vec::new();
+        for (fdid, lease, _) in self.leases()? {
+            if lease.borrower == borrower {
+                out.push(self.context(fdid, &lease, shadow_bdf(lease.id))?);
+            }
+        }
+        Ok(out)
     }
 
     /// Renews the leases a borrower's agent still carries. Returns the leases renewed and those refused
@@ -878,8 +904,8 @@ impl<S: Store> Controller<S> {
                     }
                 }
                 None => {
-                    for (i, lease) in leases.iter().enumerate() {
-                        let ctx = self.context(fdid, lease, shadow_bdf(lease.id, i))?;
+                    for lease in &leases {
+                        let ctx = self.context(fdid, lease, shadow_bdf(lease.id))?;
                         let mut journal = Journal::new(workflow.0, kind, fdid.to_string(), ctx);
                         let existing = self.store.workflow(workflow.0)?.map(|v| v.version);
                         self.save(&journal, existing, now)?;
@@ -904,7 +930,7 @@ impl<S: Store> Controller<S> {
                 continue;
             };
             let fdid = row.value.info.fdid;
-            let ctx = self.context(fdid, lease, shadow_bdf(lease.id, 0))?;
+            let ctx = self.context(fdid, lease, shadow_bdf(lease.id))?;
             if exec
                 .run(pcipool_backend::Step::BorrowerVerify, &ctx)
                 .is_ok()
@@ -983,9 +1009,13 @@ impl<S: Store> Controller<S> {
     }
 }
 
-/// Where a borrowed device appears on its borrower: a bus of its own per lease (bus 0x80 upwards).
-pub fn shadow_bdf(lease: LeaseId, index: usize) -> Bdf {
-    let bus = u8::try_from(0x80 + (lease.0 % 0x7f)).unwrap_or(0x80);
-    let device = u8::try_from(index % 32).unwrap_or(0);
+/// Where a borrowed device appears on its borrower: one of 127 x 32 slots (buses 0x80-0xfe, any device
+/// number) chosen by the lease id alone, so the lend, its return and a restarted agent all agree on it
+/// without asking anyone. Two leases 4,064 ids apart held by one borrower at once would collide; a
+/// borrower-side slot allocator belongs to the Linux agent.
+pub fn shadow_bdf(lease: LeaseId) -> Bdf {
+    let slot = lease.0 % (127 * 32);
+    let bus = u8::try_from(0x80 + slot / 32).unwrap_or(0x80);
+    let device = u8::try_from(slot % 32).unwrap_or(0);
     Bdf::new(0, bus, device, 0).expect("device number below 32 and any bus are valid")
 }

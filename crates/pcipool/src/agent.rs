@@ -21,7 +21,7 @@ use pcipool_api::client::Client;
 use pcipool_api::types::{
     AgentHeartbeat, AgentRegistration, ApiErrorBody, LeaseBeat, ReportedDevice, StepRequest,
 };
-use pcipool_backend::Step;
+use pcipool_backend::{Step, StepContext};
 use pcipool_fabric::{LeaseId, NodeId};
 use pcipool_pcie::Bdf;
 
@@ -49,8 +49,10 @@ struct Agent {
     http: ureq::Agent,
     /// Highest fencing epoch seen per device (lender node, address).
     epochs: Mutex<BTreeMap<(u32, Bdf), u64>>,
-    /// Leases this host carries as a borrower, with their epochs.
-    carried: Mutex<BTreeMap<LeaseId, u64>>,
+    /// Leases this host carries as a borrower, with the context to tear them down.
+    carried: Mutex<BTreeMap<LeaseId, StepContext>>,
+    /// Held while a step runs, so the sweep after a registration never races a lend half-way.
+    steps: Mutex<()>,
 }
 
 fn error(status: StatusCode, code: &str, message: String) -> Response {
@@ -70,6 +72,7 @@ fn guard<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Agent {
     fn execute(&self, request: &StepRequest) -> Response {
+        let _one_at_a_time = guard(&self.steps);
         let ctx = &request.ctx;
         {
             let mut epochs = guard(&self.epochs);
@@ -86,32 +89,13 @@ impl Agent {
             }
             *seen = ctx.epoch;
         }
-        let url = format!("{}/v1/steps", self.fabric.trim_end_matches('/'));
-        let mut resp = match self.http.post(&url).send_json(request) {
-            Ok(r) => r,
-            Err(e) => {
-                return error(
-                    StatusCode::BAD_GATEWAY,
-                    "HARDWARE_UNREACHABLE",
-                    format!("{}: cannot reach the fabric at {url}: {e}", self.node),
-                );
-            }
-        };
-        if !resp.status().is_success() {
-            let status = resp.status();
-            return match resp.body_mut().read_json::<ApiErrorBody>() {
-                Ok(b) => error(status, &b.code, b.message),
-                Err(_) => error(
-                    StatusCode::BAD_GATEWAY,
-                    "HARDWARE",
-                    format!("the fabric answered HTTP {status}"),
-                ),
-            };
+        if let Err((status, code, message)) = self.hardware(request) {
+            return error(status, &code, message);
         }
         let lease = LeaseId(ctx.lease);
         match request.step {
             Step::BorrowerHotAdd | Step::BorrowerBind | Step::BorrowerVerify => {
-                guard(&self.carried).insert(lease, ctx.epoch);
+                guard(&self.carried).insert(lease, ctx.clone());
             }
             Step::BorrowerUnbind | Step::BorrowerHotRemove => {
                 guard(&self.carried).remove(&lease);
@@ -119,6 +103,109 @@ impl Agent {
             _ => {}
         }
         StatusCode::NO_CONTENT.into_response()
+    }
+
+    /// Carries out a step on this host's hardware (the simulated fabric process).
+    fn hardware(&self, request: &StepRequest) -> Result<(), (StatusCode, String, String)> {
+        let url = format!("{}/v1/steps", self.fabric.trim_end_matches('/'));
+        let mut resp = self.http.post(&url).send_json(request).map_err(|e| {
+            (
+                StatusCode::BAD_GATEWAY,
+                "HARDWARE_UNREACHABLE".to_owned(),
+                format!("{}: cannot reach the fabric at {url}: {e}", self.node),
+            )
+        })?;
+        if resp.status().is_success() {
+            return Ok(());
+        }
+        let status = resp.status();
+        Err(match resp.body_mut().read_json::<ApiErrorBody>() {
+            Ok(b) => (status, b.code, b.message),
+            Err(_) => (
+                StatusCode::BAD_GATEWAY,
+                "HARDWARE".to_owned(),
+                format!("the fabric answered HTTP {status}"),
+            ),
+        })
+    }
+
+    /// The controller no longer grants `lease` (fenced while this host was unreachable, or expired):
+    /// unbind and remove the borrowed device here; the lender has already cut the mappings.
+    fn tear_down(&self, lease: LeaseId) {
+        let _no_steps_meanwhile = guard(&self.steps);
+        let Some(ctx) = guard(&self.carried).remove(&lease) else {
+            return;
+        };
+        for step in [Step::BorrowerUnbind, Step::BorrowerHotRemove] {
+            let request = StepRequest {
+                step,
+                ctx: ctx.clone(),
+            };
+            if let Err((_, code, message)) = self.hardware(&request) {
+                eprintln!(
+                    "pcipool agent {}: tearing down {lease}: {step:?}: {code}: {message}",
+                    self.node
+                );
+            }
+        }
+        println!(
+            "pcipool agent {}: {lease} is no longer granted; its device was removed here",
+            self.node
+        );
+    }
+
+    /// After a registration: carry exactly the leases the controller grants this host, and remove any
+    /// other borrowed device still present here (left over from before an agent or controller restart).
+    fn adopt(&self, granted: Vec<StepContext>) -> Result<usize, String> {
+        let _no_steps_meanwhile = guard(&self.steps);
+        let granted: BTreeMap<LeaseId, StepContext> =
+            granted.into_iter().map(|c| (LeaseId(c.lease), c)).collect();
+        let url = format!("{}/v1/state", self.fabric.trim_end_matches('/'));
+        let state: serde_json::Value = self
+            .http
+            .get(&url)
+            .call()
+            .map_err(|e| format!("cannot reach the fabric at {url}: {e}"))?
+            .body_mut()
+            .read_json()
+            .map_err(|e| format!("{url}: unexpected body: {e}"))?;
+        let mut removed = 0;
+        let empty = Vec::new();
+        for shadow in state["shadows"].as_array().unwrap_or(&empty) {
+            let (Some(node), Some(bdf), Some(lender)) = (
+                shadow[0].as_str().and_then(|n| n.parse::<NodeId>().ok()),
+                shadow[1].as_str().and_then(|b| b.parse::<Bdf>().ok()),
+                shadow[2]
+                    .as_str()
+                    .and_then(|f| f.parse::<pcipool_fabric::Fdid>().ok()),
+            ) else {
+                continue;
+            };
+            if node != self.node || granted.values().any(|c| c.shadow == bdf) {
+                continue;
+            }
+            let ctx = StepContext {
+                lender: lender.node.0,
+                bdf: lender.bdf,
+                borrower: self.node.0,
+                shadow: bdf,
+                lease: 0,
+                epoch: 0,
+                bars: Vec::new(),
+                dma_window: 0,
+                driver: None,
+            };
+            for step in [Step::BorrowerUnbind, Step::BorrowerHotRemove] {
+                self.hardware(&StepRequest {
+                    step,
+                    ctx: ctx.clone(),
+                })
+                .map_err(|(_, code, message)| format!("removing {bdf}: {code}: {message}"))?;
+            }
+            removed += 1;
+        }
+        *guard(&self.carried) = granted;
+        Ok(removed)
     }
 
     fn devices(&self) -> Result<Vec<ReportedDevice>, String> {
@@ -155,15 +242,17 @@ impl Agent {
                 let beat = AgentHeartbeat {
                     leases: guard(&self.carried)
                         .iter()
-                        .map(|(&lease_id, &epoch)| LeaseBeat { lease_id, epoch })
+                        .map(|(&lease_id, ctx)| LeaseBeat {
+                            lease_id,
+                            epoch: ctx.epoch,
+                        })
                         .collect(),
                 };
                 match client.agent_heartbeat(self.node, &beat) {
                     Ok(reply) if reply.register => registered = false,
                     Ok(reply) => {
-                        let mut carried = guard(&self.carried);
                         for id in reply.refused {
-                            carried.remove(&id);
+                            self.tear_down(id);
                         }
                     }
                     Err(e) => report(format!("heartbeat: {e}")),
@@ -179,13 +268,17 @@ impl Agent {
                             secret: self.secret.clone(),
                             devices,
                         })
-                        .map(|()| n)
                         .map_err(|e| format!("registering: {e}"))
+                        .and_then(|reply| {
+                            let borrowed = reply.borrowed.len();
+                            self.adopt(reply.borrowed)
+                                .map(|removed| (n, borrowed, removed))
+                        })
                 });
                 match result {
-                    Ok(n) => {
+                    Ok((n, borrowed, removed)) => {
                         println!(
-                            "pcipool agent {}: registered with {n} devices",
+                            "pcipool agent {}: registered with {n} devices; carries {borrowed} borrowed, removed {removed} no longer granted",
                             self.node
                         );
                         registered = true;
@@ -221,11 +314,7 @@ async fn step(
     };
     match tokio::task::spawn_blocking(move || agent.execute(&request)).await {
         Ok(r) => r,
-        Err(e) => error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "INTERNAL",
-            e.to_string(),
-        ),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", e.to_string()),
     }
 }
 
@@ -245,6 +334,7 @@ pub fn run(o: &AgentOptions) -> anyhow::Result<ExitCode> {
         http: config.into(),
         epochs: Mutex::new(BTreeMap::new()),
         carried: Mutex::new(BTreeMap::new()),
+        steps: Mutex::new(()),
     });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -699,7 +699,9 @@ impl Cli {
                 agent_timeout,
             } => {
                 if agent_timeout == 0 {
-                    return Err(UsageError("--agent-timeout must be at least 1 second".into()));
+                    return Err(UsageError(
+                        "--agent-timeout must be at least 1 second".into(),
+                    ));
                 }
                 Command::Server(crate::server::ServerOptions {
                     data_dir,
@@ -721,7 +723,9 @@ impl Cli {
                     return Err(UsageError("--heartbeat-ms must be at least 1".into()));
                 }
                 Command::Agent(crate::agent::AgentOptions {
-                    node: node.parse().map_err(|e| UsageError(format!("--node: {e}")))?,
+                    node: node
+                        .parse()
+                        .map_err(|e| UsageError(format!("--node: {e}")))?,
                     fabric_url,
                     listen,
                     heartbeat: std::time::Duration::from_millis(heartbeat_ms),

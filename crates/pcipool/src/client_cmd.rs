@@ -116,11 +116,7 @@ pub fn run(url: &str, token: &str, call: ClientCall) -> anyhow::Result<ExitCode>
                         "ids:      {:04x}:{:04x}  class {:06x}",
                         i.vendor_id, i.device_id, i.class
                     );
-                    let _ = writeln!(
-                        out,
-                        "state:    {}   (version {})",
-                        d.state, d.version
-                    );
+                    let _ = writeln!(out, "state:    {}   (version {})", d.state, d.version);
                     let models: Vec<String> = i.models.iter().map(ToString::to_string).collect();
                     let _ = writeln!(out, "models:   {}", models.join(", "));
                     let _ = writeln!(
@@ -160,16 +156,19 @@ pub fn run(url: &str, token: &str, call: ClientCall) -> anyhow::Result<ExitCode>
             match output {
                 OutputFormat::Json => json(&hosts)?,
                 OutputFormat::Table => {
-                    let mut out =
-                        format!("{:<6} {:<20} {:<24} DEVICES\n", "NODE", "HOST", "ADAPTERS");
+                    let mut out = format!(
+                        "{:<6} {:<20} {:<24} {:<8} AGENT\n",
+                        "NODE", "HOST", "ADAPTERS", "DEVICES"
+                    );
                     for h in &hosts {
                         let _ = writeln!(
                             out,
-                            "{:<6} {:<20} {:<24} {}",
+                            "{:<6} {:<20} {:<24} {:<8} {}",
                             h.node.to_string(),
                             h.name,
                             h.adapters.join(","),
-                            h.devices
+                            h.devices,
+                            h.agent
                         );
                     }
                     emit(&out)?;

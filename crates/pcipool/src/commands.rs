@@ -37,9 +37,7 @@ pub fn execute(command: Command) -> anyhow::Result<ExitCode> {
         } => crate::dev::run(data_dir, &listen, fabric.as_deref()),
         Command::Server(options) => crate::server::run(&options),
         Command::Agent(options) => crate::agent::run(&options),
-        Command::SimServe { fabric, listen } => {
-            crate::sim_serve::run(fabric.as_deref(), &listen)
-        }
+        Command::SimServe { fabric, listen } => crate::sim_serve::run(fabric.as_deref(), &listen),
         Command::Client { url, token, call } => crate::client_cmd::run(&url, &token, call),
         Command::SimInventory { fabric, output } => {
             crate::sim_cmd::inventory(fabric.as_deref(), output)

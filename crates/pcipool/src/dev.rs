@@ -11,7 +11,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use pcipool_api::types::{
     AgentHeartbeat, AgentRegistration, AuditVerify, AuditView, BorrowRequest, DeviceAction,
-    DeviceDetail, DeviceView, HeartbeatReply, LeaseView,
+    DeviceDetail, DeviceView, HeartbeatReply, LeaseView, RegistrationReply,
 };
 use pcipool_api::{PoolApi, Principal, Role};
 use pcipool_backend::Inventory;
@@ -62,6 +62,14 @@ pub fn qualified_devices(sim: &Sim, only: Option<NodeId>) -> Vec<(DeviceInfo, Ve
             continue;
         };
         for record in &inv.devices {
+            // A device this host borrows is not its own to lend.
+            if host
+                .devices
+                .get(&record.bdf)
+                .is_some_and(|d| d.remote.is_some())
+            {
+                continue;
+            }
             let ctx = pcipool_qualify::gather::device_context(&inv, record, None, Some(&aliases));
             let input = Input {
                 device: &ctx,
@@ -176,8 +184,9 @@ impl Lab {
         let store = SqliteStore::open(&data_dir.join("pool.db")).context("opening the store")?;
         let mut records = Vec::new();
         for (node, body) in store.agents().context("reading agent records")? {
-            let record: AgentRecord = serde_json::from_str(&body)
-                .map_err(|e| crate::BadInput(format!("agent record of {node} in the store: {e}")))?;
+            let record: AgentRecord = serde_json::from_str(&body).map_err(|e| {
+                crate::BadInput(format!("agent record of {node} in the store: {e}"))
+            })?;
             records.push((node, record));
         }
         let controller = Controller::new(store, policy, topology);
@@ -302,6 +311,10 @@ impl PoolApi for Lab {
                     .iter()
                     .filter(|d| d.value.info.fdid.node == h.node)
                     .count(),
+                agent: match &self.hardware {
+                    Hardware::InProcess(_) => "in-process".to_owned(),
+                    Hardware::Agents(fleet) => fleet.status(h.node).to_owned(),
+                },
             })
             .collect())
     }
@@ -365,17 +378,22 @@ impl PoolApi for Lab {
         &mut self,
         actor: &str,
         registration: AgentRegistration,
-    ) -> Result<(), ControlError> {
+    ) -> Result<RegistrationReply, ControlError> {
         let Hardware::Agents(fleet) = &mut self.hardware else {
             return Err(ControlError::Unsupported(
-                "pcipool dev runs its agents in process; agents register with pcipool server".into(),
+                "pcipool dev runs its agents in process; agents register with pcipool server"
+                    .into(),
             ));
         };
         let node = registration.node;
         if self.controller.topology().host(node).is_none() {
             return Err(ControlError::NoHost(node));
         }
-        if let Some(d) = registration.devices.iter().find(|d| d.info.fdid.node != node) {
+        if let Some(d) = registration
+            .devices
+            .iter()
+            .find(|d| d.info.fdid.node != node)
+        {
             return Err(ControlError::BadReport(format!(
                 "the agent of {node} reported {}, a device of another host",
                 d.info.fdid
@@ -409,7 +427,9 @@ impl PoolApi for Lab {
         if was_lost {
             self.controller.lender_back(&mut self.hardware, node, now)?;
         }
-        Ok(())
+        Ok(RegistrationReply {
+            borrowed: self.controller.borrowed_by(node)?,
+        })
     }
 
     fn agent_heartbeat(

@@ -104,6 +104,15 @@ impl AgentFleet {
         }
     }
 
+    /// `up`, `lost` or `none`.
+    pub fn status(&self, node: NodeId) -> &'static str {
+        match self.agents.get(&node) {
+            None => "none",
+            Some(l) if l.lost => "lost",
+            Some(_) => "up",
+        }
+    }
+
     /// Agents silent past the timeout that were not yet reported lost; marks them lost.
     pub fn newly_lost(&mut self) -> Vec<NodeId> {
         let timeout = self.timeout;

@@ -17,11 +17,11 @@
 //! - [`sim_cmd`]: the simulator commands.
 //! - [`bench`]: benchmarks that measure pcipool against a reference side by side.
 
+mod agent;
 mod bench;
 mod cli;
 mod client_cmd;
 mod commands;
-mod agent;
 mod dev;
 mod fleet;
 mod qualify_cmd;

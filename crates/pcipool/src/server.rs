@@ -39,7 +39,8 @@ fn token_file(dir: &Path, name: &str) -> anyhow::Result<String> {
         return Ok(t.trim().to_owned());
     }
     let t = random_token()?;
-    std::fs::write(&path, format!("{t}\n")).with_context(|| format!("writing {}", path.display()))?;
+    std::fs::write(&path, format!("{t}\n"))
+        .with_context(|| format!("writing {}", path.display()))?;
     use std::os::unix::fs::PermissionsExt as _;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
         .with_context(|| format!("restricting {}", path.display()))?;
@@ -107,7 +108,9 @@ pub fn run(o: &ServerOptions) -> anyhow::Result<ExitCode> {
         println!("pcipool server: controller at http://{addr}");
         println!("  store:  {}", o.data_dir.join("pool.db").display());
         println!("  {where_tokens}");
-        println!("Agents: pcipool agent --node nN --url http://{addr} --token <agent token> --fabric-url <sim>");
+        println!(
+            "Agents: pcipool agent --node nN --url http://{addr} --token <agent token> --fabric-url <sim>"
+        );
     })?;
     Ok(ExitCode::SUCCESS)
 }

@@ -32,7 +32,8 @@ fn error(status: StatusCode, code: &str, message: String) -> Response {
 }
 
 fn lock(sim: &Shared) -> std::sync::MutexGuard<'_, Sim> {
-    sim.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    sim.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 async fn devices(State(sim): State<Shared>, UrlPath(node): UrlPath<String>) -> Response {
@@ -70,6 +71,37 @@ async fn step(
     }
 }
 
+/// What the hardware carries, for tests and operators comparing it with the controller's store.
+#[derive(Debug, serde::Serialize)]
+pub struct FabricState {
+    /// Leases that have at least one fabric mapping (BAR or DMA window).
+    pub mapped_leases: Vec<u64>,
+    /// Borrowed devices present on borrowers: (borrower, shadow address, lender's device).
+    pub shadows: Vec<(NodeId, String, String)>,
+}
+
+async fn state(State(sim): State<Shared>) -> Response {
+    let sim = lock(&sim);
+    let mut mapped: Vec<u64> = sim.fabric.mappings().map(|m| m.lease.0).collect();
+    mapped.sort_unstable();
+    mapped.dedup();
+    let shadows = sim
+        .hosts()
+        .flat_map(|h| {
+            h.devices.iter().filter_map(move |(bdf, d)| {
+                d.remote
+                    .filter(|_| d.present)
+                    .map(|fdid| (h.node, bdf.to_string(), fdid.to_string()))
+            })
+        })
+        .collect();
+    Json(FabricState {
+        mapped_leases: mapped,
+        shadows,
+    })
+    .into_response()
+}
+
 /// `pcipool sim serve`.
 ///
 /// # Errors
@@ -88,6 +120,7 @@ pub fn run(fabric: Option<&Path>, listen: &str) -> anyhow::Result<ExitCode> {
     let app = Router::new()
         .route("/v1/hosts/{node}/devices", get(devices))
         .route("/v1/steps", post(step))
+        .route("/v1/state", get(state))
         .route("/v1/health", get(|| async { "ok" }))
         .with_state(shared);
     let runtime = tokio::runtime::Builder::new_multi_thread()

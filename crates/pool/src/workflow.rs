@@ -55,6 +55,10 @@ pub enum StepStatus {
     Done,
     /// Failed with this message.
     Failed(String),
+    /// A borrower-side teardown step of a return that failed (borrower gone, driver stuck), passed over
+    /// with the reason: the unmap that follows cuts the borrower off from the device whatever state it is
+    /// in, and the borrower's agent tears its side down when the controller refuses the lease.
+    Skipped(String),
 }
 
 /// One journal line.
@@ -124,9 +128,16 @@ impl Journal {
         }
     }
 
-    /// The first step not done, if any.
+    /// The first step neither done nor skipped, if any.
     pub fn next_pending(&self) -> Option<usize> {
-        self.steps.iter().position(|s| s.status != StepStatus::Done)
+        self.steps
+            .iter()
+            .position(|s| !matches!(s.status, StepStatus::Done | StepStatus::Skipped(_)))
+    }
+
+    /// Whether the journal is running return steps (a return, or a lend being undone).
+    pub fn returning(&self) -> bool {
+        self.kind == WorkflowKind::Return || self.compensating
     }
 
     /// Switches to compensation (a lend that failed) or escalation (a return whose reset failed).

@@ -346,3 +346,73 @@ fn restart_onto_fresh_hardware_fences_stale_leases() {
         (1, "available", 0)
     );
 }
+
+/// An executor whose borrower host stopped answering.
+struct BorrowerGone<'a> {
+    sim: &'a mut Sim,
+}
+
+impl Executor for BorrowerGone<'_> {
+    fn run(&mut self, step: Step, ctx: &StepContext) -> Result<(), String> {
+        if step.side() == pcipool_backend::Side::Borrower {
+            return Err(format!("n{} unreachable", ctx.borrower));
+        }
+        self.sim.run(step, ctx)
+    }
+}
+
+#[test]
+fn a_vanished_borrower_does_not_block_the_fenced_return() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (ctl, mut sim) = setup(dir.path());
+    let g = ctl
+        .borrow(&mut sim, "admin", "t", nvme(1), Some(1), 0)
+        .expect("granted")
+        .remove(0);
+    let expired = ctl
+        .tick(&mut BorrowerGone { sim: &mut sim }, 5_000)
+        .expect("tick");
+    // The lender side unmapped and reset without the borrower's help; the journal says what was skipped.
+    let journal_id = ctl
+        .store()
+        .audit_records(1, 10_000)
+        .expect("audit")
+        .iter()
+        .filter_map(|r| {
+            r.action
+                .strip_prefix("workflow ")?
+                .split(' ')
+                .next()?
+                .parse()
+                .ok()
+        })
+        .max()
+        .expect("a return journal");
+    let journal = ctl.journal(journal_id).expect("journal").expect("exists");
+    let skipped = journal
+        .steps
+        .iter()
+        .filter(|s| matches!(s.status, pcipool_pool::workflow::StepStatus::Skipped(_)))
+        .count();
+    let clean = sim
+        .device(g.fdid.node, g.fdid.bdf)
+        .map(|d| d.dev.is_reset_state());
+    assert_eq!(
+        (
+            expired,
+            state(&ctl, g.fdid),
+            sim.fabric.is_idle(),
+            clean,
+            skipped,
+            journal.outcome
+        ),
+        (
+            1,
+            "available",
+            true,
+            Some(true),
+            2,
+            Some(pcipool_pool::workflow::WorkflowOutcome::Succeeded)
+        )
+    );
+}

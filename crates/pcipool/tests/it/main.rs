@@ -2,6 +2,8 @@
 //! `lspci -F ... -vvv` on every fixture, and the inventory of this machine against `lspci -nnk`.
 
 #[cfg(test)]
+mod agents;
+#[cfg(test)]
 mod cli;
 #[cfg(test)]
 mod crash;

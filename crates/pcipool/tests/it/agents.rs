@@ -1,0 +1,553 @@
+//! The controller, one agent per simulated host and the simulated fabric as separate real processes
+//! (`pcipool server`, `pcipool agent`, `pcipool sim serve`), as the recovery tests need them: a killed
+//! controller or agent leaves the hardware as it was.
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use pcipool_api::client::{Client, ClientError};
+use pcipool_api::types::BorrowRequest;
+use pcipool_pool::AuditChain;
+use pcipool_store::{SqliteStore, Store};
+
+/// Spawns `pcipool ARGS` and waits for the stdout line containing `marker`; returns the rest of it.
+fn spawn(args: &[&str], marker: &str) -> (Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pcipool"))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("pcipool starts");
+    let stdout = child.stdout.take().expect("piped");
+    let mut lines = BufReader::new(stdout).lines();
+    let mut rest = String::new();
+    for line in lines.by_ref().map_while(Result::ok) {
+        if let Some(r) = line.split(marker).nth(1) {
+            rest = r.trim().to_owned();
+            break;
+        }
+    }
+    // Keep draining so the process never writes into a closed pipe.
+    std::thread::spawn(move || lines.map_while(Result::ok).for_each(drop));
+    (child, rest)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+struct Cluster {
+    dir: tempfile::TempDir,
+    fabric_url: String,
+    url: String,
+    listen: String,
+    sim: Child,
+    server: Option<Child>,
+    agents: Vec<(u32, Child)>,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for (_, a) in &mut self.agents {
+            let _ = a.kill();
+            let _ = a.wait();
+        }
+        if let Some(s) = &mut self.server {
+            let _ = s.kill();
+            let _ = s.wait();
+        }
+        let _ = self.sim.kill();
+        let _ = self.sim.wait();
+    }
+}
+
+impl Cluster {
+    fn data(&self) -> PathBuf {
+        self.dir.path().join("ctl")
+    }
+
+    fn token(&self, name: &str) -> String {
+        std::fs::read_to_string(self.data().join(name))
+            .expect("token file")
+            .trim()
+            .to_owned()
+    }
+
+    fn start() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (sim, fabric_url) = spawn(&["sim", "serve", "--listen", "127.0.0.1:0"], " at ");
+        assert!(
+            fabric_url.starts_with("http://"),
+            "sim serve printed no URL"
+        );
+        let listen = format!("127.0.0.1:{}", free_port());
+        let mut cluster = Self {
+            url: format!("http://{listen}"),
+            listen,
+            fabric_url,
+            sim,
+            server: None,
+            agents: Vec::new(),
+            dir,
+        };
+        cluster.start_server();
+        for node in 1..=4 {
+            cluster.start_agent(node);
+        }
+        cluster.wait_for(
+            |c| {
+                c.client()
+                    .hosts()
+                    .is_ok_and(|h| h.len() == 4 && h.iter().all(|h| h.agent == "up"))
+                    && c.devices().len() == 5
+            },
+            "four agents and five devices registered",
+        );
+        cluster
+    }
+
+    fn start_server(&mut self) {
+        let data = self.data();
+        let (child, url) = spawn(
+            &[
+                "server",
+                "--listen",
+                &self.listen,
+                "--agent-timeout",
+                "2",
+                "--data-dir",
+                data.to_str().expect("utf-8 path"),
+            ],
+            "controller at ",
+        );
+        assert_eq!(url, self.url, "server did not come up on its port");
+        self.server = Some(child);
+    }
+
+    fn kill_server(&mut self) {
+        if let Some(mut s) = self.server.take() {
+            s.kill().expect("SIGKILL");
+            let _ = s.wait();
+        }
+    }
+
+    fn start_agent(&mut self, node: u32) {
+        let (child, _) = spawn(
+            &[
+                "agent",
+                "--node",
+                &format!("n{node}"),
+                "--fabric-url",
+                &self.fabric_url,
+                "--url",
+                &self.url,
+                "--token",
+                &self.token("agent.token"),
+                "--heartbeat-ms",
+                "200",
+            ],
+            "steps served at ",
+        );
+        self.agents.push((node, child));
+    }
+
+    fn kill_agent(&mut self, node: u32) {
+        if let Some(i) = self.agents.iter().position(|(n, _)| *n == node) {
+            let (_, mut a) = self.agents.remove(i);
+            a.kill().expect("SIGKILL");
+            let _ = a.wait();
+        }
+    }
+
+    fn client(&self) -> Client {
+        Client::new(&self.url, &self.token("admin.token"))
+    }
+
+    fn devices(&self) -> Vec<pcipool_api::types::DeviceView> {
+        self.client().devices().unwrap_or_default()
+    }
+
+    fn wait_for(&self, done: impl Fn(&Self) -> bool, what: &str) {
+        let until = Instant::now() + Duration::from_secs(30);
+        while !done(self) {
+            assert!(Instant::now() < until, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// What the simulated hardware carries: leases with mappings, and shadow devices on borrowers.
+    fn hardware(&self) -> (BTreeSet<u64>, usize) {
+        let v: serde_json::Value = ureq::get(&format!("{}/v1/state", self.fabric_url))
+            .call()
+            .expect("fabric answers")
+            .body_mut()
+            .read_json()
+            .expect("json");
+        let mapped = v["mapped_leases"]
+            .as_array()
+            .expect("list")
+            .iter()
+            .filter_map(serde_json::Value::as_u64)
+            .collect();
+        let shadows = v["shadows"].as_array().map_or(0, Vec::len);
+        (mapped, shadows)
+    }
+
+    fn store(&self) -> SqliteStore {
+        SqliteStore::open(&self.data().join("pool.db")).expect("store opens")
+    }
+}
+
+fn nvme_for(borrower: u32) -> BorrowRequest {
+    BorrowRequest {
+        selector: pcipool_pool::schedule::Selector {
+            class: Some(pcipool_pool::schedule::DeviceClass::Nvme),
+            ..Default::default()
+        },
+        count: 1,
+        model: pcipool_qualify::AccessModel::Lend,
+        borrower: pcipool_fabric::NodeId(borrower),
+        duration_secs: None,
+    }
+}
+
+fn state_of(c: &Cluster, fdid: &str) -> String {
+    c.devices()
+        .into_iter()
+        .find(|d| d.fdid.to_string() == fdid)
+        .map(|d| d.state)
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_lend_crosses_processes_and_the_hardware_follows() {
+    let c = Cluster::start();
+    let client = c.client();
+    let granted = client.borrow(&nvme_for(3)).expect("borrow");
+    let lease = granted[0].lease_id.0;
+    let during = c.hardware();
+    let show = client
+        .device(&granted[0].fdid.to_string())
+        .expect("device show");
+    client.release(lease).expect("release");
+    let after = c.hardware();
+    assert_eq!(
+        (
+            during.0.contains(&lease),
+            during.1,
+            show.state.as_str(),
+            show.leases.len(),
+            after.0.is_empty(),
+            after.1
+        ),
+        (true, 1, "lent", 1, true, 0)
+    );
+}
+
+#[test]
+fn agents_enforce_fencing_epochs() {
+    let c = Cluster::start();
+    let client = c.client();
+    let first = client.borrow(&nvme_for(3)).expect("borrow");
+    client.release(first[0].lease_id.0).expect("release");
+    // Borrow the same device again: a newer epoch.
+    let second = client
+        .borrow(&BorrowRequest {
+            selector: pcipool_pool::schedule::Selector {
+                fdid: Some(first[0].fdid),
+                ..Default::default()
+            },
+            ..nvme_for(3)
+        })
+        .expect("second borrow");
+    assert!(second[0].epoch.0 > first[0].epoch.0);
+    // A controller that still believes in the first lease replays one of its steps on the lender.
+    let agents = c.store().agents().expect("agent records");
+    let (_, body) = agents
+        .iter()
+        .find(|(n, _)| n.0 == first[0].fdid.node.0)
+        .expect("lender agent recorded");
+    let record: serde_json::Value = serde_json::from_str(body).expect("record");
+    let url = record["url"].as_str().expect("url");
+    let secret = record["secret"].as_str().expect("secret");
+    let stale = serde_json::json!({
+        "step": "unmap",
+        "ctx": {
+            "lender": first[0].fdid.node.0,
+            "bdf": first[0].fdid.bdf.to_string(),
+            "borrower": 3,
+            "shadow": first[0].shadow.to_string(),
+            "lease": first[0].lease_id.0,
+            "epoch": first[0].epoch.0,
+            "bars": [],
+            "dma_window": 0,
+            "driver": null
+        }
+    });
+    let call = |token: &str| {
+        let config = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build();
+        let agent: ureq::Agent = config.into();
+        let mut resp = agent
+            .post(&format!("{url}/v1/steps"))
+            .header("authorization", &format!("Bearer {token}"))
+            .send_json(&stale)
+            .expect("agent answers");
+        let status = resp.status().as_u16();
+        let body: serde_json::Value = resp.body_mut().read_json().unwrap_or_default();
+        (status, body["code"].as_str().unwrap_or_default().to_owned())
+    };
+    let wrong_secret = call("not-the-controller");
+    let replay = call(secret);
+    let hardware = c.hardware();
+    assert_eq!(
+        (
+            wrong_secret,
+            replay,
+            hardware.0.contains(&second[0].lease_id.0)
+        ),
+        (
+            (401, "UNAUTHORIZED".to_owned()),
+            (409, "STALE_EPOCH".to_owned()),
+            true
+        )
+    );
+}
+
+#[test]
+fn a_killed_lender_agent_makes_its_devices_lost_until_it_returns() {
+    let mut c = Cluster::start();
+    let client = c.client();
+    let granted = client.borrow(&nvme_for(3)).expect("borrow");
+    let fdid = granted[0].fdid.to_string();
+    c.kill_agent(1);
+    c.wait_for(
+        |c| state_of(c, &fdid) == "lost",
+        "the lender's devices lost",
+    );
+    let idle_lost = state_of(&c, "n1:0000:05:00.0");
+    c.start_agent(1);
+    // Back: the lease that was active while the lender was gone is fenced and returned; idle devices
+    // go straight back to the pool.
+    c.wait_for(
+        |c| state_of(c, &fdid) == "available",
+        "the lender's devices back",
+    );
+    let leases = client.leases().expect("leases");
+    let audit = c.store().all_audit().expect("audit");
+    assert_eq!(
+        (
+            idle_lost.as_str(),
+            state_of(&c, "n1:0000:05:00.0").as_str(),
+            leases.len(),
+            c.hardware().0.len(),
+            audit.iter().any(|r| r.action == "lender_lost"),
+            audit.iter().any(|r| r.action == "lender_back"),
+        ),
+        ("lost", "available", 0, 0, true, true)
+    );
+}
+
+/// The crash test against the multi-process deployment: clients run borrow/release cycles while
+/// the controller is SIGKILLed at pseudo-random points 20 times and restarted on the same data directory
+/// and port. The agents and the hardware live on, so the restarted controller resumes unfinished
+/// workflows through them; afterwards the store and the hardware must agree.
+#[test]
+fn sigkill_the_server_twenty_times_with_agents_running() {
+    let mut c = Cluster::start();
+    let granted: Arc<Mutex<Vec<u64>>> = Arc::new(Mutex::new(Vec::new()));
+    // Leases whose release did not get an answer (the controller died): clients retry them, as a real
+    // client would, or the two NVMe devices would soon be held by leases nobody releases.
+    let unreleased: Arc<Mutex<BTreeSet<u64>>> = Arc::new(Mutex::new(BTreeSet::new()));
+    let mut seed = 0x00c0_ffee_u64;
+    let mut kills = 0;
+    for _round in 0..20 {
+        if c.server.is_none() {
+            c.start_server();
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let clients: Vec<_> = (0..3u32)
+            .map(|i| {
+                let (client, stop, granted, unreleased) = (
+                    c.client(),
+                    stop.clone(),
+                    granted.clone(),
+                    unreleased.clone(),
+                );
+                // One borrower host per client, so a client can tell its own leases apart.
+                let borrower = 2 + i;
+                std::thread::spawn(move || {
+                    let release = |lease: u64| match client.release(lease) {
+                        Ok(()) | Err(ClientError::Api { .. }) => {}
+                        Err(_) => {
+                            unreleased.lock().expect("lock").insert(lease);
+                        }
+                    };
+                    while !stop.load(Ordering::Relaxed) {
+                        let retry = unreleased.lock().expect("lock").pop_first();
+                        if let Some(lease) = retry {
+                            release(lease);
+                            continue;
+                        }
+                        match client.borrow(&nvme_for(borrower)) {
+                            Ok(g) => {
+                                for lease in g {
+                                    granted.lock().expect("lock").push(lease.lease_id.0);
+                                    release(lease.lease_id.0);
+                                }
+                            }
+                            // An answer may have been lost when the controller died, with the
+                            // lease granted all the same. Between cycles this client holds nothing,
+                            // so any lease of its borrower host is such an orphan: give it back.
+                            Err(_) => {
+                                for l in client.leases().unwrap_or_default() {
+                                    if l.borrower.0 == borrower {
+                                        unreleased.lock().expect("lock").insert(l.lease_id.0);
+                                    }
+                                }
+                                std::thread::sleep(Duration::from_millis(5));
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        std::thread::sleep(Duration::from_millis(30 + (seed >> 33) % 150));
+        c.kill_server();
+        kills += 1;
+        stop.store(true, Ordering::Relaxed);
+        for t in clients {
+            let _ = t.join();
+        }
+    }
+    // One clean start finishes whatever the last kill interrupted; then release what clients could not.
+    c.start_server();
+    c.wait_for(|c| c.client().leases().is_ok(), "the server answering");
+    let held_after_crashes = c.client().leases().expect("leases").len();
+    let (mapped, _) = c.hardware();
+    let stored: BTreeSet<u64> = c
+        .client()
+        .leases()
+        .expect("leases")
+        .iter()
+        .map(|l| l.lease_id.0)
+        .collect();
+    for lease in &stored {
+        c.client()
+            .release(*lease)
+            .expect("release after the crashes");
+    }
+    let (mapped_at_end, shadows_at_end) = c.hardware();
+    c.kill_server();
+
+    let store = c.store();
+    let audit = store.all_audit().expect("audit");
+    let granted = granted.lock().expect("lock").clone();
+    let unique: BTreeSet<u64> = granted.iter().copied().collect();
+    let recorded = |lease: u64| {
+        audit
+            .iter()
+            .any(|r| r.action == "assign" && r.after.contains(&format!("\"id\":{lease},")))
+    };
+    let lost: Vec<u64> = unique.iter().copied().filter(|l| !recorded(*l)).collect();
+    let devices = store.devices().expect("devices");
+    let in_flight: Vec<String> = devices
+        .iter()
+        .filter(|d| !matches!(d.value.state.name(), "available"))
+        .map(|d| format!("{} {}", d.value.info.fdid, d.value.state.name()))
+        .collect();
+    let resumed = audit
+        .iter()
+        .filter(|r| r.action.starts_with("workflow") && r.result == "running")
+        .count();
+    eprintln!(
+        "crash test (agents): {} leases granted, {held_after_crashes} held after the last kill, {} audit records, {resumed} journals opened",
+        granted.len(),
+        audit.len()
+    );
+    assert_eq!(
+        (
+            kills,
+            granted.len() == unique.len(),
+            lost,
+            // The hardware carried exactly the leases the store held.
+            mapped == stored,
+            store.unfinished_workflows().expect("workflows"),
+            in_flight,
+            (mapped_at_end.len(), shadows_at_end),
+            AuditChain::verify(&audit).is_ok(),
+            !granted.is_empty(),
+        ),
+        (
+            20,
+            true,
+            vec![],
+            true,
+            vec![],
+            Vec::<String>::new(),
+            (0, 0),
+            true,
+            true
+        )
+    );
+}
+
+#[test]
+fn a_restarted_borrower_agent_keeps_its_lease_alive() {
+    let mut c = Cluster::start();
+    let client = c.client();
+    let granted = client
+        .borrow(&BorrowRequest {
+            duration_secs: Some(2),
+            ..nvme_for(3)
+        })
+        .expect("borrow");
+    let lease = granted[0].lease_id;
+    c.kill_agent(3);
+    c.start_agent(3);
+    // Well past the 2 s lease: only the restarted agent's heartbeats can have kept it.
+    std::thread::sleep(Duration::from_secs(4));
+    let held = client.leases().expect("leases");
+    assert_eq!(
+        (
+            held.iter().map(|l| l.lease_id).collect::<Vec<_>>(),
+            c.hardware()
+        ),
+        (vec![lease], ([lease.0].into_iter().collect(), 1))
+    );
+}
+
+#[test]
+fn a_vanished_borrower_is_fenced_by_the_lender_and_cleans_up_when_back() {
+    let mut c = Cluster::start();
+    let client = c.client();
+    let granted = client
+        .borrow(&BorrowRequest {
+            duration_secs: Some(1),
+            ..nvme_for(3)
+        })
+        .expect("borrow");
+    let fdid = granted[0].fdid.to_string();
+    c.kill_agent(3);
+    c.wait_for(
+        |c| c.client().leases().is_ok_and(|l| l.is_empty()) && state_of(c, &fdid) == "available",
+        "the lease fenced and the device returned",
+    );
+    // The lender cut the mappings; the borrower still shows the dead device until its agent is back.
+    let while_gone = c.hardware();
+    c.start_agent(3);
+    c.wait_for(|c| c.hardware().1 == 0, "the leftover device removed");
+    assert_eq!(while_gone, (BTreeSet::new(), 1));
+}
