@@ -493,3 +493,26 @@ pub async fn serve<P: PoolApi>(
         .with_graceful_shutdown(shutdown)
         .await
 }
+
+#[cfg(test)]
+mod tests {
+    /// Every route the router declares (read from this file's source) has an OpenAPI entry, and the
+    /// document lists nothing the router does not serve.
+    #[test]
+    fn openapi_paths_match_the_router() {
+        let source = include_str!("server.rs");
+        let mut routes: Vec<&str> = source
+            .split(".route(\"")
+            .skip(1)
+            .filter_map(|rest| rest.split('"').next())
+            .collect();
+        routes.sort_unstable();
+        let doc: serde_json::Value = serde_json::from_str(super::OPENAPI).expect("valid JSON");
+        let mut documented: Vec<&str> = doc["paths"]
+            .as_object()
+            .map(|m| m.keys().map(String::as_str).collect())
+            .unwrap_or_default();
+        documented.sort_unstable();
+        assert_eq!(routes, documented);
+    }
+}

@@ -52,6 +52,7 @@ struct Cluster {
     sim: Child,
     server: Option<Child>,
     agents: Vec<(u32, Child)>,
+    tokens_file: Option<PathBuf>,
 }
 
 impl Drop for Cluster {
@@ -82,7 +83,22 @@ impl Cluster {
     }
 
     fn start() -> Self {
+        Self::start_with(None)
+    }
+
+    /// With `tokens`, the server reads that token file; the test also writes the admin and agent
+    /// secrets where the generated ones would be, so the helpers find them.
+    fn start_with(tokens: Option<(&str, &str, &str)>) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
+        let tokens_file = tokens.map(|(file, admin, agent)| {
+            let data = dir.path().join("ctl");
+            std::fs::create_dir_all(&data).expect("data dir");
+            std::fs::write(data.join("admin.token"), admin).expect("admin token");
+            std::fs::write(data.join("agent.token"), agent).expect("agent token");
+            let path = dir.path().join("tokens.toml");
+            std::fs::write(&path, file).expect("token file");
+            path
+        });
         let (sim, fabric_url) = spawn(&["sim", "serve", "--listen", "127.0.0.1:0"], " at ");
         assert!(
             fabric_url.starts_with("http://"),
@@ -96,6 +112,7 @@ impl Cluster {
             sim,
             server: None,
             agents: Vec::new(),
+            tokens_file,
             dir,
         };
         cluster.start_server();
@@ -116,18 +133,19 @@ impl Cluster {
 
     fn start_server(&mut self) {
         let data = self.data();
-        let (child, url) = spawn(
-            &[
-                "server",
-                "--listen",
-                &self.listen,
-                "--agent-timeout",
-                "2",
-                "--data-dir",
-                data.to_str().expect("utf-8 path"),
-            ],
-            "controller at ",
-        );
+        let mut args = vec![
+            "server",
+            "--listen",
+            &self.listen,
+            "--agent-timeout",
+            "2",
+            "--data-dir",
+            data.to_str().expect("utf-8 path"),
+        ];
+        if let Some(t) = &self.tokens_file {
+            args.extend(["--tokens", t.to_str().expect("utf-8 path")]);
+        }
+        let (child, url) = spawn(&args, "controller at ");
         assert_eq!(url, self.url, "server did not come up on its port");
         self.server = Some(child);
     }
@@ -550,4 +568,76 @@ fn a_vanished_borrower_is_fenced_by_the_lender_and_cleans_up_when_back() {
     c.start_agent(3);
     c.wait_for(|c| c.hardware().1 == 0, "the leftover device removed");
     assert_eq!(while_gone, (BTreeSet::new(), 1));
+}
+
+#[test]
+fn a_token_file_gives_tenants_their_own_view() {
+    let file = r#"
+        [[token]]
+        name = "root"
+        role = "admin"
+        token = "admin-secret-0123456789"
+        [[token]]
+        name = "hosts"
+        role = "agent"
+        token = "agent-secret-0123456789"
+        [[token]]
+        name = "acme"
+        role = "tenant"
+        token = "tenant-secret-0123456789"
+    "#;
+    let c = Cluster::start_with(Some((
+        file,
+        "admin-secret-0123456789",
+        "agent-secret-0123456789",
+    )));
+    let admin = c.client();
+    let acme = Client::new(&c.url, "tenant-secret-0123456789");
+    let agent = Client::new(&c.url, "agent-secret-0123456789");
+    let mine = acme.borrow(&nvme_for(3)).expect("tenant borrows");
+    let theirs = admin.borrow(&nvme_for(4)).expect("admin borrows");
+    let seen: Vec<u64> = acme
+        .leases()
+        .expect("leases")
+        .iter()
+        .map(|l| l.lease_id.0)
+        .collect();
+    let release_other = acme
+        .release(theirs[0].lease_id.0)
+        .map_err(|e| e.to_string());
+    let agent_borrows = agent.borrow(&nvme_for(3)).map_err(|e| e.to_string());
+    let verify_as_tenant = acme.audit_verify().map_err(|e| e.to_string());
+    assert_eq!(
+        (
+            seen,
+            release_other.is_err_and(|e| e.starts_with("FORBIDDEN")),
+            agent_borrows.is_err_and(|e| e.starts_with("FORBIDDEN")),
+            verify_as_tenant.is_err_and(|e| e.starts_with("FORBIDDEN")),
+        ),
+        (vec![mine[0].lease_id.0], true, true, true)
+    );
+}
+
+#[test]
+fn a_bad_token_file_is_refused_with_exit_code_3() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("tokens.toml");
+    std::fs::write(
+        &path,
+        "[[token]]\nname = \"x\"\nrole = \"root\"\ntoken = \"0123456789abcdef\"\n",
+    )
+    .expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_pcipool"))
+        .args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path().join("ctl"))
+        .arg("--tokens")
+        .arg(&path)
+        .output()
+        .expect("runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        (out.status.code(), stderr.contains("unknown role \"root\"")),
+        (Some(3), true),
+        "{stderr}"
+    );
 }

@@ -155,9 +155,12 @@ fn openapi_document_lists_every_route() {
         paths,
         vec![
             "/metrics",
+            "/v1/agents",
+            "/v1/agents/{node}/heartbeat",
             "/v1/audit",
             "/v1/audit/verify",
             "/v1/devices",
+            "/v1/devices/{fdid}",
             "/v1/devices/{fdid}/actions",
             "/v1/hosts",
             "/v1/leases",
