@@ -328,6 +328,12 @@ impl<S: Store> Controller<S> {
                 });
             }
         };
+        let classes: Vec<DeviceClass> = chosen
+            .iter()
+            .filter_map(|f| rows.iter().find(|r| r.value.info.fdid == *f))
+            .map(|r| DeviceClass::of(r.value.info.class))
+            .collect();
+        self.policy.check_placed(tenant, &usage, &classes)?;
         let mut granted: Vec<(Lease, u64, Fdid, Option<Journal>)> = Vec::new();
         for fdid in &chosen {
             let [lease_no, epoch_no, workflow] =

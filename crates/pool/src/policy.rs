@@ -168,6 +168,42 @@ impl Policy {
         Ok(policy)
     }
 
+    /// Checks the devices placement chose against the tenant's class quotas. [`Self::admit`] can only
+    /// check requests that name a class; a request by vendor/device id, model name or one specific device
+    /// is checked here, once its devices (and so their classes) are known.
+    ///
+    /// # Errors
+    /// [`PolicyError::OverQuota`] for the first class that would go over.
+    pub fn check_placed(
+        &self,
+        tenant: &str,
+        usage: &BTreeMap<DeviceClass, u32>,
+        placed: &[DeviceClass],
+    ) -> Result<(), PolicyError> {
+        let Some(t) = self.tenants.iter().find(|t| t.name == tenant) else {
+            return Ok(());
+        };
+        let mut asked: BTreeMap<DeviceClass, u32> = BTreeMap::new();
+        for class in placed {
+            *asked.entry(*class).or_default() += 1;
+        }
+        for (class, n) in asked {
+            if let Some(limit) = t.quota.get(&class) {
+                let used = usage.get(&class).copied().unwrap_or(0);
+                if used.saturating_add(n) > *limit {
+                    return Err(PolicyError::OverQuota {
+                        tenant: tenant.to_owned(),
+                        class,
+                        limit: *limit,
+                        used,
+                        asked: n,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Admits (or refuses) a request of `tenant` for `duration_secs` given the tenant's current usage.
     /// The tenant's required labels are added to the request's selector.
     ///

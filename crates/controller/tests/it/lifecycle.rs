@@ -416,3 +416,47 @@ fn a_vanished_borrower_does_not_block_the_fenced_return() {
         )
     );
 }
+
+#[test]
+fn class_quota_also_binds_requests_that_name_a_device() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sim0 = sim();
+    let store = SqliteStore::open(&dir.path().join("pool.db")).expect("store");
+    let policy =
+        Policy::parse("[[tenant]]\nname = \"acme\"\nquota = { nvme = 1 }\n").expect("policy");
+    let ctl = Controller::new(store, policy, sim0.fabric.topology().clone());
+    for info in infos(&sim0) {
+        ctl.register(info, vec![], 0).expect("register");
+    }
+    let mut sim = sim0;
+    let first = ctl
+        .borrow(&mut sim, "acme", "acme", nvme(1), None, 0)
+        .expect("within quota")
+        .remove(0);
+    // The other NVMe drive, asked for by address rather than by class.
+    let other = ctl
+        .store()
+        .devices()
+        .expect("devices")
+        .into_iter()
+        .map(|d| d.value.info)
+        .find(|i| DeviceClass::of(i.class) == DeviceClass::Nvme && i.fdid != first.fdid)
+        .expect("a second NVMe drive");
+    let by_address = Request {
+        selector: Selector {
+            fdid: Some(other.fdid),
+            ..Selector::default()
+        },
+        count: 1,
+        model: AccessModel::Lend,
+        borrower: BORROWER,
+    };
+    let err = ctl
+        .borrow(&mut sim, "acme", "acme", by_address, None, 0)
+        .map(|_| ())
+        .map_err(|e| e.code());
+    assert_eq!(
+        (err, state(&ctl, other.fdid)),
+        (Err("OVER_QUOTA"), "available")
+    );
+}
