@@ -176,6 +176,12 @@ impl From<ControlError> for ApiError {
     }
 }
 
+/// A JSON error response with a stable code, for the other HTTP services pcipool runs (agents, the
+/// simulated fabric) so every pcipool endpoint fails the same way.
+pub fn error_response(status: StatusCode, code: &str, message: String) -> Response {
+    ApiError::new(status, code, message).into_response()
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         (self.status, Json(self.body)).into_response()

@@ -18,6 +18,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use pcipool_api::client::Client;
+use pcipool_api::server::error_response as error;
 use pcipool_api::types::{
     AgentHeartbeat, AgentRegistration, ApiErrorBody, LeaseBeat, ReportedDevice, StepRequest,
 };
@@ -53,17 +54,6 @@ struct Agent {
     carried: Mutex<BTreeMap<LeaseId, StepContext>>,
     /// Held while a step runs, so the sweep after a registration never races a lend half-way.
     steps: Mutex<()>,
-}
-
-fn error(status: StatusCode, code: &str, message: String) -> Response {
-    (
-        status,
-        Json(ApiErrorBody {
-            code: code.to_owned(),
-            message,
-        }),
-    )
-        .into_response()
 }
 
 fn guard<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -571,13 +571,7 @@ pub fn run(
         std::env::temp_dir().join(format!("pcipool-dev-{}", std::process::id()))
     });
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let text = match fabric {
-        Some(p) => {
-            std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?
-        }
-        None => crate::sim_cmd::LAB_4.to_owned(),
-    };
-    let desc = FabricDesc::parse(&text).map_err(|e| crate::BadInput(e.to_string()))?;
+    let (_, desc) = crate::sim_cmd::load_or(fabric, "built-in lab-4", crate::sim_cmd::LAB_4)?;
     let lab = Lab::open(&dir, &desc, Policy::default())?;
     let token_path = dir.join("admin.token");
     let token = match std::fs::read_to_string(&token_path) {
@@ -622,13 +616,7 @@ pub fn bench(fabric: Option<&Path>, clients: usize, cycles: usize) -> anyhow::Re
     let dir = std::env::temp_dir().join(format!("pcipool-bench-api-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let text = match fabric {
-        Some(p) => {
-            std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?
-        }
-        None => crate::sim_cmd::RACK_64.to_owned(),
-    };
-    let desc = FabricDesc::parse(&text).map_err(|e| crate::BadInput(e.to_string()))?;
+    let (_, desc) = crate::sim_cmd::load_or(fabric, "built-in rack-64", crate::sim_cmd::RACK_64)?;
     let borrowers: Vec<u32> = desc
         .hosts
         .iter()

@@ -9,7 +9,6 @@ use std::time::Duration;
 use anyhow::Context;
 use pcipool_api::{Principal, Role};
 use pcipool_pool::policy::Policy;
-use pcipool_sim::FabricDesc;
 
 use crate::dev::{Lab, random_token, serve_lab};
 
@@ -54,13 +53,8 @@ fn token_file(dir: &Path, name: &str) -> anyhow::Result<String> {
 pub fn run(o: &ServerOptions) -> anyhow::Result<ExitCode> {
     std::fs::create_dir_all(&o.data_dir)
         .with_context(|| format!("creating {}", o.data_dir.display()))?;
-    let text = match &o.fabric {
-        Some(p) => {
-            std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?
-        }
-        None => crate::sim_cmd::LAB_4.to_owned(),
-    };
-    let desc = FabricDesc::parse(&text).map_err(|e| crate::BadInput(e.to_string()))?;
+    let (_, desc) =
+        crate::sim_cmd::load_or(o.fabric.as_deref(), "built-in lab-4", crate::sim_cmd::LAB_4)?;
     let policy = match &o.policy {
         Some(p) => {
             let text =

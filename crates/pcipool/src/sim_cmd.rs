@@ -22,12 +22,25 @@ pub const LAB_4: &str = include_str!("../../../fabrics/lab-4.toml");
 pub const RACK_64: &str = include_str!("../../../fabrics/rack-64.toml");
 
 fn load(fabric: Option<&Path>) -> anyhow::Result<(String, FabricDesc)> {
+    load_or(fabric, "built-in lab-4", LAB_4)
+}
+
+/// Reads and parses a fabric description, or the built-in `default` when no file is given. A bad file
+/// is bad input (exit 3) and names itself.
+///
+/// # Errors
+/// Unreadable file, or a description that does not parse.
+pub fn load_or(
+    fabric: Option<&Path>,
+    default_name: &str,
+    default: &str,
+) -> anyhow::Result<(String, FabricDesc)> {
     let (name, text) = match fabric {
         Some(p) => (
             p.display().to_string(),
             std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
         ),
-        None => ("built-in lab-4".to_owned(), LAB_4.to_owned()),
+        None => (default_name.to_owned(), default.to_owned()),
     };
     let desc = FabricDesc::parse(&text).map_err(|e| BadInput(format!("{name}: {e}")))?;
     Ok((name, desc))

@@ -13,23 +13,13 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use pcipool_api::types::{ApiErrorBody, ReportedDevice, StepRequest};
+use pcipool_api::server::error_response as error;
+use pcipool_api::types::{ReportedDevice, StepRequest};
 use pcipool_backend::Executor as _;
 use pcipool_fabric::NodeId;
-use pcipool_sim::{FabricDesc, Sim};
+use pcipool_sim::Sim;
 
 type Shared = Arc<Mutex<Sim>>;
-
-fn error(status: StatusCode, code: &str, message: String) -> Response {
-    (
-        status,
-        Json(ApiErrorBody {
-            code: code.to_owned(),
-            message,
-        }),
-    )
-        .into_response()
-}
 
 fn lock(sim: &Shared) -> std::sync::MutexGuard<'_, Sim> {
     sim.lock()
@@ -107,13 +97,7 @@ async fn state(State(sim): State<Shared>) -> Response {
 /// # Errors
 /// Bad description (exit 3), bind failures.
 pub fn run(fabric: Option<&Path>, listen: &str) -> anyhow::Result<ExitCode> {
-    let text = match fabric {
-        Some(p) => {
-            std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?
-        }
-        None => crate::sim_cmd::LAB_4.to_owned(),
-    };
-    let desc = FabricDesc::parse(&text).map_err(|e| crate::BadInput(e.to_string()))?;
+    let (_, desc) = crate::sim_cmd::load_or(fabric, "built-in lab-4", crate::sim_cmd::LAB_4)?;
     let sim = Sim::new(&desc, 1).map_err(|e| crate::BadInput(e.to_string()))?;
     let hosts = sim.hosts().count();
     let shared: Shared = Arc::new(Mutex::new(sim));
