@@ -460,3 +460,56 @@ fn class_quota_also_binds_requests_that_name_a_device() {
         (Err("OVER_QUOTA"), "available")
     );
 }
+
+#[test]
+fn borrower_heartbeats_renew_late_and_refuse_what_is_not_theirs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (ctl, mut sim) = setup(dir.path());
+    let g = ctl
+        .borrow(&mut sim, "admin", "t", nvme(1), Some(10), 0)
+        .expect("granted")
+        .remove(0);
+    let records = |ctl: &Controller<SqliteStore>| ctl.store().all_audit().expect("audit").len();
+    let expiry = |ctl: &Controller<SqliteStore>| {
+        ctl.leases()
+            .expect("leases")
+            .first()
+            .map(|(_, l, _)| l.expires_at)
+    };
+    let before = records(&ctl);
+    // Early in the lease: alive, nothing written.
+    let early = ctl
+        .borrower_heartbeat(BORROWER, &[(g.lease_id, g.epoch)], 1_000)
+        .expect("heartbeat");
+    let quiet = records(&ctl) == before;
+    // Past half of the 10 s lease: renewed from now.
+    let late = ctl
+        .borrower_heartbeat(BORROWER, &[(g.lease_id, g.epoch)], 6_000)
+        .expect("heartbeat");
+    let renewed_to = expiry(&ctl);
+    let stale = ctl
+        .borrower_heartbeat(
+            BORROWER,
+            &[(g.lease_id, pcipool_pool::Epoch(g.epoch.0 - 1))],
+            6_500,
+        )
+        .expect("heartbeat");
+    let other_host = ctl
+        .borrower_heartbeat(
+            pcipool_fabric::NodeId(BORROWER.0 + 1),
+            &[(g.lease_id, g.epoch)],
+            6_500,
+        )
+        .expect("heartbeat");
+    assert_eq!(
+        (early, quiet, late, renewed_to, stale.1, other_host.1),
+        (
+            (vec![g.lease_id], vec![]),
+            true,
+            (vec![g.lease_id], vec![]),
+            Some(16_000),
+            vec![g.lease_id],
+            vec![g.lease_id]
+        )
+    );
+}
