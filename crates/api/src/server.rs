@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -40,13 +40,13 @@ pub struct Principal {
 }
 
 /// The domain behind the API. Implemented by the runtime that owns the controller and the executor.
-pub trait PoolApi: Send + 'static {
+pub trait PoolApi: Send + Sync + 'static {
     /// Grants a request.
     ///
     /// # Errors
     /// [`ControlError`].
     fn borrow(
-        &mut self,
+        &self,
         actor: &str,
         tenant: &str,
         request: BorrowRequest,
@@ -56,7 +56,7 @@ pub trait PoolApi: Send + 'static {
     /// # Errors
     /// [`ControlError`].
     fn release(
-        &mut self,
+        &self,
         actor: &str,
         tenant: Option<&str>,
         lease: LeaseId,
@@ -65,33 +65,33 @@ pub trait PoolApi: Send + 'static {
     ///
     /// # Errors
     /// [`ControlError`].
-    fn leases(&mut self) -> Result<Vec<LeaseView>, ControlError>;
+    fn leases(&self) -> Result<Vec<LeaseView>, ControlError>;
     /// Every device.
     ///
     /// # Errors
     /// [`ControlError`].
-    fn devices(&mut self) -> Result<Vec<DeviceView>, ControlError>;
+    fn devices(&self) -> Result<Vec<DeviceView>, ControlError>;
     /// Verifies the audit chain.
     ///
     /// # Errors
     /// [`ControlError`].
-    fn audit_verify(&mut self) -> Result<AuditVerify, ControlError>;
+    fn audit_verify(&self) -> Result<AuditVerify, ControlError>;
     /// Audit records from `from` (at most `limit`).
     ///
     /// # Errors
     /// [`ControlError`].
-    fn audit(&mut self, from: u64, limit: usize) -> Result<Vec<AuditView>, ControlError>;
+    fn audit(&self, from: u64, limit: usize) -> Result<Vec<AuditView>, ControlError>;
     /// Hosts.
     ///
     /// # Errors
     /// [`ControlError`].
-    fn hosts(&mut self) -> Result<Vec<HostView>, ControlError>;
+    fn hosts(&self) -> Result<Vec<HostView>, ControlError>;
     /// An operator action on a device; returns the new state name.
     ///
     /// # Errors
     /// [`ControlError`].
     fn device_action(
-        &mut self,
+        &self,
         actor: &str,
         fdid: pcipool_fabric::Fdid,
         action: DeviceAction,
@@ -100,18 +100,18 @@ pub trait PoolApi: Send + 'static {
     ///
     /// # Errors
     /// [`ControlError`].
-    fn workflow(&mut self, id: u64) -> Result<Option<serde_json::Value>, ControlError>;
+    fn workflow(&self, id: u64) -> Result<Option<serde_json::Value>, ControlError>;
     /// One device in full.
     ///
     /// # Errors
     /// [`ControlError`].
-    fn device(&mut self, fdid: pcipool_fabric::Fdid) -> Result<DeviceDetail, ControlError>;
+    fn device(&self, fdid: pcipool_fabric::Fdid) -> Result<DeviceDetail, ControlError>;
     /// An agent announces itself and its devices (again after a restart of either side).
     ///
     /// # Errors
     /// [`ControlError`].
     fn register_agent(
-        &mut self,
+        &self,
         actor: &str,
         registration: AgentRegistration,
     ) -> Result<RegistrationReply, ControlError>;
@@ -120,14 +120,14 @@ pub trait PoolApi: Send + 'static {
     /// # Errors
     /// [`ControlError`].
     fn agent_heartbeat(
-        &mut self,
+        &self,
         node: pcipool_fabric::NodeId,
         beat: AgentHeartbeat,
     ) -> Result<HeartbeatReply, ControlError>;
 }
 
 struct AppState<P> {
-    pool: Arc<Mutex<P>>,
+    pool: Arc<P>,
     tokens: Arc<BTreeMap<String, Principal>>,
 }
 
@@ -207,12 +207,10 @@ fn principal<P>(state: &AppState<P>, headers: &HeaderMap) -> Result<Principal, A
         .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", "unknown token"))
 }
 
-fn lock<P>(state: &AppState<P>) -> std::sync::MutexGuard<'_, P> {
-    // A panic while holding the lock leaves the store consistent (transactions), so keep serving.
-    state
-        .pool
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
+/// The domain. It is shared, not locked: concurrent requests run side by side, and the store's
+/// compare-and-swap decides between requests that race for the same device.
+fn domain<P>(state: &AppState<P>) -> &P {
+    &state.pool
 }
 
 async fn borrow<P: PoolApi>(
@@ -232,7 +230,7 @@ async fn borrow<P: PoolApi>(
     }
     let state2 = state.clone();
     let granted =
-        tokio::task::spawn_blocking(move || lock(&state2).borrow(&who.name, &who.name, request))
+        tokio::task::spawn_blocking(move || domain(&state2).borrow(&who.name, &who.name, request))
             .await
             .map_err(|e| {
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", e.to_string())
@@ -249,7 +247,7 @@ async fn release<P: PoolApi>(
     let tenant = (who.role == Role::Tenant).then(|| who.name.clone());
     let state2 = state.clone();
     tokio::task::spawn_blocking(move || {
-        lock(&state2).release(&who.name, tenant.as_deref(), LeaseId(id))
+        domain(&state2).release(&who.name, tenant.as_deref(), LeaseId(id))
     })
     .await
     .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", e.to_string()))??;
@@ -261,7 +259,7 @@ async fn leases<P: PoolApi>(
     headers: HeaderMap,
 ) -> Result<Json<Vec<LeaseView>>, ApiError> {
     let who = principal(&state, &headers)?;
-    let all = lock(&state).leases()?;
+    let all = domain(&state).leases()?;
     let visible = all
         .into_iter()
         .filter(|l| who.role != Role::Tenant || l.tenant == who.name)
@@ -274,7 +272,7 @@ async fn devices<P: PoolApi>(
     headers: HeaderMap,
 ) -> Result<Json<Vec<DeviceView>>, ApiError> {
     principal(&state, &headers)?;
-    Ok(Json(lock(&state).devices()?))
+    Ok(Json(domain(&state).devices()?))
 }
 
 async fn audit_verify<P: PoolApi>(
@@ -289,7 +287,7 @@ async fn audit_verify<P: PoolApi>(
             "operators and admins only",
         ));
     }
-    Ok(Json(lock(&state).audit_verify()?))
+    Ok(Json(domain(&state).audit_verify()?))
 }
 
 async fn audit_list<P: PoolApi>(
@@ -311,7 +309,7 @@ async fn audit_list<P: PoolApi>(
         .and_then(|v| v.parse().ok())
         .unwrap_or(100usize)
         .min(10_000);
-    Ok(Json(lock(&state).audit(from, limit)?))
+    Ok(Json(domain(&state).audit(from, limit)?))
 }
 
 async fn hosts<P: PoolApi>(
@@ -319,7 +317,7 @@ async fn hosts<P: PoolApi>(
     headers: HeaderMap,
 ) -> Result<Json<Vec<HostView>>, ApiError> {
     principal(&state, &headers)?;
-    Ok(Json(lock(&state).hosts()?))
+    Ok(Json(domain(&state).hosts()?))
 }
 
 async fn device_action<P: PoolApi>(
@@ -341,7 +339,13 @@ async fn device_action<P: PoolApi>(
     let fdid = fdid.parse().map_err(|e: pcipool_fabric::IdError| {
         ApiError::new(StatusCode::BAD_REQUEST, "BAD_REQUEST", e.to_string())
     })?;
-    let state_name = lock(&state).device_action(&who.name, fdid, action)?;
+    let state2 = state.clone();
+    let state_name =
+        tokio::task::spawn_blocking(move || domain(&state2).device_action(&who.name, fdid, action))
+            .await
+            .map_err(|e| {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", e.to_string())
+            })??;
     Ok(Json(
         serde_json::json!({ "fdid": fdid.to_string(), "state": state_name }),
     ))
@@ -356,7 +360,7 @@ async fn device<P: PoolApi>(
     let fdid = fdid.parse().map_err(|e: pcipool_fabric::IdError| {
         ApiError::new(StatusCode::BAD_REQUEST, "BAD_REQUEST", e.to_string())
     })?;
-    let mut detail = lock(&state).device(fdid)?;
+    let mut detail = domain(&state).device(fdid)?;
     if who.role == Role::Tenant {
         detail.leases.retain(|l| l.tenant == who.name);
     }
@@ -385,12 +389,11 @@ async fn register_agent<P: PoolApi>(
     let Json(registration) =
         body.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "BAD_REQUEST", e.body_text()))?;
     let state2 = state.clone();
-    let reply =
-        tokio::task::spawn_blocking(move || lock(&state2).register_agent(&who.name, registration))
-            .await
-            .map_err(|e| {
-                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", e.to_string())
-            })??;
+    let reply = tokio::task::spawn_blocking(move || {
+        domain(&state2).register_agent(&who.name, registration)
+    })
+    .await
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", e.to_string()))??;
     Ok(Json(reply))
 }
 
@@ -408,7 +411,7 @@ async fn agent_heartbeat<P: PoolApi>(
     let Json(beat) =
         body.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "BAD_REQUEST", e.body_text()))?;
     let state2 = state.clone();
-    let reply = tokio::task::spawn_blocking(move || lock(&state2).agent_heartbeat(node, beat))
+    let reply = tokio::task::spawn_blocking(move || domain(&state2).agent_heartbeat(node, beat))
         .await
         .map_err(|e| {
             ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", e.to_string())
@@ -422,7 +425,7 @@ async fn workflow<P: PoolApi>(
     Path(id): Path<u64>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     principal(&state, &headers)?;
-    lock(&state).workflow(id)?.map(Json).ok_or_else(|| {
+    domain(&state).workflow(id)?.map(Json).ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,
             "NO_SUCH_WORKFLOW",
@@ -432,7 +435,7 @@ async fn workflow<P: PoolApi>(
 }
 
 async fn metrics<P: PoolApi>(State(state): State<AppState<P>>) -> Result<String, ApiError> {
-    let mut pool = lock(&state);
+    let pool = domain(&state);
     let devices = pool.devices()?;
     let leases = pool.leases()?;
     let mut by_state: BTreeMap<String, usize> = BTreeMap::new();
@@ -462,7 +465,7 @@ async fn not_found() -> ApiError {
 }
 
 /// The router (exposed so tests can list its routes against the OpenAPI document).
-pub fn router<P: PoolApi>(pool: Arc<Mutex<P>>, tokens: BTreeMap<String, Principal>) -> Router {
+pub fn router<P: PoolApi>(pool: Arc<P>, tokens: BTreeMap<String, Principal>) -> Router {
     let state = AppState {
         pool,
         tokens: Arc::new(tokens),
@@ -491,7 +494,7 @@ pub fn router<P: PoolApi>(pool: Arc<Mutex<P>>, tokens: BTreeMap<String, Principa
 /// I/O errors of the listener.
 pub async fn serve<P: PoolApi>(
     listener: tokio::net::TcpListener,
-    pool: Arc<Mutex<P>>,
+    pool: Arc<P>,
     tokens: BTreeMap<String, Principal>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {

@@ -273,10 +273,35 @@ impl<S: Store> Controller<S> {
     }
 
     /// Grants `request` to `tenant` and runs the lend workflows. Gang requests are all or nothing.
+    /// Requests run concurrently: when another request takes a chosen device first, placement runs
+    /// again on what is left (a few times), unless the request named that one device.
     ///
     /// # Errors
     /// Policy, placement, conflict (another request won the device) or a failed lend.
     pub fn borrow(
+        &self,
+        exec: &mut impl Executor,
+        actor: &str,
+        tenant: &str,
+        request: Request,
+        duration_secs: Option<u64>,
+        now: Millis,
+    ) -> Result<Vec<Granted>, ControlError> {
+        const ATTEMPTS: usize = 8;
+        let mut attempt = 1;
+        loop {
+            match self.borrow_once(exec, actor, tenant, request.clone(), duration_secs, now) {
+                Err(ControlError::Conflict(_))
+                    if request.selector.fdid.is_none() && attempt < ATTEMPTS =>
+                {
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn borrow_once(
         &self,
         exec: &mut impl Executor,
         actor: &str,

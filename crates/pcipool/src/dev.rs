@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
@@ -153,14 +153,14 @@ impl Lab {
                 .register(info, reasons, now)
                 .context("registering devices")?;
         }
-        let mut hardware = Hardware::InProcess(Box::new(sim));
+        let hardware = Hardware::InProcess(Box::new(std::sync::Mutex::new(sim)));
         controller
-            .resume(&mut hardware, now)
+            .resume(&mut hardware.steps(), now)
             .context("resuming unfinished workflows")?;
         // The simulated hardware lives in this process, so a restart is a power cycle of the lab: fence
         // every lease the fabric no longer carries.
         controller
-            .reconcile(&mut hardware, now)
+            .reconcile(&mut hardware.steps(), now)
             .context("reconciling leases with the hardware")?;
         Ok(Self {
             controller,
@@ -190,9 +190,9 @@ impl Lab {
             records.push((node, record));
         }
         let controller = Controller::new(store, policy, topology);
-        let mut hardware = Hardware::Agents(AgentFleet::new(records, agent_timeout));
+        let hardware = Hardware::Agents(AgentFleet::new(records, agent_timeout));
         controller
-            .resume(&mut hardware, now_ms())
+            .resume(&mut hardware.steps(), now_ms())
             .context("resuming unfinished workflows")?;
         Ok(Self {
             controller,
@@ -200,22 +200,27 @@ impl Lab {
         })
     }
 
+    /// The store's (durable commits, WAL flushes).
+    pub fn commit_stats(&self) -> (u64, u64) {
+        self.controller.store().commit_stats()
+    }
+
     /// Marks silent agents lost and expires due leases.
-    pub fn tick(&mut self) {
+    pub fn tick(&self) {
         let now = now_ms();
-        if let Hardware::Agents(fleet) = &mut self.hardware {
+        if let Hardware::Agents(fleet) = &self.hardware {
             for node in fleet.newly_lost() {
                 eprintln!("pcipool: the agent of {node} stopped answering; its devices are lost");
                 let _ = self.controller.lender_lost(node, now);
             }
         }
-        let _ = self.controller.tick(&mut self.hardware, now);
+        let _ = self.controller.tick(&mut self.hardware.steps(), now);
     }
 }
 
 impl PoolApi for Lab {
     fn borrow(
-        &mut self,
+        &self,
         actor: &str,
         tenant: &str,
         r: BorrowRequest,
@@ -227,7 +232,7 @@ impl PoolApi for Lab {
             borrower: r.borrower,
         };
         self.controller.borrow(
-            &mut self.hardware,
+            &mut self.hardware.steps(),
             actor,
             tenant,
             request,
@@ -237,16 +242,16 @@ impl PoolApi for Lab {
     }
 
     fn release(
-        &mut self,
+        &self,
         actor: &str,
         tenant: Option<&str>,
         lease: LeaseId,
     ) -> Result<(), ControlError> {
         self.controller
-            .release(&mut self.hardware, actor, tenant, lease, now_ms())
+            .release(&mut self.hardware.steps(), actor, tenant, lease, now_ms())
     }
 
-    fn leases(&mut self) -> Result<Vec<LeaseView>, ControlError> {
+    fn leases(&self) -> Result<Vec<LeaseView>, ControlError> {
         Ok(self
             .controller
             .leases()?
@@ -264,7 +269,7 @@ impl PoolApi for Lab {
             .collect())
     }
 
-    fn devices(&mut self) -> Result<Vec<DeviceView>, ControlError> {
+    fn devices(&self) -> Result<Vec<DeviceView>, ControlError> {
         Ok(self
             .controller
             .store()
@@ -280,7 +285,7 @@ impl PoolApi for Lab {
             .collect())
     }
 
-    fn audit(&mut self, from: u64, limit: usize) -> Result<Vec<AuditView>, ControlError> {
+    fn audit(&self, from: u64, limit: usize) -> Result<Vec<AuditView>, ControlError> {
         Ok(self
             .controller
             .store()
@@ -297,7 +302,7 @@ impl PoolApi for Lab {
             .collect())
     }
 
-    fn hosts(&mut self) -> Result<Vec<pcipool_api::types::HostView>, ControlError> {
+    fn hosts(&self) -> Result<Vec<pcipool_api::types::HostView>, ControlError> {
         let devices = self.controller.store().devices()?;
         Ok(self
             .controller
@@ -320,7 +325,7 @@ impl PoolApi for Lab {
     }
 
     fn device_action(
-        &mut self,
+        &self,
         actor: &str,
         fdid: Fdid,
         action: DeviceAction,
@@ -336,14 +341,14 @@ impl PoolApi for Lab {
             .map(str::to_owned)
     }
 
-    fn workflow(&mut self, id: u64) -> Result<Option<serde_json::Value>, ControlError> {
+    fn workflow(&self, id: u64) -> Result<Option<serde_json::Value>, ControlError> {
         Ok(self
             .controller
             .journal(id)?
             .and_then(|j| serde_json::to_value(j).ok()))
     }
 
-    fn device(&mut self, fdid: Fdid) -> Result<DeviceDetail, ControlError> {
+    fn device(&self, fdid: Fdid) -> Result<DeviceDetail, ControlError> {
         let row = self
             .controller
             .store()
@@ -375,11 +380,11 @@ impl PoolApi for Lab {
     }
 
     fn register_agent(
-        &mut self,
+        &self,
         actor: &str,
         registration: AgentRegistration,
     ) -> Result<RegistrationReply, ControlError> {
-        let Hardware::Agents(fleet) = &mut self.hardware else {
+        let Hardware::Agents(fleet) = &self.hardware else {
             return Err(ControlError::Unsupported(
                 "pcipool dev runs its agents in process; agents register with pcipool server"
                     .into(),
@@ -425,7 +430,8 @@ impl PoolApi for Lab {
             self.controller.register(d.info, d.reasons, now)?;
         }
         if was_lost {
-            self.controller.lender_back(&mut self.hardware, node, now)?;
+            self.controller
+                .lender_back(&mut self.hardware.steps(), node, now)?;
         }
         Ok(RegistrationReply {
             borrowed: self.controller.borrowed_by(node)?,
@@ -433,11 +439,11 @@ impl PoolApi for Lab {
     }
 
     fn agent_heartbeat(
-        &mut self,
+        &self,
         node: NodeId,
         beat: AgentHeartbeat,
     ) -> Result<HeartbeatReply, ControlError> {
-        let Hardware::Agents(fleet) = &mut self.hardware else {
+        let Hardware::Agents(fleet) = &self.hardware else {
             return Err(ControlError::Unsupported(
                 "pcipool dev runs its agents in process".into(),
             ));
@@ -451,7 +457,8 @@ impl PoolApi for Lab {
                 });
             }
             Liveness::Back => {
-                self.controller.lender_back(&mut self.hardware, node, now)?;
+                self.controller
+                    .lender_back(&mut self.hardware.steps(), node, now)?;
             }
             Liveness::Alive => {}
         }
@@ -468,7 +475,7 @@ impl PoolApi for Lab {
         })
     }
 
-    fn audit_verify(&mut self) -> Result<AuditVerify, ControlError> {
+    fn audit_verify(&self) -> Result<AuditVerify, ControlError> {
         let records = self.controller.store().all_audit()?;
         Ok(match AuditChain::verify(&records) {
             Ok(n) => AuditVerify {
@@ -505,19 +512,14 @@ pub fn serve_lab(
             .await
             .with_context(|| format!("binding {listen}"))?;
         let addr = listener.local_addr().context("local address")?;
-        let pool = Arc::new(Mutex::new(lab));
+        let pool = Arc::new(lab);
         let ticker = pool.clone();
         tokio::spawn(async move {
             let mut every = tokio::time::interval(std::time::Duration::from_secs(1));
             loop {
                 every.tick().await;
                 let t = ticker.clone();
-                let _ = tokio::task::spawn_blocking(move || {
-                    t.lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner)
-                        .tick()
-                })
-                .await;
+                let _ = tokio::task::spawn_blocking(move || t.tick()).await;
             }
         });
         banner(addr);
@@ -642,14 +644,12 @@ pub fn bench(fabric: Option<&Path>, clients: usize, cycles: usize) -> anyhow::Re
         .context("binding")?;
     let addr = listener.local_addr().context("address")?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = runtime.spawn(pcipool_api::serve(
-        listener,
-        Arc::new(Mutex::new(lab)),
-        tokens,
-        async {
-            let _ = stop_rx.await;
-        },
-    ));
+    let lab = Arc::new(lab);
+    let stats = lab.clone();
+    let (commits_before, flushes_before) = stats.commit_stats();
+    let server = runtime.spawn(pcipool_api::serve(listener, lab, tokens, async {
+        let _ = stop_rx.await;
+    }));
     let url = format!("http://{addr}");
     let per_client = cycles.div_ceil(clients.max(1));
     let started = std::time::Instant::now();
@@ -727,6 +727,13 @@ pub fn bench(fabric: Option<&Path>, clients: usize, cycles: usize) -> anyhow::Re
         "  borrow latency p50 {:.2} ms, p99 {:.2} ms",
         pct(500),
         pct(990)
+    );
+    let (commits, flushes) = stats.commit_stats();
+    let (commits, flushes) = (commits - commits_before, flushes - flushes_before);
+    println!(
+        "  {commits} durable commits served by {flushes} disk flushes ({:.2} commits per flush, {:.1} flushes per cycle)",
+        commits as f64 / flushes.max(1) as f64,
+        flushes as f64 / done.max(1) as f64
     );
     let _ = std::fs::remove_dir_all(&dir);
     Ok(ExitCode::SUCCESS)

@@ -2,6 +2,7 @@
 //! over HTTP (`pcipool server`). One enum, so the controller's generic executor stays a plain value.
 
 use std::collections::BTreeMap;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use pcipool_api::types::{ApiErrorBody, StepRequest};
@@ -27,10 +28,11 @@ struct AgentLink {
     lost: bool,
 }
 
-/// The hosts' agents, reached over HTTP.
+/// The hosts' agents, reached over HTTP. Shared by concurrent requests: the map is locked only to read
+/// or update a link, never across a call to an agent.
 #[derive(Debug)]
 pub struct AgentFleet {
-    agents: BTreeMap<NodeId, AgentLink>,
+    agents: Mutex<BTreeMap<NodeId, AgentLink>>,
     http: ureq::Agent,
     /// An agent silent for this long is lost (its devices go `Lost`).
     pub timeout: Duration,
@@ -56,28 +58,37 @@ impl AgentFleet {
             .build();
         let now = Instant::now();
         Self {
-            agents: records
-                .into_iter()
-                .map(|(node, record)| {
-                    (
-                        node,
-                        AgentLink {
-                            record,
-                            last_seen: now,
-                            lost: false,
-                        },
-                    )
-                })
-                .collect(),
+            agents: Mutex::new(
+                records
+                    .into_iter()
+                    .map(|(node, record)| {
+                        (
+                            node,
+                            AgentLink {
+                                record,
+                                last_seen: now,
+                                lost: false,
+                            },
+                        )
+                    })
+                    .collect(),
+            ),
             http: config.into(),
             timeout,
         }
     }
 
+    fn links(&self) -> std::sync::MutexGuard<'_, BTreeMap<NodeId, AgentLink>> {
+        self.agents
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// Records a (re-)registration; returns whether the agent had been lost.
-    pub fn register(&mut self, node: NodeId, record: AgentRecord) -> bool {
-        let was_lost = self.agents.get(&node).is_some_and(|l| l.lost);
-        self.agents.insert(
+    pub fn register(&self, node: NodeId, record: AgentRecord) -> bool {
+        let mut agents = self.links();
+        let was_lost = agents.get(&node).is_some_and(|l| l.lost);
+        agents.insert(
             node,
             AgentLink {
                 record,
@@ -89,8 +100,8 @@ impl AgentFleet {
     }
 
     /// Records a heartbeat.
-    pub fn heard(&mut self, node: NodeId) -> Liveness {
-        match self.agents.get_mut(&node) {
+    pub fn heard(&self, node: NodeId) -> Liveness {
+        match self.links().get_mut(&node) {
             None => Liveness::Unknown,
             Some(link) => {
                 link.last_seen = Instant::now();
@@ -106,7 +117,7 @@ impl AgentFleet {
 
     /// `up`, `lost` or `none`.
     pub fn status(&self, node: NodeId) -> &'static str {
-        match self.agents.get(&node) {
+        match self.links().get(&node) {
             None => "none",
             Some(l) if l.lost => "lost",
             Some(_) => "up",
@@ -114,9 +125,9 @@ impl AgentFleet {
     }
 
     /// Agents silent past the timeout that were not yet reported lost; marks them lost.
-    pub fn newly_lost(&mut self) -> Vec<NodeId> {
+    pub fn newly_lost(&self) -> Vec<NodeId> {
         let timeout = self.timeout;
-        self.agents
+        self.links()
             .iter_mut()
             .filter(|(_, l)| !l.lost && l.last_seen.elapsed() > timeout)
             .map(|(node, l)| {
@@ -127,18 +138,21 @@ impl AgentFleet {
     }
 
     fn call(&self, node: NodeId, request: &StepRequest) -> Result<(), String> {
-        let link = self
-            .agents
-            .get(&node)
-            .ok_or_else(|| format!("no agent registered for {node}"))?;
-        if link.lost {
-            return Err(format!("the agent of {node} is lost"));
-        }
-        let url = format!("{}/v1/steps", link.record.url.trim_end_matches('/'));
+        let record = {
+            let agents = self.links();
+            let link = agents
+                .get(&node)
+                .ok_or_else(|| format!("no agent registered for {node}"))?;
+            if link.lost {
+                return Err(format!("the agent of {node} is lost"));
+            }
+            link.record.clone()
+        };
+        let url = format!("{}/v1/steps", record.url.trim_end_matches('/'));
         let mut resp = self
             .http
             .post(&url)
-            .header("authorization", &format!("Bearer {}", link.record.secret))
+            .header("authorization", &format!("Bearer {}", record.secret))
             .send_json(request)
             .map_err(|e| format!("agent of {node} unreachable at {url}: {e}"))?;
         if resp.status().is_success() {
@@ -152,8 +166,9 @@ impl AgentFleet {
     }
 }
 
-impl Executor for AgentFleet {
-    fn run(&mut self, step: Step, ctx: &StepContext) -> Result<(), String> {
+impl AgentFleet {
+    /// Sends one step to the agent of the host that runs it.
+    fn run_step(&self, step: Step, ctx: &StepContext) -> Result<(), String> {
         let node = match step.side() {
             Side::Lender => ctx.lender,
             Side::Borrower => ctx.borrower,
@@ -168,20 +183,35 @@ impl Executor for AgentFleet {
     }
 }
 
-/// The hardware a controller drives.
+/// The hardware a controller drives; shared by concurrent requests.
 #[derive(Debug)]
 pub enum Hardware {
-    /// The simulated lab in this process (`pcipool dev`): a restart of the process is a power cycle.
-    InProcess(Box<Sim>),
+    /// The simulated lab in this process (`pcipool dev`): a restart of the process is a power cycle. Each
+    /// step takes the lock on its own, so requests for different devices interleave their steps.
+    InProcess(Box<Mutex<Sim>>),
     /// Agents on the hosts (`pcipool server`): the hardware outlives a controller restart.
     Agents(AgentFleet),
 }
 
-impl Executor for Hardware {
+impl Hardware {
+    /// An executor over this hardware for one request.
+    pub fn steps(&self) -> Steps<'_> {
+        Steps(self)
+    }
+}
+
+/// The controller's executor for one request: a handle on the shared hardware.
+#[derive(Debug)]
+pub struct Steps<'a>(&'a Hardware);
+
+impl Executor for Steps<'_> {
     fn run(&mut self, step: Step, ctx: &StepContext) -> Result<(), String> {
-        match self {
-            Self::InProcess(sim) => sim.run(step, ctx),
-            Self::Agents(fleet) => fleet.run(step, ctx),
+        match self.0 {
+            Hardware::InProcess(sim) => sim
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .run(step, ctx),
+            Hardware::Agents(fleet) => fleet.run_step(step, ctx),
         }
     }
 }

@@ -63,6 +63,12 @@ pub enum StoreError {
     /// The database itself failed.
     #[error("database error")]
     Database(#[from] rusqlite::Error),
+    /// Another process (another controller) has the store open.
+    #[error("{0}: the store is in use by another process (one controller per store)")]
+    InUse(std::path::PathBuf),
+    /// Flushing the store's files to disk failed: the last write may not be durable.
+    #[error("flushing the store to disk")]
+    Flush(#[from] std::io::Error),
     /// The file was written by a newer pcipool.
     #[error("store schema version {found} is newer than this pcipool ({supported})")]
     SchemaTooNew {
@@ -128,7 +134,10 @@ pub trait Store {
         workflow: WorkflowWrite<'_>,
     ) -> Result<(u64, u64), StoreError>;
 
-    /// Allocates the next number of a named counter (lease ids, workflow ids, epochs), durably.
+    /// Allocates the next number of a named counter (lease ids, workflow ids, epochs). A running store
+    /// never hands a number out twice; the allocation may become durable only with the caller's next
+    /// durable write, which is where a number first leaves the controller (a power loss before it can
+    /// only re-issue numbers nobody saw).
     ///
     /// # Errors
     /// Database errors.
