@@ -121,6 +121,28 @@ pub struct Controller<S> {
     policy: Policy,
     topology: Topology,
     dma_window: u64,
+    /// Devices that requests in flight in this process have chosen but not yet assigned. Placement skips
+    /// them, so concurrent requests spread over the pool instead of all racing for the same best device;
+    /// the store's compare-and-swap still decides every race (also against other processes).
+    claims: std::sync::Mutex<std::collections::BTreeSet<Fdid>>,
+}
+
+/// Devices one request has claimed; released when the request is done with placement.
+struct Claim<'a> {
+    claims: &'a std::sync::Mutex<std::collections::BTreeSet<Fdid>>,
+    held: Vec<Fdid>,
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        let mut claims = self
+            .claims
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for f in &self.held {
+            claims.remove(f);
+        }
+    }
 }
 
 fn json<T: Serialize>(v: &T) -> String {
@@ -139,6 +161,7 @@ impl<S: Store> Controller<S> {
             policy,
             topology,
             dma_window: 256 << 20,
+            claims: std::sync::Mutex::new(std::collections::BTreeSet::new()),
         }
     }
 
@@ -326,8 +349,13 @@ impl<S: Store> Controller<S> {
         let admission = self
             .policy
             .admit(tenant, &mut request, &usage, duration_secs)?;
+        let claimed = self.claimed();
+        if let Some(f) = request.selector.fdid.filter(|f| claimed.contains(f)) {
+            return Err(ControlError::Conflict(f));
+        }
         let eligible: Vec<(&DeviceInfo, &DeviceState)> = rows
             .iter()
+            .filter(|r| !claimed.contains(&r.value.info.fdid))
             .filter(|r| !self.policy.in_maintenance(r.value.info.fdid, now))
             .map(|r| (&r.value.info, &r.value.state))
             .collect();
@@ -359,6 +387,7 @@ impl<S: Store> Controller<S> {
             .map(|r| DeviceClass::of(r.value.info.class))
             .collect();
         self.policy.check_placed(tenant, &usage, &classes)?;
+        let _claim = self.claim(&chosen)?;
         let mut granted: Vec<(Lease, u64, Fdid, Option<Journal>)> = Vec::new();
         for fdid in &chosen {
             let [lease_no, epoch_no, workflow] =
@@ -471,6 +500,29 @@ impl<S: Store> Controller<S> {
             }
         }
         Ok(out)
+    }
+
+    fn claimed(&self) -> std::collections::BTreeSet<Fdid> {
+        self.claims
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Claims `chosen` for this request; a device another request claimed meanwhile is a conflict.
+    fn claim(&self, chosen: &[Fdid]) -> Result<Claim<'_>, ControlError> {
+        let mut claims = self
+            .claims
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(f) = chosen.iter().find(|f| claims.contains(f)) {
+            return Err(ControlError::Conflict(*f));
+        }
+        claims.extend(chosen.iter().copied());
+        Ok(Claim {
+            claims: &self.claims,
+            held: chosen.to_vec(),
+        })
     }
 
     fn context(&self, fdid: Fdid, lease: &Lease, shadow: Bdf) -> Result<StepContext, ControlError> {

@@ -664,7 +664,11 @@ pub fn bench(fabric: Option<&Path>, clients: usize, cycles: usize) -> anyhow::Re
                 let client = pcipool_api::client::Client::new(&url, &token);
                 let mut borrow_ms = Vec::with_capacity(per_client);
                 let mut done = 0usize;
-                let mut failed = 0usize;
+                let mut failed: BTreeMap<String, usize> = BTreeMap::new();
+                let code = |e: &pcipool_api::client::ClientError| match e {
+                    pcipool_api::client::ClientError::Api { code, .. } => code.clone(),
+                    other => other.to_string(),
+                };
                 for _ in 0..per_client {
                     let request = BorrowRequest {
                         selector: pcipool_pool::schedule::Selector {
@@ -681,14 +685,13 @@ pub fn bench(fabric: Option<&Path>, clients: usize, cycles: usize) -> anyhow::Re
                         Ok(g) => {
                             borrow_ms.push(t.elapsed().as_secs_f64() * 1e3);
                             for l in g {
-                                if client.release(l.lease_id.0).is_ok() {
-                                    done += 1;
-                                } else {
-                                    failed += 1;
+                                match client.release(l.lease_id.0) {
+                                    Ok(()) => done += 1,
+                                    Err(e) => *failed.entry(code(&e)).or_default() += 1,
                                 }
                             }
                         }
-                        Err(_) => failed += 1,
+                        Err(e) => *failed.entry(code(&e)).or_default() += 1,
                     }
                 }
                 (borrow_ms, done, failed)
@@ -696,14 +699,18 @@ pub fn bench(fabric: Option<&Path>, clients: usize, cycles: usize) -> anyhow::Re
         })
         .collect();
     let mut latencies = Vec::new();
-    let (mut done, mut failed) = (0, 0);
+    let mut done = 0;
+    let mut refusals: BTreeMap<String, usize> = BTreeMap::new();
     for w in workers {
         if let Ok((l, d, f)) = w.join() {
             latencies.extend(l);
             done += d;
-            failed += f;
+            for (code, n) in f {
+                *refusals.entry(code).or_default() += n;
+            }
         }
     }
+    let failed: usize = refusals.values().sum();
     let elapsed = started.elapsed().as_secs_f64();
     let _ = stop_tx.send(());
     let _ = runtime.block_on(server);
@@ -728,6 +735,10 @@ pub fn bench(fabric: Option<&Path>, clients: usize, cycles: usize) -> anyhow::Re
         pct(500),
         pct(990)
     );
+    if !refusals.is_empty() {
+        let list: Vec<String> = refusals.iter().map(|(c, n)| format!("{n} {c}")).collect();
+        println!("  refused: {}", list.join(", "));
+    }
     let (commits, flushes) = stats.commit_stats();
     let (commits, flushes) = (commits - commits_before, flushes - flushes_before);
     println!(
