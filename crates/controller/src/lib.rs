@@ -15,6 +15,7 @@ use std::collections::{BTreeMap, HashMap};
 use pcipool_backend::{Executor, StepContext};
 use pcipool_fabric::{Fdid, LeaseId, NodeId, Topology};
 use pcipool_pcie::Bdf;
+use pcipool_pool::capacity::{CapacityError, Ledger};
 use pcipool_pool::policy::{Policy, PolicyError};
 use pcipool_pool::schedule::{self, DeviceClass, DeviceInfo, PlacementError, Request, RouteCache};
 use pcipool_pool::workflow::{
@@ -65,6 +66,9 @@ pub enum ControlError {
     /// No such device.
     #[error("no device {0}")]
     NoDevice(Fdid),
+    /// Devices match, but the fabric cannot carry another lease to this borrower.
+    #[error("no capacity on the fabric: {0}")]
+    Capacity(#[from] pcipool_pool::capacity::CapacityError),
     /// No such host in the fabric.
     #[error("no host {0} in the fabric")]
     NoHost(NodeId),
@@ -84,7 +88,7 @@ impl ControlError {
             Self::Policy(PolicyError::OverQuota { .. }) => "OVER_QUOTA",
             Self::Policy(PolicyError::UnknownTenant(_)) => "UNKNOWN_TENANT",
             Self::Policy(_) => "POLICY",
-            Self::Placement(_) => "NO_CAPACITY",
+            Self::Placement(_) | Self::Capacity(_) => "NO_CAPACITY",
             Self::Transition(TransitionError::Conflict { .. }) | Self::Conflict(_) => "CONFLICT",
             Self::Transition(TransitionError::StaleEpoch { .. }) => "STALE_EPOCH",
             Self::Transition(_) => "ILLEGAL_TRANSITION",
@@ -353,32 +357,77 @@ impl<S: Store> Controller<S> {
         if let Some(f) = request.selector.fdid.filter(|f| claimed.contains(f)) {
             return Err(ControlError::Conflict(f));
         }
-        let eligible: Vec<(&DeviceInfo, &DeviceState)> = rows
-            .iter()
-            .filter(|r| !claimed.contains(&r.value.info.fdid))
-            .filter(|r| !self.policy.in_maintenance(r.value.info.fdid, now))
-            .map(|r| (&r.value.info, &r.value.state))
-            .collect();
-        let placed = schedule::place(
-            &request,
-            eligible,
-            &load,
+        // What granted leases hold on adapters and links; placement only picks devices that still fit.
+        let mut ledger = Ledger::new(
             &self.topology,
-            &mut RouteCache::default(),
-            self.policy.strategy,
+            self.dma_window,
+            self.policy.link_oversubscription_pct,
         );
-        let chosen = match placed {
-            Ok(c) => c,
-            Err(e) => {
-                // A request for one named device that someone holds is a conflict, not a capacity problem.
-                let held = request.selector.fdid.filter(|f| {
-                    rows.iter()
-                        .any(|r| r.value.info.fdid == *f && !r.value.state.leases().is_empty())
-                });
-                return Err(match (e, held) {
-                    (PlacementError::NoCapacity { .. }, Some(f)) => ControlError::Conflict(f),
-                    (e, _) => e.into(),
-                });
+        for r in &rows {
+            for l in r.value.state.leases() {
+                ledger.add_granted(l.id, &r.value.info, l.borrower);
+            }
+        }
+        let mut unfit: std::collections::BTreeSet<Fdid> = std::collections::BTreeSet::new();
+        let mut why_unfit: Option<CapacityError> = None;
+        let chosen = loop {
+            let eligible: Vec<(&DeviceInfo, &DeviceState)> = rows
+                .iter()
+                .filter(|r| !claimed.contains(&r.value.info.fdid))
+                .filter(|r| !unfit.contains(&r.value.info.fdid))
+                .filter(|r| !self.policy.in_maintenance(r.value.info.fdid, now))
+                .map(|r| (&r.value.info, &r.value.state))
+                .collect();
+            let placed = schedule::place(
+                &request,
+                eligible,
+                &load,
+                &self.topology,
+                &mut RouteCache::default(),
+                self.policy.strategy,
+            );
+            let chosen = match placed {
+                Ok(c) => c,
+                Err(e) => {
+                    if let Some(why) = why_unfit {
+                        return Err(ControlError::Capacity(why));
+                    }
+                    // A request for one named device that someone holds is a conflict, not a capacity problem.
+                    let held = request.selector.fdid.filter(|f| {
+                        rows.iter()
+                            .any(|r| r.value.info.fdid == *f && !r.value.state.leases().is_empty())
+                    });
+                    return Err(match (e, held) {
+                        (PlacementError::NoCapacity { .. }, Some(f)) => ControlError::Conflict(f),
+                        (e, _) => e.into(),
+                    });
+                }
+            };
+            // Trial leases (ids no real lease has) for the whole gang; undone either way.
+            let mut fitted = Vec::new();
+            let mut misfit = None;
+            for (i, fdid) in chosen.iter().enumerate() {
+                let Some(info) = rows.iter().find(|r| r.value.info.fdid == *fdid) else {
+                    continue;
+                };
+                let trial = LeaseId(u64::MAX - i as u64);
+                match ledger.add(trial, &info.value.info, request.borrower) {
+                    Ok(()) => fitted.push((trial, &info.value.info)),
+                    Err(e) => {
+                        misfit = Some((*fdid, e));
+                        break;
+                    }
+                }
+            }
+            for (trial, info) in fitted {
+                ledger.remove(trial, info, request.borrower);
+            }
+            match misfit {
+                None => break chosen,
+                Some((fdid, e)) => {
+                    unfit.insert(fdid);
+                    why_unfit = Some(e);
+                }
             }
         };
         let classes: Vec<DeviceClass> = chosen

@@ -276,6 +276,19 @@ impl LinkSpeed {
         }
     }
 
+    /// The transfer rate in tenths of GT/s (80 for 8 GT/s), 0 for a reserved encoding.
+    pub fn gts_x10(self) -> u16 {
+        match self {
+            Self::Gt2_5 => 25,
+            Self::Gt5 => 50,
+            Self::Gt8 => 80,
+            Self::Gt16 => 160,
+            Self::Gt32 => 320,
+            Self::Gt64 => 640,
+            Self::Unknown(_) => 0,
+        }
+    }
+
     /// Usable bandwidth per lane per direction in MB/s after line encoding
     /// (8b/10b for Gen1-2, 128b/130b for Gen3-5, FLIT for Gen6, rounded).
     pub fn lane_mb_per_s(self) -> u32 {

@@ -99,7 +99,7 @@ pub fn qualified_devices(sim: &Sim, only: Option<NodeId>) -> Vec<(DeviceInfo, Ve
             let link = record
                 .facts
                 .pci_express()
-                .map(|e| (e.link.width, u16::from(e.link.speed.field()) * 25));
+                .map(|e| (e.link.width, e.link.speed.gts_x10()));
             out.push((
                 DeviceInfo {
                     fdid: Fdid {

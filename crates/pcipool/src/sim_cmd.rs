@@ -310,7 +310,7 @@ pub fn bench_schedule(fabric: Option<&Path>, decisions: u64) -> anyhow::Result<E
             let link = d
                 .facts
                 .pci_express()
-                .map(|e| (e.link.width, u16::from(e.link.speed.field()) * 25));
+                .map(|e| (e.link.width, e.link.speed.gts_x10()));
             infos.push(DeviceInfo {
                 fdid: pcipool_fabric::Fdid {
                     node: host.node,

@@ -13,6 +13,7 @@
 #![deny(missing_docs)]
 
 pub mod audit;
+pub mod capacity;
 pub mod policy;
 pub mod schedule;
 pub mod state;

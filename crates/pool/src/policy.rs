@@ -4,6 +4,7 @@
 //! ```toml
 //! max_lease_secs = 86400
 //! strategy = "spread"            # or "pack"
+//! link_oversubscription_pct = 400  # leases may reserve this % of a fabric link's bandwidth
 //!
 //! [[tenant]]
 //! name = "ml"
@@ -86,10 +87,18 @@ pub struct Policy {
     /// Accepted qualification findings.
     #[serde(default, rename = "override")]
     pub overrides: Vec<Override>,
+    /// How much of a fabric link's bandwidth the leases crossing it may reserve, in percent (each lease
+    /// reserves its device's own link bandwidth). 100 = never oversubscribed.
+    #[serde(default = "default_oversubscription")]
+    pub link_oversubscription_pct: u32,
 }
 
 fn default_max_lease() -> u64 {
     86_400
+}
+
+fn default_oversubscription() -> u32 {
+    400
 }
 
 impl Default for Policy {
@@ -97,6 +106,7 @@ impl Default for Policy {
         Self {
             max_lease_secs: default_max_lease(),
             strategy: Strategy::Spread,
+            link_oversubscription_pct: default_oversubscription(),
             tenants: Vec::new(),
             maintenance: Vec::new(),
             overrides: Vec::new(),

@@ -513,3 +513,40 @@ fn borrower_heartbeats_renew_late_and_refuse_what_is_not_theirs() {
         )
     );
 }
+
+#[test]
+fn placement_respects_the_link_bandwidth_budget() {
+    let gpu = Request {
+        selector: Selector {
+            class: Some(DeviceClass::Gpu),
+            ..Selector::default()
+        },
+        count: 1,
+        model: AccessModel::Lend,
+        borrower: BORROWER,
+    };
+    let run = |pct: u32| {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut sim = sim();
+        let store = SqliteStore::open(&dir.path().join("pool.db")).expect("store");
+        let policy =
+            Policy::parse(&format!("link_oversubscription_pct = {pct}\n")).expect("policy");
+        let ctl = Controller::new(store, policy, sim.fabric.topology().clone());
+        for info in infos(&sim) {
+            ctl.register(info, vec![], 0).expect("register");
+        }
+        let first = ctl
+            .borrow(&mut sim, "admin", "t", gpu.clone(), None, 0)
+            .map(|g| g.len());
+        let second = ctl
+            .borrow(&mut sim, "admin", "t", nvme(1), None, 0)
+            .map(|g| g.len())
+            .map_err(|e| (e.code(), e.to_string().contains("MB/s")));
+        (first.is_ok(), second)
+    };
+    // The borrower's link is x8 gen3 (7,880 MB/s) and so is each device's: at 100 % the GPU fills it.
+    assert_eq!(
+        (run(100), run(200)),
+        ((true, Err(("NO_CAPACITY", true))), (true, Ok(1)))
+    );
+}
