@@ -37,6 +37,11 @@ pub enum ClientError {
     },
 }
 
+/// A fabric device id as one URL path segment: a VF's id (`n2:0000:03:00.0/vf1`) contains a slash.
+fn path_segment(fdid: &str) -> String {
+    fdid.replace('%', "%25").replace('/', "%2F")
+}
+
 /// A client for one server and token.
 #[derive(Debug, Clone)]
 pub struct Client {
@@ -121,7 +126,7 @@ impl Client {
     /// # Errors
     /// [`ClientError`].
     pub fn device(&self, fdid: &str) -> Result<DeviceDetail, ClientError> {
-        self.get(&format!("/v1/devices/{fdid}"))
+        self.get(&format!("/v1/devices/{}", path_segment(fdid)))
     }
 
     /// Registers an agent and its devices.
@@ -257,7 +262,7 @@ impl Client {
         fdid: &str,
         action: DeviceAction,
     ) -> Result<serde_json::Value, ClientError> {
-        let url = format!("{}/v1/devices/{fdid}/actions", self.base);
+        let url = format!("{}/v1/devices/{}/actions", self.base, path_segment(fdid));
         let resp = self
             .agent
             .post(&url)

@@ -66,6 +66,9 @@ pub enum ControlError {
     /// No such device.
     #[error("no device {0}")]
     NoDevice(Fdid),
+    /// The device's physical function or one of its virtual functions is out.
+    #[error("{0}: its physical function or one of its virtual functions is lent or on its way")]
+    FamilyBusy(Fdid),
     /// Devices match, but the fabric cannot carry another lease to this borrower.
     #[error("no capacity on the fabric: {0}")]
     Capacity(#[from] pcipool_pool::capacity::CapacityError),
@@ -89,7 +92,9 @@ impl ControlError {
             Self::Policy(PolicyError::UnknownTenant(_)) => "UNKNOWN_TENANT",
             Self::Policy(_) => "POLICY",
             Self::Placement(_) | Self::Capacity(_) => "NO_CAPACITY",
-            Self::Transition(TransitionError::Conflict { .. }) | Self::Conflict(_) => "CONFLICT",
+            Self::Transition(TransitionError::Conflict { .. })
+            | Self::Conflict(_)
+            | Self::FamilyBusy(_) => "CONFLICT",
             Self::Transition(TransitionError::StaleEpoch { .. }) => "STALE_EPOCH",
             Self::Transition(_) => "ILLEGAL_TRANSITION",
             Self::NoLease(_) => "NO_SUCH_LEASE",
@@ -129,6 +134,42 @@ pub struct Controller<S> {
     /// them, so concurrent requests spread over the pool instead of all racing for the same best device;
     /// the store's compare-and-swap still decides every race (also against other processes).
     claims: std::sync::Mutex<std::collections::BTreeSet<Fdid>>,
+}
+
+/// A physical function and its virtual functions exclude each other: the PF cannot be lent (or reset)
+/// while any of its VFs is out, and no VF can go while the PF is held, draining or being returned.
+fn family_busy(rows: &[pcipool_store::Versioned<DeviceRow>], fdid: Fdid) -> bool {
+    rows.iter().any(|r| {
+        let other = r.value.info.fdid;
+        if other.node != fdid.node
+            || other.bdf != fdid.bdf
+            || other.vf.is_none() == fdid.vf.is_none()
+        {
+            return false;
+        }
+        match fdid.vf {
+            // For a PF: a VF of it is held or on its way.
+            None => {
+                !r.value.state.leases().is_empty()
+                    || matches!(
+                        r.value.state,
+                        DeviceState::Lending { .. } | DeviceState::Returning { .. }
+                    )
+            }
+            // For a VF: its PF is anything but idle in the pool or rejected for lending as a whole.
+            Some(_) => !matches!(
+                r.value.state,
+                DeviceState::Available
+                    | DeviceState::Rejected { .. }
+                    | DeviceState::Qualified { .. }
+            ),
+        }
+    })
+}
+
+/// Two claims clash when they are the same device, or a PF and one of its VFs.
+fn clash(a: &Fdid, b: &Fdid) -> bool {
+    a == b || (a.node == b.node && a.bdf == b.bdf && a.vf.is_none() != b.vf.is_none())
 }
 
 /// Devices one request has claimed; released when the request is done with placement.
@@ -318,7 +359,7 @@ impl<S: Store> Controller<S> {
         let mut attempt = 1;
         loop {
             match self.borrow_once(exec, actor, tenant, request.clone(), duration_secs, now) {
-                Err(ControlError::Conflict(_))
+                Err(ControlError::Conflict(_) | ControlError::FamilyBusy(_))
                     if request.selector.fdid.is_none() && attempt < ATTEMPTS =>
                 {
                     attempt += 1;
@@ -354,8 +395,13 @@ impl<S: Store> Controller<S> {
             .policy
             .admit(tenant, &mut request, &usage, duration_secs)?;
         let claimed = self.claimed();
-        if let Some(f) = request.selector.fdid.filter(|f| claimed.contains(f)) {
-            return Err(ControlError::Conflict(f));
+        if let Some(f) = request.selector.fdid {
+            if claimed.contains(&f) {
+                return Err(ControlError::Conflict(f));
+            }
+            if family_busy(&rows, f) {
+                return Err(ControlError::FamilyBusy(f));
+            }
         }
         // What granted leases hold on adapters and links; placement only picks devices that still fit.
         let mut ledger = Ledger::new(
@@ -373,8 +419,9 @@ impl<S: Store> Controller<S> {
         let chosen = loop {
             let eligible: Vec<(&DeviceInfo, &DeviceState)> = rows
                 .iter()
-                .filter(|r| !claimed.contains(&r.value.info.fdid))
+                .filter(|r| !claimed.iter().any(|c| clash(c, &r.value.info.fdid)))
                 .filter(|r| !unfit.contains(&r.value.info.fdid))
+                .filter(|r| !family_busy(&rows, r.value.info.fdid))
                 .filter(|r| !self.policy.in_maintenance(r.value.info.fdid, now))
                 .map(|r| (&r.value.info, &r.value.state))
                 .collect();
@@ -437,6 +484,20 @@ impl<S: Store> Controller<S> {
             .collect();
         self.policy.check_placed(tenant, &usage, &classes)?;
         let _claim = self.claim(&chosen)?;
+        // Claimed: no other request of this controller can take a PF or VF of these devices now, but our
+        // rows may predate one that finished meanwhile. Check the families against the store again.
+        let has_family = |f: &Fdid| {
+            rows.iter().any(|r| {
+                let o = r.value.info.fdid;
+                o.node == f.node && o.bdf == f.bdf && o.vf != f.vf
+            })
+        };
+        if chosen.iter().any(has_family) {
+            let fresh = self.store.devices()?;
+            if let Some(f) = chosen.iter().find(|f| family_busy(&fresh, **f)) {
+                return Err(ControlError::FamilyBusy(*f));
+            }
+        }
         let mut granted: Vec<(Lease, u64, Fdid, Option<Journal>)> = Vec::new();
         for fdid in &chosen {
             let [lease_no, epoch_no, workflow] =
@@ -564,7 +625,7 @@ impl<S: Store> Controller<S> {
             .claims
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(f) = chosen.iter().find(|f| claims.contains(f)) {
+        if let Some(f) = chosen.iter().find(|f| claims.iter().any(|c| clash(c, f))) {
             return Err(ControlError::Conflict(*f));
         }
         claims.extend(chosen.iter().copied());
@@ -582,7 +643,8 @@ impl<S: Store> Controller<S> {
         let info = &row.value.info;
         Ok(StepContext {
             lender: fdid.node.0,
-            bdf: fdid.bdf,
+            // A VF's steps act on its own routing id, not on its PF's.
+            bdf: info.function.unwrap_or(fdid.bdf),
             borrower: lease.borrower.0,
             shadow,
             lease: lease.id.0,

@@ -334,6 +334,7 @@ pub fn bench_schedule(fabric: Option<&Path>, decisions: u64) -> anyhow::Result<E
                 models: vec![AccessModel::Lend, AccessModel::Vf, AccessModel::Shared],
                 bars: vec![],
                 driver: None,
+                function: None,
             });
         }
     }

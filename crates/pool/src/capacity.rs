@@ -243,6 +243,7 @@ mod tests {
             models: vec![AccessModel::Lend],
             bars: vec![(0, 0x4000)],
             driver: Some("nvme".into()),
+            function: None,
         }
     }
 

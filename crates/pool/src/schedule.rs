@@ -120,6 +120,10 @@ pub struct DeviceInfo {
     /// Native driver the borrower binds.
     #[serde(default)]
     pub driver: Option<String>,
+    /// The function's own address when the fdid does not give it: a virtual function's fdid names its
+    /// physical function and VF index, the steps act on the VF's routing id.
+    #[serde(default)]
+    pub function: Option<pcipool_pcie::Bdf>,
 }
 
 /// A request for devices.
@@ -335,6 +339,7 @@ mod tests {
             models: vec![AccessModel::Lend, AccessModel::Shared],
             bars: vec![(0, 0x4000)],
             driver: Some("nvme".into()),
+            function: None,
         }
     }
 

@@ -24,6 +24,7 @@
 //! preset = "nvme"            # nvme | gpu | sriov-nic | fpga | ntb ...
 //! reset = "flr"              # flr | flr-slow | flr-hangs | bus-only | none
 //! driver = "nvme"            # bound on the lender at start (optional)
+//! vfs = 4                    # SR-IOV virtual functions enabled at start (sriov-nic; default 0)
 //! ```
 
 use pcipool_fabric::{AdapterProfile, Host, Link, NodeId, Port, Topology, TopologyError};
@@ -98,6 +99,8 @@ struct FileDevice {
     driver: Option<String>,
     #[serde(default = "one")]
     count: u32,
+    #[serde(default)]
+    vfs: u16,
 }
 
 #[derive(Debug, Deserialize)]
@@ -147,6 +150,8 @@ pub struct DeviceSpec {
     pub reset: ResetBehaviour,
     /// Driver bound at start.
     pub driver: Option<String>,
+    /// SR-IOV virtual functions enabled at start.
+    pub vfs: u16,
 }
 
 /// One host with its devices.
@@ -250,6 +255,7 @@ impl FabricDesc {
                             preset: d.preset.clone(),
                             reset: d.reset,
                             driver: d.driver.clone(),
+                            vfs: d.vfs,
                         });
                     }
                 }

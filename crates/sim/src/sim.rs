@@ -145,6 +145,9 @@ pub enum SimError {
     /// A preset the description named could not be built.
     #[error("unknown preset {0}")]
     UnknownPreset(String),
+    /// Virtual functions the description asked for could not be enabled.
+    #[error("enabling VFs: {0}")]
+    Vfs(String),
 }
 
 /// The whole simulated lab.
@@ -194,7 +197,7 @@ impl Sim {
                 },
             );
         }
-        Ok(Self {
+        let mut sim = Self {
             seed,
             now: 0,
             rng: SimRng::new(seed),
@@ -203,7 +206,14 @@ impl Sim {
             links_down: BTreeSet::new(),
             events: Vec::new(),
             slow_factor: 1,
-        })
+        };
+        for spec in &desc.hosts {
+            for d in spec.devices.iter().filter(|d| d.vfs > 0) {
+                sim.enable_vfs(spec.node, d.bdf, d.vfs)
+                    .map_err(|e| SimError::Vfs(e.to_string()))?;
+            }
+        }
+        Ok(sim)
     }
 
     /// The seed.

@@ -64,6 +64,7 @@ fn infos(sim: &Sim) -> Vec<DeviceInfo> {
                     .filter_map(|b| Some((b.index, b.size?)))
                     .collect(),
                 driver,
+                function: None,
             });
         }
     }

@@ -124,9 +124,10 @@ impl Cluster {
                 c.client()
                     .hosts()
                     .is_ok_and(|h| h.len() == 4 && h.iter().all(|h| h.agent == "up"))
-                    && c.devices().len() == 5
+                    // Five whole devices, and the four VFs the lab enables on its SR-IOV NIC.
+                    && c.devices().len() == 9
             },
-            "four agents and five devices registered",
+            "four agents and nine devices registered",
         );
         cluster
     }
@@ -642,5 +643,57 @@ fn a_bad_token_file_is_refused_with_exit_code_3() {
         (out.status.code(), stderr.contains("unknown role \"root\"")),
         (Some(3), true),
         "{stderr}"
+    );
+}
+
+#[test]
+fn vfs_of_one_nic_go_to_two_borrowers_and_hold_back_their_pf() {
+    let c = Cluster::start();
+    let client = c.client();
+    let vf = |borrower: u32| BorrowRequest {
+        selector: pcipool_pool::schedule::Selector {
+            class: Some(pcipool_pool::schedule::DeviceClass::Nic),
+            ..Default::default()
+        },
+        model: pcipool_qualify::AccessModel::Vf,
+        ..nvme_for(borrower)
+    };
+    let first = client.borrow(&vf(3)).expect("a VF for n3");
+    let second = client.borrow(&vf(4)).expect("a VF for n4");
+    let pf: pcipool_fabric::Fdid = "n2:0000:03:00.0".parse().expect("fdid");
+    let whole = client
+        .borrow(&BorrowRequest {
+            selector: pcipool_pool::schedule::Selector {
+                fdid: Some(pf),
+                ..Default::default()
+            },
+            ..nvme_for(3)
+        })
+        .map(|_| ())
+        .map_err(|e| e.to_string());
+    let (mapped, shadows) = c.hardware();
+    for g in first.iter().chain(&second) {
+        client.release(g.lease_id.0).expect("release");
+    }
+    let pf_after = client
+        .borrow(&BorrowRequest {
+            selector: pcipool_pool::schedule::Selector {
+                fdid: Some(pf),
+                ..Default::default()
+            },
+            ..nvme_for(3)
+        })
+        .map(|g| g.len());
+    assert_eq!(
+        (
+            first[0].fdid.node == pf.node && first[0].fdid.bdf == pf.bdf,
+            first[0].fdid.vf.is_some() && second[0].fdid.vf.is_some(),
+            first[0].fdid != second[0].fdid,
+            whole.is_err_and(|e| e.starts_with("CONFLICT")),
+            mapped.len(),
+            shadows,
+            pf_after.ok(),
+        ),
+        (true, true, true, true, 2, 2, Some(1))
     );
 }

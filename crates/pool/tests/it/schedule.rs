@@ -76,6 +76,7 @@ proptest! {
                 models: vec![AccessModel::Lend],
                 bars: vec![],
                 driver: None,
+                function: None,
             });
             states.push(if *free { DeviceState::Available } else { DeviceState::Maintenance });
         }

@@ -25,6 +25,7 @@ fn row(state: DeviceState) -> DeviceRow {
             models: vec![AccessModel::Lend],
             bars: vec![],
             driver: None,
+            function: None,
         },
         state,
     }
