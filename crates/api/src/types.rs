@@ -23,6 +23,9 @@ pub struct BorrowRequest {
     /// Requested duration, seconds.
     #[serde(default)]
     pub duration_secs: Option<u64>,
+    /// Shared model: how many borrowers the device may have at once (first sharer decides; default 4).
+    #[serde(default)]
+    pub max_sharers: Option<u32>,
 }
 
 fn one() -> u32 {

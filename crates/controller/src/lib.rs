@@ -75,6 +75,9 @@ pub enum ControlError {
     /// No such host in the fabric.
     #[error("no host {0} in the fabric")]
     NoHost(NodeId),
+    /// The request itself is malformed.
+    #[error("bad request: {0}")]
+    BadRequest(String),
     /// An agent's report does not make sense.
     #[error("bad report: {0}")]
     BadReport(String),
@@ -102,11 +105,16 @@ impl ControlError {
             Self::LendFailed { .. } => "LEND_FAILED",
             Self::NoDevice(_) => "NO_SUCH_DEVICE",
             Self::NoHost(_) => "NO_SUCH_HOST",
-            Self::BadReport(_) => "BAD_REQUEST",
+            Self::BadReport(_) | Self::BadRequest(_) => "BAD_REQUEST",
             Self::Unsupported(_) => "UNSUPPORTED",
         }
     }
 }
+
+/// Sharers of a shared device when the first request does not say.
+pub const DEFAULT_MAX_SHARERS: u32 = 4;
+/// The most sharers a request may allow (each costs BAR and DMA mappings on the adapters).
+pub const MAX_SHARERS: u32 = 64;
 
 /// A granted lease, as `borrow` returns it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -356,6 +364,13 @@ impl<S: Store> Controller<S> {
         now: Millis,
     ) -> Result<Vec<Granted>, ControlError> {
         const ATTEMPTS: usize = 8;
+        if let Some(n) = request.max_sharers
+            && !(1..=MAX_SHARERS).contains(&n)
+        {
+            return Err(ControlError::BadRequest(format!(
+                "max_sharers {n} is outside 1..={MAX_SHARERS}"
+            )));
+        }
         let mut attempt = 1;
         loop {
             match self.borrow_once(exec, actor, tenant, request.clone(), duration_secs, now) {
@@ -518,7 +533,7 @@ impl<S: Store> Controller<S> {
                 (
                     Event::Share {
                         lease: lease.clone(),
-                        max_sharers: 4,
+                        max_sharers: request.max_sharers.unwrap_or(DEFAULT_MAX_SHARERS),
                     },
                     None,
                 )

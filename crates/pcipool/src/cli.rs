@@ -188,6 +188,10 @@ pub enum CliCommand {
         /// Lease duration in seconds.
         #[arg(long)]
         duration: Option<u64>,
+        /// Shared model: how many borrowers the device may have at once (the first sharer decides;
+        /// default 4, at most 64).
+        #[arg(long, value_name = "N")]
+        max_sharers: Option<u32>,
         /// Output format.
         #[arg(long, short, value_enum, default_value_t)]
         output: OutputFormat,
@@ -756,6 +760,7 @@ impl Cli {
                 count,
                 model,
                 duration,
+                max_sharers,
                 output,
             } => {
                 let usage = |e: String| UsageError(e);
@@ -783,6 +788,7 @@ impl Cli {
                             .parse()
                             .map_err(|e: pcipool_fabric::IdError| usage(e.to_string()))?,
                         duration_secs: duration,
+                        max_sharers,
                     };
                 Command::Client {
                     url: api.url,

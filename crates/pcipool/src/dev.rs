@@ -263,6 +263,7 @@ impl PoolApi for Lab {
             count: r.count,
             model: r.model,
             borrower: r.borrower,
+            max_sharers: r.max_sharers,
         };
         self.controller.borrow(
             &mut self.hardware.steps(),
@@ -712,6 +713,7 @@ pub fn bench(fabric: Option<&Path>, clients: usize, cycles: usize) -> anyhow::Re
                         model: AccessModel::Lend,
                         borrower: pcipool_fabric::NodeId(borrower),
                         duration_secs: None,
+                        max_sharers: None,
                     };
                     let t = std::time::Instant::now();
                     match client.borrow(&request) {

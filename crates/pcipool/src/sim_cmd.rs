@@ -359,6 +359,7 @@ pub fn bench_schedule(fabric: Option<&Path>, decisions: u64) -> anyhow::Result<E
             count: 1,
             model: AccessModel::Lend,
             borrower: *b,
+            max_sharers: None,
         };
         let _ = place(
             &r,
@@ -379,6 +380,7 @@ pub fn bench_schedule(fabric: Option<&Path>, decisions: u64) -> anyhow::Result<E
             count: 1,
             model: AccessModel::Lend,
             borrower: borrowers[idx % borrowers.len().max(1)],
+            max_sharers: None,
         }
     };
     // The full scan, as the reference.
@@ -414,6 +416,7 @@ pub fn bench_schedule(fabric: Option<&Path>, decisions: u64) -> anyhow::Result<E
             count: 1,
             model: AccessModel::Lend,
             borrower: *b,
+            max_sharers: None,
         };
         let _ = index.place(&r, view, &mut routes, Strategy::Spread);
     }

@@ -300,6 +300,7 @@ until_ms = 2000
             count,
             model: AccessModel::Lend,
             borrower: NodeId(3),
+            max_sharers: None,
         }
     }
 

@@ -137,6 +137,10 @@ pub struct Request {
     pub model: AccessModel,
     /// Who will use them.
     pub borrower: NodeId,
+    /// Shared model: how many borrowers the device may have at once (when this request is the first;
+    /// later sharers join under the limit the first one set). None = 4.
+    #[serde(default)]
+    pub max_sharers: Option<u32>,
 }
 
 /// Spread leases across lenders, or pack them onto few.
@@ -352,6 +356,7 @@ mod tests {
             count,
             model: AccessModel::Lend,
             borrower: NodeId(1),
+            max_sharers: None,
         }
     }
 

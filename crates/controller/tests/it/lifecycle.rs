@@ -90,6 +90,7 @@ fn nvme(count: u32) -> Request {
         count,
         model: AccessModel::Lend,
         borrower: BORROWER,
+        max_sharers: None,
     }
 }
 
@@ -311,6 +312,7 @@ fn shared_model_admits_several_borrowers() {
         count: 1,
         model: AccessModel::Shared,
         borrower: NodeId(b),
+        max_sharers: None,
     };
     ctl.borrow(&mut sim, "admin", "a", shared(3), None, 0)
         .expect("first sharer");
@@ -451,6 +453,7 @@ fn class_quota_also_binds_requests_that_name_a_device() {
         count: 1,
         model: AccessModel::Lend,
         borrower: BORROWER,
+        max_sharers: None,
     };
     let err = ctl
         .borrow(&mut sim, "acme", "acme", by_address, None, 0)
@@ -525,6 +528,7 @@ fn placement_respects_the_link_bandwidth_budget() {
         count: 1,
         model: AccessModel::Lend,
         borrower: BORROWER,
+        max_sharers: None,
     };
     let run = |pct: u32| {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -549,5 +553,41 @@ fn placement_respects_the_link_bandwidth_budget() {
     assert_eq!(
         (run(100), run(200)),
         ((true, Err(("NO_CAPACITY", true))), (true, Ok(1)))
+    );
+}
+
+#[test]
+fn the_first_sharer_sets_how_many_may_share() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (ctl, mut sim) = setup(dir.path());
+    let fdid: Fdid = "n1:0000:03:00.0".parse().expect("fdid");
+    let shared = |b: u32, max: Option<u32>| Request {
+        selector: Selector {
+            fdid: Some(fdid),
+            ..Selector::default()
+        },
+        count: 1,
+        model: AccessModel::Shared,
+        borrower: NodeId(b),
+        max_sharers: max,
+    };
+    let zero = ctl
+        .borrow(&mut sim, "admin", "a", shared(3, Some(0)), None, 0)
+        .map(|_| ())
+        .map_err(|e| e.code());
+    let first = ctl
+        .borrow(&mut sim, "admin", "a", shared(3, Some(2)), None, 0)
+        .map(|g| g.len());
+    // A later sharer cannot raise the limit the first one set.
+    let second = ctl
+        .borrow(&mut sim, "admin", "b", shared(4, Some(8)), None, 0)
+        .map(|g| g.len());
+    let third = ctl
+        .borrow(&mut sim, "admin", "c", shared(2, None), None, 0)
+        .map(|_| ())
+        .map_err(|e| e.code());
+    assert_eq!(
+        (zero, first.ok(), second.ok(), third),
+        (Err("BAD_REQUEST"), Some(1), Some(1), Err("CONFLICT"))
     );
 }

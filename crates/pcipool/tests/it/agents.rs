@@ -235,6 +235,7 @@ fn nvme_for(borrower: u32) -> BorrowRequest {
         model: pcipool_qualify::AccessModel::Lend,
         borrower: pcipool_fabric::NodeId(borrower),
         duration_secs: None,
+        max_sharers: None,
     }
 }
 

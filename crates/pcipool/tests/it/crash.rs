@@ -44,6 +44,7 @@ fn request(borrower: u32) -> BorrowRequest {
         model: pcipool_qualify::AccessModel::Lend,
         borrower: pcipool_fabric::NodeId(borrower),
         duration_secs: None,
+        max_sharers: None,
     }
 }
 
