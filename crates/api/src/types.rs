@@ -26,6 +26,11 @@ pub struct BorrowRequest {
     /// Shared model: how many borrowers the device may have at once (first sharer decides; default 4).
     #[serde(default)]
     pub max_sharers: Option<u32>,
+    /// Idempotency key chosen by the client (1-128 characters, no whitespace). Repeating a request with
+    /// the same key while its leases are active returns those leases: retry a borrow whose answer was
+    /// lost without taking a second device.
+    #[serde(default)]
+    pub request_id: Option<String>,
 }
 
 fn one() -> u32 {

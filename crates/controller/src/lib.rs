@@ -75,6 +75,9 @@ pub enum ControlError {
     /// No such host in the fabric.
     #[error("no host {0} in the fabric")]
     NoHost(NodeId),
+    /// The same keyed request is still being carried out.
+    #[error("request {0} is still in progress; retry it in a moment")]
+    RequestInFlight(String),
     /// The request itself is malformed.
     #[error("bad request: {0}")]
     BadRequest(String),
@@ -97,7 +100,8 @@ impl ControlError {
             Self::Placement(_) | Self::Capacity(_) => "NO_CAPACITY",
             Self::Transition(TransitionError::Conflict { .. })
             | Self::Conflict(_)
-            | Self::FamilyBusy(_) => "CONFLICT",
+            | Self::FamilyBusy(_)
+            | Self::RequestInFlight(_) => "CONFLICT",
             Self::Transition(TransitionError::StaleEpoch { .. }) => "STALE_EPOCH",
             Self::Transition(_) => "ILLEGAL_TRANSITION",
             Self::NoLease(_) => "NO_SUCH_LEASE",
@@ -142,6 +146,23 @@ pub struct Controller<S> {
     /// them, so concurrent requests spread over the pool instead of all racing for the same best device;
     /// the store's compare-and-swap still decides every race (also against other processes).
     claims: std::sync::Mutex<std::collections::BTreeSet<Fdid>>,
+    /// Keyed requests (tenant, idempotency key) in flight in this process.
+    requests: std::sync::Mutex<std::collections::BTreeSet<(String, String)>>,
+}
+
+/// A keyed request in flight; released when the request returns.
+struct RequestClaim<'a> {
+    requests: &'a std::sync::Mutex<std::collections::BTreeSet<(String, String)>>,
+    id: (String, String),
+}
+
+impl Drop for RequestClaim<'_> {
+    fn drop(&mut self) {
+        self.requests
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&self.id);
+    }
 }
 
 /// A physical function and its virtual functions exclude each other: the PF cannot be lent (or reset)
@@ -215,6 +236,7 @@ impl<S: Store> Controller<S> {
             topology,
             dma_window: 256 << 20,
             claims: std::sync::Mutex::new(std::collections::BTreeSet::new()),
+            requests: std::sync::Mutex::new(std::collections::BTreeSet::new()),
         }
     }
 
@@ -364,6 +386,21 @@ impl<S: Store> Controller<S> {
         now: Millis,
     ) -> Result<Vec<Granted>, ControlError> {
         const ATTEMPTS: usize = 8;
+        let _in_flight = match &request.request_id {
+            Some(key) => {
+                if key.is_empty() || key.len() > 128 || key.chars().any(char::is_whitespace) {
+                    return Err(ControlError::BadRequest(
+                        "request_id must be 1-128 characters without whitespace".into(),
+                    ));
+                }
+                let replay = self.granted_for(tenant, key)?;
+                if !replay.is_empty() {
+                    return Ok(replay);
+                }
+                Some(self.claim_request(tenant, key)?)
+            }
+            None => None,
+        };
         if let Some(n) = request.max_sharers
             && !(1..=MAX_SHARERS).contains(&n)
         {
@@ -528,6 +565,7 @@ impl<S: Store> Controller<S> {
                 epoch: Epoch(epoch_no),
                 expires_at: now.saturating_add(admission.ttl_ms),
                 ttl: admission.ttl_ms,
+                request: request.request_id.clone(),
             };
             let (event, journal) = if request.model == AccessModel::Shared {
                 (
@@ -625,6 +663,45 @@ impl<S: Store> Controller<S> {
             }
         }
         Ok(out)
+    }
+
+    /// The active leases a tenant's earlier request with this idempotency key was granted.
+    fn granted_for(&self, tenant: &str, key: &str) -> Result<Vec<Granted>, ControlError> {
+        let mut out = Vec::new();
+        for row in self.store.devices()? {
+            let workflow = match &row.value.state {
+                DeviceState::Lending { workflow, .. } => workflow.0,
+                _ => 0,
+            };
+            for l in row.value.state.leases() {
+                if l.tenant == tenant && l.request.as_deref() == Some(key) {
+                    out.push(Granted {
+                        lease_id: l.id,
+                        fdid: row.value.info.fdid,
+                        epoch: l.epoch,
+                        shadow: shadow_bdf(l.id),
+                        workflow,
+                    });
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Marks a tenant's keyed request as in flight; the same key again meanwhile is a conflict.
+    fn claim_request(&self, tenant: &str, key: &str) -> Result<RequestClaim<'_>, ControlError> {
+        let id = (tenant.to_owned(), key.to_owned());
+        let mut in_flight = self
+            .requests
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !in_flight.insert(id.clone()) {
+            return Err(ControlError::RequestInFlight(key.to_owned()));
+        }
+        Ok(RequestClaim {
+            requests: &self.requests,
+            id,
+        })
     }
 
     fn claimed(&self) -> std::collections::BTreeSet<Fdid> {

@@ -192,6 +192,10 @@ pub enum CliCommand {
         /// default 4, at most 64).
         #[arg(long, value_name = "N")]
         max_sharers: Option<u32>,
+        /// Idempotency key: repeating the command with the same key while its leases are active prints
+        /// those leases instead of borrowing again (safe retries from scripts).
+        #[arg(long, value_name = "KEY")]
+        request_id: Option<String>,
         /// Output format.
         #[arg(long, short, value_enum, default_value_t)]
         output: OutputFormat,
@@ -761,6 +765,7 @@ impl Cli {
                 model,
                 duration,
                 max_sharers,
+                request_id,
                 output,
             } => {
                 let usage = |e: String| UsageError(e);
@@ -789,6 +794,7 @@ impl Cli {
                             .map_err(|e: pcipool_fabric::IdError| usage(e.to_string()))?,
                         duration_secs: duration,
                         max_sharers,
+                        request_id,
                     };
                 Command::Client {
                     url: api.url,

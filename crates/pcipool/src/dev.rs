@@ -264,6 +264,7 @@ impl PoolApi for Lab {
             model: r.model,
             borrower: r.borrower,
             max_sharers: r.max_sharers,
+            request_id: r.request_id,
         };
         self.controller.borrow(
             &mut self.hardware.steps(),
@@ -714,6 +715,7 @@ pub fn bench(fabric: Option<&Path>, clients: usize, cycles: usize) -> anyhow::Re
                         borrower: pcipool_fabric::NodeId(borrower),
                         duration_secs: None,
                         max_sharers: None,
+                        request_id: None,
                     };
                     let t = std::time::Instant::now();
                     match client.borrow(&request) {
@@ -820,6 +822,7 @@ pub fn bench_restart(leases: u64, audit: u64) -> anyhow::Result<ExitCode> {
                 epoch: Epoch(i + 1),
                 expires_at: u64::MAX / 2,
                 ttl: 86_400_000,
+                request: None,
             };
             let info = DeviceInfo {
                 fdid,

@@ -360,6 +360,7 @@ pub fn bench_schedule(fabric: Option<&Path>, decisions: u64) -> anyhow::Result<E
             model: AccessModel::Lend,
             borrower: *b,
             max_sharers: None,
+            request_id: None,
         };
         let _ = place(
             &r,
@@ -381,6 +382,7 @@ pub fn bench_schedule(fabric: Option<&Path>, decisions: u64) -> anyhow::Result<E
             model: AccessModel::Lend,
             borrower: borrowers[idx % borrowers.len().max(1)],
             max_sharers: None,
+            request_id: None,
         }
     };
     // The full scan, as the reference.
@@ -417,6 +419,7 @@ pub fn bench_schedule(fabric: Option<&Path>, decisions: u64) -> anyhow::Result<E
             model: AccessModel::Lend,
             borrower: *b,
             max_sharers: None,
+            request_id: None,
         };
         let _ = index.place(&r, view, &mut routes, Strategy::Spread);
     }

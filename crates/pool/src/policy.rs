@@ -301,6 +301,7 @@ until_ms = 2000
             model: AccessModel::Lend,
             borrower: NodeId(3),
             max_sharers: None,
+            request_id: None,
         }
     }
 

@@ -141,6 +141,10 @@ pub struct Request {
     /// later sharers join under the limit the first one set). None = 4.
     #[serde(default)]
     pub max_sharers: Option<u32>,
+    /// Idempotency key: a request repeated with the same key (by the same tenant) while its leases are
+    /// active gets those leases back instead of new ones.
+    #[serde(default)]
+    pub request_id: Option<String>,
 }
 
 /// Spread leases across lenders, or pack them onto few.
@@ -357,6 +361,7 @@ mod tests {
             model: AccessModel::Lend,
             borrower: NodeId(1),
             max_sharers: None,
+            request_id: None,
         }
     }
 

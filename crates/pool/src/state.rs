@@ -57,6 +57,10 @@ pub struct Lease {
     pub expires_at: Millis,
     /// Renewal period a heartbeat grants.
     pub ttl: Millis,
+    /// The client's idempotency key for the request that created it: the same key asks for the same
+    /// lease again (a retry after a lost answer) instead of a second one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<String>,
 }
 
 /// Why a device is being returned.
@@ -1013,6 +1017,7 @@ mod tests {
             epoch: Epoch(1),
             expires_at: 10,
             ttl: 10,
+            request: None,
         };
         let state = DeviceState::Shared {
             leases: BTreeMap::from([(lease.id, lease)]),

@@ -91,6 +91,7 @@ fn nvme(count: u32) -> Request {
         model: AccessModel::Lend,
         borrower: BORROWER,
         max_sharers: None,
+        request_id: None,
     }
 }
 
@@ -313,6 +314,7 @@ fn shared_model_admits_several_borrowers() {
         model: AccessModel::Shared,
         borrower: NodeId(b),
         max_sharers: None,
+        request_id: None,
     };
     ctl.borrow(&mut sim, "admin", "a", shared(3), None, 0)
         .expect("first sharer");
@@ -454,6 +456,7 @@ fn class_quota_also_binds_requests_that_name_a_device() {
         model: AccessModel::Lend,
         borrower: BORROWER,
         max_sharers: None,
+        request_id: None,
     };
     let err = ctl
         .borrow(&mut sim, "acme", "acme", by_address, None, 0)
@@ -529,6 +532,7 @@ fn placement_respects_the_link_bandwidth_budget() {
         model: AccessModel::Lend,
         borrower: BORROWER,
         max_sharers: None,
+        request_id: None,
     };
     let run = |pct: u32| {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -570,6 +574,7 @@ fn the_first_sharer_sets_how_many_may_share() {
         model: AccessModel::Shared,
         borrower: NodeId(b),
         max_sharers: max,
+        request_id: None,
     };
     let zero = ctl
         .borrow(&mut sim, "admin", "a", shared(3, Some(0)), None, 0)
@@ -589,5 +594,46 @@ fn the_first_sharer_sets_how_many_may_share() {
     assert_eq!(
         (zero, first.ok(), second.ok(), third),
         (Err("BAD_REQUEST"), Some(1), Some(1), Err("CONFLICT"))
+    );
+}
+
+#[test]
+fn a_keyed_request_repeated_gets_the_same_lease() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (ctl, mut sim) = setup(dir.path());
+    let keyed = |key: &str| Request {
+        request_id: Some(key.to_owned()),
+        ..nvme(1)
+    };
+    let first = ctl
+        .borrow(&mut sim, "admin", "t", keyed("job-7"), None, 0)
+        .expect("granted");
+    let again = ctl
+        .borrow(&mut sim, "admin", "t", keyed("job-7"), None, 1)
+        .expect("replayed");
+    // The key belongs to its tenant: another tenant's same key is another request.
+    let other_tenant = ctl
+        .borrow(&mut sim, "admin", "u", keyed("job-7"), None, 2)
+        .expect("granted");
+    let held = ctl.leases().expect("leases").len();
+    ctl.release(&mut sim, "admin", Some("t"), first[0].lease_id, 3)
+        .expect("released");
+    // Once its lease is gone, the key asks for a new one.
+    let after_release = ctl
+        .borrow(&mut sim, "admin", "t", keyed("job-7"), None, 4)
+        .expect("granted");
+    let bad = ctl
+        .borrow(&mut sim, "admin", "t", keyed("has space"), None, 5)
+        .map(|_| ())
+        .map_err(|e| e.code());
+    assert_eq!(
+        (
+            again[0].lease_id == first[0].lease_id,
+            other_tenant[0].lease_id != first[0].lease_id,
+            held,
+            after_release[0].lease_id != first[0].lease_id,
+            bad
+        ),
+        (true, true, 2, true, Err("BAD_REQUEST"))
     );
 }

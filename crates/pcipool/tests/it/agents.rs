@@ -236,6 +236,7 @@ fn nvme_for(borrower: u32) -> BorrowRequest {
         borrower: pcipool_fabric::NodeId(borrower),
         duration_secs: None,
         max_sharers: None,
+        request_id: None,
     }
 }
 
@@ -391,9 +392,11 @@ fn sigkill_the_server_twenty_times_with_agents_running() {
     // Leases whose release did not get an answer (the controller died): clients retry them, as a real
     // client would, or the two NVMe devices would soon be held by leases nobody releases.
     let unreleased: Arc<Mutex<BTreeSet<u64>>> = Arc::new(Mutex::new(BTreeSet::new()));
+    // Each client's borrow whose answer was lost, kept across controller restarts.
+    let pending: Arc<Mutex<Vec<Option<String>>>> = Arc::new(Mutex::new(vec![None; 3]));
     let mut seed = 0x00c0_ffee_u64;
     let mut kills = 0;
-    for _round in 0..20 {
+    for round in 0..20 {
         if c.server.is_none() {
             c.start_server();
         }
@@ -406,8 +409,8 @@ fn sigkill_the_server_twenty_times_with_agents_running() {
                     granted.clone(),
                     unreleased.clone(),
                 );
-                // One borrower host per client, so a client can tell its own leases apart.
                 let borrower = 2 + i;
+                let pending = pending.clone();
                 std::thread::spawn(move || {
                     let release = |lease: u64| match client.release(lease) {
                         Ok(()) | Err(ClientError::Api { .. }) => {}
@@ -415,28 +418,37 @@ fn sigkill_the_server_twenty_times_with_agents_running() {
                             unreleased.lock().expect("lock").insert(lease);
                         }
                     };
+                    let mut n = 0u64;
                     while !stop.load(Ordering::Relaxed) {
                         let retry = unreleased.lock().expect("lock").pop_first();
                         if let Some(lease) = retry {
                             release(lease);
                             continue;
                         }
-                        match client.borrow(&nvme_for(borrower)) {
+                        // A borrow whose answer was lost (the controller died) is retried with the
+                        // same idempotency key: it gets the lease it was granted, not a second one.
+                        let key = pending.lock().expect("lock")[i as usize]
+                            .take()
+                            .unwrap_or_else(|| {
+                                n += 1;
+                                format!("client{i}-round{round}-{n}")
+                            });
+                        let request = BorrowRequest {
+                            request_id: Some(key.clone()),
+                            ..nvme_for(borrower)
+                        };
+                        match client.borrow(&request) {
                             Ok(g) => {
                                 for lease in g {
                                     granted.lock().expect("lock").push(lease.lease_id.0);
                                     release(lease.lease_id.0);
                                 }
                             }
-                            // An answer may have been lost when the controller died, with the
-                            // lease granted all the same. Between cycles this client holds nothing,
-                            // so any lease of its borrower host is such an orphan: give it back.
+                            Err(ClientError::Api { .. }) => {
+                                std::thread::sleep(Duration::from_millis(5));
+                            }
                             Err(_) => {
-                                for l in client.leases().unwrap_or_default() {
-                                    if l.borrower.0 == borrower {
-                                        unreleased.lock().expect("lock").insert(l.lease_id.0);
-                                    }
-                                }
+                                pending.lock().expect("lock")[i as usize] = Some(key);
                                 std::thread::sleep(Duration::from_millis(5));
                             }
                         }

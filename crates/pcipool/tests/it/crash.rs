@@ -45,6 +45,7 @@ fn request(borrower: u32) -> BorrowRequest {
         borrower: pcipool_fabric::NodeId(borrower),
         duration_secs: None,
         max_sharers: None,
+        request_id: None,
     }
 }
 

@@ -102,6 +102,7 @@ fn sixty_four_clients_race_for_one_device_and_exactly_one_wins() {
                     borrower: pcipool_fabric::NodeId(3 + (i % 2)),
                     duration_secs: None,
                     max_sharers: None,
+                    request_id: None,
                 };
                 match client.borrow(&request) {
                     Ok(_) => "won".to_owned(),

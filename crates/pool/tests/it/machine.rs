@@ -15,6 +15,7 @@ fn lease(id: u64, epoch: u64, expires_at: u64) -> Lease {
         epoch: Epoch(epoch),
         expires_at,
         ttl: 1000,
+        request: None,
     }
 }
 

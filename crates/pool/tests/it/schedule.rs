@@ -87,6 +87,7 @@ proptest! {
             model: AccessModel::Lend,
             borrower: NodeId(1 + (borrower - 1) % hosts),
             max_sharers: None,
+            request_id: None,
         };
         let strategy = if pack { Strategy::Pack } else { Strategy::Spread };
         let scan = place(&request, infos.iter().zip(&states), &load, &topo, &mut RouteCache::default(), strategy);
