@@ -11,6 +11,7 @@
 #![deny(missing_docs)]
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::Ordering;
 
 use pcipool_backend::{Executor, StepContext};
 use pcipool_fabric::{Fdid, LeaseId, NodeId, Topology};
@@ -148,6 +149,36 @@ pub struct Controller<S> {
     claims: std::sync::Mutex<std::collections::BTreeSet<Fdid>>,
     /// Keyed requests (tenant, idempotency key) in flight in this process.
     requests: std::sync::Mutex<std::collections::BTreeSet<(String, String)>>,
+    /// Fabric capacity held by granted leases and by requests in flight (built on first use).
+    ledger: std::sync::Mutex<Option<Ledger>>,
+    /// Ids for in-flight reservations in the ledger (counting down from the top, where no lease is).
+    reservations: std::sync::atomic::AtomicU64,
+    /// Hop counts between hosts (the topology does not change).
+    routes: std::sync::Mutex<RouteCache>,
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Capacity a request reserved in the ledger; given back when the request is done (its leases, if any,
+/// are in the store by then and the next sync counts them).
+struct Reservation<'a> {
+    ledger: &'a std::sync::Mutex<Option<Ledger>>,
+    held: Vec<(LeaseId, DeviceInfo, NodeId)>,
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        if self.held.is_empty() {
+            return;
+        }
+        if let Some(ledger) = lock(self.ledger).as_mut() {
+            for (id, info, borrower) in self.held.drain(..) {
+                ledger.remove(id, &info, borrower);
+            }
+        }
+    }
 }
 
 /// A keyed request in flight; released when the request returns.
@@ -167,33 +198,53 @@ impl Drop for RequestClaim<'_> {
 
 /// A physical function and its virtual functions exclude each other: the PF cannot be lent (or reset)
 /// while any of its VFs is out, and no VF can go while the PF is held, draining or being returned.
-fn family_busy(rows: &[pcipool_store::Versioned<DeviceRow>], fdid: Fdid) -> bool {
-    rows.iter().any(|r| {
-        let other = r.value.info.fdid;
-        if other.node != fdid.node
-            || other.bdf != fdid.bdf
-            || other.vf.is_none() == fdid.vf.is_none()
-        {
-            return false;
-        }
-        match fdid.vf {
-            // For a PF: a VF of it is held or on its way.
-            None => {
-                !r.value.state.leases().is_empty()
-                    || matches!(
-                        r.value.state,
-                        DeviceState::Lending { .. } | DeviceState::Returning { .. }
-                    )
+/// Built once per placement (one pass over the rows) so the check per device is a lookup.
+#[derive(Debug, Default)]
+struct Families {
+    /// (node, PF address) -> (the PF is busy for its VFs, some VF of it is out).
+    busy: HashMap<(NodeId, Bdf), (bool, bool)>,
+}
+
+impl Families {
+    fn of(rows: &[pcipool_store::Versioned<DeviceRow>]) -> Self {
+        let mut busy: HashMap<(NodeId, Bdf), (bool, bool)> = HashMap::new();
+        for r in rows {
+            let f = r.value.info.fdid;
+            let state = &r.value.state;
+            let entry = busy.entry((f.node, f.bdf)).or_default();
+            match f.vf {
+                None => {
+                    entry.0 = !matches!(
+                        state,
+                        DeviceState::Available
+                            | DeviceState::Rejected { .. }
+                            | DeviceState::Qualified { .. }
+                    );
+                }
+                Some(_) => {
+                    entry.1 |= !state.leases().is_empty()
+                        || matches!(
+                            state,
+                            DeviceState::Lending { .. } | DeviceState::Returning { .. }
+                        );
+                }
             }
-            // For a VF: its PF is anything but idle in the pool or rejected for lending as a whole.
-            Some(_) => !matches!(
-                r.value.state,
-                DeviceState::Available
-                    | DeviceState::Rejected { .. }
-                    | DeviceState::Qualified { .. }
-            ),
         }
-    })
+        Self { busy }
+    }
+
+    /// Whether `fdid` is held back by its family.
+    fn blocks(&self, fdid: Fdid) -> bool {
+        let (pf_busy, vf_out) = self
+            .busy
+            .get(&(fdid.node, fdid.bdf))
+            .copied()
+            .unwrap_or_default();
+        match fdid.vf {
+            None => vf_out,
+            Some(_) => pf_busy,
+        }
+    }
 }
 
 /// Two claims clash when they are the same device, or a PF and one of its VFs.
@@ -237,6 +288,9 @@ impl<S: Store> Controller<S> {
             dma_window: 256 << 20,
             claims: std::sync::Mutex::new(std::collections::BTreeSet::new()),
             requests: std::sync::Mutex::new(std::collections::BTreeSet::new()),
+            ledger: std::sync::Mutex::new(None),
+            reservations: std::sync::atomic::AtomicU64::new(u64::MAX),
+            routes: std::sync::Mutex::new(RouteCache::default()),
         }
     }
 
@@ -451,21 +505,34 @@ impl<S: Store> Controller<S> {
             if claimed.contains(&f) {
                 return Err(ControlError::Conflict(f));
             }
-            if family_busy(&rows, f) {
+            if Families::of(&rows).blocks(f) {
                 return Err(ControlError::FamilyBusy(f));
             }
         }
         // What granted leases hold on adapters and links; placement only picks devices that still fit.
-        let mut ledger = Ledger::new(
-            &self.topology,
-            self.dma_window,
-            self.policy.link_oversubscription_pct,
-        );
-        for r in &rows {
-            for l in r.value.state.leases() {
-                ledger.add_granted(l.id, &r.value.info, l.borrower);
-            }
-        }
+        // The devices chosen stay reserved in the ledger until this request is done, so concurrent
+        // requests cannot jointly overrun an adapter or a link.
+        // Declared before the ledger's guard, so it is dropped after it (its drop takes the lock).
+        let mut reservation = Reservation {
+            ledger: &self.ledger,
+            held: Vec::new(),
+        };
+        let mut ledger_slot = lock(&self.ledger);
+        let ledger = ledger_slot.get_or_insert_with(|| {
+            Ledger::new(
+                &self.topology,
+                self.dma_window,
+                self.policy.link_oversubscription_pct,
+            )
+        });
+        ledger.sync(rows.iter().flat_map(|r| {
+            r.value
+                .state
+                .leases()
+                .into_iter()
+                .map(|l| (l.id, &r.value.info, l.borrower))
+        }));
+        let families = Families::of(&rows);
         let mut unfit: std::collections::BTreeSet<Fdid> = std::collections::BTreeSet::new();
         let mut why_unfit: Option<CapacityError> = None;
         let chosen = loop {
@@ -473,7 +540,7 @@ impl<S: Store> Controller<S> {
                 .iter()
                 .filter(|r| !claimed.iter().any(|c| clash(c, &r.value.info.fdid)))
                 .filter(|r| !unfit.contains(&r.value.info.fdid))
-                .filter(|r| !family_busy(&rows, r.value.info.fdid))
+                .filter(|r| !families.blocks(r.value.info.fdid))
                 .filter(|r| !self.policy.in_maintenance(r.value.info.fdid, now))
                 .map(|r| (&r.value.info, &r.value.state))
                 .collect();
@@ -482,7 +549,7 @@ impl<S: Store> Controller<S> {
                 eligible,
                 &load,
                 &self.topology,
-                &mut RouteCache::default(),
+                &mut lock(&self.routes),
                 self.policy.strategy,
             );
             let chosen = match placed {
@@ -502,33 +569,36 @@ impl<S: Store> Controller<S> {
                     });
                 }
             };
-            // Trial leases (ids no real lease has) for the whole gang; undone either way.
-            let mut fitted = Vec::new();
+            // Reserve the whole gang; if one does not fit, give back what this round reserved.
             let mut misfit = None;
-            for (i, fdid) in chosen.iter().enumerate() {
-                let Some(info) = rows.iter().find(|r| r.value.info.fdid == *fdid) else {
+            let before = reservation.held.len();
+            for fdid in &chosen {
+                let Some(row) = rows.iter().find(|r| r.value.info.fdid == *fdid) else {
                     continue;
                 };
-                let trial = LeaseId(u64::MAX - i as u64);
-                match ledger.add(trial, &info.value.info, request.borrower) {
-                    Ok(()) => fitted.push((trial, &info.value.info)),
+                let id = LeaseId(self.reservations.fetch_sub(1, Ordering::Relaxed));
+                match ledger.add(id, &row.value.info, request.borrower) {
+                    Ok(()) => reservation
+                        .held
+                        .push((id, row.value.info.clone(), request.borrower)),
                     Err(e) => {
                         misfit = Some((*fdid, e));
                         break;
                     }
                 }
             }
-            for (trial, info) in fitted {
-                ledger.remove(trial, info, request.borrower);
-            }
             match misfit {
                 None => break chosen,
                 Some((fdid, e)) => {
+                    for (id, info, borrower) in reservation.held.drain(before..) {
+                        ledger.remove(id, &info, borrower);
+                    }
                     unfit.insert(fdid);
                     why_unfit = Some(e);
                 }
             }
         };
+        drop(ledger_slot);
         let classes: Vec<DeviceClass> = chosen
             .iter()
             .filter_map(|f| rows.iter().find(|r| r.value.info.fdid == *f))
@@ -545,8 +615,8 @@ impl<S: Store> Controller<S> {
             })
         };
         if chosen.iter().any(has_family) {
-            let fresh = self.store.devices()?;
-            if let Some(f) = chosen.iter().find(|f| family_busy(&fresh, **f)) {
+            let fresh = Families::of(&self.store.devices()?);
+            if let Some(f) = chosen.iter().find(|f| fresh.blocks(**f)) {
                 return Err(ControlError::FamilyBusy(*f));
             }
         }

@@ -2,15 +2,15 @@
 //! ends (windows, LUT entries, aperture, requester slots) and within the bandwidth budget of every fabric
 //! link on its route.
 //!
-//! The ledger is rebuilt from the active leases each time placement needs it, with the same allocator the
-//! simulated fabric uses (`pcipool_fabric::Fabric`), so it cannot drift from the store: whatever the store
-//! says is granted is what the ledger counts.
+//! The ledger uses the same allocator the simulated fabric uses (`pcipool_fabric::Fabric`). [`Ledger::sync`]
+//! makes it hold exactly the leases the store says are granted (adding and removing only the difference),
+//! so it cannot drift from the store; placement then tries the new lease on top.
 //!
 //! Bandwidth: a lease reserves its device's own PCIe link bandwidth (width x per-lane rate) on each fabric
 //! link it crosses. A link's budget is its bandwidth times the policy's oversubscription percentage (a
 //! policy choice: most traffic of pooled devices is bursty, so fabrics are commonly oversubscribed).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use pcipool_fabric::{Fabric, Fdid, LeaseId, MapError, NodeId, Port, Topology};
 
@@ -48,6 +48,10 @@ pub struct Ledger {
     link_use: HashMap<(Port, Port), u64>,
     link_budget: HashMap<(Port, Port), u64>,
     dma_window: u64,
+    /// Granted leases the ledger holds (see [`Self::sync`]), with what is needed to remove them.
+    granted: HashMap<LeaseId, (DeviceInfo, NodeId)>,
+    /// Routes' fabric links per (borrower, lender), computed once.
+    routes: HashMap<(NodeId, NodeId), Vec<(Port, Port)>>,
 }
 
 /// Per-lane MB/s of a link running at `gts_x10` tenths of GT/s (the encoding overhead of each generation).
@@ -94,22 +98,56 @@ impl Ledger {
             link_use: HashMap::new(),
             link_budget,
             dma_window,
+            granted: HashMap::new(),
+            routes: HashMap::new(),
         }
     }
 
-    fn links_on_route(&self, borrower: NodeId, lender: NodeId) -> Vec<(Port, Port)> {
-        let Some((_, _, route)) = self.fabric.topology().best_route(borrower, lender) else {
-            return Vec::new();
+    /// Makes the ledger hold exactly `leases` (id, device, borrower): the ones it holds that are gone are
+    /// removed, new ones added (even when they no longer fit: they hold their resources regardless).
+    pub fn sync<'a>(
+        &mut self,
+        leases: impl IntoIterator<Item = (LeaseId, &'a DeviceInfo, NodeId)>,
+    ) {
+        let mut seen = HashSet::new();
+        for (id, info, borrower) in leases {
+            seen.insert(id);
+            if !self.granted.contains_key(&id) {
+                self.add_granted(id, info, borrower);
+                self.granted.insert(id, (info.clone(), borrower));
+            }
+        }
+        let gone: Vec<LeaseId> = self
+            .granted
+            .keys()
+            .filter(|id| !seen.contains(id))
+            .copied()
+            .collect();
+        for id in gone {
+            if let Some((info, borrower)) = self.granted.remove(&id) {
+                self.remove(id, &info, borrower);
+            }
+        }
+    }
+
+    fn links_on_route(&mut self, borrower: NodeId, lender: NodeId) -> Vec<(Port, Port)> {
+        if let Some(links) = self.routes.get(&(borrower, lender)) {
+            return links.clone();
+        }
+        let links: Vec<(Port, Port)> = match self.fabric.topology().best_route(borrower, lender) {
+            Some((_, _, route)) => route
+                .ports
+                .windows(2)
+                .filter_map(|w| match w {
+                    [a, b] => Some(key(a, b)),
+                    _ => None,
+                })
+                .filter(|k| self.link_budget.contains_key(k))
+                .collect(),
+            None => Vec::new(),
         };
-        route
-            .ports
-            .windows(2)
-            .filter_map(|w| match w {
-                [a, b] => Some(key(a, b)),
-                _ => None,
-            })
-            .filter(|k| self.link_budget.contains_key(k))
-            .collect()
+        self.routes.insert((borrower, lender), links.clone());
+        links
     }
 
     /// Adds a lease's mappings and bandwidth; on failure nothing is added.

@@ -637,3 +637,52 @@ fn a_keyed_request_repeated_gets_the_same_lease() {
         (true, true, 2, true, Err("BAD_REQUEST"))
     );
 }
+
+/// Runs steps on a simulator shared by several threads.
+struct Shared<'a>(&'a std::sync::Mutex<Sim>);
+
+impl Executor for Shared<'_> {
+    fn run(&mut self, step: Step, ctx: &StepContext) -> Result<(), String> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .run(step, ctx)
+    }
+}
+
+#[test]
+fn concurrent_requests_cannot_jointly_overrun_a_link() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sim0 = sim();
+    let store = SqliteStore::open(&dir.path().join("pool.db")).expect("store");
+    // 100 %: the borrower's x8 link carries exactly one x8 device at a time.
+    let policy = Policy::parse("link_oversubscription_pct = 100\n").expect("policy");
+    let ctl = Controller::new(store, policy, sim0.fabric.topology().clone());
+    for info in infos(&sim0) {
+        ctl.register(info, vec![], 0).expect("register");
+    }
+    let sim = std::sync::Mutex::new(sim0);
+    let any = |_: u32| Request {
+        selector: Selector::default(),
+        ..nvme(1)
+    };
+    let results: Vec<Result<usize, &'static str>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..4)
+            .map(|i| {
+                let (ctl, sim) = (&ctl, &sim);
+                s.spawn(move || {
+                    ctl.borrow(&mut Shared(sim), "admin", "t", any(i), None, 0)
+                        .map(|g| g.len())
+                        .map_err(|e| e.code())
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("thread"))
+            .collect()
+    });
+    let granted = results.iter().filter(|r| r.is_ok()).count();
+    let refused = results.iter().filter(|r| **r == Err("NO_CAPACITY")).count();
+    assert_eq!((granted, refused), (1, 3), "{results:?}");
+}
