@@ -116,6 +116,15 @@ impl ControlError {
     }
 }
 
+/// What an assignment produced.
+#[derive(Debug)]
+pub enum Assigned {
+    /// An earlier request with the same idempotency key holds these leases.
+    Replayed(Vec<Granted>),
+    /// New leases; the lends (journals) still have to run.
+    New(Vec<(Granted, Option<Journal>)>),
+}
+
 /// Sharers of a shared device when the first request does not say.
 pub const DEFAULT_MAX_SHARERS: u32 = 4;
 /// The most sharers a request may allow (each costs BAR and DMA mappings on the adapters).
@@ -439,6 +448,27 @@ impl<S: Store> Controller<S> {
         duration_secs: Option<u64>,
         now: Millis,
     ) -> Result<Vec<Granted>, ControlError> {
+        match self.assign(actor, tenant, request, duration_secs, now)? {
+            Assigned::Replayed(granted) => Ok(granted),
+            Assigned::New(lends) => self.complete_lends(exec, lends, now),
+        }
+    }
+
+    /// The first half of a borrow: admission, placement and the durable assignment (each device goes to
+    /// `Lending` with its journal, or joins its sharers). Nothing has touched the hardware yet; the lends
+    /// run with [`Self::complete_lends`], now or from a background worker (the API's `wait: false`), and
+    /// a controller that dies in between resumes them from their journals.
+    ///
+    /// # Errors
+    /// As [`Self::borrow`], except failed lends.
+    pub fn assign(
+        &self,
+        actor: &str,
+        tenant: &str,
+        request: Request,
+        duration_secs: Option<u64>,
+        now: Millis,
+    ) -> Result<Assigned, ControlError> {
         const ATTEMPTS: usize = 8;
         let _in_flight = match &request.request_id {
             Some(key) => {
@@ -449,7 +479,7 @@ impl<S: Store> Controller<S> {
                 }
                 let replay = self.granted_for(tenant, key)?;
                 if !replay.is_empty() {
-                    return Ok(replay);
+                    return Ok(Assigned::Replayed(replay));
                 }
                 Some(self.claim_request(tenant, key)?)
             }
@@ -464,26 +494,70 @@ impl<S: Store> Controller<S> {
         }
         let mut attempt = 1;
         loop {
-            match self.borrow_once(exec, actor, tenant, request.clone(), duration_secs, now) {
+            match self.assign_once(actor, tenant, request.clone(), duration_secs, now) {
                 Err(ControlError::Conflict(_) | ControlError::FamilyBusy(_))
                     if request.selector.fdid.is_none() && attempt < ATTEMPTS =>
                 {
                     attempt += 1;
                 }
-                other => return other,
+                other => return other.map(Assigned::New),
             }
         }
     }
 
-    fn borrow_once(
+    /// Runs the lends of one assignment. A gang is all or nothing here too: when one member's lend fails
+    /// (and is compensated), the members already lent are released again.
+    ///
+    /// # Errors
+    /// [`ControlError::LendFailed`] for the first member that failed; store errors.
+    pub fn complete_lends(
         &self,
         exec: &mut impl Executor,
+        lends: Vec<(Granted, Option<Journal>)>,
+        now: Millis,
+    ) -> Result<Vec<Granted>, ControlError> {
+        let mut out = Vec::new();
+        let mut lends = lends.into_iter();
+        while let Some((granted, journal)) = lends.next() {
+            let Some(mut journal) = journal else {
+                out.push(granted);
+                continue;
+            };
+            match self.run(exec, &mut journal, now)? {
+                WorkflowOutcome::Succeeded => out.push(granted),
+                WorkflowOutcome::Compensated(reason) | WorkflowOutcome::Failed(reason) => {
+                    // Members not started yet never touched the hardware: finish their journals as
+                    // compensated, which returns their devices to the pool in the same transaction.
+                    for (_, rest) in lends.by_ref() {
+                        if let Some(mut rest) = rest {
+                            rest.outcome = Some(WorkflowOutcome::Compensated(format!(
+                                "gang member {} failed",
+                                granted.fdid
+                            )));
+                            self.conclude(&rest, Some(1), now)?;
+                        }
+                    }
+                    for lent in &out {
+                        let _ = self.release(exec, "controller", None, lent.lease_id, now);
+                    }
+                    return Err(ControlError::LendFailed {
+                        fdid: granted.fdid,
+                        reason,
+                    });
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn assign_once(
+        &self,
         actor: &str,
         tenant: &str,
         mut request: Request,
         duration_secs: Option<u64>,
         now: Millis,
-    ) -> Result<Vec<Granted>, ControlError> {
+    ) -> Result<Vec<(Granted, Option<Journal>)>, ControlError> {
         let rows = self.store.devices()?;
         let mut usage: BTreeMap<DeviceClass, u32> = BTreeMap::new();
         let mut load: HashMap<NodeId, u32> = HashMap::new();
@@ -706,33 +780,21 @@ impl<S: Store> Controller<S> {
                 }
             }
         }
-        let mut out = Vec::new();
-        for (lease, workflow, fdid, journal) in granted {
-            let shadow = shadow_bdf(lease.id);
-            let Some(mut journal) = journal else {
-                out.push(Granted {
-                    lease_id: lease.id,
-                    fdid,
-                    epoch: lease.epoch,
-                    shadow,
-                    workflow,
-                });
-                continue;
-            };
-            match self.run(exec, &mut journal, now)? {
-                WorkflowOutcome::Succeeded => out.push(Granted {
-                    lease_id: lease.id,
-                    fdid,
-                    epoch: lease.epoch,
-                    shadow,
-                    workflow,
-                }),
-                WorkflowOutcome::Compensated(reason) | WorkflowOutcome::Failed(reason) => {
-                    return Err(ControlError::LendFailed { fdid, reason });
-                }
-            }
-        }
-        Ok(out)
+        Ok(granted
+            .into_iter()
+            .map(|(lease, workflow, fdid, journal)| {
+                (
+                    Granted {
+                        lease_id: lease.id,
+                        fdid,
+                        epoch: lease.epoch,
+                        shadow: shadow_bdf(lease.id),
+                        workflow,
+                    },
+                    journal,
+                )
+            })
+            .collect())
     }
 
     /// The active leases a tenant's earlier request with this idempotency key was granted.

@@ -686,3 +686,29 @@ fn concurrent_requests_cannot_jointly_overrun_a_link() {
     let refused = results.iter().filter(|r| **r == Err("NO_CAPACITY")).count();
     assert_eq!((granted, refused), (1, 3), "{results:?}");
 }
+
+#[test]
+fn a_gang_whose_lend_fails_gives_back_the_members_already_lent() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (ctl, mut sim) = setup(dir.path());
+    // The drive with a bound driver: its unbind hangs, so its lend fails and is compensated.
+    let stuck: Fdid = "n1:0000:03:00.0".parse().expect("fdid");
+    sim.hang_next_unbind(stuck.node, stuck.bdf);
+    let err = ctl
+        .borrow(&mut sim, "admin", "t", nvme(2), None, 0)
+        .map(|_| ())
+        .map_err(|e| e.code());
+    let states: Vec<&str> = ["n1:0000:03:00.0", "n1:0000:04:00.0"]
+        .iter()
+        .map(|f| state(&ctl, f.parse().expect("fdid")))
+        .collect();
+    assert_eq!(
+        (
+            err,
+            states,
+            ctl.leases().expect("leases").len(),
+            sim.fabric.is_idle()
+        ),
+        (Err("LEND_FAILED"), vec!["available", "available"], 0, true)
+    );
+}
