@@ -253,6 +253,14 @@ impl Client {
         self.get(&format!("/v1/workflows/{id}"))
     }
 
+    /// A workflow journal once it has an outcome, waiting at most `secs` seconds (then as it stands).
+    ///
+    /// # Errors
+    /// [`ClientError`].
+    pub fn workflow_wait(&self, id: u64, secs: u64) -> Result<serde_json::Value, ClientError> {
+        self.get(&format!("/v1/workflows/{id}?wait_secs={secs}"))
+    }
+
     /// An operator action on a device.
     ///
     /// # Errors

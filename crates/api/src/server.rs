@@ -228,6 +228,7 @@ async fn borrow<P: PoolApi>(
             "agents cannot borrow",
         ));
     }
+    let wait = request.wait;
     let state2 = state.clone();
     let granted =
         tokio::task::spawn_blocking(move || domain(&state2).borrow(&who.name, &who.name, request))
@@ -235,7 +236,12 @@ async fn borrow<P: PoolApi>(
             .map_err(|e| {
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", e.to_string())
             })??;
-    Ok((StatusCode::CREATED, Json(granted)))
+    let status = if wait {
+        StatusCode::CREATED
+    } else {
+        StatusCode::ACCEPTED
+    };
+    Ok((status, Json(granted)))
 }
 
 async fn release<P: PoolApi>(
@@ -423,15 +429,36 @@ async fn workflow<P: PoolApi>(
     State(state): State<AppState<P>>,
     headers: HeaderMap,
     Path(id): Path<u64>,
+    axum::extract::Query(q): axum::extract::Query<BTreeMap<String, String>>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     principal(&state, &headers)?;
-    domain(&state).workflow(id)?.map(Json).ok_or_else(|| {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "NO_SUCH_WORKFLOW",
-            format!("no workflow {id}"),
-        )
-    })
+    // `wait_secs`: hold the answer until the workflow has an outcome (or the time is up), so a client
+    // follows a long operation without polling in a loop.
+    let wait_secs: u64 = match q.get("wait_secs") {
+        None => 0,
+        Some(v) => v.parse().map_err(|_| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "BAD_REQUEST",
+                format!("wait_secs={v:?} is not a number of seconds"),
+            )
+        })?,
+    };
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(wait_secs.min(300));
+    loop {
+        let journal = domain(&state).workflow(id)?.ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "NO_SUCH_WORKFLOW",
+                format!("no workflow {id}"),
+            )
+        })?;
+        let finished = !journal["outcome"].is_null();
+        if finished || tokio::time::Instant::now() >= deadline {
+            return Ok(Json(journal));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }
 
 async fn metrics<P: PoolApi>(State(state): State<AppState<P>>) -> Result<String, ApiError> {

@@ -31,6 +31,14 @@ pub struct BorrowRequest {
     /// lost without taking a second device.
     #[serde(default)]
     pub request_id: Option<String>,
+    /// Wait for the lends to finish (201 with the leases lent), or return as soon as the devices are
+    /// assigned (202: follow each lease's `workflow` with `GET /v1/workflows/{id}?wait_secs=N`).
+    #[serde(default = "yes")]
+    pub wait: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn one() -> u32 {

@@ -196,6 +196,10 @@ pub enum CliCommand {
         /// those leases instead of borrowing again (safe retries from scripts).
         #[arg(long, value_name = "KEY")]
         request_id: Option<String>,
+        /// Return as soon as the devices are assigned, without waiting for the lends; follow them with
+        /// `pcipool workflow show ID --wait SECS`.
+        #[arg(long)]
+        no_wait: bool,
         /// Output format.
         #[arg(long, short, value_enum, default_value_t)]
         output: OutputFormat,
@@ -341,6 +345,9 @@ pub enum WorkflowCommand {
         api: ApiArgs,
         /// Workflow id.
         id: u64,
+        /// Wait up to this many seconds for the workflow to finish (at most 300).
+        #[arg(long, value_name = "SECS", default_value_t = 0)]
+        wait: u64,
     },
 }
 
@@ -604,8 +611,8 @@ pub enum ClientCall {
     Hosts(OutputFormat),
     /// Operator action on a device.
     DeviceAction(String, pcipool_api::types::DeviceAction),
-    /// Show a workflow.
-    Workflow(u64),
+    /// Show a workflow (waiting up to N seconds for its outcome).
+    Workflow(u64, u64),
     /// Show one device.
     Device(pcipool_fabric::Fdid, OutputFormat),
 }
@@ -766,6 +773,7 @@ impl Cli {
                 duration,
                 max_sharers,
                 request_id,
+                no_wait,
                 output,
             } => {
                 let usage = |e: String| UsageError(e);
@@ -795,6 +803,7 @@ impl Cli {
                         duration_secs: duration,
                         max_sharers,
                         request_id,
+                        wait: !no_wait,
                     };
                 Command::Client {
                     url: api.url,
@@ -856,11 +865,11 @@ impl Cli {
                 ),
             },
             CliCommand::Workflow {
-                which: WorkflowCommand::Show { api, id },
+                which: WorkflowCommand::Show { api, id, wait },
             } => Command::Client {
                 url: api.url,
                 token: api.token,
-                call: ClientCall::Workflow(id),
+                call: ClientCall::Workflow(id, wait),
             },
             CliCommand::Audit {
                 which:

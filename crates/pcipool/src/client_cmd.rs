@@ -182,8 +182,13 @@ pub fn run(url: &str, token: &str, call: ClientCall) -> anyhow::Result<ExitCode>
                 v["state"].as_str().unwrap_or("?")
             ))?;
         }
-        ClientCall::Workflow(id) => {
-            let v = client.workflow(id).map_err(map_err)?;
+        ClientCall::Workflow(id, wait) => {
+            let v = if wait == 0 {
+                client.workflow(id)
+            } else {
+                client.workflow_wait(id, wait)
+            }
+            .map_err(map_err)?;
             json(&v)?;
         }
         ClientCall::Audit(from, limit, output) => {

@@ -15,11 +15,12 @@ use pcipool_api::types::{
 };
 use pcipool_api::{PoolApi, Principal, Role};
 use pcipool_backend::Inventory;
-use pcipool_controller::{ControlError, Controller, Granted};
+use pcipool_controller::{Assigned, ControlError, Controller, Granted};
 use pcipool_fabric::{Fdid, LeaseId, NodeId};
 use pcipool_pool::AuditChain;
 use pcipool_pool::policy::Policy;
 use pcipool_pool::schedule::{DeviceInfo, Request};
+use pcipool_pool::workflow::Journal;
 use pcipool_qualify::{AccessModel, AdapterProfile, Input, Verdict};
 use pcipool_sim::{FabricDesc, HostView, Sim};
 use pcipool_store::{SqliteStore, Store};
@@ -33,10 +34,16 @@ pub fn now_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
+/// One assignment's lends: each lease with its journal (None for a shared lease).
+type Lends = Vec<(Granted, Option<Journal>)>;
+
 /// The controller and the hardware it drives.
 pub struct Lab {
     controller: Controller<SqliteStore>,
     hardware: Hardware,
+    /// Assigned lends a request did not wait for (`wait: false`), for the background worker.
+    lends: std::sync::Mutex<std::collections::VecDeque<Lends>>,
+    lend_ready: std::sync::Condvar,
 }
 
 /// What the scheduler needs to know about one function, from its inventory record.
@@ -198,6 +205,8 @@ impl Lab {
         Ok(Self {
             controller,
             hardware,
+            lends: std::sync::Mutex::new(std::collections::VecDeque::new()),
+            lend_ready: std::sync::Condvar::new(),
         })
     }
 
@@ -230,7 +239,41 @@ impl Lab {
         Ok(Self {
             controller,
             hardware,
+            lends: std::sync::Mutex::new(std::collections::VecDeque::new()),
+            lend_ready: std::sync::Condvar::new(),
         })
+    }
+
+    /// Runs the lends requests did not wait for, one assignment at a time, for as long as the process
+    /// lives. A lend queued here is already durable (assigned with its journal): if the process dies
+    /// first, the next start resumes it.
+    pub fn start_lend_worker(self: &Arc<Self>) {
+        let lab = self.clone();
+        std::thread::spawn(move || {
+            loop {
+                let job = {
+                    let mut queue = lab
+                        .lends
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    loop {
+                        if let Some(job) = queue.pop_front() {
+                            break job;
+                        }
+                        queue = lab
+                            .lend_ready
+                            .wait(queue)
+                            .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    }
+                };
+                if let Err(e) =
+                    lab.controller
+                        .complete_lends(&mut lab.hardware.steps(), job, now_ms())
+                {
+                    eprintln!("pcipool: background lend: {e}");
+                }
+            }
+        });
     }
 
     /// The store's (durable commits, WAL flushes).
@@ -266,14 +309,26 @@ impl PoolApi for Lab {
             max_sharers: r.max_sharers,
             request_id: r.request_id,
         };
-        self.controller.borrow(
-            &mut self.hardware.steps(),
-            actor,
-            tenant,
-            request,
-            r.duration_secs,
-            now_ms(),
-        )
+        let now = now_ms();
+        match self
+            .controller
+            .assign(actor, tenant, request, r.duration_secs, now)?
+        {
+            Assigned::Replayed(granted) => Ok(granted),
+            Assigned::New(lends) if r.wait => {
+                self.controller
+                    .complete_lends(&mut self.hardware.steps(), lends, now)
+            }
+            Assigned::New(lends) => {
+                let granted = lends.iter().map(|(g, _)| g.clone()).collect();
+                self.lends
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .push_back(lends);
+                self.lend_ready.notify_one();
+                Ok(granted)
+            }
+        }
     }
 
     fn release(
@@ -548,6 +603,7 @@ pub fn serve_lab(
             .with_context(|| format!("binding {listen}"))?;
         let addr = listener.local_addr().context("local address")?;
         let pool = Arc::new(lab);
+        pool.start_lend_worker();
         let ticker = pool.clone();
         tokio::spawn(async move {
             let mut every = tokio::time::interval(std::time::Duration::from_secs(1));
@@ -680,6 +736,7 @@ pub fn bench(fabric: Option<&Path>, clients: usize, cycles: usize) -> anyhow::Re
     let addr = listener.local_addr().context("address")?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let lab = Arc::new(lab);
+    lab.start_lend_worker();
     let stats = lab.clone();
     let (commits_before, flushes_before) = stats.commit_stats();
     let server = runtime.spawn(pcipool_api::serve(listener, lab, tokens, async {
@@ -716,6 +773,7 @@ pub fn bench(fabric: Option<&Path>, clients: usize, cycles: usize) -> anyhow::Re
                         duration_secs: None,
                         max_sharers: None,
                         request_id: None,
+                        wait: true,
                     };
                     let t = std::time::Instant::now();
                     match client.borrow(&request) {

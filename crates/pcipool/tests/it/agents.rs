@@ -237,6 +237,7 @@ fn nvme_for(borrower: u32) -> BorrowRequest {
         duration_secs: None,
         max_sharers: None,
         request_id: None,
+        wait: true,
     }
 }
 

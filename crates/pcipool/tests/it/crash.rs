@@ -46,6 +46,7 @@ fn request(borrower: u32) -> BorrowRequest {
         duration_secs: None,
         max_sharers: None,
         request_id: None,
+        wait: true,
     }
 }
 

@@ -103,6 +103,7 @@ fn sixty_four_clients_race_for_one_device_and_exactly_one_wins() {
                     duration_secs: None,
                     max_sharers: None,
                     request_id: None,
+                    wait: true,
                 };
                 match client.borrow(&request) {
                     Ok(_) => "won".to_owned(),
@@ -229,5 +230,41 @@ fn host_list_and_audit_list() {
             audit[0]["action"].as_str()
         ),
         (Some(4), Some(3), Some("register"))
+    );
+}
+
+#[test]
+fn a_borrow_that_does_not_wait_is_followed_through_its_workflow() {
+    let dev = start();
+    let out = cli(
+        &dev,
+        &[
+            "borrow",
+            "--class",
+            "nvme",
+            "--host",
+            "n3",
+            "--no-wait",
+            "--output",
+            "json",
+        ],
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let workflow = json[0]["workflow"].as_u64().expect("workflow id");
+    let fdid = json[0]["fdid"].as_str().expect("fdid").to_owned();
+    let shown = cli(
+        &dev,
+        &["workflow", "show", &workflow.to_string(), "--wait", "10"],
+    );
+    let journal: serde_json::Value = serde_json::from_slice(&shown.stdout).expect("journal");
+    let devices = cli(&dev, &["device", "show", &fdid, "--output", "json"]);
+    let device: serde_json::Value = serde_json::from_slice(&devices.stdout).expect("device");
+    assert_eq!(
+        (
+            out.status.code(),
+            journal["outcome"]["outcome"].as_str(),
+            device["state"].as_str()
+        ),
+        (Some(0), Some("succeeded"), Some("lent"))
     );
 }
