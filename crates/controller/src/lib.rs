@@ -469,6 +469,55 @@ impl<S: Store> Controller<S> {
         duration_secs: Option<u64>,
         now: Millis,
     ) -> Result<Assigned, ControlError> {
+        let detail = json(&request);
+        let result = self.assign_inner(actor, tenant, request, duration_secs, now);
+        if let Err(e) = &result {
+            self.refused(
+                actor,
+                &format!("tenant {tenant}"),
+                "borrow",
+                &detail,
+                e,
+                now,
+            );
+        }
+        result
+    }
+
+    /// Records a refused request in the audit log (granted ones are recorded by their transitions).
+    /// Store failures are not recorded: the store is what failed.
+    fn refused(
+        &self,
+        actor: &str,
+        target: &str,
+        action: &str,
+        detail: &str,
+        error: &ControlError,
+        now: Millis,
+    ) {
+        if matches!(error, ControlError::Store(_)) {
+            return;
+        }
+        let result = format!("refused {}: {error}", error.code());
+        let _ = self.store.audit(&[AuditEntry {
+            at: now,
+            actor,
+            target,
+            action,
+            before: "",
+            after: detail,
+            result: &result,
+        }]);
+    }
+
+    fn assign_inner(
+        &self,
+        actor: &str,
+        tenant: &str,
+        request: Request,
+        duration_secs: Option<u64>,
+        now: Millis,
+    ) -> Result<Assigned, ControlError> {
         const ATTEMPTS: usize = 8;
         let _in_flight = match &request.request_id {
             Some(key) => {
@@ -1100,10 +1149,20 @@ impl<S: Store> Controller<S> {
         lease: LeaseId,
         now: Millis,
     ) -> Result<(), ControlError> {
-        let (fdid, held) = self.find_lease(lease)?;
-        if tenant.is_some_and(|t| t != held.tenant) {
-            return Err(ControlError::NotYours(lease));
-        }
+        let checked = self.find_lease(lease).and_then(|(fdid, held)| {
+            if tenant.is_some_and(|t| t != held.tenant) {
+                Err(ControlError::NotYours(lease))
+            } else {
+                Ok((fdid, held))
+            }
+        });
+        let (fdid, _) = match checked {
+            Ok(found) => found,
+            Err(e) => {
+                self.refused(actor, &lease.to_string(), "release", "", &e, now);
+                return Err(e);
+            }
+        };
         let workflow = self.store.next("workflow")?;
         let (_, commands) = self.transition(
             fdid,
@@ -1388,8 +1447,13 @@ impl<S: Store> Controller<S> {
         actor: &str,
         now: Millis,
     ) -> Result<&'static str, ControlError> {
-        self.transition(fdid, event, actor, now)
-            .map(|(s, _)| s.name())
+        let result = self
+            .transition(fdid, event, actor, now)
+            .map(|(s, _)| s.name());
+        if let Err(e) = &result {
+            self.refused(actor, &fdid.to_string(), event.name(), "", e, now);
+        }
+        result
     }
 
     /// A workflow's journal.

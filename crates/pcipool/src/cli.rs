@@ -229,21 +229,22 @@ pub enum CliCommand {
         #[command(subcommand)]
         which: ListCommand,
     },
-    /// Take a device out of the pool (maintenance, or back to the lender's own use with --local).
+    /// Take a device, or every device of a host, out of the pool (maintenance, or back to the lender's
+    /// own use with --local). Busy devices are left alone and reported (exit code 1).
     Drain {
         #[command(flatten)]
         api: ApiArgs,
-        /// Device (fabric device id).
+        /// Device (fabric device id) or host (node id, e.g. n1).
         fdid: String,
         /// Give it back to the lender's own use instead of maintenance.
         #[arg(long)]
         local: bool,
     },
-    /// Put a drained device back into the pool.
+    /// Put a drained device, or every drained device of a host, back into the pool.
     Undrain {
         #[command(flatten)]
         api: ApiArgs,
-        /// Device.
+        /// Device (fabric device id) or host (node id).
         fdid: String,
     },
     /// Quarantined devices.

@@ -175,12 +175,48 @@ pub fn run(url: &str, token: &str, call: ClientCall) -> anyhow::Result<ExitCode>
                 }
             }
         }
-        ClientCall::DeviceAction(fdid, action) => {
-            let v = client.device_action(&fdid, action).map_err(map_err)?;
-            emit(&format!(
-                "{fdid} is now {}\n",
-                v["state"].as_str().unwrap_or("?")
-            ))?;
+        ClientCall::DeviceAction(target, action) => {
+            // A node id (`n1`) means every device of that host.
+            let Ok(node) = target.parse::<pcipool_fabric::NodeId>() else {
+                let v = client.device_action(&target, action).map_err(map_err)?;
+                emit(&format!(
+                    "{target} is now {}\n",
+                    v["state"].as_str().unwrap_or("?")
+                ))?;
+                return Ok(ExitCode::SUCCESS);
+            };
+            let devices: Vec<_> = client
+                .devices()
+                .map_err(map_err)?
+                .into_iter()
+                .filter(|d| d.fdid.node == node)
+                .collect();
+            if devices.is_empty() {
+                return Err(NotFound(format!("no pooled devices on {node}")).into());
+            }
+            let mut out = String::new();
+            let mut refused = 0;
+            for d in devices {
+                match client.device_action(&d.fdid.to_string(), action) {
+                    Ok(v) => {
+                        let _ = writeln!(
+                            out,
+                            "{} is now {}",
+                            d.fdid,
+                            v["state"].as_str().unwrap_or("?")
+                        );
+                    }
+                    Err(e) => {
+                        refused += 1;
+                        let _ = writeln!(out, "{} stays {}: {e}", d.fdid, d.state);
+                    }
+                }
+            }
+            emit(&out)?;
+            if refused > 0 {
+                // Devices still lent (or otherwise busy) were left alone; say so in the exit code.
+                return Ok(ExitCode::from(1));
+            }
         }
         ClientCall::Workflow(id, wait) => {
             let v = if wait == 0 {

@@ -712,3 +712,53 @@ fn a_gang_whose_lend_fails_gives_back_the_members_already_lent() {
         (Err("LEND_FAILED"), vec!["available", "available"], 0, true)
     );
 }
+
+#[test]
+fn refused_requests_and_actions_are_audited() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (ctl, mut sim) = setup(dir.path());
+    let too_many = ctl.borrow(&mut sim, "alice", "t", nvme(9), None, 0);
+    let unknown = ctl.release(&mut sim, "bob", None, pcipool_fabric::LeaseId(999), 1);
+    let fdid: Fdid = "n1:0000:03:00.0".parse().expect("fdid");
+    let illegal = ctl.operate(fdid, &pcipool_pool::Event::ClearQuarantine, "ops", 2);
+    let audit = ctl.store().all_audit().expect("audit");
+    let refusals: Vec<(String, String, String)> = audit
+        .iter()
+        .filter(|r| r.result.starts_with("refused"))
+        .map(|r| {
+            (
+                r.actor.clone(),
+                r.action.clone(),
+                r.result.split(':').next().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        (
+            too_many.is_err() && unknown.is_err() && illegal.is_err(),
+            refusals,
+            AuditChain::verify(&audit).is_ok()
+        ),
+        (
+            true,
+            vec![
+                (
+                    "alice".into(),
+                    "borrow".into(),
+                    "refused NO_CAPACITY".into()
+                ),
+                (
+                    "bob".into(),
+                    "release".into(),
+                    "refused NO_SUCH_LEASE".into()
+                ),
+                (
+                    "ops".into(),
+                    "clear_quarantine".into(),
+                    "refused ILLEGAL_TRANSITION".into()
+                ),
+            ],
+            true
+        )
+    );
+}

@@ -268,3 +268,60 @@ fn a_borrow_that_does_not_wait_is_followed_through_its_workflow() {
         (Some(0), Some("succeeded"), Some("lent"))
     );
 }
+
+#[test]
+fn draining_a_host_drains_its_idle_devices_and_reports_the_busy_ones() {
+    let dev = start();
+    let out = cli(
+        &dev,
+        &[
+            "borrow",
+            "--device",
+            "n1:0000:03:00.0",
+            "--host",
+            "n3",
+            "--output",
+            "json",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0));
+    let drained = cli(&dev, &["drain", "n1"]);
+    let text = String::from_utf8_lossy(&drained.stdout).to_string();
+    let undrained = cli(&dev, &["undrain", "n1"]);
+    let list = cli(&dev, &["device", "list", "--output", "json"]);
+    let devices: serde_json::Value = serde_json::from_slice(&list.stdout).expect("json");
+    let states: Vec<(String, String)> = devices
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter(|d| d["fdid"].as_str().is_some_and(|f| f.starts_with("n1:")))
+        .map(|d| {
+            (
+                d["fdid"].as_str().unwrap_or_default().to_owned(),
+                d["state"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        (
+            drained.status.code(),
+            text.contains("n1:0000:04:00.0 is now maintenance"),
+            text.contains("n1:0000:03:00.0 stays lent"),
+            // The lent drive was never drained, so undraining the host reports it too.
+            undrained.status.code(),
+            states,
+        ),
+        (
+            Some(1),
+            true,
+            true,
+            Some(1),
+            vec![
+                ("n1:0000:03:00.0".into(), "lent".into()),
+                ("n1:0000:04:00.0".into(), "available".into()),
+                ("n1:0000:05:00.0".into(), "available".into()),
+            ]
+        ),
+        "{text}"
+    );
+}
