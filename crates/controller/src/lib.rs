@@ -1490,10 +1490,16 @@ impl<S: Store> Controller<S> {
     }
 
     fn find_lease(&self, lease: LeaseId) -> Result<(Fdid, Lease), ControlError> {
-        self.leases()?
+        let row = self
+            .store
+            .device_of_lease(lease)?
+            .ok_or(ControlError::NoLease(lease))?;
+        row.value
+            .state
+            .leases()
             .into_iter()
-            .find(|(_, l, _)| l.id == lease)
-            .map(|(f, l, _)| (f, l))
+            .find(|l| l.id == lease)
+            .map(|l| (row.value.info.fdid, l.clone()))
             .ok_or(ControlError::NoLease(lease))
     }
 }

@@ -106,6 +106,20 @@ pub trait Store {
     /// Database or decode errors.
     fn devices(&self) -> Result<Vec<Versioned<DeviceRow>>, StoreError>;
 
+    /// The device holding `lease` (a release or heartbeat names only the lease).
+    ///
+    /// # Errors
+    /// Database or decode errors.
+    fn device_of_lease(
+        &self,
+        lease: pcipool_fabric::LeaseId,
+    ) -> Result<Option<Versioned<DeviceRow>>, StoreError> {
+        Ok(self
+            .devices()?
+            .into_iter()
+            .find(|d| d.value.state.leases().iter().any(|l| l.id == lease)))
+    }
+
     /// Writes a device if its version is still `expected` (`None` = must not exist yet), appending the
     /// audit entries in the same transaction. Returns the new version.
     ///

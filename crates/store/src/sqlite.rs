@@ -416,6 +416,20 @@ impl Store for SqliteStore {
         self.with(|c| self.rows(c, |rows| rows.values().cloned().collect()))
     }
 
+    fn device_of_lease(
+        &self,
+        lease: pcipool_fabric::LeaseId,
+    ) -> Result<Option<Versioned<DeviceRow>>, StoreError> {
+        // Scan the cache in place: only the one row found is copied.
+        self.with(|c| {
+            self.rows(c, |rows| {
+                rows.values()
+                    .find(|d| d.value.state.leases().iter().any(|l| l.id == lease))
+                    .cloned()
+            })
+        })
+    }
+
     fn put_device(
         &self,
         fdid: Fdid,
