@@ -39,7 +39,7 @@ async fn devices(State(sim): State<Shared>, UrlPath(node): UrlPath<String>) -> R
             format!("no host {node} in the simulated fabric"),
         );
     }
-    let report: Vec<ReportedDevice> = crate::dev::qualified_devices(&sim, Some(node))
+    let report: Vec<ReportedDevice> = pcipool_lab::qualified_devices(&sim, Some(node))
         .into_iter()
         .map(|(info, reasons)| ReportedDevice { info, reasons })
         .collect();
