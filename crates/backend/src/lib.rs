@@ -303,6 +303,9 @@ pub enum Step {
     Unmap,
     /// Lender: verify config space is back to its post-reset baseline.
     LenderVerify,
+    /// Lender: bind the driver that was bound before the lend, so the device is back as it was for local
+    /// use (no-op when none was bound).
+    LenderRestore,
 }
 
 /// Which host carries out a step.
@@ -326,7 +329,8 @@ impl Step {
             | Self::MapBars
             | Self::MapDma
             | Self::Unmap
-            | Self::LenderVerify => Side::Lender,
+            | Self::LenderVerify
+            | Self::LenderRestore => Side::Lender,
             Self::BorrowerHotAdd
             | Self::BorrowerBind
             | Self::BorrowerVerify
@@ -357,6 +361,9 @@ pub struct StepContext {
     pub dma_window: u64,
     /// Native driver to bind on the borrower.
     pub driver: Option<String>,
+    /// Driver bound on the lender before the lend (rebound by the return).
+    #[serde(default)]
+    pub lender_driver: Option<String>,
 }
 
 /// Carries out workflow steps (the agents and the fabric manager, or the simulator in one process).

@@ -925,6 +925,7 @@ impl<S: Store> Controller<S> {
             bars: info.bars.clone(),
             dma_window: self.dma_window,
             driver: info.driver.clone(),
+            lender_driver: info.local_driver.clone(),
         })
     }
 

@@ -52,6 +52,7 @@ fn describe(
             .collect(),
         driver,
         function,
+        local_driver: record.driver.clone(),
     }
 }
 
@@ -145,4 +146,3 @@ pub fn qualified_devices(sim: &Sim, only: Option<NodeId>) -> Vec<(DeviceInfo, Ve
     }
     out
 }
-

@@ -184,6 +184,7 @@ impl Agent {
                 bars: Vec::new(),
                 dma_window: 0,
                 driver: None,
+                lender_driver: None,
             };
             for step in [Step::BorrowerUnbind, Step::BorrowerHotRemove] {
                 self.hardware(&StepRequest {

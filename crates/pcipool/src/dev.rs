@@ -763,6 +763,7 @@ pub fn bench_restart(leases: u64, audit: u64) -> anyhow::Result<ExitCode> {
                 bars: vec![(0, 0x4000)],
                 driver: Some("nvme".into()),
                 function: None,
+                local_driver: None,
             };
             let _ = DeviceClass::of(info.class);
             rows.push((

@@ -335,6 +335,7 @@ pub fn bench_schedule(fabric: Option<&Path>, decisions: u64) -> anyhow::Result<E
                 bars: vec![],
                 driver: None,
                 function: None,
+                local_driver: None,
             });
         }
     }

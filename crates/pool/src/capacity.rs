@@ -282,6 +282,7 @@ mod tests {
             bars: vec![(0, 0x4000)],
             driver: Some("nvme".into()),
             function: None,
+            local_driver: None,
         }
     }
 

@@ -124,6 +124,9 @@ pub struct DeviceInfo {
     /// physical function and VF index, the steps act on the VF's routing id.
     #[serde(default)]
     pub function: Option<pcipool_pcie::Bdf>,
+    /// The driver bound on the lender when the device was registered: a return binds it again.
+    #[serde(default)]
+    pub local_driver: Option<String>,
 }
 
 /// A request for devices.
@@ -348,6 +351,7 @@ mod tests {
             bars: vec![(0, 0x4000)],
             driver: Some("nvme".into()),
             function: None,
+            local_driver: None,
         }
     }
 

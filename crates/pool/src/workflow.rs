@@ -34,6 +34,7 @@ pub const RETURN: &[Step] = &[
     Step::Unmap,
     Step::LenderReset,
     Step::LenderVerify,
+    Step::LenderRestore,
 ];
 
 /// The return sequence after a failed reset: the escalated reset replaces the first one.
@@ -43,6 +44,7 @@ pub const RETURN_ESCALATED: &[Step] = &[
     Step::Unmap,
     Step::LenderResetEscalated,
     Step::LenderVerify,
+    Step::LenderRestore,
 ];
 
 /// A step's progress.

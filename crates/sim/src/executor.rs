@@ -111,6 +111,10 @@ impl Executor for Sim {
                 self.fabric.unmap_lease(lease);
                 Ok(())
             }
+            Step::LenderRestore => match &ctx.lender_driver {
+                Some(driver) => self.bind(lender, ctx.bdf, driver).map_err(err),
+                None => Ok(()),
+            },
             Step::LenderVerify => match self.device(lender, ctx.bdf) {
                 Some(d) if d.dev.is_reset_state() => Ok(()),
                 Some(_) => Err(format!(

@@ -63,6 +63,7 @@ fn infos(sim: &Sim) -> Vec<DeviceInfo> {
                     .filter(|b| b.kind != pcipool_pcie::BarKind::Io)
                     .filter_map(|b| Some((b.index, b.size?)))
                     .collect(),
+                local_driver: d.driver.clone(),
                 driver,
                 function: None,
             });
@@ -137,6 +138,10 @@ fn release_returns_device_unmapped_and_reset() {
     let clean = sim
         .device(g.fdid.node, g.fdid.bdf)
         .map(|d| d.dev.is_reset_state());
+    // The lender's own driver is bound again, as before the lend.
+    let local = sim
+        .device(g.fdid.node, g.fdid.bdf)
+        .map(|d| d.driver.clone());
     let audit = AuditChain::verify(&ctl.store().all_audit().expect("audit")).is_ok();
     assert_eq!(
         (
@@ -144,9 +149,17 @@ fn release_returns_device_unmapped_and_reset() {
             sim.fabric.is_idle(),
             sim.host(BORROWER).map(|h| h.devices.len()),
             clean,
+            local,
             audit
         ),
-        ("available", true, Some(0), Some(true), true)
+        (
+            "available",
+            true,
+            Some(0),
+            Some(true),
+            Some(Some("nvme".to_owned())),
+            true
+        )
     );
 }
 

@@ -77,6 +77,7 @@ proptest! {
                 bars: vec![],
                 driver: None,
                 function: None,
+                local_driver: None,
             });
             states.push(if *free { DeviceState::Available } else { DeviceState::Maintenance });
         }

@@ -26,6 +26,7 @@ fn row(state: DeviceState) -> DeviceRow {
             bars: vec![],
             driver: None,
             function: None,
+            local_driver: None,
         },
         state,
     }
