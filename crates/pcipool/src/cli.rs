@@ -265,6 +265,31 @@ pub enum CliCommand {
         #[command(subcommand)]
         which: AuditCommand,
     },
+    /// Prove a pool before trusting it: run validation suites against the simulated lab and write a
+    /// report. Exit code 1 when any check fails.
+    Validate {
+        /// Suites to run (repeatable): cycles, isolation (default: every built suite).
+        #[arg(long = "suite", value_name = "NAME")]
+        suites: Vec<String>,
+        /// Assign/release cycles per device and access model.
+        #[arg(long, default_value_t = 3)]
+        cycles: u32,
+        /// Only these devices (repeatable; fabric device ids).
+        #[arg(long = "device", value_name = "FDID")]
+        devices: Vec<String>,
+        /// Seed of the simulated run (the report records it; the same seed repeats the run).
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Fabric description (default: the built-in 4-host lab).
+        #[arg(long, value_name = "FILE")]
+        fabric: Option<PathBuf>,
+        /// Pool policy file.
+        #[arg(long, value_name = "FILE")]
+        policy: Option<PathBuf>,
+        /// Write the report as JSON to this file.
+        #[arg(long, value_name = "FILE.json")]
+        report: Option<PathBuf>,
+    },
     /// Benchmarks that print ratios measured side by side in one run.
     Bench {
         /// Which benchmark.
@@ -525,6 +550,8 @@ pub enum Command {
         /// Listen address.
         listen: String,
     },
+    /// `pcipool validate`.
+    Validate(crate::validate_cmd::ValidateOptions),
     /// A client call.
     Client {
         /// URL.
@@ -764,6 +791,48 @@ impl Cli {
             CliCommand::Sim {
                 which: SimCommand::Serve { fabric, listen },
             } => Command::SimServe { fabric, listen },
+            CliCommand::Validate {
+                suites,
+                cycles,
+                devices,
+                seed,
+                fabric,
+                policy,
+                report,
+            } => {
+                let mut chosen = Vec::new();
+                for name in &suites {
+                    let suite: pcipool_validate::Suite =
+                        name.parse().map_err(|e| UsageError(format!("{e}")))?;
+                    if !pcipool_validate::suites::BUILT.contains(&suite) {
+                        return Err(UsageError(format!(
+                            "suite {suite} is not built yet (built: cycles, isolation)"
+                        )));
+                    }
+                    chosen.push(suite);
+                }
+                if chosen.is_empty() {
+                    chosen = pcipool_validate::suites::BUILT.to_vec();
+                }
+                if cycles == 0 {
+                    return Err(UsageError("--cycles must be at least 1".into()));
+                }
+                Command::Validate(crate::validate_cmd::ValidateOptions {
+                    suites: chosen,
+                    cycles,
+                    devices: devices
+                        .iter()
+                        .map(|d| {
+                            d.parse()
+                                .map_err(|e| UsageError(format!("--device {d:?}: {e}")))
+                        })
+                        .collect::<Result<_, _>>()?,
+                    seed,
+                    fabric,
+                    policy,
+                    report,
+                })
+            }
             CliCommand::Borrow {
                 api,
                 class,

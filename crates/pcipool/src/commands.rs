@@ -36,6 +36,7 @@ pub fn execute(command: Command) -> anyhow::Result<ExitCode> {
             fabric,
         } => crate::dev::run(data_dir, &listen, fabric.as_deref()),
         Command::Server(options) => crate::server::run(&options),
+        Command::Validate(options) => crate::validate_cmd::run(&options),
         Command::Agent(options) => crate::agent::run(&options),
         Command::SimServe { fabric, listen } => crate::sim_serve::run(fabric.as_deref(), &listen),
         Command::Client { url, token, call } => crate::client_cmd::run(&url, &token, call),

@@ -11,6 +11,7 @@
 //! - [`agent`]: `pcipool agent` (one per host).
 //! - [`fleet`]: where steps run (in process, or agents over HTTP).
 //! - [`sim_serve`]: `pcipool sim serve` (the simulated fabric as a process of its own).
+//! - [`validate_cmd`]: `pcipool validate` (validation suites and their report).
 //! - [`client_cmd`]: the CLI commands that talk to the API.
 //! - [`qualify_cmd`]: the qualification report.
 //! - [`render`]: text output.
@@ -29,6 +30,7 @@ mod render;
 mod server;
 mod sim_cmd;
 mod sim_serve;
+mod validate_cmd;
 
 use std::process::ExitCode;
 

@@ -264,3 +264,34 @@ fn sim_unknown_fault_is_usage_error() {
     let out = pcipool(&["sim", "run", "--faults", "meteor"]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn validate_runs_the_built_suites_and_writes_a_json_report() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let report = dir.path().join("report.json");
+    let out = crate::support::pcipool(&[
+        "validate",
+        "--cycles",
+        "1",
+        "--seed",
+        "42",
+        "--report",
+        report.to_str().expect("utf-8"),
+    ]);
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).expect("report written"))
+            .expect("json");
+    let bogus = crate::support::pcipool(&["validate", "--suite", "bogus"]);
+    let unbuilt = crate::support::pcipool(&["validate", "--suite", "recovery"]);
+    assert_eq!(
+        (
+            out.status.code(),
+            json["run"]["seed"].as_u64(),
+            json["suites"].as_array().map(Vec::len),
+            json["checks"].as_array().is_some_and(|c| c.len() > 50),
+            bogus.status.code(),
+            unbuilt.status.code(),
+        ),
+        (Some(0), Some(42), Some(2), true, Some(2), Some(2))
+    );
+}

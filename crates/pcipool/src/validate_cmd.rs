@@ -1,0 +1,113 @@
+//! `pcipool validate`: runs the validation suites against the simulated lab, shows progress on the
+//! terminal, prints the summary and writes the JSON report.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use pcipool_fabric::Fdid;
+use pcipool_pool::policy::Policy;
+use pcipool_validate::sim_target::{Breakage, SimTarget};
+use pcipool_validate::{Options, Report, RunInfo, Suite};
+
+/// Validated `pcipool validate` arguments.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidateOptions {
+    /// Suites.
+    pub suites: Vec<Suite>,
+    /// Cycles per device and model.
+    pub cycles: u32,
+    /// Only these devices.
+    pub devices: Vec<Fdid>,
+    /// Seed.
+    pub seed: u64,
+    /// Fabric file.
+    pub fabric: Option<PathBuf>,
+    /// Policy file.
+    pub policy: Option<PathBuf>,
+    /// JSON report file.
+    pub report: Option<PathBuf>,
+}
+
+/// `pcipool validate`.
+///
+/// # Errors
+/// Bad files (exit 3), setup failures.
+pub fn run(o: &ValidateOptions) -> anyhow::Result<ExitCode> {
+    let (fabric_name, desc) =
+        crate::sim_cmd::load_or(o.fabric.as_deref(), "built-in lab-4", crate::sim_cmd::LAB_4)?;
+    let (policy_name, policy) = match &o.policy {
+        Some(p) => {
+            let text =
+                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            let policy = Policy::parse(&text)
+                .map_err(|e| crate::BadInput(format!("{}: {e}", p.display())))?;
+            (p.display().to_string(), policy)
+        }
+        None => ("default".to_owned(), Policy::default()),
+    };
+    let dir = std::env::temp_dir().join(format!("pcipool-validate-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let target = SimTarget::new(&desc, o.seed, policy, &dir, Breakage::None)
+        .map_err(|e| crate::BadInput(e.to_string()))?;
+    let options = Options {
+        suites: o.suites.clone(),
+        cycles: o.cycles,
+        devices: o.devices.clone(),
+    };
+    let started = std::time::Instant::now();
+    let mut stderr = std::io::stderr();
+    // Live progress only on a terminal; logs and pipes get the summary alone.
+    let live = std::io::IsTerminal::is_terminal(&stderr);
+    let checks = pcipool_validate::run(&target, &options, &mut |p| {
+        if !live {
+            return;
+        }
+        let width = 30u64;
+        let filled = (p.done * width).checked_div(p.total).unwrap_or(width);
+        let bar: String = (0..width)
+            .map(|i| if i < filled { '#' } else { '.' })
+            .collect();
+        let _ = write!(
+            stderr,
+            "\r{:<10} [{bar}] {}/{}  failed {}   ",
+            p.suite.name(),
+            p.done,
+            p.total,
+            p.failed
+        );
+        let _ = stderr.flush();
+    });
+    if live {
+        let _ = writeln!(stderr);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    let report = Report::new(
+        RunInfo {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            seed: o.seed,
+            fabric: fabric_name,
+            policy: policy_name,
+            profile: format!("{} cycles per device and model", o.cycles),
+        },
+        checks,
+    );
+    crate::commands::emit(&report.summary_table())?;
+    crate::commands::emit(&format!(
+        "{} checks in {:.1} s\n",
+        report.checks.len(),
+        started.elapsed().as_secs_f64()
+    ))?;
+    if let Some(path) = &o.report {
+        let json = serde_json::to_string_pretty(&report).context("encoding the report")?;
+        std::fs::write(path, format!("{json}\n"))
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(if report.passed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}

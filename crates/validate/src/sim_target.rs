@@ -1,0 +1,318 @@
+//! The simulated lab in this process as a [`Target`]: a controller over a real SQLite store and the
+//! simulated fabric, with direct views of the hardware. [`Breakage`] makes the backend misbehave in one
+//! specific way, to show each suite notices (a suite that cannot fail proves nothing).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::Mutex;
+
+use pcipool_backend::{Executor, Step, StepContext};
+use pcipool_controller::{ControlError, Controller};
+use pcipool_fabric::{Fdid, LeaseId, MappingKind, NodeId};
+use pcipool_pool::policy::Policy;
+use pcipool_pool::schedule::{DeviceInfo, Request, Selector};
+use pcipool_qualify::AccessModel;
+use pcipool_sim::{EventKind, FabricDesc, Sim};
+use pcipool_store::{SqliteStore, Store};
+
+use crate::target::{Audited, Free, Held, PoolDevice, Target};
+
+/// One way the backend can be broken on purpose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Breakage {
+    /// Works as it should.
+    #[default]
+    None,
+    /// The unmap step reports success without removing the mappings.
+    SkipUnmap,
+    /// The lender's reset reports success without resetting (the borrower's driver state stays behind).
+    ResetSkipped,
+    /// The return never binds the lender's own driver again.
+    SkipRestore,
+}
+
+/// Why the lab could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// The simulator refused the description.
+    #[error("simulated fabric: {0}")]
+    Sim(String),
+    /// The store could not be opened.
+    #[error(transparent)]
+    Store(#[from] pcipool_store::StoreError),
+    /// A device could not be registered.
+    #[error(transparent)]
+    Control(#[from] ControlError),
+}
+
+/// The simulated lab under test.
+#[derive(Debug)]
+pub struct SimTarget {
+    controller: Controller<SqliteStore>,
+    sim: Mutex<Sim>,
+    breakage: Breakage,
+    /// Device descriptions, for the function address a VF's steps act on.
+    infos: BTreeMap<Fdid, DeviceInfo>,
+    now: std::sync::atomic::AtomicU64,
+}
+
+/// The executor over the shared simulator, broken as asked.
+struct Steps<'a> {
+    sim: &'a Mutex<Sim>,
+    breakage: Breakage,
+}
+
+impl Executor for Steps<'_> {
+    fn run(&mut self, step: Step, ctx: &StepContext) -> Result<(), String> {
+        let mut sim = self
+            .sim
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match (self.breakage, step) {
+            (Breakage::SkipUnmap, Step::Unmap) | (Breakage::SkipRestore, Step::LenderRestore) => {
+                Ok(())
+            }
+            (Breakage::ResetSkipped, Step::LenderReset | Step::LenderResetEscalated) => Ok(()),
+            _ => sim.run(step, ctx),
+        }
+    }
+}
+
+impl SimTarget {
+    /// Builds the lab: the simulator from `desc` with `seed`, a controller with `policy` over a store in
+    /// `data_dir`, and every qualified device registered.
+    ///
+    /// # Errors
+    /// [`SetupError`].
+    pub fn new(
+        desc: &FabricDesc,
+        seed: u64,
+        policy: Policy,
+        data_dir: &Path,
+        breakage: Breakage,
+    ) -> Result<Self, SetupError> {
+        let sim = Sim::new(desc, seed).map_err(|e| SetupError::Sim(e.to_string()))?;
+        let store = SqliteStore::open(&data_dir.join("pool.db"))?;
+        let controller = Controller::new(store, policy, desc.topology.clone());
+        let mut infos = BTreeMap::new();
+        for (info, reasons) in pcipool_lab::qualified_devices(&sim, None) {
+            infos.insert(info.fdid, info.clone());
+            controller.register(info, reasons, 0)?;
+        }
+        Ok(Self {
+            controller,
+            sim: Mutex::new(sim),
+            breakage,
+            infos,
+            now: std::sync::atomic::AtomicU64::new(1),
+        })
+    }
+
+    fn sim(&self) -> std::sync::MutexGuard<'_, Sim> {
+        self.sim
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn steps(&self) -> Steps<'_> {
+        Steps {
+            sim: &self.sim,
+            breakage: self.breakage,
+        }
+    }
+
+    /// Controller time: a millisecond per call, so leases never expire during a run by accident.
+    fn tick(&self) -> u64 {
+        self.now.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Where a device's steps act: its own function (a VF's routing id).
+    fn function(&self, fdid: Fdid) -> Fdid {
+        let bdf = self
+            .infos
+            .get(&fdid)
+            .and_then(|i| i.function)
+            .unwrap_or(fdid.bdf);
+        Fdid {
+            node: fdid.node,
+            bdf,
+            vf: None,
+        }
+    }
+}
+
+fn err(e: &ControlError) -> String {
+    format!("{}: {e}", e.code())
+}
+
+impl Target for SimTarget {
+    fn devices(&self) -> Vec<PoolDevice> {
+        self.controller
+            .store()
+            .devices()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|d| PoolDevice {
+                fdid: d.value.info.fdid,
+                models: d.value.info.models.clone(),
+                state: d.value.state.name().to_owned(),
+            })
+            .collect()
+    }
+
+    fn borrowers(&self, fdid: Fdid) -> Vec<NodeId> {
+        self.sim()
+            .hosts()
+            .map(|h| h.node)
+            .filter(|n| *n != fdid.node)
+            .collect()
+    }
+
+    fn borrow(
+        &self,
+        tenant: &str,
+        fdid: Fdid,
+        model: AccessModel,
+        borrower: NodeId,
+    ) -> Result<Held, String> {
+        let request = Request {
+            selector: Selector {
+                fdid: Some(fdid),
+                ..Selector::default()
+            },
+            count: 1,
+            model,
+            borrower,
+            max_sharers: None,
+            request_id: None,
+        };
+        let granted = self
+            .controller
+            .borrow(
+                &mut self.steps(),
+                tenant,
+                tenant,
+                request,
+                None,
+                self.tick(),
+            )
+            .map_err(|e| err(&e))?;
+        granted
+            .first()
+            .map(|g| Held {
+                lease: g.lease_id,
+                fdid: g.fdid,
+                borrower,
+            })
+            .ok_or_else(|| "nothing granted".to_owned())
+    }
+
+    fn release(&self, tenant: Option<&str>, lease: LeaseId) -> Result<(), String> {
+        self.controller
+            .release(
+                &mut self.steps(),
+                tenant.unwrap_or("operator"),
+                tenant,
+                lease,
+                self.tick(),
+            )
+            .map_err(|e| err(&e))
+    }
+
+    fn state(&self, fdid: Fdid) -> Option<String> {
+        self.controller
+            .store()
+            .device(fdid)
+            .ok()
+            .flatten()
+            .map(|d| d.value.state.name().to_owned())
+    }
+
+    fn at_baseline(&self, fdid: Fdid) -> Option<bool> {
+        let f = self.function(fdid);
+        self.sim()
+            .device(f.node, f.bdf)
+            .map(|d| d.dev.is_reset_state())
+    }
+
+    fn local_driver(&self, fdid: Fdid) -> Option<Option<String>> {
+        let f = self.function(fdid);
+        self.sim().device(f.node, f.bdf).map(|d| d.driver.clone())
+    }
+
+    fn mapped_leases(&self) -> BTreeSet<u64> {
+        self.sim().fabric.mappings().map(|m| m.lease.0).collect()
+    }
+
+    fn free_resources(&self) -> BTreeMap<String, Free> {
+        let sim = self.sim();
+        sim.fabric
+            .topology()
+            .adapters()
+            .filter_map(|(a, _)| Some((a.to_string(), sim.fabric.space(a)?.free_counts())))
+            .collect()
+    }
+
+    fn bar_address(&self, lease: LeaseId) -> Option<(NodeId, u64)> {
+        self.sim().fabric.mappings().find_map(|m| match m.kind {
+            MappingKind::Bar {
+                bar: 0, borrower, ..
+            } if m.lease == lease => Some((borrower, m.host_addr)),
+            _ => None,
+        })
+    }
+
+    fn dma_window(&self, lease: LeaseId) -> Option<(u64, u64)> {
+        self.sim().fabric.mappings().find_map(|m| match m.kind {
+            MappingKind::Dma { .. } if m.lease == lease => Some((m.host_addr, m.size)),
+            _ => None,
+        })
+    }
+
+    fn host_read(&self, node: NodeId, addr: u64) -> u32 {
+        self.sim().borrower_read(node, addr)
+    }
+
+    fn device_dma(&self, fdid: Fdid, addr: u64) -> Option<NodeId> {
+        let f = self.function(fdid);
+        self.sim().device_dma(f, addr).ok().map(|(node, _)| node)
+    }
+
+    fn faults_recorded(&self) -> usize {
+        self.sim()
+            .events()
+            .iter()
+            .filter(|e| {
+                matches!(
+                    e.kind,
+                    EventKind::AccessFault { .. } | EventKind::IommuFault { .. }
+                )
+            })
+            .count()
+    }
+
+    fn audit_after(&self, seq: u64) -> Vec<Audited> {
+        self.controller
+            .store()
+            .audit_records(seq + 1, 100_000)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|r| Audited {
+                seq: r.seq,
+                actor: r.actor,
+                action: r.action,
+                target: r.target,
+                result: r.result,
+            })
+            .collect()
+    }
+
+    fn audit_head(&self) -> u64 {
+        self.controller
+            .store()
+            .last_audit()
+            .ok()
+            .flatten()
+            .map_or(0, |r| r.seq)
+    }
+}

@@ -1,0 +1,373 @@
+//! The suites. Each drives a [`Target`] and returns checks; a check carries the facts that show why it
+//! failed. Positive controls sit next to the negative ones (the holder must reach its device before a
+//! non-holder being refused means anything).
+
+use std::time::Instant;
+
+use pcipool_fabric::Fdid;
+use pcipool_qualify::AccessModel;
+
+use crate::report::{Check, Suite};
+use crate::target::{Held, Target};
+
+/// What to run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Options {
+    /// Suites, in order.
+    pub suites: Vec<Suite>,
+    /// Assign/release cycles per device and model.
+    pub cycles: u32,
+    /// Only these devices (empty: every pooled device).
+    pub devices: Vec<Fdid>,
+}
+
+/// Progress, for a live display.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Progress {
+    /// Suite running.
+    pub suite: Suite,
+    /// Steps done in it.
+    pub done: u64,
+    /// Steps it will take.
+    pub total: u64,
+    /// Checks failed so far (all suites).
+    pub failed: usize,
+}
+
+/// The suites built so far (the others are refused by name until they are).
+pub const BUILT: [Suite; 2] = [Suite::Cycles, Suite::Isolation];
+
+const TENANT: &str = "validate";
+
+fn micros(since: Instant) -> u64 {
+    u64::try_from(since.elapsed().as_micros()).unwrap_or(u64::MAX)
+}
+
+struct Recorder<'a> {
+    suite: Suite,
+    checks: Vec<Check>,
+    progress: &'a mut dyn FnMut(&Progress),
+    done: u64,
+    total: u64,
+    failed_before: usize,
+}
+
+impl Recorder<'_> {
+    fn check(
+        &mut self,
+        name: &str,
+        target: &str,
+        passed: bool,
+        evidence: Vec<String>,
+        micros: u64,
+    ) -> bool {
+        self.checks.push(Check {
+            suite: self.suite,
+            name: name.to_owned(),
+            target: target.to_owned(),
+            passed,
+            evidence: if passed { Vec::new() } else { evidence },
+            micros,
+        });
+        passed
+    }
+
+    fn step(&mut self) {
+        self.done += 1;
+        let failed = self.failed_before + self.checks.iter().filter(|c| !c.passed).count();
+        (self.progress)(&Progress {
+            suite: self.suite,
+            done: self.done,
+            total: self.total,
+            failed,
+        });
+    }
+}
+
+/// The devices to exercise and, for each, the models to cycle it under (exclusive models first).
+fn plan(t: &dyn Target, o: &Options) -> Vec<(Fdid, Vec<AccessModel>)> {
+    t.devices()
+        .into_iter()
+        .filter(|d| o.devices.is_empty() || o.devices.contains(&d.fdid))
+        .filter(|d| !d.models.is_empty())
+        .map(|d| (d.fdid, d.models))
+        .collect()
+}
+
+/// Audit records about `target` after `seq`, as evidence lines.
+fn audit_evidence(t: &dyn Target, seq: u64, target: &str) -> Vec<String> {
+    t.audit_after(seq)
+        .into_iter()
+        .filter(|a| a.target == target)
+        .map(|a| format!("audit #{} {} {}: {}", a.seq, a.actor, a.action, a.result))
+        .collect()
+}
+
+/// `cycles`: N assign/release cycles per device and model. After each: the device is `available`
+/// again, at its post-reset baseline, its lease left no mapping behind, every adapter has the resources
+/// it had before, and the lender's own driver is as it was.
+pub fn cycles(
+    t: &dyn Target,
+    o: &Options,
+    progress: &mut dyn FnMut(&Progress),
+    failed: usize,
+) -> Vec<Check> {
+    let plan = plan(t, o);
+    let total: u64 = plan
+        .iter()
+        .map(|(_, m)| m.len() as u64 * u64::from(o.cycles))
+        .sum();
+    let mut r = Recorder {
+        suite: Suite::Cycles,
+        checks: Vec::new(),
+        progress,
+        done: 0,
+        total,
+        failed_before: failed,
+    };
+    for (fdid, models) in plan {
+        let borrowers = t.borrowers(fdid);
+        let name = fdid.to_string();
+        for model in models {
+            for n in 0..o.cycles {
+                let Some(borrower) = borrowers
+                    .get(usize::try_from(n).unwrap_or(0) % borrowers.len().max(1))
+                    .copied()
+                else {
+                    r.check(
+                        "has a borrower",
+                        &name,
+                        false,
+                        vec!["no other host".into()],
+                        0,
+                    );
+                    r.step();
+                    continue;
+                };
+                let free_before = t.free_resources();
+                let driver_before = t.local_driver(fdid);
+                let head = t.audit_head();
+                let started = Instant::now();
+                let held = t.borrow(TENANT, fdid, model, borrower);
+                let lend_us = micros(started);
+                let held = match held {
+                    Ok(h) => h,
+                    Err(e) => {
+                        r.check(
+                            &format!("{model} granted"),
+                            &name,
+                            false,
+                            [vec![e], audit_evidence(t, head, &name)].concat(),
+                            lend_us,
+                        );
+                        r.step();
+                        continue;
+                    }
+                };
+                let state = t.state(fdid).unwrap_or_default();
+                let expected = if model == AccessModel::Shared {
+                    "shared"
+                } else {
+                    "lent"
+                };
+                r.check(
+                    &format!("{model} lend"),
+                    &name,
+                    state == expected,
+                    vec![format!("state {state}, expected {expected}")],
+                    lend_us,
+                );
+                let started = Instant::now();
+                let released = t.release(Some(TENANT), held.lease);
+                let return_us = micros(started);
+                let evidence = |what: String| [vec![what], audit_evidence(t, head, &name)].concat();
+                if let Err(e) = released {
+                    r.check("released", &name, false, evidence(e), return_us);
+                    r.step();
+                    continue;
+                }
+                let state = t.state(fdid).unwrap_or_default();
+                r.check(
+                    "returned to available",
+                    &name,
+                    state == "available",
+                    evidence(format!("state {state}")),
+                    return_us,
+                );
+                if model != AccessModel::Shared {
+                    let baseline = t.at_baseline(fdid);
+                    r.check(
+                        "config space at post-reset baseline",
+                        &name,
+                        baseline == Some(true),
+                        evidence(format!("at baseline: {baseline:?}")),
+                        0,
+                    );
+                }
+                let mapped = t.mapped_leases().contains(&held.lease.0);
+                r.check(
+                    "no mapping left behind",
+                    &name,
+                    !mapped,
+                    evidence(format!("{} still has fabric mappings", held.lease)),
+                    0,
+                );
+                let free_after = t.free_resources();
+                let leaked: Vec<String> = free_before
+                    .iter()
+                    .filter(|(a, f)| free_after.get(*a) != Some(f))
+                    .map(|(a, f)| format!("{a}: free {f:?} before, {:?} after", free_after.get(a)))
+                    .collect();
+                r.check(
+                    "no window, LUT entry or aperture leaked",
+                    &name,
+                    leaked.is_empty(),
+                    leaked,
+                    0,
+                );
+                let driver_after = t.local_driver(fdid);
+                r.check(
+                    "lender's driver as before",
+                    &name,
+                    driver_after == driver_before,
+                    vec![format!("before {driver_before:?}, after {driver_after:?}")],
+                    0,
+                );
+                r.step();
+            }
+        }
+    }
+    r.checks
+}
+
+/// `isolation`: with a device lent, a host that does not hold it cannot reach it, its holder can; the
+/// device's DMA reaches only its window; another tenant cannot release the lease (and the attempt is
+/// audited); after the release the former holder and the device's DMA reach nothing. Every blocked
+/// access must leave a fault record.
+pub fn isolation(
+    t: &dyn Target,
+    o: &Options,
+    progress: &mut dyn FnMut(&Progress),
+    failed: usize,
+) -> Vec<Check> {
+    let plan: Vec<Fdid> = plan(t, o)
+        .into_iter()
+        .filter(|(_, models)| models.contains(&AccessModel::Lend))
+        .map(|(f, _)| f)
+        .collect();
+    let mut r = Recorder {
+        suite: Suite::Isolation,
+        checks: Vec::new(),
+        progress,
+        done: 0,
+        total: plan.len() as u64,
+        failed_before: failed,
+    };
+    for fdid in plan {
+        let name = fdid.to_string();
+        let borrowers = t.borrowers(fdid);
+        let (Some(holder), Some(outsider)) =
+            (borrowers.first().copied(), borrowers.get(1).copied())
+        else {
+            r.check(
+                "two other hosts",
+                &name,
+                false,
+                vec!["needs a holder and an outsider".into()],
+                0,
+            );
+            r.step();
+            continue;
+        };
+        let head = t.audit_head();
+        let held: Held = match t.borrow(TENANT, fdid, AccessModel::Lend, holder) {
+            Ok(h) => h,
+            Err(e) => {
+                r.check("lend granted", &name, false, vec![e], 0);
+                r.step();
+                continue;
+            }
+        };
+        let (Some((_, bar)), Some((dma, size))) =
+            (t.bar_address(held.lease), t.dma_window(held.lease))
+        else {
+            r.check(
+                "lease is mapped",
+                &name,
+                false,
+                vec!["no BAR or DMA mapping".into()],
+                0,
+            );
+            let _ = t.release(Some(TENANT), held.lease);
+            r.step();
+            continue;
+        };
+        // Positive controls: the holder reaches the device, the device reaches the holder's memory.
+        let reached = t.host_read(holder, bar);
+        r.check(
+            "holder reaches its device",
+            &name,
+            reached != u32::MAX,
+            vec![format!("{holder} read {bar:#x}: {reached:#x}")],
+            0,
+        );
+        let dma_in = t.device_dma(fdid, dma);
+        r.check(
+            "device DMA reaches its window",
+            &name,
+            dma_in == Some(holder),
+            vec![format!("DMA to {dma:#x} reached {dma_in:?}")],
+            0,
+        );
+        // Negative checks, each of which must also be recorded as a fault.
+        let blocked = |r: &mut Recorder<'_>, what: &str, attempt: &dyn Fn() -> bool| {
+            let faults = t.faults_recorded();
+            let got_through = attempt();
+            let recorded = t.faults_recorded() > faults;
+            r.check(
+                what,
+                &name,
+                !got_through && recorded,
+                vec![format!(
+                    "got through: {got_through}, fault recorded: {recorded}"
+                )],
+                0,
+            );
+        };
+        blocked(&mut r, "a non-holder host is refused", &|| {
+            t.host_read(outsider, bar) != u32::MAX
+        });
+        blocked(&mut r, "DMA outside the window is refused", &|| {
+            t.device_dma(fdid, dma + size + 0x1000).is_some()
+        });
+        let intruder = t.release(Some("intruder"), held.lease);
+        let audited = t
+            .audit_after(head)
+            .iter()
+            .any(|a| a.actor == "intruder" && a.result.starts_with("refused"));
+        r.check(
+            "another tenant cannot release the lease",
+            &name,
+            intruder.is_err() && audited,
+            vec![format!(
+                "release by another tenant: {intruder:?}, audited: {audited}"
+            )],
+            0,
+        );
+        if let Err(e) = t.release(Some(TENANT), held.lease) {
+            r.check("released", &name, false, vec![e], 0);
+            r.step();
+            continue;
+        }
+        blocked(
+            &mut r,
+            "the former holder is refused after release",
+            &|| t.host_read(holder, bar) != u32::MAX,
+        );
+        blocked(&mut r, "the device's DMA is refused after release", &|| {
+            t.device_dma(fdid, dma).is_some()
+        });
+        r.step();
+    }
+    r.checks
+}

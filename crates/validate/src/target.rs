@@ -1,0 +1,97 @@
+//! What the suites need from the pool under test: its control plane (borrow, release, audit) and a view
+//! of its hardware (device state against the post-reset baseline, mappings, adapter resources, and probes
+//! that try to reach a device). [`crate::sim_target::SimTarget`] implements it over the simulated lab in
+//! this process; a remote target (API plus agents) implements the same trait.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use pcipool_fabric::{Fdid, LeaseId, NodeId};
+use pcipool_qualify::AccessModel;
+
+/// A pooled device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolDevice {
+    /// Id.
+    pub fdid: Fdid,
+    /// Access models it qualified for.
+    pub models: Vec<AccessModel>,
+    /// Ownership state name.
+    pub state: String,
+}
+
+/// A lease the suites hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Held {
+    /// Lease.
+    pub lease: LeaseId,
+    /// Device.
+    pub fdid: Fdid,
+    /// Borrower.
+    pub borrower: NodeId,
+}
+
+/// One audit record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Audited {
+    /// Sequence number.
+    pub seq: u64,
+    /// Who.
+    pub actor: String,
+    /// What was done (or attempted).
+    pub action: String,
+    /// On what.
+    pub target: String,
+    /// Outcome.
+    pub result: String,
+}
+
+/// Free resources of one adapter: (direct windows, LUT entries, aperture bytes).
+pub type Free = (u64, u64, u64);
+
+/// The pool under test.
+pub trait Target {
+    /// Every pooled device.
+    fn devices(&self) -> Vec<PoolDevice>;
+    /// Hosts that can borrow `fdid` (every host but its lender).
+    fn borrowers(&self, fdid: Fdid) -> Vec<NodeId>;
+    /// Borrows one named device.
+    ///
+    /// # Errors
+    /// The API's error code and message.
+    fn borrow(
+        &self,
+        tenant: &str,
+        fdid: Fdid,
+        model: AccessModel,
+        borrower: NodeId,
+    ) -> Result<Held, String>;
+    /// Releases a lease (`tenant` None = as an operator).
+    ///
+    /// # Errors
+    /// The API's error code and message.
+    fn release(&self, tenant: Option<&str>, lease: LeaseId) -> Result<(), String>;
+    /// A device's ownership state.
+    fn state(&self, fdid: Fdid) -> Option<String>;
+    /// Whether the device's config space is at its post-reset baseline (None: cannot tell).
+    fn at_baseline(&self, fdid: Fdid) -> Option<bool>;
+    /// The driver bound to the device on its lender (outer None: cannot tell).
+    fn local_driver(&self, fdid: Fdid) -> Option<Option<String>>;
+    /// Leases with at least one fabric mapping.
+    fn mapped_leases(&self) -> BTreeSet<u64>;
+    /// Free resources per adapter.
+    fn free_resources(&self) -> BTreeMap<String, Free>;
+    /// Where the borrower reaches BAR 0 of a lease: (borrower, address on the borrower).
+    fn bar_address(&self, lease: LeaseId) -> Option<(NodeId, u64)>;
+    /// The device-side DMA window of a lease: (start, size).
+    fn dma_window(&self, lease: LeaseId) -> Option<(u64, u64)>;
+    /// A host reads a dword at `addr` through its NTB adapter (all ones when nothing is reached).
+    fn host_read(&self, node: NodeId, addr: u64) -> u32;
+    /// The device DMAs to `addr`: whose memory it reaches, if any.
+    fn device_dma(&self, fdid: Fdid, addr: u64) -> Option<NodeId>;
+    /// Access and IOMMU faults the hardware has recorded so far.
+    fn faults_recorded(&self) -> usize;
+    /// Audit records after `seq`.
+    fn audit_after(&self, seq: u64) -> Vec<Audited>;
+    /// The last audit sequence number.
+    fn audit_head(&self) -> u64;
+}
