@@ -286,9 +286,9 @@ pub enum CliCommand {
         /// Pool policy file.
         #[arg(long, value_name = "FILE")]
         policy: Option<PathBuf>,
-        /// Write the report as JSON to this file.
-        #[arg(long, value_name = "FILE.json")]
-        report: Option<PathBuf>,
+        /// Write the report to FILE.json (JSON) or FILE.html (a self-contained page); repeatable.
+        #[arg(long = "report", value_name = "FILE")]
+        reports: Vec<PathBuf>,
     },
     /// Benchmarks that print ratios measured side by side in one run.
     Bench {
@@ -798,8 +798,19 @@ impl Cli {
                 seed,
                 fabric,
                 policy,
-                report,
+                reports,
             } => {
+                if let Some(bad) = reports.iter().find(|p| {
+                    !matches!(
+                        p.extension().and_then(|e| e.to_str()),
+                        Some("json" | "html")
+                    )
+                }) {
+                    return Err(UsageError(format!(
+                        "--report {}: the file must end in .json or .html",
+                        bad.display()
+                    )));
+                }
                 let mut chosen = Vec::new();
                 for name in &suites {
                     let suite: pcipool_validate::Suite =
@@ -830,7 +841,7 @@ impl Cli {
                     seed,
                     fabric,
                     policy,
-                    report,
+                    reports,
                 })
             }
             CliCommand::Borrow {

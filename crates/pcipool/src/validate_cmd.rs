@@ -26,8 +26,8 @@ pub struct ValidateOptions {
     pub fabric: Option<PathBuf>,
     /// Policy file.
     pub policy: Option<PathBuf>,
-    /// JSON report file.
-    pub report: Option<PathBuf>,
+    /// Report files (.json or .html).
+    pub reports: Vec<PathBuf>,
 }
 
 /// `pcipool validate`.
@@ -100,10 +100,14 @@ pub fn run(o: &ValidateOptions) -> anyhow::Result<ExitCode> {
         report.checks.len(),
         started.elapsed().as_secs_f64()
     ))?;
-    if let Some(path) = &o.report {
-        let json = serde_json::to_string_pretty(&report).context("encoding the report")?;
-        std::fs::write(path, format!("{json}\n"))
-            .with_context(|| format!("writing {}", path.display()))?;
+    for path in &o.reports {
+        let body = if path.extension().and_then(|e| e.to_str()) == Some("html") {
+            pcipool_validate::html::to_html(&report)
+        } else {
+            let json = serde_json::to_string_pretty(&report).context("encoding the report")?;
+            format!("{json}\n")
+        };
+        std::fs::write(path, body).with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(if report.passed() {
         ExitCode::SUCCESS

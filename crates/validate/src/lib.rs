@@ -7,11 +7,13 @@
 //!
 //! # Layout
 //! - [`report`]: checks, summaries, the run's identity.
+//! - [`html`]: the report as a self-contained page.
 //! - [`target`]: what the suites need from a pool.
 //! - [`suites`]: the suites.
 //! - [`sim_target`]: the simulated lab as a target.
 #![deny(missing_docs)]
 
+pub mod html;
 pub mod report;
 pub mod sim_target;
 pub mod suites;

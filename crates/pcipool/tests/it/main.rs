@@ -18,6 +18,8 @@ mod parity;
 #[cfg(test)]
 mod qualify;
 #[cfg(test)]
+mod report_html;
+#[cfg(test)]
 mod snapshots;
 #[cfg(test)]
 mod support;
