@@ -2,7 +2,7 @@
 
 use pcipool_backend::{DeviceError, DeviceHealth, Executor, Step, StepContext};
 use pcipool_fabric::{Fdid, LeaseId, MappingKind, NodeId};
-use pcipool_pcie::ResetMethod;
+use pcipool_pcie::{Bdf, ResetMethod};
 
 use crate::sim::Sim;
 
@@ -19,6 +19,20 @@ fn tolerate_down(r: Result<(), DeviceError>) -> Result<(), String> {
     match r {
         Ok(()) | Err(DeviceError::HostDown | DeviceError::NoDevice(_)) => Ok(()),
         Err(e) => Err(err(e)),
+    }
+}
+
+impl Sim {
+    /// A secondary bus reset, refused while it would disturb a busy sibling (it resets every function
+    /// on the bus, so a sibling lent to someone else would lose its state under its user).
+    fn bus_reset(&mut self, node: NodeId, bdf: Bdf) -> Result<(), String> {
+        let busy = self.busy_siblings(node, bdf);
+        if let Some(first) = busy.first() {
+            return Err(format!(
+                "{node}:{bdf}: bus reset refused, sibling {first} is busy"
+            ));
+        }
+        self.reset(node, bdf, ResetMethod::Bus).map_err(err)
     }
 }
 
@@ -42,15 +56,11 @@ impl Executor for Sim {
             Step::LenderReset => {
                 let flr = self.reset(lender, ctx.bdf, ResetMethod::Flr);
                 match flr {
-                    Err(DeviceError::ResetUnsupported { .. }) => {
-                        self.reset(lender, ctx.bdf, ResetMethod::Bus).map_err(err)
-                    }
+                    Err(DeviceError::ResetUnsupported { .. }) => self.bus_reset(lender, ctx.bdf),
                     other => other.map_err(err),
                 }
             }
-            Step::LenderResetEscalated => {
-                self.reset(lender, ctx.bdf, ResetMethod::Bus).map_err(err)
-            }
+            Step::LenderResetEscalated => self.bus_reset(lender, ctx.bdf),
             Step::MapBars => {
                 for &(bar, size) in &ctx.bars {
                     let done = self.fabric.mappings().any(|m| {

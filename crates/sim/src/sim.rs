@@ -492,6 +492,9 @@ impl Sim {
             ) => true,
             (ResetBehaviour::None, _) => false,
             (_, ResetMethod::Bus) => true,
+            // D3hot -> D0 resets a function whose PM capability clears No_Soft_Reset; the kernel offers
+            // the method only then, so the request itself is the evidence.
+            (_, ResetMethod::Pm) => true,
             _ => false,
         };
         if !supported {
@@ -508,12 +511,39 @@ impl Sim {
         let ms = match (d.dev.reset, method) {
             (ResetBehaviour::FlrSlow, ResetMethod::Flr) => 1000,
             (_, ResetMethod::Bus) => 400, // 200 ms assert + 200 ms settle, as libvirt waits
+            (_, ResetMethod::Pm) => 20, // 10 ms into D3hot and 10 ms back (PCI PM 1.2 recovery time)
             _ => 100,
         };
         d.dev.apply_reset();
         self.advance(ms * MS * slow);
         self.log(node, EventKind::Reset { bdf, method });
         Ok(())
+    }
+
+    /// Functions on the same bus as `bdf` that a bus reset would disturb: lent out (the fabric maps them)
+    /// or in use by local users.
+    pub fn busy_siblings(&self, node: NodeId, bdf: Bdf) -> Vec<Bdf> {
+        let Some(host) = self.hosts.get(&node) else {
+            return Vec::new();
+        };
+        host.devices
+            .iter()
+            .filter(|(b, d)| {
+                **b != bdf
+                    && b.domain() == bdf.domain()
+                    && b.bus() == bdf.bus()
+                    && d.present
+                    && d.remote.is_none()
+            })
+            .filter(|(b, d)| {
+                d.users > 0
+                    || self
+                        .fabric
+                        .mappings()
+                        .any(|m| m.kind.fdid().node == node && m.kind.fdid().bdf == **b)
+            })
+            .map(|(b, _)| *b)
+            .collect()
     }
 
     /// Removes a function from its host's tree (idempotent).

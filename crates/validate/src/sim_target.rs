@@ -29,6 +29,9 @@ pub enum Breakage {
     ResetSkipped,
     /// The return never binds the lender's own driver again.
     SkipRestore,
+    /// The lender's reset always uses a secondary bus reset, whatever else the device offers and whoever
+    /// else sits on the bus.
+    PrefersBusReset,
 }
 
 /// Why the lab could not be set up.
@@ -73,6 +76,9 @@ impl Executor for Steps<'_> {
                 Ok(())
             }
             (Breakage::ResetSkipped, Step::LenderReset | Step::LenderResetEscalated) => Ok(()),
+            (Breakage::PrefersBusReset, Step::LenderReset | Step::LenderResetEscalated) => sim
+                .reset(NodeId(ctx.lender), ctx.bdf, pcipool_pcie::ResetMethod::Bus)
+                .map_err(|e| e.to_string()),
             _ => sim.run(step, ctx),
         }
     }
@@ -303,6 +309,112 @@ impl Target for SimTarget {
                 action: r.action,
                 target: r.target,
                 result: r.result,
+            })
+            .collect()
+    }
+
+    fn drain(&self, fdid: Fdid) -> Result<(), String> {
+        self.controller
+            .operate(
+                fdid,
+                &pcipool_pool::Event::Drain { to_local: false },
+                "validate",
+                self.tick(),
+            )
+            .map(|_| ())
+            .map_err(|e| err(&e))
+    }
+
+    fn undrain(&self, fdid: Fdid) -> Result<(), String> {
+        self.controller
+            .operate(fdid, &pcipool_pool::Event::Undrain, "validate", self.tick())
+            .map(|_| ())
+            .map_err(|e| err(&e))
+    }
+
+    fn reset_methods(&self, fdid: Fdid) -> Vec<pcipool_pcie::ResetMethod> {
+        use pcipool_backend::Inventory as _;
+        let f = self.function(fdid);
+        let sim = self.sim();
+        let view = pcipool_sim::HostView {
+            sim: &sim,
+            node: f.node,
+        };
+        view.inventory()
+            .ok()
+            .and_then(|inv| inv.devices.into_iter().find(|d| d.bdf == f.bdf))
+            .map(|d| d.reset_methods)
+            .unwrap_or_default()
+    }
+
+    fn reset(&self, fdid: Fdid, method: pcipool_pcie::ResetMethod) -> Result<u64, String> {
+        let f = self.function(fdid);
+        let mut sim = self.sim();
+        let started = sim.now();
+        sim.reset(f.node, f.bdf, method)
+            .map_err(|e| e.to_string())?;
+        Ok(sim.now().saturating_sub(started) / 1000)
+    }
+
+    fn ids_readable(&self, fdid: Fdid) -> bool {
+        let f = self.function(fdid);
+        let mut ids = [0u8; 4];
+        self.sim().read_config(f.node, f.bdf, 0, &mut ids).is_ok() && ids[..2] != [0xff, 0xff]
+    }
+
+    fn bar_restorable(&self, fdid: Fdid) -> Option<bool> {
+        let f = self.function(fdid);
+        let size = self
+            .infos
+            .get(&fdid)?
+            .bars
+            .iter()
+            .find(|(i, _)| *i == 0)
+            .map(|(_, s)| *s)?;
+        // An address aligned to the BAR's size, in the 32-bit window, as firmware would assign.
+        let addr = u32::try_from(0xe000_0000_u64 & !(size.saturating_sub(1))).ok()?;
+        let mut sim = self.sim();
+        sim.write_config(f.node, f.bdf, 0x10, &addr.to_le_bytes())
+            .ok()?;
+        let mut back = [0u8; 4];
+        sim.read_config(f.node, f.bdf, 0x10, &mut back).ok()?;
+        let _ = sim.write_config(f.node, f.bdf, 0x10, &[0; 4]);
+        Some(u32::from_le_bytes(back) & !0xf == addr & !0xf)
+    }
+
+    fn siblings(&self, fdid: Fdid) -> Vec<Fdid> {
+        self.infos
+            .keys()
+            .filter(|o| {
+                o.node == fdid.node
+                    && o.vf.is_none()
+                    && **o != fdid
+                    && o.bdf.domain() == fdid.bdf.domain()
+                    && o.bdf.bus() == fdid.bdf.bus()
+            })
+            .copied()
+            .collect()
+    }
+
+    fn event_mark(&self) -> usize {
+        self.sim().events().len()
+    }
+
+    fn bus_resets_since(&self, mark: usize) -> Vec<Fdid> {
+        self.sim()
+            .events()
+            .iter()
+            .skip(mark)
+            .filter_map(|e| match &e.kind {
+                EventKind::Reset {
+                    bdf,
+                    method: pcipool_pcie::ResetMethod::Bus,
+                } => Some(Fdid {
+                    node: e.node,
+                    bdf: *bdf,
+                    vf: None,
+                }),
+                _ => None,
             })
             .collect()
     }

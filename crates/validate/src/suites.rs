@@ -35,7 +35,7 @@ pub struct Progress {
 }
 
 /// The suites built so far (the others are refused by name until they are).
-pub const BUILT: [Suite; 2] = [Suite::Cycles, Suite::Isolation];
+pub const BUILT: [Suite; 3] = [Suite::Cycles, Suite::Reset, Suite::Isolation];
 
 const TENANT: &str = "validate";
 
@@ -367,6 +367,113 @@ pub fn isolation(
         blocked(&mut r, "the device's DMA is refused after release", &|| {
             t.device_dma(fdid, dma).is_some()
         });
+        r.step();
+    }
+    r.checks
+}
+
+/// `reset`: every reset method the lender's kernel offers for each device, on the device taken out of
+/// the pool: each is timed, and afterwards the device answers with its ids, takes a BAR address back
+/// and is at its post-reset baseline. Then, for a device that has siblings on its bus, a sibling is lent
+/// and the device cycled: its reset must not have been a bus reset while the sibling was busy.
+pub fn reset(
+    t: &dyn Target,
+    o: &Options,
+    progress: &mut dyn FnMut(&Progress),
+    failed: usize,
+) -> Vec<Check> {
+    let plan: Vec<Fdid> = plan(t, o)
+        .into_iter()
+        .filter(|(f, models)| f.vf.is_none() && models.contains(&AccessModel::Lend))
+        .map(|(f, _)| f)
+        .collect();
+    let mut r = Recorder {
+        suite: Suite::Reset,
+        checks: Vec::new(),
+        progress,
+        done: 0,
+        total: plan.len() as u64,
+        failed_before: failed,
+    };
+    for fdid in plan {
+        let name = fdid.to_string();
+        if let Err(e) = t.drain(fdid) {
+            r.check("taken out of the pool", &name, false, vec![e], 0);
+            r.step();
+            continue;
+        }
+        let methods = t.reset_methods(fdid);
+        if methods.is_empty() {
+            r.check(
+                "offers a reset method",
+                &name,
+                false,
+                vec!["the kernel offers none: the device cannot be returned safely".into()],
+                0,
+            );
+        }
+        for method in methods {
+            let what = format!("{method} reset");
+            match t.reset(fdid, method) {
+                Ok(us) => {
+                    r.check(&what, &name, true, Vec::new(), us);
+                    r.check(
+                        &format!("ids readable after {method} reset"),
+                        &name,
+                        t.ids_readable(fdid),
+                        vec!["config reads return all ones".into()],
+                        0,
+                    );
+                    let bar = t.bar_restorable(fdid);
+                    r.check(
+                        &format!("BAR restorable after {method} reset"),
+                        &name,
+                        bar != Some(false),
+                        vec!["BAR 0 does not keep the address written to it".into()],
+                        0,
+                    );
+                    let baseline = t.at_baseline(fdid);
+                    r.check(
+                        &format!("at baseline after {method} reset"),
+                        &name,
+                        baseline == Some(true),
+                        vec![format!("at baseline: {baseline:?}")],
+                        0,
+                    );
+                }
+                Err(e) => {
+                    r.check(&what, &name, false, vec![e], 0);
+                }
+            }
+        }
+        if let Err(e) = t.undrain(fdid) {
+            r.check("back in the pool", &name, false, vec![e], 0);
+        }
+        // A bus reset resets the whole bus: with a sibling lent, the device's own reset must not be one.
+        let siblings = t.siblings(fdid);
+        if let Some(sibling) = siblings.first().copied() {
+            let borrower = t.borrowers(sibling).first().copied();
+            let sibling_held =
+                borrower.and_then(|b| t.borrow(TENANT, sibling, AccessModel::Lend, b).ok());
+            if let Some(sibling_held) = sibling_held {
+                let mark = t.event_mark();
+                let cycled = t.borrowers(fdid).last().copied().map(|b| {
+                    t.borrow(TENANT, fdid, AccessModel::Lend, b)
+                        .and_then(|h| t.release(Some(TENANT), h.lease))
+                });
+                let bus_reset = t.bus_resets_since(mark).contains(&fdid);
+                r.check(
+                    "no bus reset while a sibling is lent",
+                    &name,
+                    !bus_reset,
+                    vec![format!(
+                        "{fdid} was bus-reset while its sibling {sibling} was lent (cycle: {cycled:?})"
+                    )],
+                    0,
+                );
+                let _ = t.release(Some(TENANT), sibling_held.lease);
+            }
+        }
         r.step();
     }
     r.checks

@@ -94,4 +94,31 @@ pub trait Target {
     fn audit_after(&self, seq: u64) -> Vec<Audited>;
     /// The last audit sequence number.
     fn audit_head(&self) -> u64;
+    /// Takes a device out of the pool (so no lease is granted while a suite works on it).
+    ///
+    /// # Errors
+    /// The controller's refusal.
+    fn drain(&self, fdid: Fdid) -> Result<(), String>;
+    /// Puts a drained device back.
+    ///
+    /// # Errors
+    /// The controller's refusal.
+    fn undrain(&self, fdid: Fdid) -> Result<(), String>;
+    /// The reset methods the lender's kernel offers for the device, in its order.
+    fn reset_methods(&self, fdid: Fdid) -> Vec<pcipool_pcie::ResetMethod>;
+    /// Resets an idle device with `method`; returns how long it took (microseconds, the hardware's clock).
+    ///
+    /// # Errors
+    /// The device's error.
+    fn reset(&self, fdid: Fdid, method: pcipool_pcie::ResetMethod) -> Result<u64, String>;
+    /// The device answers config reads with its ids (not all ones).
+    fn ids_readable(&self, fdid: Fdid) -> bool;
+    /// BAR 0 takes an address and reads it back (then is cleared again). None: no memory BAR 0.
+    fn bar_restorable(&self, fdid: Fdid) -> Option<bool>;
+    /// Pooled devices on the same bus (what a bus reset would also reset).
+    fn siblings(&self, fdid: Fdid) -> Vec<Fdid>;
+    /// A mark in the hardware's event log.
+    fn event_mark(&self) -> usize;
+    /// Devices that got a bus reset since `mark`.
+    fn bus_resets_since(&self, mark: usize) -> Vec<Fdid>;
 }

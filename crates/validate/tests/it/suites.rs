@@ -5,9 +5,40 @@ use pcipool_validate::{Options, Report, RunInfo, Suite};
 
 const LAB: &str = include_str!("../../../../fabrics/lab-4.toml");
 
+/// A lender with two NVMe functions on one bus (siblings: a bus reset resets both).
+const SIBLINGS: &str = r#"
+[[switch]]
+name = "sw"
+
+[[host]]
+name = "lender"
+node = 1
+adapters = ["dolphin-pxh830-32g"]
+links = ["switch:sw"]
+
+[[host.device]]
+bdf = "0000:03:00.0"
+preset = "nvme"
+
+[[host.device]]
+bdf = "0000:03:00.1"
+preset = "nvme"
+
+[[host]]
+name = "borrower-{i}"
+node = 2
+count = 2
+adapters = ["dolphin-pxh830-32g"]
+links = ["switch:sw"]
+"#;
+
 fn run(breakage: Breakage, suites: &[Suite], cycles: u32) -> Report {
+    run_on(LAB, breakage, suites, cycles)
+}
+
+fn run_on(fabric: &str, breakage: Breakage, suites: &[Suite], cycles: u32) -> Report {
     let dir = tempfile::tempdir().expect("tempdir");
-    let desc = FabricDesc::parse(LAB).expect("lab");
+    let desc = FabricDesc::parse(fabric).expect("fabric");
     let target =
         SimTarget::new(&desc, 7, Policy::default(), dir.path(), breakage).expect("lab builds");
     let options = Options {
@@ -41,8 +72,12 @@ fn failed_checks(report: &Report) -> Vec<String> {
 }
 
 #[test]
-fn cycles_and_isolation_pass_on_a_sound_lab() {
-    let report = run(Breakage::None, &[Suite::Cycles, Suite::Isolation], 2);
+fn cycles_reset_and_isolation_pass_on_a_sound_lab() {
+    let report = run(
+        Breakage::None,
+        &[Suite::Cycles, Suite::Reset, Suite::Isolation],
+        2,
+    );
     assert!(report.passed(), "{}", report.summary_table());
     // Every lendable device of the lab was cycled under each of its models, and isolation ran per device.
     let cycled = report
@@ -97,5 +132,27 @@ fn isolation_catches_an_unmap_that_is_skipped() {
             && failed.contains(&"the device's DMA is refused after release".to_owned()),
         "{}",
         report.summary_table()
+    );
+}
+
+#[test]
+fn reset_passes_with_siblings_and_catches_a_bus_reset_under_a_lent_sibling() {
+    let sound = run_on(SIBLINGS, Breakage::None, &[Suite::Reset], 1);
+    let broken = run_on(SIBLINGS, Breakage::PrefersBusReset, &[Suite::Reset], 1);
+    let sibling_checks = sound
+        .checks
+        .iter()
+        .filter(|c| c.name == "no bus reset while a sibling is lent")
+        .count();
+    assert_eq!(
+        (sound.passed(), sibling_checks, failed_checks(&broken)),
+        (
+            true,
+            2,
+            vec!["no bus reset while a sibling is lent".to_owned()]
+        ),
+        "{}\n{}",
+        sound.summary_table(),
+        broken.summary_table()
     );
 }
