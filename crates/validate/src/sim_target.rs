@@ -15,7 +15,7 @@ use pcipool_qualify::AccessModel;
 use pcipool_sim::{EventKind, FabricDesc, Sim};
 use pcipool_store::{SqliteStore, Store};
 
-use crate::target::{Audited, Free, Held, PoolDevice, Target};
+use crate::target::{Audited, Fault, Free, Held, PoolDevice, Target};
 
 /// One way the backend can be broken on purpose.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -29,6 +29,8 @@ pub enum Breakage {
     ResetSkipped,
     /// The return never binds the lender's own driver again.
     SkipRestore,
+    /// A restarted controller does not resume the workflows its predecessor left unfinished.
+    NoResume,
     /// The lender's reset always uses a secondary bus reset, whatever else the device offers and whoever
     /// else sits on the bus.
     PrefersBusReset,
@@ -51,12 +53,18 @@ pub enum SetupError {
 /// The simulated lab under test.
 #[derive(Debug)]
 pub struct SimTarget {
-    controller: Controller<SqliteStore>,
+    /// The controller; taken out and rebuilt over the same store by a simulated controller restart.
+    controller: Mutex<Option<Controller<SqliteStore>>>,
+    data_dir: std::path::PathBuf,
+    policy: Policy,
+    topology: pcipool_fabric::Topology,
     sim: Mutex<Sim>,
     breakage: Breakage,
     /// Device descriptions, for the function address a VF's steps act on.
     infos: BTreeMap<Fdid, DeviceInfo>,
     now: std::sync::atomic::AtomicU64,
+    /// Hosts the controller has been told are lost (the agents' heartbeats, modelled by host liveness).
+    lost: Mutex<BTreeSet<NodeId>>,
 }
 
 /// The executor over the shared simulator, broken as asked.
@@ -99,19 +107,32 @@ impl SimTarget {
     ) -> Result<Self, SetupError> {
         let sim = Sim::new(desc, seed).map_err(|e| SetupError::Sim(e.to_string()))?;
         let store = SqliteStore::open(&data_dir.join("pool.db"))?;
-        let controller = Controller::new(store, policy, desc.topology.clone());
+        let controller = Controller::new(store, policy.clone(), desc.topology.clone());
         let mut infos = BTreeMap::new();
         for (info, reasons) in pcipool_lab::qualified_devices(&sim, None) {
             infos.insert(info.fdid, info.clone());
             controller.register(info, reasons, 0)?;
         }
         Ok(Self {
-            controller,
+            controller: Mutex::new(Some(controller)),
+            data_dir: data_dir.to_path_buf(),
+            policy,
+            topology: desc.topology.clone(),
             sim: Mutex::new(sim),
             breakage,
             infos,
             now: std::sync::atomic::AtomicU64::new(1),
+            lost: Mutex::new(BTreeSet::new()),
         })
+    }
+
+    /// Runs `f` with the controller (None only while a restart is rebuilding it).
+    fn ctl<T>(&self, f: impl FnOnce(&Controller<SqliteStore>) -> T) -> Option<T> {
+        let guard = self
+            .controller
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        guard.as_ref().map(f)
     }
 
     fn sim(&self) -> std::sync::MutexGuard<'_, Sim> {
@@ -147,15 +168,31 @@ impl SimTarget {
     }
 }
 
+/// An executor that dies (panics) just before one step, as a killed controller process would.
+struct DiesBefore<'a> {
+    inner: Steps<'a>,
+    step: Step,
+}
+
+impl Executor for DiesBefore<'_> {
+    fn run(&mut self, step: Step, ctx: &StepContext) -> Result<(), String> {
+        if step == self.step {
+            std::panic::panic_any(KilledController);
+        }
+        self.inner.run(step, ctx)
+    }
+}
+
+/// The panic payload of a simulated controller kill.
+struct KilledController;
+
 fn err(e: &ControlError) -> String {
     format!("{}: {e}", e.code())
 }
 
 impl Target for SimTarget {
     fn devices(&self) -> Vec<PoolDevice> {
-        self.controller
-            .store()
-            .devices()
+        self.ctl(|c| c.store().devices().unwrap_or_default())
             .unwrap_or_default()
             .into_iter()
             .map(|d| PoolDevice {
@@ -174,12 +211,13 @@ impl Target for SimTarget {
             .collect()
     }
 
-    fn borrow(
+    fn borrow_for(
         &self,
         tenant: &str,
         fdid: Fdid,
         model: AccessModel,
         borrower: NodeId,
+        duration: Option<u64>,
     ) -> Result<Held, String> {
         let request = Request {
             selector: Selector {
@@ -192,16 +230,10 @@ impl Target for SimTarget {
             max_sharers: None,
             request_id: None,
         };
+        let now = self.tick();
         let granted = self
-            .controller
-            .borrow(
-                &mut self.steps(),
-                tenant,
-                tenant,
-                request,
-                None,
-                self.tick(),
-            )
+            .ctl(|c| c.borrow(&mut self.steps(), tenant, tenant, request, duration, now))
+            .ok_or_else(|| "controller down".to_owned())?
             .map_err(|e| err(&e))?;
         granted
             .first()
@@ -214,22 +246,22 @@ impl Target for SimTarget {
     }
 
     fn release(&self, tenant: Option<&str>, lease: LeaseId) -> Result<(), String> {
-        self.controller
-            .release(
+        let now = self.tick();
+        self.ctl(|c| {
+            c.release(
                 &mut self.steps(),
                 tenant.unwrap_or("operator"),
                 tenant,
                 lease,
-                self.tick(),
+                now,
             )
-            .map_err(|e| err(&e))
+        })
+        .ok_or_else(|| "controller down".to_owned())?
+        .map_err(|e| err(&e))
     }
 
     fn state(&self, fdid: Fdid) -> Option<String> {
-        self.controller
-            .store()
-            .device(fdid)
-            .ok()
+        self.ctl(|c| c.store().device(fdid).ok().flatten())
             .flatten()
             .map(|d| d.value.state.name().to_owned())
     }
@@ -298,38 +330,46 @@ impl Target for SimTarget {
     }
 
     fn audit_after(&self, seq: u64) -> Vec<Audited> {
-        self.controller
-            .store()
-            .audit_records(seq + 1, 100_000)
-            .unwrap_or_default()
-            .into_iter()
-            .map(|r| Audited {
-                seq: r.seq,
-                actor: r.actor,
-                action: r.action,
-                target: r.target,
-                result: r.result,
-            })
-            .collect()
+        self.ctl(|c| {
+            c.store()
+                .audit_records(seq + 1, 100_000)
+                .unwrap_or_default()
+        })
+        .unwrap_or_default()
+        .into_iter()
+        .map(|r| Audited {
+            seq: r.seq,
+            actor: r.actor,
+            action: r.action,
+            target: r.target,
+            result: r.result,
+        })
+        .collect()
     }
 
     fn drain(&self, fdid: Fdid) -> Result<(), String> {
-        self.controller
-            .operate(
+        let now = self.tick();
+        self.ctl(|c| {
+            c.operate(
                 fdid,
                 &pcipool_pool::Event::Drain { to_local: false },
                 "validate",
-                self.tick(),
+                now,
             )
             .map(|_| ())
             .map_err(|e| err(&e))
+        })
+        .unwrap_or_else(|| Err("controller down".to_owned()))
     }
 
     fn undrain(&self, fdid: Fdid) -> Result<(), String> {
-        self.controller
-            .operate(fdid, &pcipool_pool::Event::Undrain, "validate", self.tick())
-            .map(|_| ())
-            .map_err(|e| err(&e))
+        let now = self.tick();
+        self.ctl(|c| {
+            c.operate(fdid, &pcipool_pool::Event::Undrain, "validate", now)
+                .map(|_| ())
+                .map_err(|e| err(&e))
+        })
+        .unwrap_or_else(|| Err("controller down".to_owned()))
     }
 
     fn reset_methods(&self, fdid: Fdid) -> Vec<pcipool_pcie::ResetMethod> {
@@ -419,11 +459,126 @@ impl Target for SimTarget {
             .collect()
     }
 
+    fn inject(&self, fault: Fault) {
+        let mut sim = self.sim();
+        let adapter = |node: NodeId| pcipool_fabric::AdapterId { node, index: 0 };
+        match fault {
+            Fault::HostCrash(node) => sim.crash(node),
+            Fault::HostBack(node) => sim.reboot(node),
+            Fault::LinkDown(node) => sim.link_down(adapter(node)),
+            Fault::LinkUp(node) => sim.link_up(adapter(node)),
+            Fault::DeviceHang(fdid) => {
+                let f = self.function(fdid);
+                sim.hang(f.node, f.bdf);
+            }
+            Fault::ResetFails(fdid) => {
+                let f = self.function(fdid);
+                sim.fail_next_reset(f.node, f.bdf);
+            }
+        }
+    }
+
+    fn advance(&self, ms: u64) {
+        let now = self
+            .now
+            .fetch_add(ms, std::sync::atomic::Ordering::Relaxed)
+            .saturating_add(ms);
+        let hosts: Vec<(NodeId, bool)> = self.sim().hosts().map(|h| (h.node, h.up)).collect();
+        let mut lost = self
+            .lost
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (node, up) in hosts {
+            if !up && lost.insert(node) {
+                let _ = self.ctl(|c| c.lender_lost(node, now));
+            } else if up && lost.remove(&node) {
+                let _ = self.ctl(|c| c.lender_back(&mut self.steps(), node, now));
+            }
+        }
+        drop(lost);
+        let _ = self.ctl(|c| c.tick(&mut self.steps(), now));
+    }
+
+    fn kill_controller_during_lend(
+        &self,
+        fdid: Fdid,
+        borrower: NodeId,
+        step: Step,
+    ) -> Result<(), String> {
+        let request = Request {
+            selector: Selector {
+                fdid: Some(fdid),
+                ..Selector::default()
+            },
+            count: 1,
+            model: AccessModel::Lend,
+            borrower,
+            max_sharers: None,
+            request_id: None,
+        };
+        let now = self.tick();
+        // The kill: the controller stops dead inside the workflow (no cleanup runs). Keep the default
+        // panic message out of the operator's terminal.
+        let hook = std::panic::take_hook();
+        std::panic::set_hook(Box::new(|_| {}));
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let mut dying = DiesBefore {
+                inner: self.steps(),
+                step,
+            };
+            self.ctl(|c| c.borrow(&mut dying, "validate", "validate", request, None, now))
+        }));
+        std::panic::set_hook(hook);
+        let killed = matches!(&outcome, Err(p) if p.is::<KilledController>());
+        if !killed {
+            return Err(format!("the lend did not reach {step:?}"));
+        }
+        // A new controller process over the same store: the old one's file lock goes with it.
+        let mut slot = self
+            .controller
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        drop(slot.take());
+        let store = SqliteStore::open(&self.data_dir.join("pool.db")).map_err(|e| e.to_string())?;
+        let controller = Controller::new(store, self.policy.clone(), self.topology.clone());
+        if self.breakage != Breakage::NoResume {
+            controller
+                .resume(&mut self.steps(), self.tick())
+                .map_err(|e| err(&e))?;
+        }
+        *slot = Some(controller);
+        Ok(())
+    }
+
+    fn clear_quarantine(&self, fdid: Fdid) -> Result<(), String> {
+        let now = self.tick();
+        self.ctl(|c| {
+            c.operate(fdid, &pcipool_pool::Event::ClearQuarantine, "validate", now)
+                .map(|_| ())
+                .map_err(|e| err(&e))
+        })
+        .unwrap_or_else(|| Err("controller down".to_owned()))
+    }
+
+    fn leases_of(&self, fdid: Fdid) -> Vec<LeaseId> {
+        self.ctl(|c| c.store().device(fdid).ok().flatten())
+            .flatten()
+            .map(|d| d.value.state.leases().iter().map(|l| l.id).collect())
+            .unwrap_or_default()
+    }
+
+    fn audit_intact(&self) -> bool {
+        self.ctl(|c| {
+            c.store()
+                .all_audit()
+                .map(|a| pcipool_pool::AuditChain::verify(&a).is_ok())
+                .unwrap_or(false)
+        })
+        .unwrap_or(false)
+    }
+
     fn audit_head(&self) -> u64 {
-        self.controller
-            .store()
-            .last_audit()
-            .ok()
+        self.ctl(|c| c.store().last_audit().ok().flatten())
             .flatten()
             .map_or(0, |r| r.seq)
     }

@@ -35,7 +35,12 @@ pub struct Progress {
 }
 
 /// The suites built so far (the others are refused by name until they are).
-pub const BUILT: [Suite; 3] = [Suite::Cycles, Suite::Reset, Suite::Isolation];
+pub const BUILT: [Suite; 4] = [
+    Suite::Cycles,
+    Suite::Reset,
+    Suite::Isolation,
+    Suite::Recovery,
+];
 
 const TENANT: &str = "validate";
 
@@ -476,5 +481,247 @@ pub fn reset(
         }
         r.step();
     }
+    r.checks
+}
+
+/// The outcome of one recovery scenario on a device: no lease left, no mapping left for it, the device
+/// in one of the states that count as a correct end.
+fn settled(
+    r: &mut Recorder<'_>,
+    t: &dyn Target,
+    scenario: &str,
+    fdid: Fdid,
+    lease: Option<pcipool_fabric::LeaseId>,
+    allowed: &[&str],
+    micros: u64,
+) {
+    let name = fdid.to_string();
+    let state = t.state(fdid).unwrap_or_default();
+    r.check(
+        &format!("{scenario}: device ends {}", allowed.join(" or ")),
+        &name,
+        allowed.contains(&state.as_str()),
+        vec![format!("state {state}")],
+        micros,
+    );
+    let leases = t.leases_of(fdid);
+    r.check(
+        &format!("{scenario}: no lease left"),
+        &name,
+        leases.is_empty(),
+        vec![format!("leases {leases:?}")],
+        0,
+    );
+    if let Some(lease) = lease {
+        let mapped = t.mapped_leases().contains(&lease.0);
+        r.check(
+            &format!("{scenario}: no mapping left"),
+            &name,
+            !mapped,
+            vec![format!("{lease} still mapped on the fabric")],
+            0,
+        );
+    }
+    if state == "quarantined" {
+        let _ = t.clear_quarantine(fdid);
+    }
+}
+
+/// `recovery`: injected faults, each of which must end in a correct state within the lease deadline
+/// with nothing lost: a borrower crash and a borrower link down (the lease expires, the lender fences and
+/// takes the device back), a lender crash (the device is `lost`, and returns fenced when the lender is
+/// back), a device hang and a failed reset during a return (the return escalates or quarantines), and a
+/// controller killed in the middle of a lend (the next controller finishes it from the journal).
+pub fn recovery(
+    t: &dyn Target,
+    o: &Options,
+    progress: &mut dyn FnMut(&Progress),
+    failed: usize,
+) -> Vec<Check> {
+    use crate::target::Fault;
+    const LEASE_SECS: u64 = 2;
+    let device = plan(t, o)
+        .into_iter()
+        .find(|(f, models)| f.vf.is_none() && models.contains(&AccessModel::Lend))
+        .map(|(f, _)| f);
+    let mut r = Recorder {
+        suite: Suite::Recovery,
+        checks: Vec::new(),
+        progress,
+        done: 0,
+        total: 6,
+        failed_before: failed,
+    };
+    let Some(fdid) = device else {
+        r.check("a lendable device", "pool", false, vec!["none".into()], 0);
+        return r.checks;
+    };
+    let name = fdid.to_string();
+    let Some(borrower) = t.borrowers(fdid).first().copied() else {
+        r.check("a borrower", &name, false, vec!["no other host".into()], 0);
+        return r.checks;
+    };
+    let lend = |r: &mut Recorder<'_>, scenario: &str| match t.borrow_for(
+        TENANT,
+        fdid,
+        AccessModel::Lend,
+        borrower,
+        Some(LEASE_SECS),
+    ) {
+        Ok(h) => Some(h.lease),
+        Err(e) => {
+            r.check(&format!("{scenario}: lend"), &name, false, vec![e], 0);
+            None
+        }
+    };
+    let expire = LEASE_SECS * 1000 + 500;
+
+    // Borrower crash: its lease runs out, the lender fences (unmaps first) and resets.
+    if let Some(lease) = lend(&mut r, "borrower crash") {
+        t.inject(Fault::HostCrash(borrower));
+        t.advance(expire);
+        settled(
+            &mut r,
+            t,
+            "borrower crash",
+            fdid,
+            Some(lease),
+            &["available"],
+            0,
+        );
+        t.inject(Fault::HostBack(borrower));
+        t.advance(1);
+    }
+    r.step();
+
+    // Borrower link down: same deadline, same end.
+    if let Some(lease) = lend(&mut r, "link down") {
+        t.inject(Fault::LinkDown(borrower));
+        t.advance(expire);
+        settled(&mut r, t, "link down", fdid, Some(lease), &["available"], 0);
+        t.inject(Fault::LinkUp(borrower));
+        t.advance(1);
+    }
+    r.step();
+
+    // Lender crash: the device is lost while the lender is away, then fenced and returned.
+    if let Some(lease) = lend(&mut r, "lender crash") {
+        t.inject(Fault::HostCrash(fdid.node));
+        t.advance(1);
+        let state = t.state(fdid).unwrap_or_default();
+        r.check(
+            "lender crash: device marked lost",
+            &name,
+            state == "lost",
+            vec![format!("state {state}")],
+            0,
+        );
+        t.inject(Fault::HostBack(fdid.node));
+        t.advance(1);
+        settled(
+            &mut r,
+            t,
+            "lender crash",
+            fdid,
+            Some(lease),
+            &["available"],
+            0,
+        );
+    }
+    r.step();
+
+    // Device hang while lent: the release resets it back to life or quarantines it.
+    if let Some(lease) = lend(&mut r, "device hang") {
+        t.inject(Fault::DeviceHang(fdid));
+        let released = t.release(Some(TENANT), lease);
+        r.check(
+            "device hang: release answered",
+            &name,
+            released.is_ok(),
+            vec![format!("{released:?}")],
+            0,
+        );
+        settled(
+            &mut r,
+            t,
+            "device hang",
+            fdid,
+            Some(lease),
+            &["available", "quarantined"],
+            0,
+        );
+    }
+    r.step();
+
+    // A reset that fails during the return: escalated once, then the device is back (or quarantined).
+    if let Some(lease) = lend(&mut r, "reset failure") {
+        let head = t.audit_head();
+        t.inject(Fault::ResetFails(fdid));
+        let _ = t.release(Some(TENANT), lease);
+        let escalated = t
+            .audit_after(head)
+            .iter()
+            .any(|a| a.action == "return_failed");
+        r.check(
+            "reset failure: the return escalated",
+            &name,
+            escalated,
+            audit_evidence(t, head, &name),
+            0,
+        );
+        settled(
+            &mut r,
+            t,
+            "reset failure",
+            fdid,
+            Some(lease),
+            &["available", "quarantined"],
+            0,
+        );
+    }
+    r.step();
+
+    // The controller is killed just before the borrower hot-adds the device: the next one finishes the
+    // lend from its journal; the lease is then released normally.
+    match t.kill_controller_during_lend(fdid, borrower, pcipool_backend::Step::BorrowerHotAdd) {
+        Ok(()) => {
+            let leases = t.leases_of(fdid);
+            let state = t.state(fdid).unwrap_or_default();
+            let mapped = leases
+                .first()
+                .is_some_and(|l| t.mapped_leases().contains(&l.0));
+            r.check(
+                "controller killed mid-lend: the next controller finished the lend",
+                &name,
+                state == "lent" && leases.len() == 1 && mapped,
+                vec![format!("state {state}, leases {leases:?}, mapped {mapped}")],
+                0,
+            );
+            let lease = leases.first().copied();
+            if let Some(l) = lease {
+                let _ = t.release(Some(TENANT), l);
+            }
+            settled(
+                &mut r,
+                t,
+                "controller killed mid-lend",
+                fdid,
+                lease,
+                &["available"],
+                0,
+            );
+        }
+        Err(e) => {
+            r.check("controller killed mid-lend", &name, false, vec![e], 0);
+        }
+    }
+    r.step();
+    r.check(
+        "audit chain intact after every fault",
+        "pool",
+        t.audit_intact(),
+        vec!["the audit hash chain does not verify".into()],
+        0,
+    );
     r.checks
 }

@@ -45,6 +45,23 @@ pub struct Audited {
     pub result: String,
 }
 
+/// A fault the recovery suite injects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// The host crashes (its agent stops answering).
+    HostCrash(NodeId),
+    /// The host comes back.
+    HostBack(NodeId),
+    /// The host's fabric link goes down.
+    LinkDown(NodeId),
+    /// The host's fabric link comes back.
+    LinkUp(NodeId),
+    /// The device stops answering.
+    DeviceHang(Fdid),
+    /// The device's next reset fails.
+    ResetFails(Fdid),
+}
+
 /// Free resources of one adapter: (direct windows, LUT entries, aperture bytes).
 pub type Free = (u64, u64, u64);
 
@@ -54,6 +71,18 @@ pub trait Target {
     fn devices(&self) -> Vec<PoolDevice>;
     /// Hosts that can borrow `fdid` (every host but its lender).
     fn borrowers(&self, fdid: Fdid) -> Vec<NodeId>;
+    /// Borrows one named device for `duration` seconds (None: the policy's longest).
+    ///
+    /// # Errors
+    /// The API's error code and message.
+    fn borrow_for(
+        &self,
+        tenant: &str,
+        fdid: Fdid,
+        model: AccessModel,
+        borrower: NodeId,
+        duration: Option<u64>,
+    ) -> Result<Held, String>;
     /// Borrows one named device.
     ///
     /// # Errors
@@ -64,7 +93,9 @@ pub trait Target {
         fdid: Fdid,
         model: AccessModel,
         borrower: NodeId,
-    ) -> Result<Held, String>;
+    ) -> Result<Held, String> {
+        self.borrow_for(tenant, fdid, model, borrower, None)
+    }
     /// Releases a lease (`tenant` None = as an operator).
     ///
     /// # Errors
@@ -121,4 +152,29 @@ pub trait Target {
     fn event_mark(&self) -> usize;
     /// Devices that got a bus reset since `mark`.
     fn bus_resets_since(&self, mark: usize) -> Vec<Fdid>;
+    /// Injects a fault.
+    fn inject(&self, fault: Fault);
+    /// Moves the controller's clock on by `ms` and lets it act on what is due: expired leases, hosts
+    /// that stopped or started answering.
+    fn advance(&self, ms: u64);
+    /// Kills the controller in the middle of lending `fdid` to `borrower` (just before `step`), then starts
+    /// a new one over the same store, which resumes unfinished workflows.
+    ///
+    /// # Errors
+    /// When the new controller cannot start or resume.
+    fn kill_controller_during_lend(
+        &self,
+        fdid: Fdid,
+        borrower: NodeId,
+        step: pcipool_backend::Step,
+    ) -> Result<(), String>;
+    /// Clears a device's quarantine (as an operator would after fixing the cause).
+    ///
+    /// # Errors
+    /// The controller's refusal.
+    fn clear_quarantine(&self, fdid: Fdid) -> Result<(), String>;
+    /// The active leases on a device.
+    fn leases_of(&self, fdid: Fdid) -> Vec<LeaseId>;
+    /// The audit hash chain verifies.
+    fn audit_intact(&self) -> bool;
 }

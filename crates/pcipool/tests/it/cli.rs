@@ -282,7 +282,7 @@ fn validate_runs_the_built_suites_and_writes_a_json_report() {
         serde_json::from_str(&std::fs::read_to_string(&report).expect("report written"))
             .expect("json");
     let bogus = crate::support::pcipool(&["validate", "--suite", "bogus"]);
-    let unbuilt = crate::support::pcipool(&["validate", "--suite", "recovery"]);
+    let unbuilt = crate::support::pcipool(&["validate", "--suite", "load"]);
     assert_eq!(
         (
             out.status.code(),
@@ -292,6 +292,6 @@ fn validate_runs_the_built_suites_and_writes_a_json_report() {
             bogus.status.code(),
             unbuilt.status.code(),
         ),
-        (Some(0), Some(42), Some(3), true, Some(2), Some(2))
+        (Some(0), Some(42), Some(4), true, Some(2), Some(2))
     );
 }

@@ -75,7 +75,12 @@ fn failed_checks(report: &Report) -> Vec<String> {
 fn cycles_reset_and_isolation_pass_on_a_sound_lab() {
     let report = run(
         Breakage::None,
-        &[Suite::Cycles, Suite::Reset, Suite::Isolation],
+        &[
+            Suite::Cycles,
+            Suite::Reset,
+            Suite::Isolation,
+            Suite::Recovery,
+        ],
         2,
     );
     assert!(report.passed(), "{}", report.summary_table());
@@ -154,5 +159,30 @@ fn reset_passes_with_siblings_and_catches_a_bus_reset_under_a_lent_sibling() {
         "{}\n{}",
         sound.summary_table(),
         broken.summary_table()
+    );
+}
+
+#[test]
+fn recovery_catches_a_controller_that_does_not_resume() {
+    let report = run(Breakage::NoResume, &[Suite::Recovery], 1);
+    let failed = failed_checks(&report);
+    assert!(
+        failed.contains(
+            &"controller killed mid-lend: the next controller finished the lend".to_owned()
+        ),
+        "{}",
+        report.summary_table()
+    );
+}
+
+#[test]
+fn recovery_catches_an_unmap_that_is_skipped() {
+    let report = run(Breakage::SkipUnmap, &[Suite::Recovery], 1);
+    let failed = failed_checks(&report);
+    assert!(
+        failed.contains(&"borrower crash: no mapping left".to_owned())
+            && failed.contains(&"lender crash: no mapping left".to_owned()),
+        "{}",
+        report.summary_table()
     );
 }
