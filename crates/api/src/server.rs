@@ -162,7 +162,7 @@ impl ApiError {
 impl From<ControlError> for ApiError {
     fn from(e: ControlError) -> Self {
         let status = match e.code() {
-            "CONFLICT" => StatusCode::CONFLICT,
+            "CONFLICT" | "BUSY" => StatusCode::CONFLICT,
             "NO_CAPACITY" | "OVER_QUOTA" => StatusCode::SERVICE_UNAVAILABLE,
             "NO_SUCH_LEASE" | "NO_SUCH_DEVICE" | "NO_SUCH_HOST" => StatusCode::NOT_FOUND,
             "UNSUPPORTED" => StatusCode::NOT_IMPLEMENTED,

@@ -279,6 +279,9 @@ pub trait Inventory {
 pub enum Step {
     /// Lender: refuse if local users still hold the device (the operator must quiesce first).
     LenderQuiesceCheck,
+    /// Borrower: refuse a voluntary release while programs on the borrower still use the device (an
+    /// unreachable borrower passes: nothing there can use it any more).
+    BorrowerQuiesceCheck,
     /// Lender: unbind the local driver.
     LenderUnbind,
     /// Lender: reset with the best qualified method (escalated: the sibling-affecting fallback).
@@ -331,7 +334,8 @@ impl Step {
             | Self::Unmap
             | Self::LenderVerify
             | Self::LenderRestore => Side::Lender,
-            Self::BorrowerHotAdd
+            Self::BorrowerQuiesceCheck
+            | Self::BorrowerHotAdd
             | Self::BorrowerBind
             | Self::BorrowerVerify
             | Self::BorrowerUnbind

@@ -76,6 +76,9 @@ pub enum ControlError {
     /// No such host in the fabric.
     #[error("no host {0} in the fabric")]
     NoHost(NodeId),
+    /// The device is still in use where it would be taken from.
+    #[error("{0}")]
+    Busy(String),
     /// The same keyed request is still being carried out.
     #[error("request {0} is still in progress; retry it in a moment")]
     RequestInFlight(String),
@@ -111,6 +114,7 @@ impl ControlError {
             Self::NoDevice(_) => "NO_SUCH_DEVICE",
             Self::NoHost(_) => "NO_SUCH_HOST",
             Self::BadReport(_) | Self::BadRequest(_) => "BAD_REQUEST",
+            Self::Busy(_) => "BUSY",
             Self::Unsupported(_) => "UNSUPPORTED",
         }
     }
@@ -164,7 +168,12 @@ pub struct Controller<S> {
     reservations: std::sync::atomic::AtomicU64,
     /// Hop counts between hosts (the topology does not change).
     routes: std::sync::Mutex<RouteCache>,
+    /// How long a voluntary release waits for the borrower's users to finish before refusing.
+    release_wait_ms: u64,
 }
+
+/// How often a waiting release looks again.
+const RELEASE_POLL_MS: u64 = 50;
 
 fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -300,7 +309,15 @@ impl<S: Store> Controller<S> {
             ledger: std::sync::Mutex::new(None),
             reservations: std::sync::atomic::AtomicU64::new(u64::MAX),
             routes: std::sync::Mutex::new(RouteCache::default()),
+            release_wait_ms: 500,
         }
+    }
+
+    /// How long a voluntary release waits for the borrower's users (default 500 ms).
+    #[must_use]
+    pub fn with_release_wait(mut self, ms: u64) -> Self {
+        self.release_wait_ms = ms;
+        self
     }
 
     /// The store.
@@ -1157,13 +1174,35 @@ impl<S: Store> Controller<S> {
                 Ok((fdid, held))
             }
         });
-        let (fdid, _) = match checked {
+        let (fdid, held) = match checked {
             Ok(found) => found,
             Err(e) => {
                 self.refused(actor, &lease.to_string(), "release", "", &e, now);
                 return Err(e);
             }
         };
+        // A voluntary release never yanks a device from under programs that still use it on the
+        // borrower: wait a little for them to finish, then refuse and say so (the lease stays).
+        if held.model != AccessModel::Shared {
+            let ctx = self.context(fdid, &held, shadow_bdf(lease))?;
+            let mut waited = 0;
+            loop {
+                match exec.run(pcipool_backend::Step::BorrowerQuiesceCheck, &ctx) {
+                    Ok(()) => break,
+                    Err(why) if waited >= self.release_wait_ms => {
+                        let e = ControlError::Busy(format!(
+                            "{why}; waited {waited} ms: stop them and release again"
+                        ));
+                        self.refused(actor, &lease.to_string(), "release", "", &e, now);
+                        return Err(e);
+                    }
+                    Err(_) => {
+                        std::thread::sleep(std::time::Duration::from_millis(RELEASE_POLL_MS));
+                        waited += RELEASE_POLL_MS;
+                    }
+                }
+            }
+        }
         let workflow = self.store.next("workflow")?;
         let (_, commands) = self.transition(
             fdid,

@@ -137,14 +137,16 @@ impl AgentFleet {
             .collect()
     }
 
-    fn call(&self, node: NodeId, request: &StepRequest) -> Result<(), String> {
+    fn call(&self, node: NodeId, request: &StepRequest) -> Result<(), CallError> {
         let record = {
             let agents = self.links();
             let link = agents
                 .get(&node)
-                .ok_or_else(|| format!("no agent registered for {node}"))?;
+                .ok_or_else(|| CallError::Unreachable(format!("no agent registered for {node}")))?;
             if link.lost {
-                return Err(format!("the agent of {node} is lost"));
+                return Err(CallError::Unreachable(format!(
+                    "the agent of {node} is lost"
+                )));
             }
             link.record.clone()
         };
@@ -154,16 +156,29 @@ impl AgentFleet {
             .post(&url)
             .header("authorization", &format!("Bearer {}", record.secret))
             .send_json(request)
-            .map_err(|e| format!("agent of {node} unreachable at {url}: {e}"))?;
+            .map_err(|e| {
+                CallError::Unreachable(format!("agent of {node} unreachable at {url}: {e}"))
+            })?;
         if resp.status().is_success() {
             return Ok(());
         }
         let status = resp.status().as_u16();
-        match resp.body_mut().read_json::<ApiErrorBody>() {
-            Ok(b) => Err(format!("{node}: {}: {}", b.code, b.message)),
-            Err(_) => Err(format!("{node}: agent answered HTTP {status}")),
-        }
+        Err(CallError::Refused(
+            match resp.body_mut().read_json::<ApiErrorBody>() {
+                Ok(b) => format!("{node}: {}: {}", b.code, b.message),
+                Err(_) => format!("{node}: agent answered HTTP {status}"),
+            },
+        ))
     }
+}
+
+/// Why a step sent to an agent did not run.
+#[derive(Debug)]
+enum CallError {
+    /// The agent could not be reached (lost, not registered, transport failure).
+    Unreachable(String),
+    /// The agent (or the host's hardware) refused or failed the step.
+    Refused(String),
 }
 
 impl AgentFleet {
@@ -173,13 +188,16 @@ impl AgentFleet {
             Side::Lender => ctx.lender,
             Side::Borrower => ctx.borrower,
         };
-        self.call(
-            NodeId(node),
-            &StepRequest {
-                step,
-                ctx: ctx.clone(),
-            },
-        )
+        let request = StepRequest {
+            step,
+            ctx: ctx.clone(),
+        };
+        match (step, self.call(NodeId(node), &request)) {
+            (_, Ok(())) => Ok(()),
+            // Nothing on a borrower nobody can reach is using the device any more.
+            (Step::BorrowerQuiesceCheck, Err(CallError::Unreachable(_))) => Ok(()),
+            (_, Err(CallError::Unreachable(why) | CallError::Refused(why))) => Err(why),
+        }
     }
 }
 

@@ -52,6 +52,18 @@ impl Executor for Sim {
                 Some(_) => Ok(()),
                 None => Err(format!("{fdid} is not present")),
             },
+            Step::BorrowerQuiesceCheck => {
+                if !self.host(borrower).is_some_and(|h| h.up) {
+                    return Ok(());
+                }
+                match self.host(borrower).and_then(|h| h.devices.get(&ctx.shadow)) {
+                    Some(d) if d.users > 0 => Err(format!(
+                        "busy: {} users of {fdid} on {borrower} ({})",
+                        d.users, ctx.shadow
+                    )),
+                    _ => Ok(()),
+                }
+            }
             Step::LenderUnbind => self.unbind(lender, ctx.bdf).map_err(err),
             Step::LenderReset => {
                 let flr = self.reset(lender, ctx.bdf, ResetMethod::Flr);

@@ -33,8 +33,9 @@ pub fn run(t: &dyn Target, o: &Options, progress: &mut dyn FnMut(&Progress)) -> 
             Suite::Isolation => suites::isolation(t, o, progress, failed),
             Suite::Reset => suites::reset(t, o, progress, failed),
             Suite::Recovery => suites::recovery(t, o, progress, failed),
-            // Not built yet: the command line refuses them by name (see `suites::BUILT`).
-            Suite::Rebind | Suite::Load => Vec::new(),
+            Suite::Rebind => suites::rebind(t, o, progress, failed),
+            // Not built yet: the command line refuses it by name (see `suites::BUILT`).
+            Suite::Load => Vec::new(),
         };
         checks.extend(found);
     }

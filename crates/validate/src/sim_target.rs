@@ -17,6 +17,9 @@ use pcipool_store::{SqliteStore, Store};
 
 use crate::target::{Audited, Fault, Free, Held, PoolDevice, Target};
 
+/// How long a release waits for a busy borrower here (short: the suites wait for it on purpose).
+const RELEASE_WAIT_MS: u64 = 200;
+
 /// One way the backend can be broken on purpose.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Breakage {
@@ -29,6 +32,8 @@ pub enum Breakage {
     ResetSkipped,
     /// The return never binds the lender's own driver again.
     SkipRestore,
+    /// The borrower is never asked whether the device is still in use: a release goes ahead regardless.
+    ForceRelease,
     /// A restarted controller does not resume the workflows its predecessor left unfinished.
     NoResume,
     /// The lender's reset always uses a secondary bus reset, whatever else the device offers and whoever
@@ -80,9 +85,9 @@ impl Executor for Steps<'_> {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         match (self.breakage, step) {
-            (Breakage::SkipUnmap, Step::Unmap) | (Breakage::SkipRestore, Step::LenderRestore) => {
-                Ok(())
-            }
+            (Breakage::SkipUnmap, Step::Unmap)
+            | (Breakage::SkipRestore, Step::LenderRestore)
+            | (Breakage::ForceRelease, Step::BorrowerQuiesceCheck) => Ok(()),
             (Breakage::ResetSkipped, Step::LenderReset | Step::LenderResetEscalated) => Ok(()),
             (Breakage::PrefersBusReset, Step::LenderReset | Step::LenderResetEscalated) => sim
                 .reset(NodeId(ctx.lender), ctx.bdf, pcipool_pcie::ResetMethod::Bus)
@@ -107,7 +112,8 @@ impl SimTarget {
     ) -> Result<Self, SetupError> {
         let sim = Sim::new(desc, seed).map_err(|e| SetupError::Sim(e.to_string()))?;
         let store = SqliteStore::open(&data_dir.join("pool.db"))?;
-        let controller = Controller::new(store, policy.clone(), desc.topology.clone());
+        let controller = Controller::new(store, policy.clone(), desc.topology.clone())
+            .with_release_wait(RELEASE_WAIT_MS);
         let mut infos = BTreeMap::new();
         for (info, reasons) in pcipool_lab::qualified_devices(&sim, None) {
             infos.insert(info.fdid, info.clone());
@@ -241,6 +247,7 @@ impl Target for SimTarget {
                 lease: g.lease_id,
                 fdid: g.fdid,
                 borrower,
+                shadow: g.shadow,
             })
             .ok_or_else(|| "nothing granted".to_owned())
     }
@@ -540,7 +547,8 @@ impl Target for SimTarget {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         drop(slot.take());
         let store = SqliteStore::open(&self.data_dir.join("pool.db")).map_err(|e| e.to_string())?;
-        let controller = Controller::new(store, self.policy.clone(), self.topology.clone());
+        let controller = Controller::new(store, self.policy.clone(), self.topology.clone())
+            .with_release_wait(RELEASE_WAIT_MS);
         if self.breakage != Breakage::NoResume {
             controller
                 .resume(&mut self.steps(), self.tick())
@@ -575,6 +583,44 @@ impl Target for SimTarget {
                 .unwrap_or(false)
         })
         .unwrap_or(false)
+    }
+
+    fn native_driver(&self, fdid: Fdid) -> Option<String> {
+        self.infos.get(&fdid).and_then(|i| i.driver.clone())
+    }
+
+    fn lender_unbind(&self, fdid: Fdid) -> Result<(), String> {
+        let f = self.function(fdid);
+        self.sim().unbind(f.node, f.bdf).map_err(|e| e.to_string())
+    }
+
+    fn lender_bind(&self, fdid: Fdid, driver: &str) -> Result<(), String> {
+        let f = self.function(fdid);
+        self.sim()
+            .bind(f.node, f.bdf, driver)
+            .map_err(|e| e.to_string())
+    }
+
+    fn borrower_unbind(&self, held: &Held) -> Result<(), String> {
+        self.sim()
+            .unbind(held.borrower, held.shadow)
+            .map_err(|e| e.to_string())
+    }
+
+    fn borrower_bind(&self, held: &Held, driver: &str) -> Result<(), String> {
+        self.sim()
+            .bind(held.borrower, held.shadow, driver)
+            .map_err(|e| e.to_string())
+    }
+
+    fn borrower_driver(&self, held: &Held) -> Option<Option<String>> {
+        self.sim()
+            .device(held.borrower, held.shadow)
+            .map(|d| d.driver.clone())
+    }
+
+    fn set_borrower_users(&self, held: &Held, users: u32) {
+        self.sim().set_users(held.borrower, held.shadow, users);
     }
 
     fn audit_head(&self) -> u64 {

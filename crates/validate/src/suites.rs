@@ -35,9 +35,10 @@ pub struct Progress {
 }
 
 /// The suites built so far (the others are refused by name until they are).
-pub const BUILT: [Suite; 4] = [
+pub const BUILT: [Suite; 5] = [
     Suite::Cycles,
     Suite::Reset,
+    Suite::Rebind,
     Suite::Isolation,
     Suite::Recovery,
 ];
@@ -723,5 +724,158 @@ pub fn recovery(
         vec!["the audit hash chain does not verify".into()],
         0,
     );
+    r.checks
+}
+
+/// `rebind`: native driver unbind/bind loops on the lender (device taken out of the pool) and on the
+/// borrower (device lent), each step checked; then a program on the borrower keeps using the device and
+/// its lease is released: pcipool must wait, give up and report BUSY, leaving the lease, its mappings and
+/// the borrower's access as they were, and release normally once the program is done.
+pub fn rebind(
+    t: &dyn Target,
+    o: &Options,
+    progress: &mut dyn FnMut(&Progress),
+    failed: usize,
+) -> Vec<Check> {
+    let plan: Vec<(Fdid, Vec<AccessModel>)> = plan(t, o)
+        .into_iter()
+        .filter(|(_, m)| m.contains(&AccessModel::Lend) || m.contains(&AccessModel::Vf))
+        .collect();
+    let mut r = Recorder {
+        suite: Suite::Rebind,
+        checks: Vec::new(),
+        progress,
+        done: 0,
+        total: plan.len() as u64,
+        failed_before: failed,
+    };
+    for (fdid, models) in plan {
+        let name = fdid.to_string();
+        let Some(native) = t.native_driver(fdid) else {
+            // Nothing to bind: the lend binds no driver either; there is no loop to run.
+            r.step();
+            continue;
+        };
+        // On the lender, out of the pool.
+        if fdid.vf.is_none() && t.drain(fdid).is_ok() {
+            let before = t.local_driver(fdid).flatten();
+            for _ in 0..o.cycles {
+                let started = Instant::now();
+                let unbound = t.lender_unbind(fdid);
+                let now = t.local_driver(fdid).flatten();
+                r.check(
+                    "lender unbind",
+                    &name,
+                    unbound.is_ok() && now.is_none(),
+                    vec![format!("{unbound:?}, bound now {now:?}")],
+                    micros(started),
+                );
+                let started = Instant::now();
+                let bound = t.lender_bind(fdid, &native);
+                let now = t.local_driver(fdid).flatten();
+                r.check(
+                    "lender bind",
+                    &name,
+                    bound.is_ok() && now.as_deref() == Some(native.as_str()),
+                    vec![format!("{bound:?}, bound now {now:?}")],
+                    micros(started),
+                );
+            }
+            // Back as it was found.
+            let _ = match &before {
+                Some(d) => t.lender_bind(fdid, d),
+                None => t.lender_unbind(fdid),
+            };
+            let after = t.local_driver(fdid).flatten();
+            r.check(
+                "lender driver as found",
+                &name,
+                after == before,
+                vec![format!("found {before:?}, left {after:?}")],
+                0,
+            );
+            let _ = t.undrain(fdid);
+        }
+        // On the borrower, lent.
+        let model = if models.contains(&AccessModel::Lend) {
+            AccessModel::Lend
+        } else {
+            AccessModel::Vf
+        };
+        let Some(borrower) = t.borrowers(fdid).first().copied() else {
+            r.step();
+            continue;
+        };
+        let held = match t.borrow(TENANT, fdid, model, borrower) {
+            Ok(h) => h,
+            Err(e) => {
+                r.check("lend for the borrower loop", &name, false, vec![e], 0);
+                r.step();
+                continue;
+            }
+        };
+        for _ in 0..o.cycles {
+            let started = Instant::now();
+            let unbound = t.borrower_unbind(&held);
+            let now = t.borrower_driver(&held).flatten();
+            r.check(
+                "borrower unbind",
+                &name,
+                unbound.is_ok() && now.is_none(),
+                vec![format!("{unbound:?}, bound now {now:?}")],
+                micros(started),
+            );
+            let started = Instant::now();
+            let bound = t.borrower_bind(&held, &native);
+            let now = t.borrower_driver(&held).flatten();
+            r.check(
+                "borrower bind",
+                &name,
+                bound.is_ok() && now.as_deref() == Some(native.as_str()),
+                vec![format!("{bound:?}, bound now {now:?}")],
+                micros(started),
+            );
+        }
+        // In use on the borrower: the release must wait, then refuse, and touch nothing.
+        t.set_borrower_users(&held, 1);
+        let started = Instant::now();
+        let refused = t.release(Some(TENANT), held.lease);
+        let waited = micros(started);
+        let kept = t.leases_of(fdid).contains(&held.lease);
+        let mapped = t.mapped_leases().contains(&held.lease.0);
+        let reach = t
+            .bar_address(held.lease)
+            .map(|(node, addr)| t.host_read(node, addr) != u32::MAX);
+        r.check(
+            "release of a device in use waits and reports BUSY",
+            &name,
+            refused.as_ref().is_err_and(|e| e.starts_with("BUSY")),
+            vec![format!(
+                "release answered {refused:?} after {} ms",
+                waited / 1000
+            )],
+            waited,
+        );
+        r.check(
+            "nothing forced while in use",
+            &name,
+            kept && mapped && reach != Some(false),
+            vec![format!(
+                "lease kept {kept}, mappings kept {mapped}, borrower still reaches it {reach:?}"
+            )],
+            0,
+        );
+        t.set_borrower_users(&held, 0);
+        let released = t.release(Some(TENANT), held.lease);
+        let state = t.state(fdid).unwrap_or_default();
+        r.check(
+            "released once idle",
+            &name,
+            released.is_ok() && state == "available",
+            vec![format!("{released:?}, state {state}")],
+            0,
+        );
+        r.step();
+    }
     r.checks
 }

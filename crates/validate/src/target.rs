@@ -28,6 +28,8 @@ pub struct Held {
     pub fdid: Fdid,
     /// Borrower.
     pub borrower: NodeId,
+    /// Where the device appears on the borrower.
+    pub shadow: pcipool_pcie::Bdf,
 }
 
 /// One audit record.
@@ -177,4 +179,30 @@ pub trait Target {
     fn leases_of(&self, fdid: Fdid) -> Vec<LeaseId>;
     /// The audit hash chain verifies.
     fn audit_intact(&self) -> bool;
+    /// The native driver the device binds to.
+    fn native_driver(&self, fdid: Fdid) -> Option<String>;
+    /// Unbinds the device's driver on its lender (device taken out of the pool first).
+    ///
+    /// # Errors
+    /// The host's error (busy, timed out).
+    fn lender_unbind(&self, fdid: Fdid) -> Result<(), String>;
+    /// Binds `driver` to the device on its lender.
+    ///
+    /// # Errors
+    /// The host's error.
+    fn lender_bind(&self, fdid: Fdid, driver: &str) -> Result<(), String>;
+    /// Unbinds the driver of a lent device on its borrower.
+    ///
+    /// # Errors
+    /// The host's error (busy, timed out).
+    fn borrower_unbind(&self, held: &Held) -> Result<(), String>;
+    /// Binds `driver` to a lent device on its borrower.
+    ///
+    /// # Errors
+    /// The host's error.
+    fn borrower_bind(&self, held: &Held, driver: &str) -> Result<(), String>;
+    /// The driver bound to a lent device on its borrower.
+    fn borrower_driver(&self, held: &Held) -> Option<Option<String>>;
+    /// Programs on the borrower that use a lent device (0 = idle).
+    fn set_borrower_users(&self, held: &Held, users: u32);
 }

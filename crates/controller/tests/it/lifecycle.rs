@@ -775,3 +775,27 @@ fn refused_requests_and_actions_are_audited() {
         )
     );
 }
+
+#[test]
+fn a_release_waits_for_the_borrowers_users_then_refuses_rather_than_forcing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (ctl, mut sim) = setup(dir.path());
+    let ctl = ctl.with_release_wait(100);
+    let g = ctl
+        .borrow(&mut sim, "admin", "t", nvme(1), None, 0)
+        .expect("granted")
+        .remove(0);
+    sim.set_users(BORROWER, g.shadow, 2);
+    let busy = ctl
+        .release(&mut sim, "admin", Some("t"), g.lease_id, 1)
+        .map_err(|e| e.code());
+    let still = (state(&ctl, g.fdid), sim.fabric.is_idle());
+    sim.set_users(BORROWER, g.shadow, 0);
+    let released = ctl
+        .release(&mut sim, "admin", Some("t"), g.lease_id, 2)
+        .map_err(|e| e.code());
+    assert_eq!(
+        (busy, still, released, state(&ctl, g.fdid)),
+        (Err("BUSY"), ("lent", false), Ok(()), "available")
+    );
+}

@@ -72,12 +72,13 @@ fn failed_checks(report: &Report) -> Vec<String> {
 }
 
 #[test]
-fn cycles_reset_and_isolation_pass_on_a_sound_lab() {
+fn every_built_suite_passes_on_a_sound_lab() {
     let report = run(
         Breakage::None,
         &[
             Suite::Cycles,
             Suite::Reset,
+            Suite::Rebind,
             Suite::Isolation,
             Suite::Recovery,
         ],
@@ -182,6 +183,18 @@ fn recovery_catches_an_unmap_that_is_skipped() {
     assert!(
         failed.contains(&"borrower crash: no mapping left".to_owned())
             && failed.contains(&"lender crash: no mapping left".to_owned()),
+        "{}",
+        report.summary_table()
+    );
+}
+
+#[test]
+fn rebind_catches_a_release_that_forces_a_device_in_use() {
+    let report = run(Breakage::ForceRelease, &[Suite::Rebind], 1);
+    let failed = failed_checks(&report);
+    assert!(
+        failed.contains(&"release of a device in use waits and reports BUSY".to_owned())
+            && failed.contains(&"nothing forced while in use".to_owned()),
         "{}",
         report.summary_table()
     );
