@@ -268,8 +268,7 @@ pub enum CliCommand {
     /// Prove a pool before trusting it: run validation suites against the simulated lab and write a
     /// report. Exit code 1 when any check fails.
     Validate {
-        /// Suites to run (repeatable): cycles, reset, rebind, isolation, recovery (default: every built
-        /// suite).
+        /// Suites to run (repeatable): cycles, reset, rebind, load, isolation, recovery (default: all).
         #[arg(long = "suite", value_name = "NAME")]
         suites: Vec<String>,
         /// Assign/release cycles per device and access model.
@@ -817,9 +816,7 @@ impl Cli {
                     let suite: pcipool_validate::Suite =
                         name.parse().map_err(|e| UsageError(format!("{e}")))?;
                     if !pcipool_validate::suites::BUILT.contains(&suite) {
-                        return Err(UsageError(format!(
-                            "suite {suite} is not built yet (built: cycles, reset, rebind, isolation, recovery)"
-                        )));
+                        return Err(UsageError(format!("suite {suite} is not built yet")));
                     }
                     chosen.push(suite);
                 }

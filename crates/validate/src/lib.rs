@@ -34,8 +34,7 @@ pub fn run(t: &dyn Target, o: &Options, progress: &mut dyn FnMut(&Progress)) -> 
             Suite::Reset => suites::reset(t, o, progress, failed),
             Suite::Recovery => suites::recovery(t, o, progress, failed),
             Suite::Rebind => suites::rebind(t, o, progress, failed),
-            // Not built yet: the command line refuses it by name (see `suites::BUILT`).
-            Suite::Load => Vec::new(),
+            Suite::Load => suites::load(t, o, progress, failed),
         };
         checks.extend(found);
     }

@@ -67,8 +67,8 @@ pub enum Fault {
 /// Free resources of one adapter: (direct windows, LUT entries, aperture bytes).
 pub type Free = (u64, u64, u64);
 
-/// The pool under test.
-pub trait Target {
+/// The pool under test. Shared by the load suite's threads.
+pub trait Target: Sync {
     /// Every pooled device.
     fn devices(&self) -> Vec<PoolDevice>;
     /// Hosts that can borrow `fdid` (every host but its lender).

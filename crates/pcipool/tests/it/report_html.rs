@@ -67,6 +67,6 @@ fn the_html_report_loads_cleanly_and_shows_the_summary() {
             dom.contains("id=\"latency-plot\""),
             broken_console.iter().any(|l| l.contains("Uncaught")),
         ),
-        (Some(0), Vec::<String>::new(), 5, true, true, true)
+        (Some(0), Vec::<String>::new(), 6, true, true, true)
     );
 }

@@ -73,17 +73,7 @@ fn failed_checks(report: &Report) -> Vec<String> {
 
 #[test]
 fn every_built_suite_passes_on_a_sound_lab() {
-    let report = run(
-        Breakage::None,
-        &[
-            Suite::Cycles,
-            Suite::Reset,
-            Suite::Rebind,
-            Suite::Isolation,
-            Suite::Recovery,
-        ],
-        2,
-    );
+    let report = run(Breakage::None, &Suite::ALL, 2);
     assert!(report.passed(), "{}", report.summary_table());
     // Every lendable device of the lab was cycled under each of its models, and isolation ran per device.
     let cycled = report
@@ -195,6 +185,17 @@ fn rebind_catches_a_release_that_forces_a_device_in_use() {
     assert!(
         failed.contains(&"release of a device in use waits and reports BUSY".to_owned())
             && failed.contains(&"nothing forced while in use".to_owned()),
+        "{}",
+        report.summary_table()
+    );
+}
+
+#[test]
+fn load_catches_an_unmap_that_is_skipped() {
+    let report = run(Breakage::SkipUnmap, &[Suite::Load], 2);
+    let failed = failed_checks(&report);
+    assert!(
+        failed.contains(&"cycle under load ends available and unmapped".to_owned()),
         "{}",
         report.summary_table()
     );
