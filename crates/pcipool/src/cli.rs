@@ -271,12 +271,19 @@ pub enum CliCommand {
         /// Suites to run (repeatable): cycles, reset, rebind, load, isolation, recovery (default: all).
         #[arg(long = "suite", value_name = "NAME")]
         suites: Vec<String>,
-        /// Assign/release cycles per device and access model.
-        #[arg(long, default_value_t = 3)]
-        cycles: u32,
+        /// Profile: `short` (3 cycles per device and model; what CI runs) or `long` (200: thousands of
+        /// cycles on the lab).
+        #[arg(long, default_value = "short", value_parser = ["short", "long"])]
+        profile: String,
+        /// Assign/release cycles per device and access model (overrides the profile's).
+        #[arg(long)]
+        cycles: Option<u32>,
         /// Only these devices (repeatable; fabric device ids).
         #[arg(long = "device", value_name = "FDID")]
         devices: Vec<String>,
+        /// Only the devices of these hosts (repeatable; node ids).
+        #[arg(long = "host", value_name = "NODE")]
+        hosts: Vec<String>,
         /// Seed of the simulated run (the report records it; the same seed repeats the run).
         #[arg(long, default_value_t = 1)]
         seed: u64,
@@ -793,8 +800,10 @@ impl Cli {
             } => Command::SimServe { fabric, listen },
             CliCommand::Validate {
                 suites,
+                profile,
                 cycles,
                 devices,
+                hosts,
                 seed,
                 fabric,
                 policy,
@@ -823,12 +832,21 @@ impl Cli {
                 if chosen.is_empty() {
                     chosen = pcipool_validate::suites::BUILT.to_vec();
                 }
+                let cycles = cycles.unwrap_or(if profile == "long" { 200 } else { 3 });
                 if cycles == 0 {
                     return Err(UsageError("--cycles must be at least 1".into()));
                 }
                 Command::Validate(crate::validate_cmd::ValidateOptions {
                     suites: chosen,
+                    profile,
                     cycles,
+                    hosts: hosts
+                        .iter()
+                        .map(|h| {
+                            h.parse()
+                                .map_err(|e| UsageError(format!("--host {h:?}: {e}")))
+                        })
+                        .collect::<Result<_, _>>()?,
                     devices: devices
                         .iter()
                         .map(|d| {

@@ -16,6 +16,10 @@ use pcipool_validate::{Options, Report, RunInfo, Suite};
 pub struct ValidateOptions {
     /// Suites.
     pub suites: Vec<Suite>,
+    /// Profile name (short, long).
+    pub profile: String,
+    /// Only the devices of these hosts.
+    pub hosts: Vec<pcipool_fabric::NodeId>,
     /// Cycles per device and model.
     pub cycles: u32,
     /// Only these devices.
@@ -52,10 +56,23 @@ pub fn run(o: &ValidateOptions) -> anyhow::Result<ExitCode> {
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let target = SimTarget::new(&desc, o.seed, policy, &dir, Breakage::None)
         .map_err(|e| crate::BadInput(e.to_string()))?;
+    // Hosts select their devices; named devices are added to them.
+    let mut devices = o.devices.clone();
+    if !o.hosts.is_empty() {
+        devices.extend(
+            pcipool_validate::Target::devices(&target)
+                .into_iter()
+                .map(|d| d.fdid)
+                .filter(|f| o.hosts.contains(&f.node)),
+        );
+        if devices.is_empty() {
+            return Err(crate::NotFound("no pooled devices on the hosts given".into()).into());
+        }
+    }
     let options = Options {
         suites: o.suites.clone(),
         cycles: o.cycles,
-        devices: o.devices.clone(),
+        devices,
     };
     let started = std::time::Instant::now();
     let mut stderr = std::io::stderr();
@@ -90,7 +107,7 @@ pub fn run(o: &ValidateOptions) -> anyhow::Result<ExitCode> {
             seed: o.seed,
             fabric: fabric_name,
             policy: policy_name,
-            profile: format!("{} cycles per device and model", o.cycles),
+            profile: format!("{} ({} cycles per device and model)", o.profile, o.cycles),
         },
         checks,
     );

@@ -183,7 +183,7 @@ pub fn cycles(
                     "lent"
                 };
                 r.check(
-                    &format!("{model} lend"),
+                    &format!("lent under {model}"),
                     &name,
                     state == expected,
                     vec![format!("state {state}, expected {expected}")],
@@ -545,184 +545,26 @@ pub fn recovery(
     progress: &mut dyn FnMut(&Progress),
     failed: usize,
 ) -> Vec<Check> {
-    use crate::target::Fault;
-    const LEASE_SECS: u64 = 2;
-    let device = plan(t, o)
+    let devices: Vec<Fdid> = plan(t, o)
         .into_iter()
-        .find(|(f, models)| f.vf.is_none() && models.contains(&AccessModel::Lend))
-        .map(|(f, _)| f);
+        .filter(|(f, models)| f.vf.is_none() && models.contains(&AccessModel::Lend))
+        .map(|(f, _)| f)
+        .collect();
     let mut r = Recorder {
         suite: Suite::Recovery,
         checks: Vec::new(),
         progress,
         done: 0,
-        total: 6,
+        total: 6 * devices.len() as u64,
         failed_before: failed,
     };
-    let Some(fdid) = device else {
+    if devices.is_empty() {
         r.check("a lendable device", "pool", false, vec!["none".into()], 0);
         return r.checks;
-    };
-    let name = fdid.to_string();
-    let Some(borrower) = t.borrowers(fdid).first().copied() else {
-        r.check("a borrower", &name, false, vec!["no other host".into()], 0);
-        return r.checks;
-    };
-    let lend = |r: &mut Recorder<'_>, scenario: &str| match t.borrow_for(
-        TENANT,
-        fdid,
-        AccessModel::Lend,
-        borrower,
-        Some(LEASE_SECS),
-    ) {
-        Ok(h) => Some(h.lease),
-        Err(e) => {
-            r.check(&format!("{scenario}: lend"), &name, false, vec![e], 0);
-            None
-        }
-    };
-    let expire = LEASE_SECS * 1000 + 500;
-
-    // Borrower crash: its lease runs out, the lender fences (unmaps first) and resets.
-    if let Some(lease) = lend(&mut r, "borrower crash") {
-        t.inject(Fault::HostCrash(borrower));
-        t.advance(expire);
-        settled(
-            &mut r,
-            t,
-            "borrower crash",
-            fdid,
-            Some(lease),
-            &["available"],
-            0,
-        );
-        t.inject(Fault::HostBack(borrower));
-        t.advance(1);
     }
-    r.step();
-
-    // Borrower link down: same deadline, same end.
-    if let Some(lease) = lend(&mut r, "link down") {
-        t.inject(Fault::LinkDown(borrower));
-        t.advance(expire);
-        settled(&mut r, t, "link down", fdid, Some(lease), &["available"], 0);
-        t.inject(Fault::LinkUp(borrower));
-        t.advance(1);
+    for fdid in devices {
+        recover_device(t, &mut r, fdid);
     }
-    r.step();
-
-    // Lender crash: the device is lost while the lender is away, then fenced and returned.
-    if let Some(lease) = lend(&mut r, "lender crash") {
-        t.inject(Fault::HostCrash(fdid.node));
-        t.advance(1);
-        let state = t.state(fdid).unwrap_or_default();
-        r.check(
-            "lender crash: device marked lost",
-            &name,
-            state == "lost",
-            vec![format!("state {state}")],
-            0,
-        );
-        t.inject(Fault::HostBack(fdid.node));
-        t.advance(1);
-        settled(
-            &mut r,
-            t,
-            "lender crash",
-            fdid,
-            Some(lease),
-            &["available"],
-            0,
-        );
-    }
-    r.step();
-
-    // Device hang while lent: the release resets it back to life or quarantines it.
-    if let Some(lease) = lend(&mut r, "device hang") {
-        t.inject(Fault::DeviceHang(fdid));
-        let released = t.release(Some(TENANT), lease);
-        r.check(
-            "device hang: release answered",
-            &name,
-            released.is_ok(),
-            vec![format!("{released:?}")],
-            0,
-        );
-        settled(
-            &mut r,
-            t,
-            "device hang",
-            fdid,
-            Some(lease),
-            &["available", "quarantined"],
-            0,
-        );
-    }
-    r.step();
-
-    // A reset that fails during the return: escalated once, then the device is back (or quarantined).
-    if let Some(lease) = lend(&mut r, "reset failure") {
-        let head = t.audit_head();
-        t.inject(Fault::ResetFails(fdid));
-        let _ = t.release(Some(TENANT), lease);
-        let escalated = t
-            .audit_after(head)
-            .iter()
-            .any(|a| a.action == "return_failed");
-        r.check(
-            "reset failure: the return escalated",
-            &name,
-            escalated,
-            audit_evidence(t, head, &name),
-            0,
-        );
-        settled(
-            &mut r,
-            t,
-            "reset failure",
-            fdid,
-            Some(lease),
-            &["available", "quarantined"],
-            0,
-        );
-    }
-    r.step();
-
-    // The controller is killed just before the borrower hot-adds the device: the next one finishes the
-    // lend from its journal; the lease is then released normally.
-    match t.kill_controller_during_lend(fdid, borrower, pcipool_backend::Step::BorrowerHotAdd) {
-        Ok(()) => {
-            let leases = t.leases_of(fdid);
-            let state = t.state(fdid).unwrap_or_default();
-            let mapped = leases
-                .first()
-                .is_some_and(|l| t.mapped_leases().contains(&l.0));
-            r.check(
-                "controller killed mid-lend: the next controller finished the lend",
-                &name,
-                state == "lent" && leases.len() == 1 && mapped,
-                vec![format!("state {state}, leases {leases:?}, mapped {mapped}")],
-                0,
-            );
-            let lease = leases.first().copied();
-            if let Some(l) = lease {
-                let _ = t.release(Some(TENANT), l);
-            }
-            settled(
-                &mut r,
-                t,
-                "controller killed mid-lend",
-                fdid,
-                lease,
-                &["available"],
-                0,
-            );
-        }
-        Err(e) => {
-            r.check("controller killed mid-lend", &name, false, vec![e], 0);
-        }
-    }
-    r.step();
     r.check(
         "audit chain intact after every fault",
         "pool",
@@ -1028,9 +870,20 @@ pub fn load(
                 break;
             };
             let t0 = Instant::now();
-            let outcome = t
-                .borrow(TENANT, under_test, AccessModel::Lend, b)
-                .and_then(|h| t.release(Some(TENANT), h.lease).map(|()| h));
+            // The load may hold the links the device needs: a capacity refusal is the pool doing its
+            // job, so wait for room (bounded) as a real client would.
+            let deadline = Instant::now() + std::time::Duration::from_secs(5);
+            let mut waits = 0u32;
+            let lent = loop {
+                match t.borrow(TENANT, under_test, AccessModel::Lend, b) {
+                    Err(e) if e.starts_with("NO_CAPACITY") && Instant::now() < deadline => {
+                        waits += 1;
+                        std::thread::sleep(std::time::Duration::from_millis(5));
+                    }
+                    other => break other,
+                }
+            };
+            let outcome = lent.and_then(|h| t.release(Some(TENANT), h.lease).map(|()| h));
             let took = micros(t0);
             let state = t.state(under_test).unwrap_or_default();
             let clean = match &outcome {
@@ -1042,7 +895,7 @@ pub fn load(
                 &name,
                 outcome.is_ok() && state == "available" && clean,
                 vec![format!(
-                    "{:?}, state {state}, unmapped {clean}",
+                    "{:?}, state {state}, unmapped {clean}, waited for capacity {waits} times",
                     outcome.err()
                 )],
                 took,
@@ -1128,3 +981,153 @@ pub fn load(
 
 /// Where a borrower reaches a lent device's BAR: (borrower, address).
 type NodeIdAddr = (pcipool_fabric::NodeId, u64);
+
+/// The recovery scenarios on one device.
+fn recover_device(t: &dyn Target, r: &mut Recorder<'_>, fdid: Fdid) {
+    use crate::target::Fault;
+    const LEASE_SECS: u64 = 2;
+    let name = fdid.to_string();
+    let Some(borrower) = t.borrowers(fdid).first().copied() else {
+        r.check("a borrower", &name, false, vec!["no other host".into()], 0);
+        return;
+    };
+    let lend = |r: &mut Recorder<'_>, scenario: &str| match t.borrow_for(
+        TENANT,
+        fdid,
+        AccessModel::Lend,
+        borrower,
+        Some(LEASE_SECS),
+    ) {
+        Ok(h) => Some(h.lease),
+        Err(e) => {
+            r.check(&format!("{scenario}: lend"), &name, false, vec![e], 0);
+            None
+        }
+    };
+    let expire = LEASE_SECS * 1000 + 500;
+
+    // Borrower crash: its lease runs out, the lender fences (unmaps first) and resets.
+    if let Some(lease) = lend(r, "borrower crash") {
+        t.inject(Fault::HostCrash(borrower));
+        t.advance(expire);
+        settled(r, t, "borrower crash", fdid, Some(lease), &["available"], 0);
+        t.inject(Fault::HostBack(borrower));
+        t.advance(1);
+    }
+    r.step();
+
+    // Borrower link down: same deadline, same end.
+    if let Some(lease) = lend(r, "link down") {
+        t.inject(Fault::LinkDown(borrower));
+        t.advance(expire);
+        settled(r, t, "link down", fdid, Some(lease), &["available"], 0);
+        t.inject(Fault::LinkUp(borrower));
+        t.advance(1);
+    }
+    r.step();
+
+    // Lender crash: the device is lost while the lender is away, then fenced and returned.
+    if let Some(lease) = lend(r, "lender crash") {
+        t.inject(Fault::HostCrash(fdid.node));
+        t.advance(1);
+        let state = t.state(fdid).unwrap_or_default();
+        r.check(
+            "lender crash: device marked lost",
+            &name,
+            state == "lost",
+            vec![format!("state {state}")],
+            0,
+        );
+        t.inject(Fault::HostBack(fdid.node));
+        t.advance(1);
+        settled(r, t, "lender crash", fdid, Some(lease), &["available"], 0);
+    }
+    r.step();
+
+    // Device hang while lent: the release resets it back to life or quarantines it.
+    if let Some(lease) = lend(r, "device hang") {
+        t.inject(Fault::DeviceHang(fdid));
+        let released = t.release(Some(TENANT), lease);
+        r.check(
+            "device hang: release answered",
+            &name,
+            released.is_ok(),
+            vec![format!("{released:?}")],
+            0,
+        );
+        settled(
+            r,
+            t,
+            "device hang",
+            fdid,
+            Some(lease),
+            &["available", "quarantined"],
+            0,
+        );
+    }
+    r.step();
+
+    // A reset that fails during the return: escalated once, then the device is back (or quarantined).
+    if let Some(lease) = lend(r, "reset failure") {
+        let head = t.audit_head();
+        t.inject(Fault::ResetFails(fdid));
+        let _ = t.release(Some(TENANT), lease);
+        let escalated = t
+            .audit_after(head)
+            .iter()
+            .any(|a| a.action == "return_failed");
+        r.check(
+            "reset failure: the return escalated",
+            &name,
+            escalated,
+            audit_evidence(t, head, &name),
+            0,
+        );
+        settled(
+            r,
+            t,
+            "reset failure",
+            fdid,
+            Some(lease),
+            &["available", "quarantined"],
+            0,
+        );
+    }
+    r.step();
+
+    // The controller is killed just before the borrower hot-adds the device: the next one finishes the
+    // lend from its journal; the lease is then released normally.
+    match t.kill_controller_during_lend(fdid, borrower, pcipool_backend::Step::BorrowerHotAdd) {
+        Ok(()) => {
+            let leases = t.leases_of(fdid);
+            let state = t.state(fdid).unwrap_or_default();
+            let mapped = leases
+                .first()
+                .is_some_and(|l| t.mapped_leases().contains(&l.0));
+            r.check(
+                "controller killed mid-lend: the next controller finished the lend",
+                &name,
+                state == "lent" && leases.len() == 1 && mapped,
+                vec![format!("state {state}, leases {leases:?}, mapped {mapped}")],
+                0,
+            );
+            let lease = leases.first().copied();
+            if let Some(l) = lease {
+                let _ = t.release(Some(TENANT), l);
+            }
+            settled(
+                r,
+                t,
+                "controller killed mid-lend",
+                fdid,
+                lease,
+                &["available"],
+                0,
+            );
+        }
+        Err(e) => {
+            r.check("controller killed mid-lend", &name, false, vec![e], 0);
+        }
+    }
+    r.step();
+}
