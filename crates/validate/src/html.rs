@@ -138,7 +138,7 @@ pre { margin: 0; font-size: 12px; white-space: pre-wrap; }
     out.push_str("</tbody></table>");
     out.push_str("<h2>Step latencies</h2>");
     out.push_str(&plot(&[
-        ("lend", "#1f77b4", latencies(&report.checks, "lend")),
+        ("lend", "#1f77b4", latencies(&report.checks, "lent under")),
         (
             "return",
             "#d62728",

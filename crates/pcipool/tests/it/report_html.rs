@@ -64,9 +64,10 @@ fn the_html_report_loads_cleanly_and_shows_the_summary() {
             console,
             summary_rows,
             dom.contains("data-ready=\"") && !dom.contains("data-ready=\"0\""),
-            dom.contains("id=\"latency-plot\""),
+            // Both curves (lend and return) are drawn.
+            dom.matches("<polyline").count(),
             broken_console.iter().any(|l| l.contains("Uncaught")),
         ),
-        (Some(0), Vec::<String>::new(), 6, true, true, true)
+        (Some(0), Vec::<String>::new(), 6, true, 2, true)
     );
 }
