@@ -15,7 +15,7 @@ use pcipool_qualify::{AccessModel, AdapterProfile, Input, Verdict};
 use pcipool_sim::{HostView, Sim};
 
 /// What the scheduler needs to know about one function, from its inventory record.
-fn describe(
+pub fn describe(
     record: &pcipool_backend::DeviceRecord,
     fdid: Fdid,
     models: Vec<AccessModel>,

@@ -290,8 +290,7 @@ pub fn bench_schedule(fabric: Option<&Path>, decisions: u64) -> anyhow::Result<E
 
     use pcipool_pool::DeviceState;
     use pcipool_pool::schedule::{
-        DeviceClass, DeviceInfo, PlacementIndex, PoolView, Request, RouteCache, Selector, Strategy,
-        place,
+        DeviceClass, PlacementIndex, PoolView, Request, RouteCache, Selector, Strategy, place,
     };
     use pcipool_qualify::AccessModel;
 
@@ -307,36 +306,19 @@ pub fn bench_schedule(fabric: Option<&Path>, decisions: u64) -> anyhow::Result<E
         .inventory()
         .context("simulated inventory")?;
         for d in inv.devices {
-            let link = d
-                .facts
-                .pci_express()
-                .map(|e| (e.link.width, e.link.speed.gts_x10()));
-            infos.push(DeviceInfo {
-                fdid: pcipool_fabric::Fdid {
-                    node: host.node,
-                    bdf: d.bdf,
-                    vf: None,
-                },
-                class: d.facts.class.as_u24(),
-                vendor_id: d.facts.vendor_id,
-                device_id: d.facts.device_id,
-                name: d.device_name.clone().unwrap_or_default(),
-                labels: std::collections::BTreeMap::new(),
-                link_width: link.map_or(0, |l| l.0),
-                link_gts_x10: link.map_or(0, |l| l.1),
-                largest_bar: d
-                    .facts
-                    .bars
-                    .iter()
-                    .filter_map(|b| b.size)
-                    .max()
-                    .unwrap_or(0),
-                models: vec![AccessModel::Lend, AccessModel::Vf, AccessModel::Shared],
-                bars: vec![],
-                driver: None,
-                function: None,
-                local_driver: None,
-            });
+            // Every model, unqualified: the benchmark measures placement, not qualification.
+            let fdid = pcipool_fabric::Fdid {
+                node: host.node,
+                bdf: d.bdf,
+                vf: None,
+            };
+            infos.push(pcipool_lab::describe(
+                &d,
+                fdid,
+                vec![AccessModel::Lend, AccessModel::Vf, AccessModel::Shared],
+                None,
+                None,
+            ));
         }
     }
     let states = vec![DeviceState::Available; infos.len()];

@@ -52,7 +52,23 @@ struct Recorder<'a> {
     failed_before: usize,
 }
 
-impl Recorder<'_> {
+impl<'a> Recorder<'a> {
+    fn new(
+        suite: Suite,
+        progress: &'a mut dyn FnMut(&Progress),
+        total: u64,
+        failed_before: usize,
+    ) -> Self {
+        Self {
+            suite,
+            checks: Vec::new(),
+            progress,
+            done: 0,
+            total,
+            failed_before,
+        }
+    }
+
     fn check(
         &mut self,
         name: &str,
@@ -106,6 +122,15 @@ fn plan(t: &dyn Target, o: &Options) -> Vec<(Fdid, Vec<AccessModel>)> {
         .collect()
 }
 
+/// Whole devices (no VFs) that can be lent exclusively.
+fn whole_lendable(t: &dyn Target, o: &Options) -> Vec<Fdid> {
+    plan(t, o)
+        .into_iter()
+        .filter(|(f, models)| f.vf.is_none() && models.contains(&AccessModel::Lend))
+        .map(|(f, _)| f)
+        .collect()
+}
+
 /// Audit records about `target` after `seq`, as evidence lines.
 fn audit_evidence(t: &dyn Target, seq: u64, target: &str) -> Vec<String> {
     t.audit_after(seq)
@@ -129,14 +154,7 @@ pub fn cycles(
         .iter()
         .map(|(_, m)| m.len() as u64 * u64::from(o.cycles))
         .sum();
-    let mut r = Recorder {
-        suite: Suite::Cycles,
-        checks: Vec::new(),
-        progress,
-        done: 0,
-        total,
-        failed_before: failed,
-    };
+    let mut r = Recorder::new(Suite::Cycles, progress, total, failed);
     for (fdid, models) in plan {
         let borrowers = t.borrowers(fdid);
         let name = fdid.to_string();
@@ -267,14 +285,7 @@ pub fn isolation(
         .filter(|(_, models)| models.contains(&AccessModel::Lend))
         .map(|(f, _)| f)
         .collect();
-    let mut r = Recorder {
-        suite: Suite::Isolation,
-        checks: Vec::new(),
-        progress,
-        done: 0,
-        total: plan.len() as u64,
-        failed_before: failed,
-    };
+    let mut r = Recorder::new(Suite::Isolation, progress, plan.len() as u64, failed);
     for fdid in plan {
         let name = fdid.to_string();
         let borrowers = t.borrowers(fdid);
@@ -394,19 +405,8 @@ pub fn reset(
     progress: &mut dyn FnMut(&Progress),
     failed: usize,
 ) -> Vec<Check> {
-    let plan: Vec<Fdid> = plan(t, o)
-        .into_iter()
-        .filter(|(f, models)| f.vf.is_none() && models.contains(&AccessModel::Lend))
-        .map(|(f, _)| f)
-        .collect();
-    let mut r = Recorder {
-        suite: Suite::Reset,
-        checks: Vec::new(),
-        progress,
-        done: 0,
-        total: plan.len() as u64,
-        failed_before: failed,
-    };
+    let plan = whole_lendable(t, o);
+    let mut r = Recorder::new(Suite::Reset, progress, plan.len() as u64, failed);
     for fdid in plan {
         let name = fdid.to_string();
         if let Err(e) = t.drain(fdid) {
@@ -545,19 +545,8 @@ pub fn recovery(
     progress: &mut dyn FnMut(&Progress),
     failed: usize,
 ) -> Vec<Check> {
-    let devices: Vec<Fdid> = plan(t, o)
-        .into_iter()
-        .filter(|(f, models)| f.vf.is_none() && models.contains(&AccessModel::Lend))
-        .map(|(f, _)| f)
-        .collect();
-    let mut r = Recorder {
-        suite: Suite::Recovery,
-        checks: Vec::new(),
-        progress,
-        done: 0,
-        total: 6 * devices.len() as u64,
-        failed_before: failed,
-    };
+    let devices = whole_lendable(t, o);
+    let mut r = Recorder::new(Suite::Recovery, progress, 6 * devices.len() as u64, failed);
     if devices.is_empty() {
         r.check("a lendable device", "pool", false, vec!["none".into()], 0);
         return r.checks;
@@ -589,14 +578,7 @@ pub fn rebind(
         .into_iter()
         .filter(|(_, m)| m.contains(&AccessModel::Lend) || m.contains(&AccessModel::Vf))
         .collect();
-    let mut r = Recorder {
-        suite: Suite::Rebind,
-        checks: Vec::new(),
-        progress,
-        done: 0,
-        total: plan.len() as u64,
-        failed_before: failed,
-    };
+    let mut r = Recorder::new(Suite::Rebind, progress, plan.len() as u64, failed);
     for (fdid, models) in plan {
         let name = fdid.to_string();
         let Some(native) = t.native_driver(fdid) else {
@@ -755,19 +737,8 @@ pub fn load(
     use std::sync::Mutex;
     use std::sync::atomic::{AtomicBool, Ordering};
 
-    let lendable: Vec<Fdid> = plan(t, o)
-        .into_iter()
-        .filter(|(f, m)| f.vf.is_none() && m.contains(&AccessModel::Lend))
-        .map(|(f, _)| f)
-        .collect();
-    let mut r = Recorder {
-        suite: Suite::Load,
-        checks: Vec::new(),
-        progress,
-        done: 0,
-        total: u64::from(o.cycles),
-        failed_before: failed,
-    };
+    let lendable = whole_lendable(t, o);
+    let mut r = Recorder::new(Suite::Load, progress, u64::from(o.cycles), failed);
     let [under_test, rest @ ..] = lendable.as_slice() else {
         r.check("a lendable device", "pool", false, vec!["none".into()], 0);
         return r.checks;
