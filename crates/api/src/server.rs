@@ -250,6 +250,14 @@ async fn release<P: PoolApi>(
     Path(id): Path<u64>,
 ) -> Result<StatusCode, ApiError> {
     let who = principal(&state, &headers)?;
+    if who.role == Role::Agent {
+        // Agents carry out steps; ending a lease is for its tenant or an operator.
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "FORBIDDEN",
+            "agents cannot release leases",
+        ));
+    }
     let tenant = (who.role == Role::Tenant).then(|| who.name.clone());
     let state2 = state.clone();
     tokio::task::spawn_blocking(move || {

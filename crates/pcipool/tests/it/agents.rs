@@ -624,15 +624,17 @@ fn a_token_file_gives_tenants_their_own_view() {
         .release(theirs[0].lease_id.0)
         .map_err(|e| e.to_string());
     let agent_borrows = agent.borrow(&nvme_for(3)).map_err(|e| e.to_string());
+    let agent_releases = agent.release(mine[0].lease_id.0).map_err(|e| e.to_string());
     let verify_as_tenant = acme.audit_verify().map_err(|e| e.to_string());
     assert_eq!(
         (
             seen,
             release_other.is_err_and(|e| e.starts_with("FORBIDDEN")),
             agent_borrows.is_err_and(|e| e.starts_with("FORBIDDEN")),
+            agent_releases.is_err_and(|e| e.starts_with("FORBIDDEN")),
             verify_as_tenant.is_err_and(|e| e.starts_with("FORBIDDEN")),
         ),
-        (vec![mine[0].lease_id.0], true, true, true)
+        (vec![mine[0].lease_id.0], true, true, true, true)
     );
 }
 
