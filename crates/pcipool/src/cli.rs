@@ -296,6 +296,21 @@ pub enum CliCommand {
         /// Write the report to FILE.json (JSON) or FILE.html (a self-contained page); repeatable.
         #[arg(long = "report", value_name = "FILE")]
         reports: Vec<PathBuf>,
+        /// Validate a running simulated pool instead of the embedded lab: its fabric's URL (`pcipool sim
+        /// serve`); the controller is $PCIPOOL_URL with an operator token in $PCIPOOL_TOKEN.
+        #[arg(long, value_name = "URL")]
+        fabric_url: Option<String>,
+        /// A tenant token that does not own the suites' leases (the isolation suite tries to release them
+        /// with it); needed to run isolation against a running pool.
+        #[arg(
+            long,
+            value_name = "TOKEN",
+            env = "PCIPOOL_INTRUDER_TOKEN",
+            hide_env_values = true
+        )]
+        intruder_token: Option<String>,
+        #[command(flatten)]
+        api: ApiArgs,
     },
     /// Benchmarks that print ratios measured side by side in one run.
     Bench {
@@ -808,6 +823,9 @@ impl Cli {
                 fabric,
                 policy,
                 reports,
+                fabric_url,
+                intruder_token,
+                api,
             } => {
                 if let Some(bad) = reports.iter().find(|p| {
                     !matches!(
@@ -829,8 +847,33 @@ impl Cli {
                     }
                     chosen.push(suite);
                 }
+                let remote = fabric_url.is_some();
                 if chosen.is_empty() {
-                    chosen = pcipool_validate::suites::BUILT.to_vec();
+                    // Against a running pool: what can be done from outside (no fault injection, no
+                    // controller to kill; isolation only with a second tenant's token).
+                    chosen = pcipool_validate::suites::BUILT
+                        .into_iter()
+                        .filter(|s| {
+                            !remote
+                                || (*s != pcipool_validate::Suite::Recovery
+                                    && (*s != pcipool_validate::Suite::Isolation
+                                        || intruder_token.is_some()))
+                        })
+                        .collect();
+                }
+                if remote && chosen.contains(&pcipool_validate::Suite::Recovery) {
+                    return Err(UsageError(
+                        "the recovery suite injects faults and kills the controller: run it against the embedded lab (no --fabric-url)".into(),
+                    ));
+                }
+                if remote
+                    && intruder_token.is_none()
+                    && chosen.contains(&pcipool_validate::Suite::Isolation)
+                {
+                    return Err(UsageError(
+                        "isolation against a running pool needs --intruder-token (a tenant token)"
+                            .into(),
+                    ));
                 }
                 let cycles = cycles.unwrap_or(if profile == "long" { 200 } else { 3 });
                 if cycles == 0 {
@@ -858,6 +901,12 @@ impl Cli {
                     fabric,
                     policy,
                     reports,
+                    remote: fabric_url.map(|fabric_url| crate::validate_cmd::Remote {
+                        url: api.url,
+                        token: api.token,
+                        fabric_url,
+                        intruder_token,
+                    }),
                 })
             }
             CliCommand::Borrow {

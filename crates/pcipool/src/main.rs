@@ -10,8 +10,10 @@
 //! - [`server`]: `pcipool server` (controller whose hosts are reached through agents).
 //! - [`agent`]: `pcipool agent` (one per host).
 //! - [`fleet`]: where steps run (in process, or agents over HTTP).
+//! - [`probe`]: the simulated fabric's test port (what remote validation sees and does).
 //! - [`sim_serve`]: `pcipool sim serve` (the simulated fabric as a process of its own).
 //! - [`validate_cmd`]: `pcipool validate` (validation suites and their report).
+//! - [`validate_remote`]: the suites against a running simulated pool over HTTP.
 //! - [`client_cmd`]: the CLI commands that talk to the API.
 //! - [`qualify_cmd`]: the qualification report.
 //! - [`render`]: text output.
@@ -25,12 +27,14 @@ mod client_cmd;
 mod commands;
 mod dev;
 mod fleet;
+mod probe;
 mod qualify_cmd;
 mod render;
 mod server;
 mod sim_cmd;
 mod sim_serve;
 mod validate_cmd;
+mod validate_remote;
 
 use std::process::ExitCode;
 

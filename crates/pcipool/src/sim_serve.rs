@@ -61,6 +61,20 @@ async fn step(
     }
 }
 
+async fn probe(
+    State(sim): State<Shared>,
+    body: Result<Json<crate::probe::Probe>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let Json(request) = match body {
+        Ok(b) => b,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "BAD_REQUEST", e.body_text()),
+    };
+    match crate::probe::answer(&mut lock(&sim), &request) {
+        Ok(v) => Json(v).into_response(),
+        Err(message) => error(StatusCode::CONFLICT, "REFUSED", message),
+    }
+}
+
 /// What the hardware carries, for tests and operators comparing it with the controller's store.
 #[derive(Debug, serde::Serialize)]
 pub struct FabricState {
@@ -105,6 +119,7 @@ pub fn run(fabric: Option<&Path>, listen: &str) -> anyhow::Result<ExitCode> {
         .route("/v1/hosts/{node}/devices", get(devices))
         .route("/v1/steps", post(step))
         .route("/v1/state", get(state))
+        .route("/v1/probe", post(probe))
         .route("/v1/health", get(|| async { "ok" }))
         .with_state(shared);
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -32,6 +32,21 @@ pub struct ValidateOptions {
     pub policy: Option<PathBuf>,
     /// Report files (.json or .html).
     pub reports: Vec<PathBuf>,
+    /// A running pool to validate instead of the embedded lab.
+    pub remote: Option<Remote>,
+}
+
+/// Where a running pool is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Remote {
+    /// Controller URL.
+    pub url: String,
+    /// Operator token.
+    pub token: String,
+    /// The simulated fabric (`pcipool sim serve`).
+    pub fabric_url: String,
+    /// A second tenant's token.
+    pub intruder_token: Option<String>,
 }
 
 /// `pcipool validate`.
@@ -52,15 +67,31 @@ pub fn run(o: &ValidateOptions) -> anyhow::Result<ExitCode> {
         None => ("default".to_owned(), Policy::default()),
     };
     let dir = std::env::temp_dir().join(format!("pcipool-validate-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let target = SimTarget::new(&desc, o.seed, policy, &dir, Breakage::None)
-        .map_err(|e| crate::BadInput(e.to_string()))?;
+    let (target, fabric_name): (Box<dyn pcipool_validate::Target>, String) = match &o.remote {
+        Some(r) => (
+            Box::new(crate::validate_remote::RemoteTarget::connect(
+                &r.url,
+                &r.token,
+                r.intruder_token.as_deref(),
+                &r.fabric_url,
+            )?),
+            format!("running pool at {} (fabric {})", r.url, r.fabric_url),
+        ),
+        None => {
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            let t = SimTarget::new(&desc, o.seed, policy, &dir, Breakage::None)
+                .map_err(|e| crate::BadInput(e.to_string()))?;
+            (Box::new(t), fabric_name)
+        }
+    };
+    let target = target.as_ref();
     // Hosts select their devices; named devices are added to them.
     let mut devices = o.devices.clone();
     if !o.hosts.is_empty() {
         devices.extend(
-            pcipool_validate::Target::devices(&target)
+            target
+                .devices()
                 .into_iter()
                 .map(|d| d.fdid)
                 .filter(|f| o.hosts.contains(&f.node)),
@@ -78,7 +109,7 @@ pub fn run(o: &ValidateOptions) -> anyhow::Result<ExitCode> {
     let mut stderr = std::io::stderr();
     // Live progress only on a terminal; logs and pipes get the summary alone.
     let live = std::io::IsTerminal::is_terminal(&stderr);
-    let checks = pcipool_validate::run(&target, &options, &mut |p| {
+    let checks = pcipool_validate::run(target, &options, &mut |p| {
         if !live {
             return;
         }

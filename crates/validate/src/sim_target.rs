@@ -466,7 +466,7 @@ impl Target for SimTarget {
             .collect()
     }
 
-    fn inject(&self, fault: Fault) {
+    fn inject(&self, fault: Fault) -> Result<(), String> {
         let mut sim = self.sim();
         let adapter = |node: NodeId| pcipool_fabric::AdapterId { node, index: 0 };
         match fault {
@@ -483,6 +483,7 @@ impl Target for SimTarget {
                 sim.fail_next_reset(f.node, f.bdf);
             }
         }
+        Ok(())
     }
 
     fn advance(&self, ms: u64) {

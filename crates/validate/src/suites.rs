@@ -367,7 +367,7 @@ pub fn isolation(
         let audited = t
             .audit_after(head)
             .iter()
-            .any(|a| a.actor == "intruder" && a.result.starts_with("refused"));
+            .any(|a| a.target == held.lease.to_string() && a.result.starts_with("refused"));
         r.check(
             "another tenant cannot release the lease",
             &name,
@@ -953,6 +953,13 @@ pub fn load(
 /// Where a borrower reaches a lent device's BAR: (borrower, address).
 type NodeIdAddr = (pcipool_fabric::NodeId, u64);
 
+/// Injects a fault; a target that cannot is a failed check (the scenario proves nothing without it).
+fn inject(t: &dyn Target, r: &mut Recorder<'_>, fault: crate::target::Fault) {
+    if let Err(e) = t.inject(fault) {
+        r.check(&format!("inject {fault:?}"), "pool", false, vec![e], 0);
+    }
+}
+
 /// The recovery scenarios on one device.
 fn recover_device(t: &dyn Target, r: &mut Recorder<'_>, fdid: Fdid) {
     use crate::target::Fault;
@@ -979,27 +986,27 @@ fn recover_device(t: &dyn Target, r: &mut Recorder<'_>, fdid: Fdid) {
 
     // Borrower crash: its lease runs out, the lender fences (unmaps first) and resets.
     if let Some(lease) = lend(r, "borrower crash") {
-        t.inject(Fault::HostCrash(borrower));
+        inject(t, r, Fault::HostCrash(borrower));
         t.advance(expire);
         settled(r, t, "borrower crash", fdid, Some(lease), &["available"], 0);
-        t.inject(Fault::HostBack(borrower));
+        inject(t, r, Fault::HostBack(borrower));
         t.advance(1);
     }
     r.step();
 
     // Borrower link down: same deadline, same end.
     if let Some(lease) = lend(r, "link down") {
-        t.inject(Fault::LinkDown(borrower));
+        inject(t, r, Fault::LinkDown(borrower));
         t.advance(expire);
         settled(r, t, "link down", fdid, Some(lease), &["available"], 0);
-        t.inject(Fault::LinkUp(borrower));
+        inject(t, r, Fault::LinkUp(borrower));
         t.advance(1);
     }
     r.step();
 
     // Lender crash: the device is lost while the lender is away, then fenced and returned.
     if let Some(lease) = lend(r, "lender crash") {
-        t.inject(Fault::HostCrash(fdid.node));
+        inject(t, r, Fault::HostCrash(fdid.node));
         t.advance(1);
         let state = t.state(fdid).unwrap_or_default();
         r.check(
@@ -1009,7 +1016,7 @@ fn recover_device(t: &dyn Target, r: &mut Recorder<'_>, fdid: Fdid) {
             vec![format!("state {state}")],
             0,
         );
-        t.inject(Fault::HostBack(fdid.node));
+        inject(t, r, Fault::HostBack(fdid.node));
         t.advance(1);
         settled(r, t, "lender crash", fdid, Some(lease), &["available"], 0);
     }
@@ -1017,7 +1024,7 @@ fn recover_device(t: &dyn Target, r: &mut Recorder<'_>, fdid: Fdid) {
 
     // Device hang while lent: the release resets it back to life or quarantines it.
     if let Some(lease) = lend(r, "device hang") {
-        t.inject(Fault::DeviceHang(fdid));
+        inject(t, r, Fault::DeviceHang(fdid));
         let released = t.release(Some(TENANT), lease);
         r.check(
             "device hang: release answered",
@@ -1041,7 +1048,7 @@ fn recover_device(t: &dyn Target, r: &mut Recorder<'_>, fdid: Fdid) {
     // A reset that fails during the return: escalated once, then the device is back (or quarantined).
     if let Some(lease) = lend(r, "reset failure") {
         let head = t.audit_head();
-        t.inject(Fault::ResetFails(fdid));
+        inject(t, r, Fault::ResetFails(fdid));
         let _ = t.release(Some(TENANT), lease);
         let escalated = t
             .audit_after(head)

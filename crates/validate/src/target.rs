@@ -155,7 +155,10 @@ pub trait Target: Sync {
     /// Devices that got a bus reset since `mark`.
     fn bus_resets_since(&self, mark: usize) -> Vec<Fdid>;
     /// Injects a fault.
-    fn inject(&self, fault: Fault);
+    ///
+    /// # Errors
+    /// The target cannot inject it.
+    fn inject(&self, fault: Fault) -> Result<(), String>;
     /// Moves the controller's clock on by `ms` and lets it act on what is due: expired leases, hosts
     /// that stopped or started answering.
     fn advance(&self, ms: u64);

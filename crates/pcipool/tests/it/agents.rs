@@ -713,3 +713,74 @@ fn vfs_of_one_nic_go_to_two_borrowers_and_hold_back_their_pf() {
         (true, true, true, true, 2, 2, Some(1))
     );
 }
+
+#[test]
+fn validate_runs_against_the_running_multi_process_pool() {
+    let file = r#"
+        [[token]]
+        name = "root"
+        role = "admin"
+        token = "admin-secret-0123456789"
+        [[token]]
+        name = "hosts"
+        role = "agent"
+        token = "agent-secret-0123456789"
+        [[token]]
+        name = "mallory"
+        role = "tenant"
+        token = "mallory-secret-0123456789"
+    "#;
+    let c = Cluster::start_with(Some((
+        file,
+        "admin-secret-0123456789",
+        "agent-secret-0123456789",
+    )));
+    let report = c.dir.path().join("remote.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_pcipool"))
+        .args(["validate", "--cycles", "1", "--fabric-url", &c.fabric_url])
+        .args(["--url", &c.url, "--token", "admin-secret-0123456789"])
+        .args(["--intruder-token", "mallory-secret-0123456789"])
+        .arg("--report")
+        .arg(&report)
+        .output()
+        .expect("validate runs");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap_or_default())
+            .unwrap_or_default();
+    let suites: Vec<String> = json["suites"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s["suite"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    let recovery_refused = Command::new(env!("CARGO_BIN_EXE_pcipool"))
+        .args([
+            "validate",
+            "--suite",
+            "recovery",
+            "--fabric-url",
+            &c.fabric_url,
+        ])
+        .args(["--url", &c.url, "--token", "admin-secret-0123456789"])
+        .output()
+        .expect("runs");
+    assert_eq!(
+        (out.status.code(), suites, recovery_refused.status.code()),
+        (
+            Some(0),
+            vec![
+                "cycles".to_owned(),
+                "reset".into(),
+                "rebind".into(),
+                "load".into(),
+                "isolation".into()
+            ],
+            Some(2)
+        ),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -1,0 +1,476 @@
+//! The validation suites against a running simulated pool: the controller through its HTTP API (as an
+//! operator), the hardware through the simulated fabric's test port (`/v1/probe` on `pcipool sim serve`),
+//! as an operator with a console on every host would see it.
+//!
+//! What it cannot do from outside: kill the controller in the middle of a workflow, or move the
+//! controller's clock; the recovery suite therefore runs against the embedded lab (and the multi-process
+//! crash tests cover killed controllers and agents).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use pcipool_api::client::{Client, ClientError};
+use pcipool_api::types::BorrowRequest;
+use pcipool_fabric::{Fdid, LeaseId, NodeId};
+use pcipool_pool::schedule::{DeviceInfo, Selector};
+use pcipool_qualify::AccessModel;
+use pcipool_validate::target::{Audited, Fault, Free, Held, PoolDevice, Target};
+use serde_json::Value;
+
+use crate::probe::Probe;
+
+/// A running pool reached over HTTP.
+pub struct RemoteTarget {
+    operator: Client,
+    intruder: Option<Client>,
+    fabric: String,
+    http: ureq::Agent,
+    infos: BTreeMap<Fdid, DeviceInfo>,
+    hosts: Vec<NodeId>,
+}
+
+fn text(e: &ClientError) -> String {
+    match e {
+        ClientError::Api { code, message, .. } => format!("{code}: {message}"),
+        other => other.to_string(),
+    }
+}
+
+impl RemoteTarget {
+    /// Connects: reads the pool's devices and hosts.
+    ///
+    /// # Errors
+    /// The controller is not reachable or refuses the token.
+    pub fn connect(
+        url: &str,
+        token: &str,
+        intruder_token: Option<&str>,
+        fabric: &str,
+    ) -> anyhow::Result<Self> {
+        let operator = Client::new(url, token);
+        let mut infos = BTreeMap::new();
+        for d in operator.devices().map_err(|e| anyhow::anyhow!(text(&e)))? {
+            let detail = operator
+                .device(&d.fdid.to_string())
+                .map_err(|e| anyhow::anyhow!(text(&e)))?;
+            infos.insert(d.fdid, detail.info);
+        }
+        let hosts = operator
+            .hosts()
+            .map_err(|e| anyhow::anyhow!(text(&e)))?
+            .into_iter()
+            .map(|h| h.node)
+            .collect();
+        let http: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(30)))
+            .build()
+            .into();
+        Ok(Self {
+            operator,
+            intruder: intruder_token.map(|t| Client::new(url, t)),
+            fabric: fabric.trim_end_matches('/').to_owned(),
+            http,
+            infos,
+            hosts,
+        })
+    }
+
+    fn probe(&self, p: &Probe) -> Result<Value, String> {
+        let url = format!("{}/v1/probe", self.fabric);
+        let mut resp = self
+            .http
+            .post(&url)
+            .send_json(p)
+            .map_err(|e| format!("cannot reach the fabric at {url}: {e}"))?;
+        let ok = resp.status().is_success();
+        let body: Value = resp
+            .body_mut()
+            .read_json()
+            .map_err(|e| format!("{url}: unexpected body: {e}"))?;
+        if ok {
+            Ok(body)
+        } else {
+            Err(format!(
+                "{}: {}",
+                body["code"].as_str().unwrap_or("ERROR"),
+                body["message"].as_str().unwrap_or_default()
+            ))
+        }
+    }
+
+    /// The function a device's steps act on (a VF's own address).
+    fn function(&self, fdid: Fdid) -> (NodeId, pcipool_pcie::Bdf) {
+        let bdf = self
+            .infos
+            .get(&fdid)
+            .and_then(|i| i.function)
+            .unwrap_or(fdid.bdf);
+        (fdid.node, bdf)
+    }
+
+    fn device_probe(&self, fdid: Fdid) -> Option<Value> {
+        let (node, bdf) = self.function(fdid);
+        self.probe(&Probe::Device { node, bdf }).ok()
+    }
+
+    fn fabric_state(&self) -> Value {
+        self.probe(&Probe::Fabric).unwrap_or_default()
+    }
+
+    fn mappings(&self) -> Vec<Value> {
+        self.fabric_state()["mappings"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+}
+
+impl Target for RemoteTarget {
+    fn devices(&self) -> Vec<PoolDevice> {
+        self.operator
+            .devices()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|d| PoolDevice {
+                models: self
+                    .infos
+                    .get(&d.fdid)
+                    .map(|i| i.models.clone())
+                    .unwrap_or_default(),
+                fdid: d.fdid,
+                state: d.state,
+            })
+            .collect()
+    }
+
+    fn borrowers(&self, fdid: Fdid) -> Vec<NodeId> {
+        self.hosts
+            .iter()
+            .copied()
+            .filter(|n| *n != fdid.node)
+            .collect()
+    }
+
+    fn borrow_for(
+        &self,
+        _tenant: &str,
+        fdid: Fdid,
+        model: AccessModel,
+        borrower: NodeId,
+        duration: Option<u64>,
+    ) -> Result<Held, String> {
+        let granted = self
+            .operator
+            .borrow(&BorrowRequest {
+                selector: Selector {
+                    fdid: Some(fdid),
+                    ..Selector::default()
+                },
+                count: 1,
+                model,
+                borrower,
+                duration_secs: duration,
+                max_sharers: None,
+                request_id: None,
+                wait: true,
+            })
+            .map_err(|e| text(&e))?;
+        granted
+            .first()
+            .map(|g| Held {
+                lease: g.lease_id,
+                fdid: g.fdid,
+                borrower,
+                shadow: g.shadow,
+            })
+            .ok_or_else(|| "nothing granted".to_owned())
+    }
+
+    fn release(&self, tenant: Option<&str>, lease: LeaseId) -> Result<(), String> {
+        let client = match tenant {
+            Some("intruder") => self
+                .intruder
+                .as_ref()
+                .ok_or_else(|| "no intruder token given (--intruder-token)".to_owned())?,
+            _ => &self.operator,
+        };
+        client.release(lease.0).map_err(|e| text(&e))
+    }
+
+    fn state(&self, fdid: Fdid) -> Option<String> {
+        self.operator
+            .device(&fdid.to_string())
+            .ok()
+            .map(|d| d.state)
+    }
+
+    fn at_baseline(&self, fdid: Fdid) -> Option<bool> {
+        self.device_probe(fdid)?["at_baseline"].as_bool()
+    }
+
+    fn local_driver(&self, fdid: Fdid) -> Option<Option<String>> {
+        let d = self.device_probe(fdid)?;
+        Some(d["driver"].as_str().map(str::to_owned))
+    }
+
+    fn mapped_leases(&self) -> BTreeSet<u64> {
+        self.mappings()
+            .iter()
+            .filter_map(|m| m["lease"].as_u64())
+            .collect()
+    }
+
+    fn free_resources(&self) -> BTreeMap<String, Free> {
+        let state = self.fabric_state();
+        state["free"]
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .filter_map(|(a, v)| {
+                        Some((a.clone(), (v[0].as_u64()?, v[1].as_u64()?, v[2].as_u64()?)))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn bar_address(&self, lease: LeaseId) -> Option<(NodeId, u64)> {
+        self.mappings().iter().find_map(|m| {
+            (m["lease"].as_u64() == Some(lease.0)
+                && m["kind"] == "bar"
+                && m["bar"].as_u64() == Some(0))
+            .then(|| {
+                Some((
+                    m["borrower"].as_str()?.parse().ok()?,
+                    m["host_addr"].as_u64()?,
+                ))
+            })
+            .flatten()
+        })
+    }
+
+    fn dma_window(&self, lease: LeaseId) -> Option<(u64, u64)> {
+        self.mappings().iter().find_map(|m| {
+            (m["lease"].as_u64() == Some(lease.0) && m["kind"] == "dma")
+                .then(|| Some((m["host_addr"].as_u64()?, m["size"].as_u64()?)))
+                .flatten()
+        })
+    }
+
+    fn host_read(&self, node: NodeId, addr: u64) -> u32 {
+        self.probe(&Probe::Read { node, addr })
+            .ok()
+            .and_then(|v| v["value"].as_u64())
+            .and_then(|v| u32::try_from(v).ok())
+            .unwrap_or(u32::MAX)
+    }
+
+    fn device_dma(&self, fdid: Fdid, addr: u64) -> Option<NodeId> {
+        let (node, bdf) = self.function(fdid);
+        self.probe(&Probe::Dma { node, bdf, addr })
+            .ok()?
+            .get("reached")?
+            .as_str()?
+            .parse()
+            .ok()
+    }
+
+    fn faults_recorded(&self) -> usize {
+        self.fabric_state()["faults"]
+            .as_u64()
+            .and_then(|v| usize::try_from(v).ok())
+            .unwrap_or(0)
+    }
+
+    fn audit_after(&self, seq: u64) -> Vec<Audited> {
+        self.operator
+            .audit(seq + 1, 10_000)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|a| Audited {
+                seq: a.seq,
+                actor: a.actor,
+                action: a.action,
+                target: a.target,
+                result: a.result,
+            })
+            .collect()
+    }
+
+    fn audit_head(&self) -> u64 {
+        self.operator.audit_verify().map_or(0, |v| v.records)
+    }
+
+    fn drain(&self, fdid: Fdid) -> Result<(), String> {
+        self.operator
+            .device_action(&fdid.to_string(), pcipool_api::types::DeviceAction::Drain)
+            .map(|_| ())
+            .map_err(|e| text(&e))
+    }
+
+    fn undrain(&self, fdid: Fdid) -> Result<(), String> {
+        self.operator
+            .device_action(&fdid.to_string(), pcipool_api::types::DeviceAction::Undrain)
+            .map(|_| ())
+            .map_err(|e| text(&e))
+    }
+
+    fn reset_methods(&self, fdid: Fdid) -> Vec<pcipool_pcie::ResetMethod> {
+        self.device_probe(fdid)
+            .and_then(|d| d["reset_methods"].as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|m| m.as_str()?.parse().ok())
+            .collect()
+    }
+
+    fn reset(&self, fdid: Fdid, method: pcipool_pcie::ResetMethod) -> Result<u64, String> {
+        let (node, bdf) = self.function(fdid);
+        let v = self.probe(&Probe::Reset {
+            node,
+            bdf,
+            method: method.to_string(),
+        })?;
+        Ok(v["micros"].as_u64().unwrap_or(0))
+    }
+
+    fn ids_readable(&self, fdid: Fdid) -> bool {
+        self.device_probe(fdid)
+            .is_some_and(|d| d["ids_readable"].as_bool() == Some(true))
+    }
+
+    fn bar_restorable(&self, fdid: Fdid) -> Option<bool> {
+        let size = self.infos.get(&fdid)?.bars.iter().find(|(i, _)| *i == 0)?.1;
+        let (node, bdf) = self.function(fdid);
+        self.probe(&Probe::BarAddress { node, bdf, size })
+            .ok()?
+            .get("restorable")?
+            .as_bool()
+    }
+
+    fn siblings(&self, fdid: Fdid) -> Vec<Fdid> {
+        self.infos
+            .keys()
+            .filter(|o| {
+                o.node == fdid.node
+                    && o.vf.is_none()
+                    && **o != fdid
+                    && o.bdf.domain() == fdid.bdf.domain()
+                    && o.bdf.bus() == fdid.bdf.bus()
+            })
+            .copied()
+            .collect()
+    }
+
+    fn event_mark(&self) -> usize {
+        self.fabric_state()["events"]
+            .as_u64()
+            .and_then(|v| usize::try_from(v).ok())
+            .unwrap_or(0)
+    }
+
+    fn bus_resets_since(&self, mark: usize) -> Vec<Fdid> {
+        self.probe(&Probe::BusResets { since: mark })
+            .ok()
+            .and_then(|v| v["fdids"].as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|f| f.as_str()?.parse().ok())
+            .collect()
+    }
+
+    fn inject(&self, fault: Fault) -> Result<(), String> {
+        Err(format!(
+            "{fault:?} cannot be injected into a remote pool from here"
+        ))
+    }
+
+    fn advance(&self, ms: u64) {
+        std::thread::sleep(Duration::from_millis(ms));
+    }
+
+    fn kill_controller_during_lend(
+        &self,
+        _fdid: Fdid,
+        _borrower: NodeId,
+        _step: pcipool_backend::Step,
+    ) -> Result<(), String> {
+        Err("a remote controller cannot be killed from here".into())
+    }
+
+    fn clear_quarantine(&self, fdid: Fdid) -> Result<(), String> {
+        self.operator
+            .device_action(
+                &fdid.to_string(),
+                pcipool_api::types::DeviceAction::ClearQuarantine,
+            )
+            .map(|_| ())
+            .map_err(|e| text(&e))
+    }
+
+    fn leases_of(&self, fdid: Fdid) -> Vec<LeaseId> {
+        self.operator
+            .device(&fdid.to_string())
+            .map(|d| d.leases.iter().map(|l| l.lease_id).collect())
+            .unwrap_or_default()
+    }
+
+    fn audit_intact(&self) -> bool {
+        self.operator.audit_verify().is_ok_and(|v| v.ok)
+    }
+
+    fn native_driver(&self, fdid: Fdid) -> Option<String> {
+        self.infos.get(&fdid).and_then(|i| i.driver.clone())
+    }
+
+    fn lender_unbind(&self, fdid: Fdid) -> Result<(), String> {
+        let (node, bdf) = self.function(fdid);
+        self.probe(&Probe::Unbind { node, bdf }).map(|_| ())
+    }
+
+    fn lender_bind(&self, fdid: Fdid, driver: &str) -> Result<(), String> {
+        let (node, bdf) = self.function(fdid);
+        self.probe(&Probe::Bind {
+            node,
+            bdf,
+            driver: driver.to_owned(),
+        })
+        .map(|_| ())
+    }
+
+    fn borrower_unbind(&self, held: &Held) -> Result<(), String> {
+        self.probe(&Probe::Unbind {
+            node: held.borrower,
+            bdf: held.shadow,
+        })
+        .map(|_| ())
+    }
+
+    fn borrower_bind(&self, held: &Held, driver: &str) -> Result<(), String> {
+        self.probe(&Probe::Bind {
+            node: held.borrower,
+            bdf: held.shadow,
+            driver: driver.to_owned(),
+        })
+        .map(|_| ())
+    }
+
+    fn borrower_driver(&self, held: &Held) -> Option<Option<String>> {
+        let d = self
+            .probe(&Probe::Device {
+                node: held.borrower,
+                bdf: held.shadow,
+            })
+            .ok()?;
+        Some(d["driver"].as_str().map(str::to_owned))
+    }
+
+    fn set_borrower_users(&self, held: &Held, users: u32) {
+        let _ = self.probe(&Probe::Users {
+            node: held.borrower,
+            bdf: held.shadow,
+            users,
+        });
+    }
+}
