@@ -70,16 +70,32 @@ pub struct SimTarget {
     now: std::sync::atomic::AtomicU64,
     /// Hosts the controller has been told are lost (the agents' heartbeats, modelled by host liveness).
     lost: Mutex<BTreeSet<NodeId>>,
+    /// Hosts whose agent was killed (the host itself runs on).
+    dead_agents: Mutex<BTreeSet<NodeId>>,
 }
 
 /// The executor over the shared simulator, broken as asked.
 struct Steps<'a> {
     sim: &'a Mutex<Sim>,
     breakage: Breakage,
+    /// Hosts whose agent is dead: their steps cannot run.
+    dead_agents: BTreeSet<NodeId>,
 }
 
 impl Executor for Steps<'_> {
     fn run(&mut self, step: Step, ctx: &StepContext) -> Result<(), String> {
+        let host = match step.side() {
+            pcipool_backend::Side::Lender => NodeId(ctx.lender),
+            pcipool_backend::Side::Borrower => NodeId(ctx.borrower),
+        };
+        if self.dead_agents.contains(&host) {
+            // As the agent fleet answers for an agent it cannot reach.
+            return if step == Step::BorrowerQuiesceCheck {
+                Ok(())
+            } else {
+                Err(format!("the agent of {host} is not answering"))
+            };
+        }
         let mut sim = self
             .sim
             .lock()
@@ -129,6 +145,7 @@ impl SimTarget {
             infos,
             now: std::sync::atomic::AtomicU64::new(1),
             lost: Mutex::new(BTreeSet::new()),
+            dead_agents: Mutex::new(BTreeSet::new()),
         })
     }
 
@@ -151,6 +168,11 @@ impl SimTarget {
         Steps {
             sim: &self.sim,
             breakage: self.breakage,
+            dead_agents: self
+                .dead_agents
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone(),
         }
     }
 
@@ -467,9 +489,26 @@ impl Target for SimTarget {
     }
 
     fn inject(&self, fault: Fault) -> Result<(), String> {
+        let mut dead = self
+            .dead_agents
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match fault {
+            Fault::AgentKill(node) => {
+                dead.insert(node);
+                return Ok(());
+            }
+            Fault::AgentBack(node) => {
+                dead.remove(&node);
+                return Ok(());
+            }
+            _ => {}
+        }
+        drop(dead);
         let mut sim = self.sim();
         let adapter = |node: NodeId| pcipool_fabric::AdapterId { node, index: 0 };
         match fault {
+            Fault::AgentKill(_) | Fault::AgentBack(_) => {}
             Fault::HostCrash(node) => sim.crash(node),
             Fault::HostBack(node) => sim.reboot(node),
             Fault::LinkDown(node) => sim.link_down(adapter(node)),
@@ -491,7 +530,17 @@ impl Target for SimTarget {
             .now
             .fetch_add(ms, std::sync::atomic::Ordering::Relaxed)
             .saturating_add(ms);
-        let hosts: Vec<(NodeId, bool)> = self.sim().hosts().map(|h| (h.node, h.up)).collect();
+        let dead = self
+            .dead_agents
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        // A host answers when it is up and its agent runs.
+        let hosts: Vec<(NodeId, bool)> = self
+            .sim()
+            .hosts()
+            .map(|h| (h.node, h.up && !dead.contains(&h.node)))
+            .collect();
         let mut lost = self
             .lost
             .lock()

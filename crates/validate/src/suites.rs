@@ -537,8 +537,10 @@ fn settled(
 /// `recovery`: injected faults, each of which must end in a correct state within the lease deadline
 /// with nothing lost: a borrower crash and a borrower link down (the lease expires, the lender fences and
 /// takes the device back), a lender crash (the device is `lost`, and returns fenced when the lender is
-/// back), a device hang and a failed reset during a return (the return escalates or quarantines), and a
-/// controller killed in the middle of a lend (the next controller finishes it from the journal).
+/// back), a device hang and a failed reset during a return (the return escalates or quarantines), agents
+/// killed (a lend to a host whose agent is dead is undone; a device whose lender's agent is dead is lost
+/// until it is back, then fenced), and a controller killed in the middle of a lend (the next controller
+/// finishes it from the journal).
 pub fn recovery(
     t: &dyn Target,
     o: &Options,
@@ -546,7 +548,7 @@ pub fn recovery(
     failed: usize,
 ) -> Vec<Check> {
     let devices = whole_lendable(t, o);
-    let mut r = Recorder::new(Suite::Recovery, progress, 6 * devices.len() as u64, failed);
+    let mut r = Recorder::new(Suite::Recovery, progress, 7 * devices.len() as u64, failed);
     if devices.is_empty() {
         r.check("a lendable device", "pool", false, vec!["none".into()], 0);
         return r.checks;
@@ -1068,6 +1070,54 @@ fn recover_device(t: &dyn Target, r: &mut Recorder<'_>, fdid: Fdid) {
             fdid,
             Some(lease),
             &["available", "quarantined"],
+            0,
+        );
+    }
+    r.step();
+
+    // The borrower's agent is killed before a lend: the lend cannot finish on the borrower and is
+    // undone; then the lender's agent is killed while the device is lent: the device is lost until the
+    // agent is back, then fenced and returned.
+    inject(t, r, Fault::AgentKill(borrower));
+    let during = t.borrow(TENANT, fdid, AccessModel::Lend, borrower);
+    r.check(
+        "borrower agent killed: the lend is refused",
+        &name,
+        during.is_err(),
+        vec![format!("{during:?}")],
+        0,
+    );
+    settled(
+        r,
+        t,
+        "borrower agent killed",
+        fdid,
+        during.as_ref().ok().map(|h| h.lease),
+        &["available"],
+        0,
+    );
+    inject(t, r, Fault::AgentBack(borrower));
+    t.advance(1);
+    if let Some(lease) = lend(r, "lender agent killed") {
+        inject(t, r, Fault::AgentKill(fdid.node));
+        t.advance(1);
+        let state = t.state(fdid).unwrap_or_default();
+        r.check(
+            "lender agent killed: device marked lost",
+            &name,
+            state == "lost",
+            vec![format!("state {state}")],
+            0,
+        );
+        inject(t, r, Fault::AgentBack(fdid.node));
+        t.advance(1);
+        settled(
+            r,
+            t,
+            "lender agent killed",
+            fdid,
+            Some(lease),
+            &["available"],
             0,
         );
     }

@@ -62,6 +62,10 @@ pub enum Fault {
     DeviceHang(Fdid),
     /// The device's next reset fails.
     ResetFails(Fdid),
+    /// The host's agent is killed (the host runs on, its hardware as it was).
+    AgentKill(NodeId),
+    /// The host's agent is started again.
+    AgentBack(NodeId),
 }
 
 /// Free resources of one adapter: (direct windows, LUT entries, aperture bytes).
