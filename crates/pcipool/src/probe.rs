@@ -185,16 +185,7 @@ pub fn answer(sim: &mut Sim, probe: &Probe) -> Result<Value, String> {
                     Some((a.to_string(), json!([f.0, f.1, f.2])))
                 })
                 .collect();
-            let faults = sim
-                .events()
-                .iter()
-                .filter(|e| {
-                    matches!(
-                        e.kind,
-                        EventKind::AccessFault { .. } | EventKind::IommuFault { .. }
-                    )
-                })
-                .count();
+            let faults = sim.faults_recorded();
             Ok(
                 json!({ "mappings": mappings, "free": free, "events": sim.events().len(), "faults": faults }),
             )

@@ -350,17 +350,7 @@ impl Target for RemoteTarget {
     }
 
     fn siblings(&self, fdid: Fdid) -> Vec<Fdid> {
-        self.infos
-            .keys()
-            .filter(|o| {
-                o.node == fdid.node
-                    && o.vf.is_none()
-                    && **o != fdid
-                    && o.bdf.domain() == fdid.bdf.domain()
-                    && o.bdf.bus() == fdid.bdf.bus()
-            })
-            .copied()
-            .collect()
+        pcipool_validate::target::siblings_among(self.infos.keys(), fdid)
     }
 
     fn event_mark(&self) -> usize {

@@ -520,6 +520,19 @@ impl Sim {
         Ok(())
     }
 
+    /// Access and IOMMU faults recorded so far (blocked reads, writes and DMA).
+    pub fn faults_recorded(&self) -> usize {
+        self.events
+            .iter()
+            .filter(|e| {
+                matches!(
+                    e.kind,
+                    EventKind::AccessFault { .. } | EventKind::IommuFault { .. }
+                )
+            })
+            .count()
+    }
+
     /// Functions on the same bus as `bdf` that a bus reset would disturb: lent out (the fabric maps them)
     /// or in use by local users.
     pub fn busy_siblings(&self, node: NodeId, bdf: Bdf) -> Vec<Bdf> {

@@ -346,16 +346,7 @@ impl Target for SimTarget {
     }
 
     fn faults_recorded(&self) -> usize {
-        self.sim()
-            .events()
-            .iter()
-            .filter(|e| {
-                matches!(
-                    e.kind,
-                    EventKind::AccessFault { .. } | EventKind::IommuFault { .. }
-                )
-            })
-            .count()
+        self.sim().faults_recorded()
     }
 
     fn audit_after(&self, seq: u64) -> Vec<Audited> {
@@ -452,17 +443,7 @@ impl Target for SimTarget {
     }
 
     fn siblings(&self, fdid: Fdid) -> Vec<Fdid> {
-        self.infos
-            .keys()
-            .filter(|o| {
-                o.node == fdid.node
-                    && o.vf.is_none()
-                    && **o != fdid
-                    && o.bdf.domain() == fdid.bdf.domain()
-                    && o.bdf.bus() == fdid.bdf.bus()
-            })
-            .copied()
-            .collect()
+        crate::target::siblings_among(self.infos.keys(), fdid)
     }
 
     fn event_mark(&self) -> usize {

@@ -213,3 +213,19 @@ pub trait Target: Sync {
     /// Programs on the borrower that use a lent device (0 = idle).
     fn set_borrower_users(&self, held: &Held, users: u32);
 }
+
+/// Whole devices among `pooled` on the same host, domain and bus as `fdid` (what a bus reset of it would
+/// also reset).
+pub fn siblings_among<'a>(pooled: impl IntoIterator<Item = &'a Fdid>, fdid: Fdid) -> Vec<Fdid> {
+    pooled
+        .into_iter()
+        .filter(|o| {
+            o.node == fdid.node
+                && o.vf.is_none()
+                && **o != fdid
+                && o.bdf.domain() == fdid.bdf.domain()
+                && o.bdf.bus() == fdid.bdf.bus()
+        })
+        .copied()
+        .collect()
+}
