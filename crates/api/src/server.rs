@@ -381,15 +381,19 @@ async fn device<P: PoolApi>(
     Ok(Json(detail))
 }
 
-fn agents_only(who: &Principal) -> Result<(), ApiError> {
-    if who.role == Role::Agent || who.role == Role::Admin {
-        Ok(())
-    } else {
-        Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "FORBIDDEN",
-            "agents and admins only",
-        ))
+/// Agents (and admins) only; an agent token named after a host (`n3`) speaks for that host alone. A token
+/// with another name (the lab's shared `agent` token) may speak for any host.
+fn agents_only(who: &Principal, node: pcipool_fabric::NodeId) -> Result<(), ApiError> {
+    let forbidden = |why: String| Err(ApiError::new(StatusCode::FORBIDDEN, "FORBIDDEN", why));
+    match who.role {
+        Role::Admin => Ok(()),
+        Role::Agent => match who.name.parse::<pcipool_fabric::NodeId>() {
+            Ok(own) if own != node => {
+                forbidden(format!("the agent token of {own} cannot speak for {node}"))
+            }
+            _ => Ok(()),
+        },
+        Role::Tenant | Role::Operator => forbidden("agents and admins only".into()),
     }
 }
 
@@ -399,9 +403,9 @@ async fn register_agent<P: PoolApi>(
     body: Result<Json<AgentRegistration>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<RegistrationReply>, ApiError> {
     let who = principal(&state, &headers)?;
-    agents_only(&who)?;
     let Json(registration) =
         body.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "BAD_REQUEST", e.body_text()))?;
+    agents_only(&who, registration.node)?;
     let state2 = state.clone();
     let reply = tokio::task::spawn_blocking(move || {
         domain(&state2).register_agent(&who.name, registration)
@@ -418,10 +422,10 @@ async fn agent_heartbeat<P: PoolApi>(
     body: Result<Json<AgentHeartbeat>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<HeartbeatReply>, ApiError> {
     let who = principal(&state, &headers)?;
-    agents_only(&who)?;
     let node: pcipool_fabric::NodeId = node.parse().map_err(|e: pcipool_fabric::IdError| {
         ApiError::new(StatusCode::BAD_REQUEST, "BAD_REQUEST", e.to_string())
     })?;
+    agents_only(&who, node)?;
     let Json(beat) =
         body.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "BAD_REQUEST", e.body_text()))?;
     let state2 = state.clone();

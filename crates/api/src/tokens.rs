@@ -7,7 +7,9 @@
 //! token = "8c1f..."     # the bearer secret, at least 16 characters
 //! ```
 //!
-//! A tenant token's `name` is the tenant: it borrows as that tenant and sees only its own leases.
+//! A tenant token's `name` is the tenant: it borrows as that tenant and sees only its own leases. An
+//! agent token named after a host (`n3`) may register and heartbeat for that host only; give each host its
+//! own.
 
 use std::collections::BTreeMap;
 

@@ -603,6 +603,10 @@ fn a_token_file_gives_tenants_their_own_view() {
         name = "acme"
         role = "tenant"
         token = "tenant-secret-0123456789"
+        [[token]]
+        name = "n3"
+        role = "agent"
+        token = "n3-agent-secret-0123456789"
     "#;
     let c = Cluster::start_with(Some((
         file,
@@ -626,6 +630,12 @@ fn a_token_file_gives_tenants_their_own_view() {
     let agent_borrows = agent.borrow(&nvme_for(3)).map_err(|e| e.to_string());
     let agent_releases = agent.release(mine[0].lease_id.0).map_err(|e| e.to_string());
     let verify_as_tenant = acme.audit_verify().map_err(|e| e.to_string());
+    // A token named after a host speaks only for that host.
+    let n3 = Client::new(&c.url, "n3-agent-secret-0123456789");
+    let as_other_host = n3
+        .agent_heartbeat(pcipool_fabric::NodeId(1), &Default::default())
+        .map_err(|e| e.to_string());
+    let as_itself = n3.agent_heartbeat(pcipool_fabric::NodeId(3), &Default::default());
     assert_eq!(
         (
             seen,
@@ -633,8 +643,10 @@ fn a_token_file_gives_tenants_their_own_view() {
             agent_borrows.is_err_and(|e| e.starts_with("FORBIDDEN")),
             agent_releases.is_err_and(|e| e.starts_with("FORBIDDEN")),
             verify_as_tenant.is_err_and(|e| e.starts_with("FORBIDDEN")),
+            as_other_host.is_err_and(|e| e.starts_with("FORBIDDEN")),
+            as_itself.is_ok(),
         ),
-        (vec![mine[0].lease_id.0], true, true, true, true)
+        (vec![mine[0].lease_id.0], true, true, true, true, true, true)
     );
 }
 
