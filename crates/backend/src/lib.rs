@@ -368,6 +368,10 @@ pub struct StepContext {
     /// Driver bound on the lender before the lend (rebound by the return).
     #[serde(default)]
     pub lender_driver: Option<String>,
+    /// SR-IOV virtual functions the lender had enabled (a reset of the physical function disables them;
+    /// the return enables them again).
+    #[serde(default)]
+    pub lender_vfs: u16,
 }
 
 /// Carries out workflow steps (the agents and the fabric manager, or the simulator in one process).

@@ -943,6 +943,7 @@ impl<S: Store> Controller<S> {
             dma_window: self.dma_window,
             driver: info.driver.clone(),
             lender_driver: info.local_driver.clone(),
+            lender_vfs: info.local_vfs,
         })
     }
 

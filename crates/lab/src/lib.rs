@@ -53,6 +53,7 @@ pub fn describe(
         driver,
         function,
         local_driver: record.driver.clone(),
+        local_vfs: 0,
     }
 }
 
@@ -141,7 +142,15 @@ pub fn qualified_devices(sim: &Sim, only: Option<NodeId>) -> Vec<(DeviceInfo, Ve
                 }
             }
             models.retain(|m| *m != AccessModel::Vf);
-            out.push((describe(record, pf, models, native(&ctx), None), reasons));
+            let mut info = describe(record, pf, models, native(&ctx), None);
+            info.local_vfs = u16::try_from(
+                inv.devices
+                    .iter()
+                    .filter(|r| r.physfn == Some(record.bdf))
+                    .count(),
+            )
+            .unwrap_or(u16::MAX);
+            out.push((info, reasons));
         }
     }
     out

@@ -185,6 +185,7 @@ impl Agent {
                 dma_window: 0,
                 driver: None,
                 lender_driver: None,
+                lender_vfs: 0,
             };
             for step in [Step::BorrowerUnbind, Step::BorrowerHotRemove] {
                 self.hardware(&StepRequest {

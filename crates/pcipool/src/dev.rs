@@ -764,6 +764,7 @@ pub fn bench_restart(leases: u64, audit: u64) -> anyhow::Result<ExitCode> {
                 driver: Some("nvme".into()),
                 function: None,
                 local_driver: None,
+                local_vfs: 0,
             };
             let _ = DeviceClass::of(info.class);
             rows.push((

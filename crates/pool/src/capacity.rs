@@ -283,6 +283,7 @@ mod tests {
             driver: Some("nvme".into()),
             function: None,
             local_driver: None,
+            local_vfs: 0,
         }
     }
 

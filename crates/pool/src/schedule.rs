@@ -127,6 +127,9 @@ pub struct DeviceInfo {
     /// The driver bound on the lender when the device was registered: a return binds it again.
     #[serde(default)]
     pub local_driver: Option<String>,
+    /// SR-IOV virtual functions enabled on the lender when it registered (a return enables them again).
+    #[serde(default)]
+    pub local_vfs: u16,
 }
 
 /// A request for devices.
@@ -352,6 +355,7 @@ mod tests {
             driver: Some("nvme".into()),
             function: None,
             local_driver: None,
+            local_vfs: 0,
         }
     }
 

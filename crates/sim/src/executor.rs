@@ -133,10 +133,24 @@ impl Executor for Sim {
                 self.fabric.unmap_lease(lease);
                 Ok(())
             }
-            Step::LenderRestore => match &ctx.lender_driver {
-                Some(driver) => self.bind(lender, ctx.bdf, driver).map_err(err),
-                None => Ok(()),
-            },
+            Step::LenderRestore => {
+                if let Some(driver) = &ctx.lender_driver {
+                    self.bind(lender, ctx.bdf, driver).map_err(err)?;
+                }
+                // Enable the VFs the lender had if they are gone (a host that rebooted, a reset outside
+                // the kernel's save/restore), as writing sriov_numvfs does; present ones are left alone.
+                let present = self.host(lender).map_or(0, |h| {
+                    h.devices
+                        .values()
+                        .filter(|d| d.physfn == Some(ctx.bdf))
+                        .count()
+                });
+                if ctx.lender_vfs > 0 && present != usize::from(ctx.lender_vfs) {
+                    self.enable_vfs(lender, ctx.bdf, ctx.lender_vfs)
+                        .map_err(err)?;
+                }
+                Ok(())
+            }
             Step::LenderVerify => match self.device(lender, ctx.bdf) {
                 Some(d) if d.dev.is_reset_state() => Ok(()),
                 Some(_) => Err(format!(

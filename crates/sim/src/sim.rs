@@ -517,6 +517,8 @@ impl Sim {
         d.dev.apply_reset();
         self.advance(ms * MS * slow);
         self.log(node, EventKind::Reset { bdf, method });
+        // The kernel saves and restores a function's state around a reset it performs (SR-IOV state
+        // included, pci_restore_iov_state), so a physical function keeps its virtual functions here.
         Ok(())
     }
 

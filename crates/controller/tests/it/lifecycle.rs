@@ -66,6 +66,7 @@ fn infos(sim: &Sim) -> Vec<DeviceInfo> {
                 local_driver: d.driver.clone(),
                 driver,
                 function: None,
+                local_vfs: 0,
             });
         }
     }

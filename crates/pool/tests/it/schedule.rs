@@ -78,6 +78,7 @@ proptest! {
                 driver: None,
                 function: None,
                 local_driver: None,
+                local_vfs: 0,
             });
             states.push(if *free { DeviceState::Available } else { DeviceState::Maintenance });
         }

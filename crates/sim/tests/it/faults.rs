@@ -531,3 +531,40 @@ fn qualification_runs_on_simulated_facts() {
         )
     );
 }
+
+#[test]
+fn the_return_enables_the_lenders_vfs_again_and_leaves_present_ones_alone() {
+    use pcipool_backend::{Executor, Step, StepContext};
+    let mut s = Sim::new(&FabricDesc::parse(NIC_LAB).expect("valid"), 1).expect("builds");
+    let pf = bdf("06:00.0");
+    let count = |s: &Sim| {
+        s.host(LENDER).map_or(0, |h| {
+            h.devices.values().filter(|d| d.physfn == Some(pf)).count()
+        })
+    };
+    let ctx = StepContext {
+        lender: LENDER.0,
+        bdf: pf,
+        borrower: 2,
+        shadow: bdf("80:00.0"),
+        lease: 1,
+        epoch: 1,
+        bars: vec![],
+        dma_window: 0,
+        driver: None,
+        lender_driver: Some("mlx5_core".into()),
+        lender_vfs: 4,
+    };
+    // The VFs are gone (the host rebooted, or something reset the PF outside the kernel's restore).
+    let before = count(&s);
+    s.run(Step::LenderRestore, &ctx).expect("restore");
+    let restored = count(&s);
+    let events = s.events().len();
+    // A rerun finds them present and changes nothing.
+    s.run(Step::LenderRestore, &ctx).expect("rerun");
+    assert_eq!(
+        (before, restored, s.events().len() - events),
+        (0, 4, 1),
+        "the rerun only rebinds the driver"
+    );
+}

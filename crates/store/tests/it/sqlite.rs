@@ -27,6 +27,7 @@ fn row(state: DeviceState) -> DeviceRow {
             driver: None,
             function: None,
             local_driver: None,
+            local_vfs: 0,
         },
         state,
     }
