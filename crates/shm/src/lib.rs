@@ -10,9 +10,11 @@
 //! # Layout
 //! - [`map`]: the one module with unsafe code: the mapping and the raw accesses.
 //! - [`Region`], [`ShmError`]: the safe interface.
+//! - [`window`]: revocable windows onto a region (the fabric's view of a mapping).
 #![deny(missing_docs)]
 
 pub mod map;
+pub mod window;
 
 use std::path::{Path, PathBuf};
 
@@ -166,6 +168,16 @@ impl Region {
         let at = self.check(offset, 4, 4)?;
         self.map.store_u32(at, value);
         Ok(())
+    }
+
+    /// Adds to a 32-bit counter atomically (wrapping); returns the previous value. Counters several
+    /// processes bump (doorbells, fault counts) need this rather than a load and a store.
+    ///
+    /// # Errors
+    /// Out of range or misaligned.
+    pub fn fetch_add_u32(&self, offset: u64, value: u32) -> Result<u32, ShmError> {
+        let at = self.check(offset, 4, 4)?;
+        Ok(self.map.fetch_add_u32(at, value))
     }
 
     /// Loads a 64-bit register (atomic, sequentially consistent).

@@ -55,6 +55,13 @@ impl Mapping {
         unsafe { AtomicU32::from_ptr(self.ptr(at).cast::<u32>()) }.store(value, Ordering::SeqCst);
     }
 
+    /// Atomic 32-bit add at a checked, 4-aligned offset; returns the previous value.
+    pub fn fetch_add_u32(&self, at: usize, value: u32) -> u32 {
+        // SAFETY: as in `load_u32`.
+        unsafe { AtomicU32::from_ptr(self.ptr(at).cast::<u32>()) }
+            .fetch_add(value, Ordering::SeqCst)
+    }
+
     /// Atomic 64-bit load at a checked, 8-aligned offset.
     pub fn load_u64(&self, at: usize) -> u64 {
         // SAFETY: `at..at + 8` lies inside the mapping and is 8-aligned (checked by the caller).

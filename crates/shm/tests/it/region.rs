@@ -8,6 +8,8 @@ fn two_mappings_of_one_region_see_each_others_stores() {
     a.store_u32(0x10, 0xdead_beef).expect("store");
     b.store_u64(0x20, 0x0123_4567_89ab_cdef).expect("store");
     b.write(0x100, b"payload").expect("write");
+    let before = a.fetch_add_u32(0x30, 5).expect("add");
+    b.fetch_add_u32(0x30, 2).expect("add");
     let mut buf = [0u8; 7];
     a.read(0x100, &mut buf).expect("read");
     assert_eq!(
@@ -15,9 +17,10 @@ fn two_mappings_of_one_region_see_each_others_stores() {
             b.load_u32(0x10).expect("load"),
             a.load_u64(0x20).expect("load"),
             &buf,
-            a.len()
+            a.len(),
+            (before, a.load_u32(0x30).expect("load"))
         ),
-        (0xdead_beef, 0x0123_4567_89ab_cdef, b"payload", 4096)
+        (0xdead_beef, 0x0123_4567_89ab_cdef, b"payload", 4096, (0, 7))
     );
 }
 
