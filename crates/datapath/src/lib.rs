@@ -1,0 +1,155 @@
+//! The simulated data path. A device's BAR 0 is a shared region; host memory the device may reach by DMA
+//! are shared segments, each visible to the device at a device-side address (its DMA window). The device
+//! runner ([`SharedNvme`]) watches its BAR for register writes and doorbells, runs the NVMe model, and
+//! moves data straight between the medium and the segments: no copy through any intermediary, as on a
+//! real NTB where the device's DMA crosses the fabric to the borrower's memory.
+//!
+//! A driver in another process writes the BAR through a [`pcipool_shm::window::Window`] (so the lender
+//! side can revoke it) and keeps its queues and buffers in its own segment.
+//!
+//! # Layout
+//! - [`SegmentDma`]: the device's DMA onto shared segments.
+//! - [`SharedNvme`]: the device runner.
+#![deny(missing_docs)]
+
+use std::path::Path;
+
+use pcipool_nvme::regs::{ACQ, AQA, ASQ, CAP, CC, CSTS, DOORBELLS, VS};
+use pcipool_nvme::{Controller, DmaFault, HostMemory, Medium};
+use pcipool_shm::{Region, ShmError};
+
+/// BAR 0 size: registers and the doorbells of up to 256 queue pairs.
+pub const BAR_SIZE: u64 = 0x2000;
+/// Queue pairs whose doorbells the runner watches (admin + I/O).
+pub const QUEUE_PAIRS: u64 = 64;
+
+/// One DMA window: device-side addresses `[base, base + len)` reach `region` from offset 0.
+#[derive(Debug)]
+struct DmaWindow {
+    base: u64,
+    region: Region,
+}
+
+/// The device's DMA onto shared segments. An address outside every window is refused (the IOMMU and the
+/// NTB would refuse it too).
+#[derive(Debug, Default)]
+pub struct SegmentDma {
+    windows: Vec<DmaWindow>,
+    /// Refused accesses so far.
+    pub faults: u64,
+}
+
+impl SegmentDma {
+    /// Maps the segment `name` under `dir` at device-side address `base`.
+    ///
+    /// # Errors
+    /// The segment cannot be opened.
+    pub fn map(&mut self, dir: &Path, name: &str, base: u64) -> Result<(), ShmError> {
+        let region = Region::open(dir, name)?;
+        self.windows.push(DmaWindow { base, region });
+        Ok(())
+    }
+
+    /// Removes every window (the lease ended): further DMA is refused.
+    pub fn unmap_all(&mut self) {
+        self.windows.clear();
+    }
+
+    fn find(&self, addr: u64, len: usize) -> Option<(&Region, u64)> {
+        self.windows.iter().find_map(|w| {
+            let off = addr.checked_sub(w.base)?;
+            (off.checked_add(len as u64)? <= w.region.len()).then_some((&w.region, off))
+        })
+    }
+}
+
+impl HostMemory for SegmentDma {
+    fn read(&mut self, addr: u64, buf: &mut [u8]) -> Result<(), DmaFault> {
+        match self.find(addr, buf.len()) {
+            Some((r, off)) => r.read(off, buf).map_err(|_| DmaFault { addr }),
+            None => {
+                self.faults += 1;
+                Err(DmaFault { addr })
+            }
+        }
+    }
+
+    fn write(&mut self, addr: u64, data: &[u8]) -> Result<(), DmaFault> {
+        match self.find(addr, data.len()) {
+            Some((r, off)) => r.write(off, data).map_err(|_| DmaFault { addr }),
+            None => {
+                self.faults += 1;
+                Err(DmaFault { addr })
+            }
+        }
+    }
+}
+
+/// The registers a driver writes, which the runner forwards to the model when they change.
+const WRITABLE: [u64; 6] = [AQA, ASQ, ASQ + 4, ACQ, ACQ + 4, CC];
+
+/// An NVMe-like device whose BAR 0 lives in a shared region.
+#[derive(Debug)]
+pub struct SharedNvme<M> {
+    ctrl: Controller,
+    bar: Region,
+    medium: M,
+    /// The device's DMA.
+    pub dma: SegmentDma,
+    /// What the runner last saw in each watched register and doorbell.
+    seen: Vec<(u64, u32)>,
+}
+
+impl<M: Medium> SharedNvme<M> {
+    /// Creates the BAR region `bar` under `dir` and publishes the read-only registers.
+    ///
+    /// # Errors
+    /// The region cannot be created.
+    pub fn create(dir: &Path, bar: &str, ctrl: Controller, medium: M) -> Result<Self, ShmError> {
+        let bar = Region::create(dir, bar, BAR_SIZE)?;
+        let mut watched: Vec<u64> = WRITABLE.to_vec();
+        watched.extend((0..QUEUE_PAIRS * 2).map(|i| DOORBELLS + 4 * i));
+        let seen = watched.into_iter().map(|o| (o, 0)).collect();
+        let mut dev = Self {
+            ctrl,
+            bar,
+            medium,
+            dma: SegmentDma::default(),
+            seen,
+        };
+        dev.publish()?;
+        Ok(dev)
+    }
+
+    /// Writes the registers the device owns (capabilities, version, status) into the shared BAR.
+    fn publish(&mut self) -> Result<(), ShmError> {
+        for off in [CAP, CAP + 4, VS, CSTS] {
+            self.bar.store_u32(off, self.ctrl.read32(off))?;
+        }
+        Ok(())
+    }
+
+    /// One pass: forwards register writes and doorbells that changed, runs the submitted commands, and
+    /// publishes the status. Returns how many commands ran.
+    ///
+    /// # Errors
+    /// The BAR region failed.
+    pub fn poll(&mut self) -> Result<usize, ShmError> {
+        for i in 0..self.seen.len() {
+            let (off, last) = self.seen[i];
+            let now = self.bar.load_u32(off)?;
+            if now != last {
+                self.seen[i].1 = now;
+                self.ctrl.write32(off, now);
+            }
+        }
+        let ran = self.ctrl.process(&mut self.dma, &mut self.medium);
+        self.publish()?;
+        Ok(ran)
+    }
+
+    /// The medium (to check what reached it).
+    pub fn medium(&mut self) -> &mut M {
+        &mut self.medium
+    }
+}
