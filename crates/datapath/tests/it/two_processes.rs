@@ -18,7 +18,7 @@ const DATA: u64 = 0x4000;
 /// The device process: serves BAR "bar0" until the control region says stop, then reports what is on
 /// its medium at LBA 8 so the parent can check the data really reached the device.
 #[test]
-#[ignore = "run by a_driver_in_another_process_uses_the_device in a child process"]
+#[ignore = "run by the tests of this file in a child process"]
 fn device_process() {
     let dir = std::env::var("PCIPOOL_DATAPATH_DIR").expect("started by the parent test");
     let dir = Path::new(&dir);
@@ -30,7 +30,15 @@ fn device_process() {
         RamMedium::new(512, 1024),
     )
     .expect("bar");
-    dev.dma.map(dir, "segment", DEVICE_BASE).expect("segment");
+    // Segments to map: "name@base,name@base" (default: the single driver's segment).
+    let segments = std::env::var("PCIPOOL_DATAPATH_SEGMENTS")
+        .unwrap_or_else(|_| format!("segment@{DEVICE_BASE}"));
+    for entry in segments.split(',') {
+        let (name, base) = entry.split_once('@').expect("name@base");
+        dev.dma
+            .map(dir, name, base.parse().expect("base"))
+            .expect("segment");
+    }
     control.store_u32(0, 1).expect("ready");
     while control.load_u32(4).expect("stop?") == 0 {
         if dev.poll().expect("poll") == 0 {
@@ -43,9 +51,13 @@ fn device_process() {
     control.store_u32(8, 1).expect("done");
 }
 
-struct Driver {
+pub struct Driver {
     bar: Window,
     seg: Region,
+    /// Where the device sees this driver's segment.
+    base: u64,
+    /// The I/O queue pair this driver owns.
+    io_qid: u16,
     tails: [u16; 2],
     heads: [u16; 2],
     phases: [bool; 2],
@@ -69,13 +81,16 @@ impl Driver {
         self.bar.write_u32(off, v).expect("register");
     }
 
+    /// Submits on the admin queue (`q` = 0) or this driver's I/O queue (`q` = 1); `prp1` is a
+    /// device-side address.
     fn submit(&mut self, q: usize, opcode: u8, nsid: u32, prp1: u64, cdw: [u32; 3]) -> u16 {
+        let qid = if q == 0 { 0 } else { u64::from(self.io_qid) };
         self.cid += 1;
         let mut sqe = [0u8; SQE];
         sqe[0] = opcode;
         sqe[2..4].copy_from_slice(&self.cid.to_le_bytes());
         sqe[4..8].copy_from_slice(&nsid.to_le_bytes());
-        sqe[24..32].copy_from_slice(&(DEVICE_BASE + prp1).to_le_bytes());
+        sqe[24..32].copy_from_slice(&prp1.to_le_bytes());
         sqe[40..44].copy_from_slice(&cdw[0].to_le_bytes());
         sqe[44..48].copy_from_slice(&cdw[1].to_le_bytes());
         sqe[48..52].copy_from_slice(&cdw[2].to_le_bytes());
@@ -84,7 +99,7 @@ impl Driver {
             .write(sq + u64::from(self.tails[q]) * SQE as u64, &sqe)
             .expect("sqe");
         self.tails[q] = (self.tails[q] + 1) % 16;
-        self.set(DOORBELLS + 8 * q as u64, u32::from(self.tails[q]));
+        self.set(DOORBELLS + 8 * qid, u32::from(self.tails[q]));
         let at = cq + u64::from(self.heads[q]) * CQE as u64;
         let phase = self.phases[q];
         self.wait("a completion", |d| {
@@ -98,25 +113,22 @@ impl Driver {
         if self.heads[q] == 0 {
             self.phases[q] = !self.phases[q];
         }
-        self.set(DOORBELLS + 8 * q as u64 + 4, u32::from(self.heads[q]));
+        self.set(DOORBELLS + 8 * qid + 4, u32::from(self.heads[q]));
         u16::from_le_bytes([cqe[14], cqe[15]]) >> 1
     }
 }
 
-#[test]
-fn a_driver_in_another_process_uses_the_device() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let control = Region::create(dir.path(), "control", 4096).expect("control");
-    let seg = Region::create(dir.path(), "segment", 0x10000).expect("segment");
-    let table = WindowTable::create(dir.path(), "windows", 1).expect("table");
-    let mut device = std::process::Command::new(std::env::current_exe().expect("test binary"))
+/// Starts the device process with the segments `name@base,...` and waits for it.
+fn start_device(dir: &Path, control: &Region, segments: &str) -> std::process::Child {
+    let child = std::process::Command::new(std::env::current_exe().expect("test binary"))
         .args([
             "--exact",
             "two_processes::device_process",
             "--ignored",
             "--nocapture",
         ])
-        .env("PCIPOOL_DATAPATH_DIR", dir.path())
+        .env("PCIPOOL_DATAPATH_DIR", dir)
+        .env("PCIPOOL_DATAPATH_SEGMENTS", segments)
         .stdout(std::process::Stdio::null())
         .spawn()
         .expect("device process starts");
@@ -125,49 +137,78 @@ fn a_driver_in_another_process_uses_the_device() {
         assert!(Instant::now() < until, "device process never came up");
         std::thread::sleep(Duration::from_millis(1));
     }
+    child
+}
+
+/// Sets up the admin queue at the start of the driver's segment and enables the controller.
+fn enable(d: &Driver) {
+    d.set(AQA, (15 << 16) | 15);
+    d.set(
+        ASQ,
+        u32::try_from((d.base + SQ) & 0xffff_ffff).expect("low"),
+    );
+    d.set(ASQ + 4, u32::try_from((d.base + SQ) >> 32).expect("high"));
+    d.set(
+        ACQ,
+        u32::try_from((d.base + CQ) & 0xffff_ffff).expect("low"),
+    );
+    d.set(ACQ + 4, u32::try_from((d.base + CQ) >> 32).expect("high"));
+    d.set(CC, CC_EN);
+    d.wait("the controller ready", |d| d.reg(CSTS) & CSTS_RDY != 0);
+}
+
+#[test]
+fn a_driver_in_another_process_uses_the_device() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let control = Region::create(dir.path(), "control", 4096).expect("control");
+    let seg = Region::create(dir.path(), "segment", 0x10000).expect("segment");
+    let table = WindowTable::create(dir.path(), "windows", 1).expect("table");
+    let mut device = start_device(dir.path(), &control, &format!("segment@{DEVICE_BASE}"));
     // The lender maps BAR 0 for this borrower.
     let generation = table.open_slot(0).expect("window");
     let bar = Window::attach(dir.path(), "windows", 0, generation, "bar0").expect("attach");
     let mut d = Driver {
         bar,
         seg,
+        base: DEVICE_BASE,
+        io_qid: 1,
         tails: [0; 2],
         heads: [0; 2],
         phases: [true; 2],
         cid: 0,
     };
     let version = d.reg(VS);
-    d.set(AQA, (15 << 16) | 15);
-    d.set(
-        ASQ,
-        u32::try_from((DEVICE_BASE + SQ) & 0xffff_ffff).expect("low"),
+    enable(&d);
+    let identify = d.submit(
+        0,
+        ADMIN_IDENTIFY,
+        0,
+        DEVICE_BASE + DATA,
+        [CNS_CONTROLLER, 0, 0],
     );
-    d.set(
-        ASQ + 4,
-        u32::try_from((DEVICE_BASE + SQ) >> 32).expect("high"),
-    );
-    d.set(
-        ACQ,
-        u32::try_from((DEVICE_BASE + CQ) & 0xffff_ffff).expect("low"),
-    );
-    d.set(
-        ACQ + 4,
-        u32::try_from((DEVICE_BASE + CQ) >> 32).expect("high"),
-    );
-    d.set(CC, CC_EN);
-    d.wait("the controller ready", |d| d.reg(CSTS) & CSTS_RDY != 0);
-    let identify = d.submit(0, ADMIN_IDENTIFY, 0, DATA, [CNS_CONTROLLER, 0, 0]);
     let mut model = [0u8; 40];
     d.seg.read(DATA + 24, &mut model).expect("identify data");
-    let cq = d.submit(0, ADMIN_CREATE_CQ, 0, IOCQ, [(15 << 16) | 1, 1, 0]);
-    let sq = d.submit(0, ADMIN_CREATE_SQ, 0, IOSQ, [(15 << 16) | 1, 1 << 16, 0]);
+    let cq = d.submit(
+        0,
+        ADMIN_CREATE_CQ,
+        0,
+        DEVICE_BASE + IOCQ,
+        [(15 << 16) | 1, 1, 0],
+    );
+    let sq = d.submit(
+        0,
+        ADMIN_CREATE_SQ,
+        0,
+        DEVICE_BASE + IOSQ,
+        [(15 << 16) | 1, 1 << 16, 0],
+    );
     let pattern: Vec<u8> = (0..512u32)
         .map(|i| u8::try_from(i % 253).unwrap_or(0))
         .collect();
     d.seg.write(DATA, &pattern).expect("buffer");
-    let wrote = d.submit(1, IO_WRITE, 1, DATA, [8, 0, 0]);
+    let wrote = d.submit(1, IO_WRITE, 1, DEVICE_BASE + DATA, [8, 0, 0]);
     d.seg.write(DATA, &[0u8; 512]).expect("clear");
-    let read = d.submit(1, IO_READ, 1, DATA, [8, 0, 0]);
+    let read = d.submit(1, IO_READ, 1, DEVICE_BASE + DATA, [8, 0, 0]);
     let mut back = vec![0u8; 512];
     d.seg.read(DATA, &mut back).expect("buffer");
     // The lender revokes the BAR mapping: the driver's accesses stop reaching the device.
@@ -198,5 +239,145 @@ fn a_driver_in_another_process_uses_the_device() {
             u32::MAX,
             true
         )
+    );
+}
+
+const CLIENTS: u32 = 4;
+
+fn client_base(i: u32) -> u64 {
+    0x2_0000_0000 + u64::from(i) * 0x1000_0000
+}
+
+/// A shared-access client: uses the I/O queue pair the manager created for it, writes its own blocks and
+/// reads them back, and reports in the control region (1 = intact, 2 = corrupted, 3 = an error).
+#[test]
+#[ignore = "run by four_hosts_share_one_device_each_with_its_own_queue_pair in child processes"]
+fn client_process() {
+    let env = |k: &str| std::env::var(k).expect("started by the parent test");
+    let dir = env("PCIPOOL_DATAPATH_DIR");
+    let dir = Path::new(&dir);
+    let i: u32 = env("PCIPOOL_CLIENT").parse().expect("index");
+    let generation: u32 = env("PCIPOOL_GENERATION").parse().expect("generation");
+    let control = Region::open(dir, "control").expect("control");
+    let bar = Window::attach(dir, "windows", i + 1, generation, "bar0").expect("attach");
+    let seg = Region::open(dir, &format!("client{i}")).expect("segment");
+    let base = client_base(i);
+    let mut d = Driver {
+        bar,
+        seg,
+        base,
+        io_qid: u16::try_from(i + 1).expect("qid"),
+        tails: [0; 2],
+        heads: [0; 2],
+        phases: [true; 2],
+        cid: 0,
+    };
+    // Eight blocks of 512 bytes: one page, PRP1 only. Each client its own LBA range and its own bytes.
+    let pattern: Vec<u8> = (0..4096u32)
+        .map(|b| u8::try_from((b + 61 * i) % 251).unwrap_or(0))
+        .collect();
+    let lba = 64 * i;
+    let mut result = 1;
+    for round in 0..20u32 {
+        d.seg.write(DATA, &pattern).expect("buffer");
+        let w = d.submit(1, IO_WRITE, 1, base + DATA, [lba + round % 4 * 8, 0, 7]);
+        d.seg.write(DATA, &[0u8; 4096]).expect("clear");
+        let r = d.submit(1, IO_READ, 1, base + DATA, [lba + round % 4 * 8, 0, 7]);
+        let mut back = vec![0u8; 4096];
+        d.seg.read(DATA, &mut back).expect("buffer");
+        if w != SC_SUCCESS || r != SC_SUCCESS {
+            result = 3;
+            break;
+        }
+        if back != pattern {
+            result = 2;
+            break;
+        }
+    }
+    control
+        .store_u32(16 + 4 * u64::from(i), result)
+        .expect("report");
+}
+
+#[test]
+fn four_hosts_share_one_device_each_with_its_own_queue_pair() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let control = Region::create(dir.path(), "control", 4096).expect("control");
+    let seg = Region::create(dir.path(), "segment", 0x10000).expect("manager segment");
+    let mut segments = vec![format!("segment@{DEVICE_BASE}")];
+    for i in 0..CLIENTS {
+        Region::create(dir.path(), &format!("client{i}"), 0x10000).expect("client segment");
+        segments.push(format!("client{i}@{}", client_base(i)));
+    }
+    let table = WindowTable::create(dir.path(), "windows", CLIENTS + 1).expect("table");
+    let mut device = start_device(dir.path(), &control, &segments.join(","));
+    // The manager (the exclusive holder that initialises the device) creates every client's queues.
+    let generation = table.open_slot(0).expect("window");
+    let bar = Window::attach(dir.path(), "windows", 0, generation, "bar0").expect("attach");
+    let mut manager = Driver {
+        bar,
+        seg,
+        base: DEVICE_BASE,
+        io_qid: 1,
+        tails: [0; 2],
+        heads: [0; 2],
+        phases: [true; 2],
+        cid: 0,
+    };
+    enable(&manager);
+    let mut created = Vec::new();
+    for i in 0..CLIENTS {
+        let qid = i + 1;
+        created.push(manager.submit(
+            0,
+            ADMIN_CREATE_CQ,
+            0,
+            client_base(i) + IOCQ,
+            [(15 << 16) | qid, 1, 0],
+        ));
+        created.push(manager.submit(
+            0,
+            ADMIN_CREATE_SQ,
+            0,
+            client_base(i) + IOSQ,
+            [(15 << 16) | qid, qid << 16, 0],
+        ));
+    }
+    // Then the clients run at the same time, each in its own process with its own window on BAR 0.
+    let clients: Vec<std::process::Child> = (0..CLIENTS)
+        .map(|i| {
+            let generation = table.open_slot(i + 1).expect("client window");
+            std::process::Command::new(std::env::current_exe().expect("test binary"))
+                .args([
+                    "--exact",
+                    "two_processes::client_process",
+                    "--ignored",
+                    "--nocapture",
+                ])
+                .env("PCIPOOL_DATAPATH_DIR", dir.path())
+                .env("PCIPOOL_CLIENT", i.to_string())
+                .env("PCIPOOL_GENERATION", generation.to_string())
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .expect("client starts")
+        })
+        .collect();
+    let mut exits = Vec::new();
+    for mut c in clients {
+        exits.push(c.wait().expect("client ends").success());
+    }
+    let results: Vec<u32> = (0..CLIENTS)
+        .map(|i| control.load_u32(16 + 4 * u64::from(i)).expect("result"))
+        .collect();
+    control.store_u32(4, 1).expect("stop");
+    let device_ok = device.wait().expect("device ends").success();
+    assert_eq!(
+        (
+            created.iter().all(|s| *s == SC_SUCCESS),
+            exits,
+            results,
+            device_ok
+        ),
+        (true, vec![true; 4], vec![1; 4], true)
     );
 }
