@@ -10,7 +10,10 @@
 //! # Layout
 //! - [`SegmentDma`]: the device's DMA onto shared segments.
 //! - [`SharedNvme`]: the device runner.
+//! - [`driver`]: a small polled driver over a BAR (direct or through a window).
 #![deny(missing_docs)]
+
+pub mod driver;
 
 use std::path::Path;
 

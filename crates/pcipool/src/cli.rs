@@ -470,6 +470,14 @@ pub enum SimCommand {
 /// Benchmarks.
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
+    /// The simulated data path: 4 KiB random reads and writes at queue depth 1 through the NVMe-like
+    /// device, by a driver on the lender (direct BAR access) and by a borrower (through a fabric window),
+    /// side by side; prints IOPS, latency percentiles and the lent/local ratio.
+    Datapath {
+        /// I/Os per mode and kind (in 5 interleaved rounds).
+        #[arg(long, default_value_t = 50_000)]
+        ios: u64,
+    },
     /// Durable borrow+release cycles per second through the HTTP API (in-process server, real clients).
     Api {
         /// Fabric description (default: the built-in 64-host rack).
@@ -625,6 +633,11 @@ pub enum Command {
         fabric: Option<PathBuf>,
         /// Decisions.
         decisions: u64,
+    },
+    /// Data path benchmark.
+    BenchDatapath {
+        /// I/Os per mode and kind.
+        ios: u64,
     },
     /// Simulator load benchmark.
     BenchSim {
@@ -1076,6 +1089,14 @@ impl Cli {
             CliCommand::Bench {
                 which: BenchCommand::Restart { leases, audit },
             } => Command::BenchRestart { leases, audit },
+            CliCommand::Bench {
+                which: BenchCommand::Datapath { ios },
+            } => {
+                if ios < 5 {
+                    return Err(UsageError("--ios must be at least 5".into()));
+                }
+                Command::BenchDatapath { ios }
+            }
             CliCommand::Bench {
                 which:
                     BenchCommand::Api {

@@ -51,6 +51,7 @@ pub fn execute(command: Command) -> anyhow::Result<ExitCode> {
             output,
         } => crate::sim_cmd::sim_run(fabric.as_deref(), seed, steps, &faults, output),
         Command::BenchSim { fabric } => crate::sim_cmd::bench(fabric.as_deref()),
+        Command::BenchDatapath { ios } => crate::bench::datapath(ios),
         Command::BenchRestart { leases, audit } => crate::dev::bench_restart(leases, audit),
         Command::BenchApi {
             fabric,
