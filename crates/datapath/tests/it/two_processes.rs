@@ -2,6 +2,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use pcipool_datapath::SharedNvme;
+use pcipool_datapath::driver::{Driver, layout};
 use pcipool_nvme::regs::*;
 use pcipool_nvme::{Controller, Medium, RamMedium};
 use pcipool_shm::Region;
@@ -9,11 +10,7 @@ use pcipool_shm::window::{Window, WindowTable};
 
 /// Where the device sees the driver's segment (its DMA window).
 const DEVICE_BASE: u64 = 0x1_0000_0000;
-const SQ: u64 = 0x0000;
-const CQ: u64 = 0x1000;
-const IOSQ: u64 = 0x2000;
-const IOCQ: u64 = 0x3000;
-const DATA: u64 = 0x4000;
+const DATA: u64 = layout::DATA;
 
 /// The device process: serves BAR "bar0" until the control region says stop, then reports what is on
 /// its medium at LBA 8 so the parent can check the data really reached the device.
@@ -51,73 +48,6 @@ fn device_process() {
     control.store_u32(8, 1).expect("done");
 }
 
-pub struct Driver {
-    bar: Window,
-    seg: Region,
-    /// Where the device sees this driver's segment.
-    base: u64,
-    /// The I/O queue pair this driver owns.
-    io_qid: u16,
-    tails: [u16; 2],
-    heads: [u16; 2],
-    phases: [bool; 2],
-    cid: u16,
-}
-
-impl Driver {
-    fn wait(&self, what: &str, done: impl Fn(&Self) -> bool) {
-        let until = Instant::now() + Duration::from_secs(30);
-        while !done(self) {
-            assert!(Instant::now() < until, "timed out waiting for {what}");
-            std::thread::yield_now();
-        }
-    }
-
-    fn reg(&self, off: u64) -> u32 {
-        self.bar.read_u32(off).expect("register")
-    }
-
-    fn set(&self, off: u64, v: u32) {
-        self.bar.write_u32(off, v).expect("register");
-    }
-
-    /// Submits on the admin queue (`q` = 0) or this driver's I/O queue (`q` = 1); `prp1` is a
-    /// device-side address.
-    fn submit(&mut self, q: usize, opcode: u8, nsid: u32, prp1: u64, cdw: [u32; 3]) -> u16 {
-        let qid = if q == 0 { 0 } else { u64::from(self.io_qid) };
-        self.cid += 1;
-        let mut sqe = [0u8; SQE];
-        sqe[0] = opcode;
-        sqe[2..4].copy_from_slice(&self.cid.to_le_bytes());
-        sqe[4..8].copy_from_slice(&nsid.to_le_bytes());
-        sqe[24..32].copy_from_slice(&prp1.to_le_bytes());
-        sqe[40..44].copy_from_slice(&cdw[0].to_le_bytes());
-        sqe[44..48].copy_from_slice(&cdw[1].to_le_bytes());
-        sqe[48..52].copy_from_slice(&cdw[2].to_le_bytes());
-        let (sq, cq) = if q == 0 { (SQ, CQ) } else { (IOSQ, IOCQ) };
-        self.seg
-            .write(sq + u64::from(self.tails[q]) * SQE as u64, &sqe)
-            .expect("sqe");
-        self.tails[q] = (self.tails[q] + 1) % 16;
-        self.set(DOORBELLS + 8 * qid, u32::from(self.tails[q]));
-        let at = cq + u64::from(self.heads[q]) * CQE as u64;
-        let phase = self.phases[q];
-        self.wait("a completion", |d| {
-            let mut cqe = [0u8; CQE];
-            d.seg.read(at, &mut cqe).expect("cqe");
-            (u16::from_le_bytes([cqe[14], cqe[15]]) & 1 == 1) == phase
-        });
-        let mut cqe = [0u8; CQE];
-        self.seg.read(at, &mut cqe).expect("cqe");
-        self.heads[q] = (self.heads[q] + 1) % 16;
-        if self.heads[q] == 0 {
-            self.phases[q] = !self.phases[q];
-        }
-        self.set(DOORBELLS + 8 * qid + 4, u32::from(self.heads[q]));
-        u16::from_le_bytes([cqe[14], cqe[15]]) >> 1
-    }
-}
-
 /// Starts the device process with the segments `name@base,...` and waits for it.
 fn start_device(dir: &Path, control: &Region, segments: &str) -> std::process::Child {
     let child = std::process::Command::new(std::env::current_exe().expect("test binary"))
@@ -140,23 +70,6 @@ fn start_device(dir: &Path, control: &Region, segments: &str) -> std::process::C
     child
 }
 
-/// Sets up the admin queue at the start of the driver's segment and enables the controller.
-fn enable(d: &Driver) {
-    d.set(AQA, (15 << 16) | 15);
-    d.set(
-        ASQ,
-        u32::try_from((d.base + SQ) & 0xffff_ffff).expect("low"),
-    );
-    d.set(ASQ + 4, u32::try_from((d.base + SQ) >> 32).expect("high"));
-    d.set(
-        ACQ,
-        u32::try_from((d.base + CQ) & 0xffff_ffff).expect("low"),
-    );
-    d.set(ACQ + 4, u32::try_from((d.base + CQ) >> 32).expect("high"));
-    d.set(CC, CC_EN);
-    d.wait("the controller ready", |d| d.reg(CSTS) & CSTS_RDY != 0);
-}
-
 #[test]
 fn a_driver_in_another_process_uses_the_device() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -167,20 +80,10 @@ fn a_driver_in_another_process_uses_the_device() {
     // The lender maps BAR 0 for this borrower.
     let generation = table.open_slot(0).expect("window");
     let bar = Window::attach(dir.path(), "windows", 0, generation, "bar0").expect("attach");
-    let mut d = Driver {
-        bar,
-        seg,
-        base: DEVICE_BASE,
-        io_qid: 1,
-        tails: [0; 2],
-        heads: [0; 2],
-        phases: [true; 2],
-        cid: 0,
-    };
-    let version = d.reg(VS);
-    enable(&d);
-    let identify = d.submit(
-        0,
+    let mut d = Driver::new(bar, seg, DEVICE_BASE, 1);
+    let version = d.reg(VS).expect("VS");
+    d.enable().expect("enable");
+    let identify = d.admin(
         ADMIN_IDENTIFY,
         0,
         DEVICE_BASE + DATA,
@@ -188,32 +91,19 @@ fn a_driver_in_another_process_uses_the_device() {
     );
     let mut model = [0u8; 40];
     d.seg.read(DATA + 24, &mut model).expect("identify data");
-    let cq = d.submit(
-        0,
-        ADMIN_CREATE_CQ,
-        0,
-        DEVICE_BASE + IOCQ,
-        [(15 << 16) | 1, 1, 0],
-    );
-    let sq = d.submit(
-        0,
-        ADMIN_CREATE_SQ,
-        0,
-        DEVICE_BASE + IOSQ,
-        [(15 << 16) | 1, 1 << 16, 0],
-    );
+    let queues = d.create_io_queues(1, DEVICE_BASE);
     let pattern: Vec<u8> = (0..512u32)
         .map(|i| u8::try_from(i % 253).unwrap_or(0))
         .collect();
     d.seg.write(DATA, &pattern).expect("buffer");
-    let wrote = d.submit(1, IO_WRITE, 1, DEVICE_BASE + DATA, [8, 0, 0]);
+    let wrote = d.write(8, 1, 0);
     d.seg.write(DATA, &[0u8; 512]).expect("clear");
-    let read = d.submit(1, IO_READ, 1, DEVICE_BASE + DATA, [8, 0, 0]);
+    let read = d.read(8, 1, 0);
     let mut back = vec![0u8; 512];
     d.seg.read(DATA, &mut back).expect("buffer");
     // The lender revokes the BAR mapping: the driver's accesses stop reaching the device.
     table.close_slot(0).expect("revoke");
-    let after_revoke = d.reg(CSTS);
+    let after_revoke = d.reg(CSTS).expect("CSTS");
     control.store_u32(4, 1).expect("stop");
     let status = device.wait().expect("device process ends");
     let mut on_medium = vec![0u8; 512];
@@ -221,9 +111,9 @@ fn a_driver_in_another_process_uses_the_device() {
     assert_eq!(
         (
             version,
-            identify,
+            identify.is_ok(),
             String::from_utf8_lossy(&model).trim().to_owned(),
-            (cq, sq, wrote, read),
+            (queues.is_ok(), wrote.is_ok(), read.is_ok()),
             back == pattern,
             on_medium == pattern,
             after_revoke,
@@ -231,9 +121,9 @@ fn a_driver_in_another_process_uses_the_device() {
         ),
         (
             VERSION,
-            SC_SUCCESS,
+            true,
             "pcipool shared NVMe".to_owned(),
-            (SC_SUCCESS, SC_SUCCESS, SC_SUCCESS, SC_SUCCESS),
+            (true, true, true),
             true,
             true,
             u32::MAX,
@@ -262,16 +152,7 @@ fn client_process() {
     let bar = Window::attach(dir, "windows", i + 1, generation, "bar0").expect("attach");
     let seg = Region::open(dir, &format!("client{i}")).expect("segment");
     let base = client_base(i);
-    let mut d = Driver {
-        bar,
-        seg,
-        base,
-        io_qid: u16::try_from(i + 1).expect("qid"),
-        tails: [0; 2],
-        heads: [0; 2],
-        phases: [true; 2],
-        cid: 0,
-    };
+    let mut d = Driver::new(bar, seg, base, u16::try_from(i + 1).expect("qid"));
     // Eight blocks of 512 bytes: one page, PRP1 only. Each client its own LBA range and its own bytes.
     let pattern: Vec<u8> = (0..4096u32)
         .map(|b| u8::try_from((b + 61 * i) % 251).unwrap_or(0))
@@ -280,12 +161,12 @@ fn client_process() {
     let mut result = 1;
     for round in 0..20u32 {
         d.seg.write(DATA, &pattern).expect("buffer");
-        let w = d.submit(1, IO_WRITE, 1, base + DATA, [lba + round % 4 * 8, 0, 7]);
+        let w = d.write(u64::from(lba + round % 4 * 8), 8, 0);
         d.seg.write(DATA, &[0u8; 4096]).expect("clear");
-        let r = d.submit(1, IO_READ, 1, base + DATA, [lba + round % 4 * 8, 0, 7]);
+        let r = d.read(u64::from(lba + round % 4 * 8), 8, 0);
         let mut back = vec![0u8; 4096];
         d.seg.read(DATA, &mut back).expect("buffer");
-        if w != SC_SUCCESS || r != SC_SUCCESS {
+        if w.is_err() || r.is_err() {
             result = 3;
             break;
         }
@@ -314,34 +195,12 @@ fn four_hosts_share_one_device_each_with_its_own_queue_pair() {
     // The manager (the exclusive holder that initialises the device) creates every client's queues.
     let generation = table.open_slot(0).expect("window");
     let bar = Window::attach(dir.path(), "windows", 0, generation, "bar0").expect("attach");
-    let mut manager = Driver {
-        bar,
-        seg,
-        base: DEVICE_BASE,
-        io_qid: 1,
-        tails: [0; 2],
-        heads: [0; 2],
-        phases: [true; 2],
-        cid: 0,
-    };
-    enable(&manager);
+    let mut manager = Driver::new(bar, seg, DEVICE_BASE, 1);
+    manager.enable().expect("enable");
     let mut created = Vec::new();
     for i in 0..CLIENTS {
-        let qid = i + 1;
-        created.push(manager.submit(
-            0,
-            ADMIN_CREATE_CQ,
-            0,
-            client_base(i) + IOCQ,
-            [(15 << 16) | qid, 1, 0],
-        ));
-        created.push(manager.submit(
-            0,
-            ADMIN_CREATE_SQ,
-            0,
-            client_base(i) + IOSQ,
-            [(15 << 16) | qid, qid << 16, 0],
-        ));
+        let qid = u16::try_from(i + 1).expect("qid");
+        created.push(manager.create_io_queues(qid, client_base(i)).is_ok());
     }
     // Then the clients run at the same time, each in its own process with its own window on BAR 0.
     let clients: Vec<std::process::Child> = (0..CLIENTS)
@@ -372,12 +231,7 @@ fn four_hosts_share_one_device_each_with_its_own_queue_pair() {
     control.store_u32(4, 1).expect("stop");
     let device_ok = device.wait().expect("device ends").success();
     assert_eq!(
-        (
-            created.iter().all(|s| *s == SC_SUCCESS),
-            exits,
-            results,
-            device_ok
-        ),
+        (created.iter().all(|ok| *ok), exits, results, device_ok),
         (true, vec![true; 4], vec![1; 4], true)
     );
 }
