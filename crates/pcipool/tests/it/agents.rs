@@ -3,9 +3,8 @@
 //! controller or agent leaves the hardware as it was.
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -17,24 +16,8 @@ use pcipool_store::{SqliteStore, Store};
 
 /// Spawns `pcipool ARGS` and waits for the stdout line containing `marker`; returns the rest of it.
 fn spawn(args: &[&str], marker: &str) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pcipool"))
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("pcipool starts");
-    let stdout = child.stdout.take().expect("piped");
-    let mut lines = BufReader::new(stdout).lines();
-    let mut rest = String::new();
-    for line in lines.by_ref().map_while(Result::ok) {
-        if let Some(r) = line.split(marker).nth(1) {
-            rest = r.trim().to_owned();
-            break;
-        }
-    }
-    // Keep draining so the process never writes into a closed pipe.
-    std::thread::spawn(move || lines.map_while(Result::ok).for_each(drop));
-    (child, rest)
+    let args: Vec<&std::ffi::OsStr> = args.iter().map(std::ffi::OsStr::new).collect();
+    crate::support::spawn_until(&args, marker)
 }
 
 fn free_port() -> u16 {
@@ -225,21 +208,7 @@ impl Cluster {
     }
 }
 
-fn nvme_for(borrower: u32) -> BorrowRequest {
-    BorrowRequest {
-        selector: pcipool_pool::schedule::Selector {
-            class: Some(pcipool_pool::schedule::DeviceClass::Nvme),
-            ..Default::default()
-        },
-        count: 1,
-        model: pcipool_qualify::AccessModel::Lend,
-        borrower: pcipool_fabric::NodeId(borrower),
-        duration_secs: None,
-        max_sharers: None,
-        request_id: None,
-        wait: true,
-    }
-}
+use crate::support::nvme_for;
 
 fn state_of(c: &Cluster, fdid: &str) -> String {
     c.devices()

@@ -3,52 +3,21 @@
 //! duplicated, no workflow is left unfinished, no device has two holders, and the audit chain verifies.
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use pcipool_api::client::Client;
-use pcipool_api::types::BorrowRequest;
 use pcipool_pool::AuditChain;
 use pcipool_store::{SqliteStore, Store};
 
 fn start(dir: &std::path::Path) -> (std::process::Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pcipool"))
-        .args(["dev", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("pcipool dev starts");
-    let stdout = child.stdout.take().expect("piped");
-    let mut lines = BufReader::new(stdout).lines();
-    let mut url = String::new();
-    for line in lines.by_ref().map_while(Result::ok) {
-        if let Some(rest) = line.split("served at ").nth(1) {
-            url = rest.trim().to_owned();
-            break;
-        }
-    }
-    std::thread::spawn(move || lines.map_while(Result::ok).for_each(drop));
-    (child, url)
+    let args = ["dev", "--listen", "127.0.0.1:0", "--data-dir"];
+    let mut all: Vec<&std::ffi::OsStr> = args.iter().map(std::ffi::OsStr::new).collect();
+    all.push(dir.as_os_str());
+    crate::support::spawn_until(&all, "served at ")
 }
 
-fn request(borrower: u32) -> BorrowRequest {
-    BorrowRequest {
-        selector: pcipool_pool::schedule::Selector {
-            class: Some(pcipool_pool::schedule::DeviceClass::Nvme),
-            ..Default::default()
-        },
-        count: 1,
-        model: pcipool_qualify::AccessModel::Lend,
-        borrower: pcipool_fabric::NodeId(borrower),
-        duration_secs: None,
-        max_sharers: None,
-        request_id: None,
-        wait: true,
-    }
-}
+use crate::support::nvme_for as request;
 
 #[test]
 fn sigkill_the_controller_twenty_times_loses_nothing() {

@@ -46,3 +46,43 @@ pub fn stdout(out: &Output) -> String {
 pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
+
+/// Spawns `pcipool ARGS` and waits for the stdout line containing `marker`; returns the rest of that
+/// line. Keeps draining stdout afterwards so the process never writes into a closed pipe.
+pub fn spawn_until(args: &[&std::ffi::OsStr], marker: &str) -> (std::process::Child, String) {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pcipool"))
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("pcipool starts");
+    let stdout = child.stdout.take().expect("piped");
+    let mut lines = BufReader::new(stdout).lines();
+    let mut rest = String::new();
+    for line in lines.by_ref().map_while(Result::ok) {
+        if let Some(r) = line.split(marker).nth(1) {
+            rest = r.trim().to_owned();
+            break;
+        }
+    }
+    std::thread::spawn(move || lines.map_while(Result::ok).for_each(drop));
+    (child, rest)
+}
+
+/// One NVMe drive, lent to `borrower`.
+pub fn nvme_for(borrower: u32) -> pcipool_api::types::BorrowRequest {
+    pcipool_api::types::BorrowRequest {
+        selector: pcipool_pool::schedule::Selector {
+            class: Some(pcipool_pool::schedule::DeviceClass::Nvme),
+            ..Default::default()
+        },
+        count: 1,
+        model: pcipool_qualify::AccessModel::Lend,
+        borrower: pcipool_fabric::NodeId(borrower),
+        duration_secs: None,
+        max_sharers: None,
+        request_id: None,
+        wait: true,
+    }
+}
