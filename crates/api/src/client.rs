@@ -95,7 +95,12 @@ impl Client {
         }
     }
 
-    fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+    /// `GET base+path` with the bearer token, decoding JSON (any pcipool-style service: the controller,
+    /// or the simulated fabric's data path).
+    ///
+    /// # Errors
+    /// [`ClientError`].
+    pub fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
         let url = format!("{}{path}", self.base);
         let resp = self
             .agent
@@ -106,7 +111,11 @@ impl Client {
         Self::decode(&url, resp)
     }
 
-    fn post<B: serde::Serialize, T: DeserializeOwned>(
+    /// `POST base+path` with a JSON body, decoding the JSON answer.
+    ///
+    /// # Errors
+    /// [`ClientError`].
+    pub fn post<B: serde::Serialize, T: DeserializeOwned>(
         &self,
         path: &str,
         body: &B,
@@ -195,17 +204,43 @@ impl Client {
             .collect()
     }
 
-    /// Releases.
+    /// `DELETE base+path`; any 2xx is success.
     ///
     /// # Errors
     /// [`ClientError`].
-    pub fn release(&self, lease: u64) -> Result<(), ClientError> {
-        let url = format!("{}/v1/leases/{lease}", self.base);
+    pub fn delete(&self, path: &str) -> Result<(), ClientError> {
+        let url = format!("{}{path}", self.base);
         let resp = self
             .agent
             .delete(&url)
             .header("authorization", &format!("Bearer {}", self.token))
             .call()
+            .map_err(Self::transport(&url))?;
+        if resp.status().as_u16() >= 400 {
+            return Self::decode::<()>(&url, resp);
+        }
+        Ok(())
+    }
+
+    /// Releases.
+    ///
+    /// # Errors
+    /// [`ClientError`].
+    pub fn release(&self, lease: u64) -> Result<(), ClientError> {
+        self.delete(&format!("/v1/leases/{lease}"))
+    }
+
+    /// Downgrades an exclusive shared-model lease to `max_sharers` sharers.
+    ///
+    /// # Errors
+    /// [`ClientError`].
+    pub fn downgrade(&self, lease: u64, max_sharers: u32) -> Result<(), ClientError> {
+        let url = format!("{}/v1/leases/{lease}/downgrade", self.base);
+        let resp = self
+            .agent
+            .post(&url)
+            .header("authorization", &format!("Bearer {}", self.token))
+            .send_json(crate::types::DowngradeRequest { max_sharers })
             .map_err(Self::transport(&url))?;
         if resp.status().as_u16() >= 400 {
             return Self::decode::<()>(&url, resp);

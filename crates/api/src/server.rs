@@ -61,6 +61,18 @@ pub trait PoolApi: Send + Sync + 'static {
         tenant: Option<&str>,
         lease: LeaseId,
     ) -> Result<(), ControlError>;
+    /// Downgrades an exclusive shared-model lease so up to `max_sharers` hosts may share the device
+    /// (`tenant` None = operator).
+    ///
+    /// # Errors
+    /// [`ControlError`].
+    fn downgrade(
+        &self,
+        actor: &str,
+        tenant: Option<&str>,
+        lease: LeaseId,
+        max_sharers: u32,
+    ) -> Result<(), ControlError>;
     /// Every lease.
     ///
     /// # Errors
@@ -148,7 +160,8 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
+    /// An error with a status, a stable code and a message.
+    pub fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
         Self {
             status,
             body: ApiErrorBody {
@@ -262,6 +275,37 @@ async fn release<P: PoolApi>(
     let state2 = state.clone();
     tokio::task::spawn_blocking(move || {
         domain(&state2).release(&who.name, tenant.as_deref(), LeaseId(id))
+    })
+    .await
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", e.to_string()))??;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn downgrade<P: PoolApi>(
+    State(state): State<AppState<P>>,
+    headers: HeaderMap,
+    Path(id): Path<u64>,
+    body: Result<Json<crate::types::DowngradeRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<StatusCode, ApiError> {
+    let who = principal(&state, &headers)?;
+    let Json(request) =
+        body.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "BAD_REQUEST", e.body_text()))?;
+    if who.role == Role::Agent {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "FORBIDDEN",
+            "agents cannot change leases",
+        ));
+    }
+    let tenant = (who.role == Role::Tenant).then(|| who.name.clone());
+    let state2 = state.clone();
+    tokio::task::spawn_blocking(move || {
+        domain(&state2).downgrade(
+            &who.name,
+            tenant.as_deref(),
+            LeaseId(id),
+            request.max_sharers,
+        )
     })
     .await
     .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", e.to_string()))??;
@@ -513,6 +557,7 @@ pub fn router<P: PoolApi>(pool: Arc<P>, tokens: BTreeMap<String, Principal>) -> 
         .route("/v1/openapi.json", get(openapi))
         .route("/v1/leases", post(borrow::<P>).get(leases::<P>))
         .route("/v1/leases/{id}", axum::routing::delete(release::<P>))
+        .route("/v1/leases/{id}/downgrade", post(downgrade::<P>))
         .route("/v1/devices", get(devices::<P>))
         .route("/v1/audit/verify", get(audit_verify::<P>))
         .route("/v1/audit", get(audit_list::<P>))

@@ -37,6 +37,14 @@ pub struct BorrowRequest {
     pub wait: bool,
 }
 
+/// `POST /v1/leases/{id}/downgrade`: the exclusive holder lets others share the device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DowngradeRequest {
+    /// The new limit of sharers (at least 2).
+    pub max_sharers: u32,
+}
+
 fn yes() -> bool {
     true
 }

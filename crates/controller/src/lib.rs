@@ -1217,6 +1217,39 @@ impl<S: Store> Controller<S> {
         self.run_returns(exec, fdid, &commands, now)
     }
 
+    /// Downgrades an exclusive shared-model lease (tenant `None` = operator): its holder has
+    /// initialised the device and lets up to `max_sharers` hosts share it.
+    ///
+    /// # Errors
+    /// Unknown lease, another tenant's lease, a lease that is not exclusive.
+    pub fn downgrade(
+        &self,
+        actor: &str,
+        tenant: Option<&str>,
+        lease: LeaseId,
+        max_sharers: u32,
+        now: Millis,
+    ) -> Result<(), ControlError> {
+        let checked = self.find_lease(lease).and_then(|(fdid, held)| {
+            if tenant.is_some_and(|t| t != held.tenant) {
+                Err(ControlError::NotYours(lease))
+            } else {
+                Ok(fdid)
+            }
+        });
+        let result = checked.and_then(|fdid| {
+            self.transition(fdid, &Event::Downgrade { lease, max_sharers }, actor, now)
+        });
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let detail = format!("max_sharers {max_sharers}");
+                self.refused(actor, &lease.to_string(), "downgrade", &detail, &e, now);
+                Err(e)
+            }
+        }
+    }
+
     fn run_returns(
         &self,
         exec: &mut impl Executor,

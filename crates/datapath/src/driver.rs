@@ -49,12 +49,16 @@ pub mod layout {
     pub const IOSQ: u64 = 0x2000;
     /// I/O completion queue.
     pub const IOCQ: u64 = 0x3000;
-    /// Data buffers.
+    /// Data buffers: [`super::MAX_IN_FLIGHT`] pages, one per command in flight.
     pub const DATA: u64 = 0x4000;
+    /// The smallest segment a driver needs.
+    pub const SEGMENT: u64 = DATA + super::MAX_IN_FLIGHT as u64 * 4096;
 }
 
-/// Entries per queue.
-const DEPTH: u16 = 16;
+/// Entries per queue (a 64-byte entry ring fills one 4 KiB page).
+const DEPTH: u16 = 64;
+/// Most I/O commands a driver keeps in flight (queue depth 32 plus headroom stays below the ring size).
+pub const MAX_IN_FLIGHT: u16 = 32;
 
 /// Why a command did not complete well.
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +72,18 @@ pub enum DriverError {
     /// The device completed the command with an error status.
     #[error("status {0:#x}")]
     Status(u16),
+    /// More commands in flight than the queue allows.
+    #[error("{0} commands already in flight")]
+    QueueFull(u16),
+}
+
+/// A completed I/O command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Completion {
+    /// The command identifier [`Driver::submit_read`]/[`Driver::submit_write`] returned.
+    pub cid: u16,
+    /// NVMe status code (0 = success).
+    pub status: u16,
 }
 
 /// A polled driver.
@@ -83,6 +99,7 @@ pub struct Driver<B> {
     heads: [u16; 2],
     phases: [bool; 2],
     cid: u16,
+    in_flight: u16,
     timeout: Duration,
 }
 
@@ -98,6 +115,7 @@ impl<B: Bar> Driver<B> {
             heads: [0; 2],
             phases: [true; 2],
             cid: 0,
+            in_flight: 0,
             timeout: Duration::from_secs(10),
         }
     }
@@ -150,12 +168,31 @@ impl<B: Bar> Driver<B> {
     /// # Errors
     /// The device refused, or timeout.
     pub fn create_io_queues(&mut self, qid: u16, client_base: u64) -> Result<(), DriverError> {
+        self.create_io_queues_with(qid, client_base, None)
+    }
+
+    /// As [`Driver::create_io_queues`]; with `Some(vector)` the completion queue raises that interrupt
+    /// vector on every completion.
+    ///
+    /// # Errors
+    /// The device refused, or timeout.
+    pub fn create_io_queues_with(
+        &mut self,
+        qid: u16,
+        client_base: u64,
+        vector: Option<u16>,
+    ) -> Result<(), DriverError> {
         let q = u32::from(DEPTH - 1);
+        // CDW11 of Create I/O CQ: PC (bit 0), IEN (bit 1), IV (bits 31:16).
+        let cdw11 = match vector {
+            Some(v) => (u32::from(v) << 16) | 0b11,
+            None => 1,
+        };
         self.admin(
             ADMIN_CREATE_CQ,
             0,
             client_base + layout::IOCQ,
-            [(q << 16) | u32::from(qid), 1, 0],
+            [(q << 16) | u32::from(qid), cdw11, 0],
         )?;
         self.admin(
             ADMIN_CREATE_SQ,
@@ -179,43 +216,108 @@ impl<B: Bar> Driver<B> {
         self.submit(0, opcode, nsid, prp1, cdw)
     }
 
-    /// Reads `blocks` blocks (at most a page) at `lba` into the segment's data buffer at `offset`.
+    /// Reads `blocks` blocks (at most a page) at `lba` into the segment's data buffer at `offset`, and
+    /// waits for it.
     ///
     /// # Errors
     /// The device refused, or timeout.
     pub fn read(&mut self, lba: u64, blocks: u16, offset: u64) -> Result<(), DriverError> {
-        self.io(IO_READ, lba, blocks, offset)
+        let cid = self.submit_read(lba, blocks, offset)?;
+        self.wait_for(1, cid)
     }
 
-    /// Writes `blocks` blocks (at most a page) at `lba` from the segment's data buffer at `offset`.
+    /// Writes `blocks` blocks (at most a page) at `lba` from the segment's data buffer at `offset`, and
+    /// waits for it.
     ///
     /// # Errors
     /// The device refused, or timeout.
     pub fn write(&mut self, lba: u64, blocks: u16, offset: u64) -> Result<(), DriverError> {
-        self.io(IO_WRITE, lba, blocks, offset)
+        let cid = self.submit_write(lba, blocks, offset)?;
+        self.wait_for(1, cid)
     }
 
-    fn io(&mut self, opcode: u8, lba: u64, blocks: u16, offset: u64) -> Result<(), DriverError> {
+    /// Queues a read without waiting; returns its command identifier (see [`Driver::reap`]).
+    ///
+    /// # Errors
+    /// Queue full, or shared memory.
+    pub fn submit_read(&mut self, lba: u64, blocks: u16, offset: u64) -> Result<u16, DriverError> {
+        self.submit_io(IO_READ, lba, blocks, offset)
+    }
+
+    /// Queues a write without waiting; returns its command identifier.
+    ///
+    /// # Errors
+    /// Queue full, or shared memory.
+    pub fn submit_write(&mut self, lba: u64, blocks: u16, offset: u64) -> Result<u16, DriverError> {
+        self.submit_io(IO_WRITE, lba, blocks, offset)
+    }
+
+    /// Commands submitted and not yet reaped.
+    pub fn in_flight(&self) -> u16 {
+        self.in_flight
+    }
+
+    /// Takes the next I/O completion if the device has posted one (never blocks).
+    ///
+    /// # Errors
+    /// Shared memory.
+    pub fn reap(&mut self) -> Result<Option<Completion>, DriverError> {
+        self.completion(1)
+    }
+
+    /// Waits for command `cid` on queue `q` (0 admin, 1 I/O); completions of other commands met on
+    /// the way are dropped, so callers that keep several in flight use [`Driver::reap`] instead.
+    fn wait_for(&mut self, q: usize, cid: u16) -> Result<(), DriverError> {
+        let until = Instant::now() + self.timeout;
+        loop {
+            if let Some(c) = self.completion(q)?
+                && c.cid == cid
+            {
+                return match c.status {
+                    SC_SUCCESS => Ok(()),
+                    other => Err(DriverError::Status(other)),
+                };
+            }
+            if Instant::now() > until {
+                return Err(DriverError::Timeout(self.timeout));
+            }
+            std::hint::spin_loop();
+        }
+    }
+
+    fn submit_io(
+        &mut self,
+        opcode: u8,
+        lba: u64,
+        blocks: u16,
+        offset: u64,
+    ) -> Result<u16, DriverError> {
+        if self.in_flight >= MAX_IN_FLIGHT {
+            return Err(DriverError::QueueFull(self.in_flight));
+        }
         let lo = u32::try_from(lba & 0xffff_ffff).unwrap_or(0);
         let hi = u32::try_from(lba >> 32).unwrap_or(0);
         let nlb = u32::from(blocks.saturating_sub(1));
-        self.submit(
+        let cid = self.push(
             1,
             opcode,
             1,
             self.base + layout::DATA + offset,
             [lo, hi, nlb],
-        )
+        )?;
+        self.in_flight += 1;
+        Ok(cid)
     }
 
-    fn submit(
+    /// Writes a submission entry to queue `q` (0 admin, 1 I/O) and rings its doorbell.
+    fn push(
         &mut self,
         q: usize,
         opcode: u8,
         nsid: u32,
         prp1: u64,
         cdw: [u32; 3],
-    ) -> Result<(), DriverError> {
+    ) -> Result<u16, DriverError> {
         let qid = if q == 0 { 0 } else { u64::from(self.io_qid) };
         self.cid = self.cid.wrapping_add(1);
         let mut sqe = [0u8; SQE];
@@ -226,36 +328,49 @@ impl<B: Bar> Driver<B> {
         sqe[40..44].copy_from_slice(&cdw[0].to_le_bytes());
         sqe[44..48].copy_from_slice(&cdw[1].to_le_bytes());
         sqe[48..52].copy_from_slice(&cdw[2].to_le_bytes());
-        let (sq, cq) = if q == 0 {
-            (layout::SQ, layout::CQ)
-        } else {
-            (layout::IOSQ, layout::IOCQ)
-        };
+        let sq = if q == 0 { layout::SQ } else { layout::IOSQ };
         self.seg
             .write(sq + u64::from(self.tails[q]) * SQE as u64, &sqe)?;
         self.tails[q] = (self.tails[q] + 1) % DEPTH;
         self.set(DOORBELLS + 8 * qid, u32::from(self.tails[q]))?;
-        let at = cq + u64::from(self.heads[q]) * CQE as u64;
-        let until = Instant::now() + self.timeout;
+        Ok(self.cid)
+    }
+
+    /// The next completion on queue `q`, if posted; frees its entry (head doorbell).
+    fn completion(&mut self, q: usize) -> Result<Option<Completion>, DriverError> {
+        let qid = if q == 0 { 0 } else { u64::from(self.io_qid) };
+        let cq = if q == 0 { layout::CQ } else { layout::IOCQ };
         let mut cqe = [0u8; CQE];
-        loop {
-            self.seg.read(at, &mut cqe)?;
-            if (u16::from_le_bytes([cqe[14], cqe[15]]) & 1 == 1) == self.phases[q] {
-                break;
-            }
-            if Instant::now() > until {
-                return Err(DriverError::Timeout(self.timeout));
-            }
-            std::hint::spin_loop();
+        self.seg
+            .read(cq + u64::from(self.heads[q]) * CQE as u64, &mut cqe)?;
+        let status = u16::from_le_bytes([cqe[14], cqe[15]]);
+        if (status & 1 == 1) != self.phases[q] {
+            return Ok(None);
         }
         self.heads[q] = (self.heads[q] + 1) % DEPTH;
         if self.heads[q] == 0 {
             self.phases[q] = !self.phases[q];
         }
         self.set(DOORBELLS + 8 * qid + 4, u32::from(self.heads[q]))?;
-        match u16::from_le_bytes([cqe[14], cqe[15]]) >> 1 {
-            SC_SUCCESS => Ok(()),
-            other => Err(DriverError::Status(other)),
+        if q == 1 {
+            self.in_flight = self.in_flight.saturating_sub(1);
         }
+        Ok(Some(Completion {
+            cid: u16::from_le_bytes([cqe[12], cqe[13]]),
+            status: status >> 1,
+        }))
+    }
+
+    /// Submits to queue `q` and waits for the completion (admin commands: one at a time).
+    fn submit(
+        &mut self,
+        q: usize,
+        opcode: u8,
+        nsid: u32,
+        prp1: u64,
+        cdw: [u32; 3],
+    ) -> Result<(), DriverError> {
+        let cid = self.push(q, opcode, nsid, prp1, cdw)?;
+        self.wait_for(q, cid)
     }
 }

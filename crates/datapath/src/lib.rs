@@ -11,9 +11,15 @@
 //! - [`SegmentDma`]: the device's DMA onto shared segments.
 //! - [`SharedNvme`]: the device runner.
 //! - [`driver`]: a small polled driver over a BAR (direct or through a window).
+//! - [`FileMedium`]: a device's blocks in a backing file.
+//! - [`wire`]: the service's HTTP messages.
+//! - [`service`]: the fabric's data-path service: devices served from shared memory, and the BAR
+//!   windows, DMA mappings, device memory and interrupt routes it grants per lease and tears down.
 #![deny(missing_docs)]
 
 pub mod driver;
+pub mod service;
+pub mod wire;
 
 use std::path::Path;
 
@@ -31,6 +37,15 @@ pub const QUEUE_PAIRS: u64 = 64;
 struct DmaWindow {
     base: u64,
     region: Region,
+    /// The lease the window was made for (0 = the lender's own use).
+    lease: u64,
+}
+
+/// An interrupt vector's target: the counter cell in a host's memory the MSI-X message increments.
+#[derive(Debug)]
+struct Vector {
+    cell: Region,
+    lease: u64,
 }
 
 /// The device's DMA onto shared segments. An address outside every window is refused (the IOMMU and the
@@ -38,24 +53,90 @@ struct DmaWindow {
 #[derive(Debug, Default)]
 pub struct SegmentDma {
     windows: Vec<DmaWindow>,
-    /// Refused accesses so far.
+    vectors: std::collections::BTreeMap<u16, Vector>,
+    /// Refused accesses and interrupt messages so far.
     pub faults: u64,
 }
 
 impl SegmentDma {
-    /// Maps the segment `name` under `dir` at device-side address `base`.
+    /// Maps the segment `name` under `dir` at device-side address `base` for the lender's own use.
     ///
     /// # Errors
     /// The segment cannot be opened.
     pub fn map(&mut self, dir: &Path, name: &str, base: u64) -> Result<(), ShmError> {
+        self.map_for(dir, name, base, 0)
+    }
+
+    /// Maps the segment `name` at `base` on behalf of `lease` (removed by [`SegmentDma::unmap_lease`]).
+    ///
+    /// # Errors
+    /// The segment cannot be opened.
+    pub fn map_for(
+        &mut self,
+        dir: &Path,
+        name: &str,
+        base: u64,
+        lease: u64,
+    ) -> Result<(), ShmError> {
         let region = Region::open(dir, name)?;
-        self.windows.push(DmaWindow { base, region });
+        self.windows.push(DmaWindow {
+            base,
+            region,
+            lease,
+        });
         Ok(())
     }
 
-    /// Removes every window (the lease ended): further DMA is refused.
+    /// Points interrupt `vector` at the counter cell (first 4 bytes of region `cell`) for `lease`.
+    ///
+    /// # Errors
+    /// The cell cannot be opened.
+    pub fn route_vector(
+        &mut self,
+        dir: &Path,
+        cell: &str,
+        vector: u16,
+        lease: u64,
+    ) -> Result<(), ShmError> {
+        let cell = Region::open(dir, cell)?;
+        self.vectors.insert(vector, Vector { cell, lease });
+        Ok(())
+    }
+
+    /// Removes `lease`'s window at device-side address `base`; returns whether there was one.
+    pub fn unmap_at(&mut self, lease: u64, base: u64) -> bool {
+        let before = self.windows.len();
+        self.windows
+            .retain(|w| !(w.lease == lease && w.base == base));
+        self.windows.len() != before
+    }
+
+    /// Removes `lease`'s route of interrupt `vector`; returns whether there was one.
+    pub fn unroute_vector(&mut self, lease: u64, vector: u16) -> bool {
+        self.vectors
+            .remove(&vector)
+            .map(|v| {
+                if v.lease != lease {
+                    // Someone else's route: put it back untouched.
+                    self.vectors.insert(vector, v);
+                    false
+                } else {
+                    true
+                }
+            })
+            .unwrap_or(false)
+    }
+
+    /// Removes every window and vector of `lease`: further DMA to them is refused.
+    pub fn unmap_lease(&mut self, lease: u64) {
+        self.windows.retain(|w| w.lease != lease);
+        self.vectors.retain(|_, v| v.lease != lease);
+    }
+
+    /// Removes every window and vector (the device was reset).
     pub fn unmap_all(&mut self) {
         self.windows.clear();
+        self.vectors.clear();
     }
 
     fn find(&self, addr: u64, len: usize) -> Option<(&Region, u64)> {
@@ -85,6 +166,78 @@ impl HostMemory for SegmentDma {
                 Err(DmaFault { addr })
             }
         }
+    }
+
+    fn interrupt(&mut self, vector: u16) -> Result<(), DmaFault> {
+        match self.vectors.get(&vector) {
+            Some(v) => v
+                .cell
+                .fetch_add_u32(0, 1)
+                .map(|_| ())
+                .map_err(|_| DmaFault { addr: 0 }),
+            None => {
+                self.faults += 1;
+                Err(DmaFault { addr: 0 })
+            }
+        }
+    }
+}
+
+/// A medium in a backing file (sparse: blocks never written cost no disk).
+#[derive(Debug)]
+pub struct FileMedium {
+    file: std::fs::File,
+    block: u32,
+    blocks: u64,
+}
+
+impl FileMedium {
+    /// Opens or creates `path` with `blocks` blocks of `block` bytes (existing data is kept, so a
+    /// device's contents outlive the process that served it).
+    ///
+    /// # Errors
+    /// The file cannot be opened or sized.
+    pub fn open(path: &Path, block: u32, blocks: u64) -> std::io::Result<Self> {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)?;
+        file.set_len(u64::from(block).saturating_mul(blocks))?;
+        Ok(Self {
+            file,
+            block,
+            blocks,
+        })
+    }
+
+    fn at(&self, lba: u64, len: usize) -> std::io::Result<u64> {
+        let at = lba.checked_mul(u64::from(self.block));
+        at.filter(|a| {
+            a.checked_add(len as u64)
+                .is_some_and(|end| end <= self.blocks * u64::from(self.block))
+        })
+        .ok_or_else(|| std::io::Error::other("LBA out of range"))
+    }
+}
+
+impl Medium for FileMedium {
+    fn block_size(&self) -> u32 {
+        self.block
+    }
+    fn blocks(&self) -> u64 {
+        self.blocks
+    }
+    fn read(&mut self, lba: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        use std::os::unix::fs::FileExt as _;
+        let at = self.at(lba, buf.len())?;
+        self.file.read_exact_at(buf, at)
+    }
+    fn write(&mut self, lba: u64, data: &[u8]) -> std::io::Result<()> {
+        use std::os::unix::fs::FileExt as _;
+        let at = self.at(lba, data.len())?;
+        self.file.write_all_at(data, at)
     }
 }
 

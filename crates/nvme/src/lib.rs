@@ -38,6 +38,12 @@ pub trait HostMemory {
     /// # Errors
     /// The fabric refused the access.
     fn write(&mut self, addr: u64, data: &[u8]) -> Result<(), DmaFault>;
+    /// Raises interrupt `vector` (on PCIe an MSI-X message: a posted write of the vector's data to the
+    /// vector's address, which the fabric carries to whichever host the vector points at).
+    ///
+    /// # Errors
+    /// The fabric refused the message (no host registered for the vector).
+    fn interrupt(&mut self, vector: u16) -> Result<(), DmaFault>;
 }
 
 /// The medium behind the namespace: fixed-size blocks.
@@ -115,6 +121,8 @@ struct Ring {
     tail: u16,
     /// Completion phase tag the device writes.
     phase: bool,
+    /// Completion queues created with interrupts enabled: the vector raised per completion.
+    vector: Option<u16>,
 }
 
 impl Ring {
@@ -125,6 +133,7 @@ impl Ring {
             head: 0,
             tail: 0,
             phase: true,
+            vector: None,
         }
     }
 }
@@ -360,6 +369,10 @@ impl Controller {
         if cq.head == 0 {
             cq.phase = !cq.phase;
         }
+        if let Some(vector) = cq.vector {
+            // A refused message is lost, as a posted write to an unmapped address is.
+            let _ = mem.interrupt(vector);
+        }
     }
 
     fn admin(
@@ -399,7 +412,12 @@ impl Controller {
                 if qid == 0 || self.cqs.contains_key(&qid) {
                     return (SC_INVALID_QUEUE_ID, 0);
                 }
-                self.cqs.insert(qid, Ring::new(cmd.prp1, size));
+                let mut ring = Ring::new(cmd.prp1, size);
+                // CDW11: IEN (bit 1) enables interrupt vector IV (bits 31:16).
+                if cmd.cdw11 & 0b10 != 0 {
+                    ring.vector = Some(low16(cmd.cdw11 >> 16));
+                }
+                self.cqs.insert(qid, ring);
                 (SC_SUCCESS, 0)
             }
             ADMIN_CREATE_SQ => {

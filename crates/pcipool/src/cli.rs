@@ -435,6 +435,17 @@ pub enum SimCommand {
         /// Address to listen on.
         #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7080")]
         listen: String,
+        /// The controller the data path checks leases with (without it, no mapping is granted).
+        #[arg(long, value_name = "URL")]
+        controller: Option<String>,
+        /// Operator token (read when needed) with which the data path asks the controller for every
+        /// lease, to tear down the mappings of leases that ended.
+        #[arg(long, value_name = "FILE")]
+        controller_token_file: Option<PathBuf>,
+        /// Where device BARs, backing files and applications' segments live (default: a new directory
+        /// under /dev/shm, removed at exit).
+        #[arg(long, value_name = "DIR")]
+        datapath_dir: Option<PathBuf>,
     },
     /// List the simulated hosts, adapters and devices.
     Inventory {
@@ -574,12 +585,7 @@ pub enum Command {
     /// `pcipool agent`.
     Agent(crate::agent::AgentOptions),
     /// `pcipool sim serve`.
-    SimServe {
-        /// Description file, or None for the built-in lab.
-        fabric: Option<PathBuf>,
-        /// Listen address.
-        listen: String,
-    },
+    SimServe(crate::sim_serve::SimServeOptions),
     /// `pcipool validate`.
     Validate(crate::validate_cmd::ValidateOptions),
     /// A client call.
@@ -824,8 +830,21 @@ impl Cli {
                 }
             }
             CliCommand::Sim {
-                which: SimCommand::Serve { fabric, listen },
-            } => Command::SimServe { fabric, listen },
+                which:
+                    SimCommand::Serve {
+                        fabric,
+                        listen,
+                        controller,
+                        controller_token_file,
+                        datapath_dir,
+                    },
+            } => Command::SimServe(crate::sim_serve::SimServeOptions {
+                fabric,
+                listen,
+                controller,
+                controller_token_file,
+                datapath_dir,
+            }),
             CliCommand::Validate {
                 suites,
                 profile,

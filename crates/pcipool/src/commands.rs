@@ -38,7 +38,7 @@ pub fn execute(command: Command) -> anyhow::Result<ExitCode> {
         Command::Server(options) => crate::server::run(&options),
         Command::Validate(options) => crate::validate_cmd::run(&options),
         Command::Agent(options) => crate::agent::run(&options),
-        Command::SimServe { fabric, listen } => crate::sim_serve::run(fabric.as_deref(), &listen),
+        Command::SimServe(o) => crate::sim_serve::run(&o),
         Command::Client { url, token, call } => crate::client_cmd::run(&url, &token, call),
         Command::SimInventory { fabric, output } => {
             crate::sim_cmd::inventory(fabric.as_deref(), output)

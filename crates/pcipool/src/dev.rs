@@ -208,6 +208,17 @@ impl PoolApi for Lab {
             .release(&mut self.hardware.steps(), actor, tenant, lease, now_ms())
     }
 
+    fn downgrade(
+        &self,
+        actor: &str,
+        tenant: Option<&str>,
+        lease: LeaseId,
+        max_sharers: u32,
+    ) -> Result<(), ControlError> {
+        self.controller
+            .downgrade(actor, tenant, lease, max_sharers, now_ms())
+    }
+
     fn leases(&self) -> Result<Vec<LeaseView>, ControlError> {
         Ok(self
             .controller

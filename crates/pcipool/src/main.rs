@@ -25,6 +25,7 @@ mod bench;
 mod cli;
 mod client_cmd;
 mod commands;
+mod datapath_serve;
 mod dev;
 mod fleet;
 mod probe;

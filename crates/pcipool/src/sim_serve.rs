@@ -3,7 +3,7 @@
 //! workflow steps on it. Killing the controller or an agent leaves this state alone, as a crash of the
 //! software would leave real hosts and their NTB mappings alone.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 
@@ -16,8 +16,13 @@ use axum::{Json, Router};
 use pcipool_api::server::error_response as error;
 use pcipool_api::types::{ReportedDevice, StepRequest};
 use pcipool_backend::Executor as _;
+use pcipool_datapath::service::{DataPath, Idle};
 use pcipool_fabric::NodeId;
+use pcipool_pool::schedule::DeviceClass;
+use pcipool_qualify::AccessModel;
 use pcipool_sim::Sim;
+
+use crate::datapath_serve::DataPathState;
 
 type Shared = Arc<Mutex<Sim>>;
 
@@ -106,14 +111,76 @@ async fn state(State(sim): State<Shared>) -> Response {
     .into_response()
 }
 
+/// Validated `pcipool sim serve` arguments.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SimServeOptions {
+    /// Description file, or None for the built-in lab.
+    pub fabric: Option<PathBuf>,
+    /// Listen address.
+    pub listen: String,
+    /// The controller the data path checks leases with.
+    pub controller: Option<String>,
+    /// The operator token file the data path reconciles with.
+    pub controller_token_file: Option<PathBuf>,
+    /// The data path's directory (None: a fresh one under /dev/shm, removed at exit).
+    pub datapath_dir: Option<PathBuf>,
+}
+
+/// Blocks of 512 bytes behind each simulated NVMe device on the data path (64 MiB, sparse).
+const NVME_BLOCKS: u64 = 131_072;
+
+/// The data path's directory, and whether it is ours to remove at exit.
+fn datapath_dir(o: &SimServeOptions) -> (PathBuf, bool) {
+    match &o.datapath_dir {
+        Some(d) => (d.clone(), false),
+        None => {
+            let root = if Path::new("/dev/shm").is_dir() {
+                PathBuf::from("/dev/shm")
+            } else {
+                std::env::temp_dir()
+            };
+            (
+                root.join(format!("pcipool-sim-{}", std::process::id())),
+                true,
+            )
+        }
+    }
+}
+
 /// `pcipool sim serve`.
 ///
 /// # Errors
 /// Bad description (exit 3), bind failures.
-pub fn run(fabric: Option<&Path>, listen: &str) -> anyhow::Result<ExitCode> {
-    let (_, desc) = crate::sim_cmd::load_or(fabric, "built-in lab-4", crate::sim_cmd::LAB_4)?;
+pub fn run(o: &SimServeOptions) -> anyhow::Result<ExitCode> {
+    let listen = o.listen.as_str();
+    let (_, desc) =
+        crate::sim_cmd::load_or(o.fabric.as_deref(), "built-in lab-4", crate::sim_cmd::LAB_4)?;
     let sim = Sim::new(&desc, 1).map_err(|e| crate::BadInput(e.to_string()))?;
     let hosts = sim.hosts().count();
+    // The data path serves every whole NVMe device that qualified for the shared model.
+    let (dir, ours) = datapath_dir(o);
+    let mut service =
+        DataPath::new(&dir).with_context(|| format!("data path in {}", dir.display()))?;
+    for (info, _) in pcipool_lab::qualified_devices(&sim, None) {
+        if DeviceClass::of(info.class) == DeviceClass::Nvme
+            && info.fdid.vf.is_none()
+            && info.models.contains(&AccessModel::Shared)
+        {
+            service
+                .add_nvme(
+                    &info.fdid.to_string(),
+                    512,
+                    NVME_BLOCKS,
+                    Idle::Sleep(std::time::Duration::from_millis(1)),
+                )
+                .with_context(|| format!("serving {} on the data path", info.fdid))?;
+        }
+    }
+    let served = service.devices().count();
+    let datapath = DataPathState::new(service, o.controller.clone());
+    if let Some(t) = &o.controller_token_file {
+        datapath.reconcile_with(t.clone());
+    }
     let shared: Shared = Arc::new(Mutex::new(sim));
     let app = Router::new()
         .route("/v1/hosts/{node}/devices", get(devices))
@@ -121,17 +188,20 @@ pub fn run(fabric: Option<&Path>, listen: &str) -> anyhow::Result<ExitCode> {
         .route("/v1/state", get(state))
         .route("/v1/probe", post(probe))
         .route("/v1/health", get(|| async { "ok" }))
-        .with_state(shared);
+        .with_state(shared)
+        .merge(crate::datapath_serve::router(datapath));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .context("starting tokio")?;
-    runtime.block_on(async move {
+    let shown = dir.display().to_string();
+    let served = runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .with_context(|| format!("binding {listen}"))?;
         let addr = listener.local_addr().context("local address")?;
+        println!("pcipool sim serve: data path of {served} NVMe device(s) in {shown}");
         println!("pcipool sim serve: the simulated fabric ({hosts} hosts) at http://{addr}");
         use std::io::Write as _;
         let _ = std::io::stdout().flush();
@@ -140,6 +210,10 @@ pub fn run(fabric: Option<&Path>, listen: &str) -> anyhow::Result<ExitCode> {
             .await
             .context("serving")?;
         Ok::<_, anyhow::Error>(())
-    })?;
+    });
+    if ours {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    served?;
     Ok(ExitCode::SUCCESS)
 }

@@ -196,16 +196,24 @@ impl RouteCache {
     }
 }
 
-fn free_for(state: &DeviceState, model: AccessModel) -> bool {
+/// Whether a request with `max_sharers` asks for the device to itself (a shared-model borrow that
+/// admits no other sharer: SISCI's exclusive borrow, which a holder may later downgrade).
+pub fn exclusive(max_sharers: Option<u32>) -> bool {
+    max_sharers == Some(1)
+}
+
+fn free_for(state: &DeviceState, model: AccessModel, max_sharers: Option<u32>) -> bool {
     match (state, model) {
         (DeviceState::Available, _) => true,
         (
             DeviceState::Shared {
                 leases,
-                max_sharers,
+                max_sharers: limit,
             },
             AccessModel::Shared,
-        ) => leases.len() < usize::try_from(*max_sharers).unwrap_or(usize::MAX),
+        ) => {
+            !exclusive(max_sharers) && leases.len() < usize::try_from(*limit).unwrap_or(usize::MAX)
+        }
         (
             DeviceState::Discovered
             | DeviceState::Qualified { .. }
@@ -260,7 +268,7 @@ pub fn place<'a>(
     let mut scored: Vec<(usize, i64, Fdid)> = Vec::new();
     for (info, state) in devices {
         if info.fdid.node == request.borrower
-            || !free_for(state, request.model)
+            || !free_for(state, request.model, request.max_sharers)
             || !info.models.contains(&request.model)
             || !matches(info, &request.selector)
         {
@@ -643,7 +651,7 @@ impl PlacementIndex {
                     let (Some(info), Some(state)) = (devices.get(i), states.get(i)) else {
                         continue;
                     };
-                    if free_for(state, request.model)
+                    if free_for(state, request.model, request.max_sharers)
                         && info.models.contains(&request.model)
                         && matches(info, &request.selector)
                     {

@@ -5,6 +5,7 @@
 //! Qualified --pool add--> Available
 //! Available --assign--> Lending --lent--> Lent(lease)                    (lend / vf)
 //! Available --share--> Shared(leases, max sharers)                       (shared)
+//! Shared(1 lease, max 1 = exclusive) --downgrade--> Shared(same lease, max n)
 //! Lent/Shared --release | expiry | fence--> Returning --returned--> Available
 //! Returning --reset failed--> Returning (escalated once) --failed again--> Quarantined
 //! any --fault--> Quarantined(reason)      Quarantined --clear--> Available
@@ -248,6 +249,14 @@ pub enum Event {
         /// Most sharers.
         max_sharers: u32,
     },
+    /// The only holder of a device borrowed shared with one sharer (exclusive) lets others in: it has
+    /// initialised the device and raises the limit.
+    Downgrade {
+        /// The exclusive lease.
+        lease: LeaseId,
+        /// The new limit (at least 2).
+        max_sharers: u32,
+    },
     /// A lease is released by its tenant or an operator.
     Release {
         /// The lease.
@@ -317,6 +326,7 @@ impl Event {
             Self::LendDone { .. } => "lend_done",
             Self::LendFailed { .. } => "lend_failed",
             Self::Share { .. } => "share",
+            Self::Downgrade { .. } => "downgrade",
             Self::Release { .. } => "release",
             Self::Heartbeat { .. } => "heartbeat",
             Self::Tick { .. } => "tick",
@@ -527,10 +537,19 @@ pub fn apply(state: &DeviceState, event: &Event, now: Millis) -> Outcome {
                 leases,
                 max_sharers,
             },
-            E::Share { lease, .. },
+            E::Share {
+                lease,
+                max_sharers: wanted,
+            },
         ) => {
             if leases.len() >= usize::try_from(*max_sharers).unwrap_or(usize::MAX) {
                 return Err(TransitionError::SharersFull { max: *max_sharers });
+            }
+            // An exclusive borrow (one sharer) fails while anyone holds the device.
+            if crate::schedule::exclusive(Some(*wanted)) {
+                return Err(TransitionError::Conflict {
+                    state: state.name(),
+                });
             }
             let mut leases = leases.clone();
             leases.insert(lease.id, lease.clone());
@@ -538,6 +557,31 @@ pub fn apply(state: &DeviceState, event: &Event, now: Millis) -> Outcome {
                 S::Shared {
                     leases,
                     max_sharers: *max_sharers,
+                },
+                vec![],
+            ))
+        }
+        // Shared(one exclusive lease) --downgrade--> Shared(same lease, higher limit)
+        (
+            S::Shared {
+                leases,
+                max_sharers,
+            },
+            E::Downgrade {
+                lease,
+                max_sharers: wanted,
+            },
+        ) => {
+            if !leases.contains_key(lease) {
+                return Err(TransitionError::Unknown { what: "lease" });
+            }
+            if *max_sharers != 1 || *wanted < 2 {
+                return Err(illegal(state, event));
+            }
+            Ok((
+                S::Shared {
+                    leases: leases.clone(),
+                    max_sharers: *wanted,
                 },
                 vec![],
             ))
@@ -955,6 +999,20 @@ pub fn apply(state: &DeviceState, event: &Event, now: Millis) -> Outcome {
             | S::Maintenance
             | S::Local,
             E::ClearQuarantine,
+        )
+        | (
+            S::Discovered
+            | S::Qualified { .. }
+            | S::Rejected { .. }
+            | S::Available
+            | S::Lending { .. }
+            | S::Lent { .. }
+            | S::Returning { .. }
+            | S::Quarantined { .. }
+            | S::Lost { .. }
+            | S::Maintenance
+            | S::Local,
+            E::Downgrade { .. },
         ) => Err(illegal(state, event)),
     }
 }

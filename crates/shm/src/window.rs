@@ -6,9 +6,12 @@
 //! target region, and every access checks the slot first. The data itself never moves: an access that
 //! passes the check goes straight to the target's shared memory (zero copy).
 //!
-//! A slot is two u32 cells: `generation` (odd = open, even = closed; bumped on every change, so a window
-//! opened for one mapping never works for the next mapping that reuses the slot) and `faults` (accesses
-//! refused since the table was made, for the fabric's event log).
+//! A slot is two u32 cells: `generation` (a random odd key while open, 0 when closed; a new key on every
+//! opening, so a window opened for one mapping never works for the next mapping that reuses the slot)
+//! and `faults` (accesses refused since the table was made, for the fabric's event log).
+//!
+//! The key keeps honest programs apart; it is not a security boundary against a process of the same
+//! user that reads the table file itself (on real hardware the MMU and the NTB's translation are).
 
 use std::path::Path;
 
@@ -48,18 +51,18 @@ impl WindowTable {
         self.region.load_u32(u64::from(slot) * SLOT)
     }
 
-    /// Opens `slot` for a new mapping; returns the generation a window must present.
+    /// Opens `slot` for a new mapping; returns the key (generation) a window must present. Keys are
+    /// random odd values, never the slot's previous one, so a window can be neither reused for a later
+    /// mapping of the same slot nor forged by counting.
     ///
     /// # Errors
     /// No such slot.
     pub fn open_slot(&self, slot: u32) -> Result<u32, ShmError> {
         let g = self.generation(slot)?;
-        // Odd = open. From closed (even) to the next odd value; an open slot is reopened fresh.
-        let next = if g % 2 == 0 {
-            g.wrapping_add(1)
-        } else {
-            g.wrapping_add(2)
-        };
+        let mut next = random_u32() | 1;
+        if next == g {
+            next = next.wrapping_add(2);
+        }
         self.region.store_u32(u64::from(slot) * SLOT, next)?;
         Ok(next)
     }
@@ -69,12 +72,8 @@ impl WindowTable {
     /// # Errors
     /// No such slot.
     pub fn close_slot(&self, slot: u32) -> Result<(), ShmError> {
-        let g = self.generation(slot)?;
-        if g % 2 == 1 {
-            self.region
-                .store_u32(u64::from(slot) * SLOT, g.wrapping_add(1))?;
-        }
-        Ok(())
+        self.generation(slot)?;
+        self.region.store_u32(u64::from(slot) * SLOT, 0)
     }
 
     /// Accesses refused on `slot` so far.
@@ -183,4 +182,18 @@ impl Window {
             Ok(())
         }
     }
+}
+
+/// 32 random bits from the standard library's per-process random hash keys (no extra dependency; keys
+/// need to be unpredictable to other programs, not cryptographically strong).
+fn random_u32() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    let v = h.finish();
+    u32::try_from(v & 0xffff_ffff).unwrap_or(0) ^ u32::try_from(v >> 32).unwrap_or(0)
 }

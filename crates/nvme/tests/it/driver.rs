@@ -5,6 +5,8 @@ use pcipool_nvme::{Controller, DmaFault, HostMemory, Medium, RamMedium};
 struct Ram {
     base: u64,
     bytes: Vec<u8>,
+    /// Interrupt vectors raised, in order.
+    interrupts: Vec<u16>,
 }
 
 impl Ram {
@@ -27,6 +29,10 @@ impl HostMemory for Ram {
     fn write(&mut self, addr: u64, data: &[u8]) -> Result<(), DmaFault> {
         let r = self.range(addr, data.len())?;
         self.bytes[r].copy_from_slice(data);
+        Ok(())
+    }
+    fn interrupt(&mut self, vector: u16) -> Result<(), DmaFault> {
+        self.interrupts.push(vector);
         Ok(())
     }
 }
@@ -57,6 +63,7 @@ impl Driver {
             ram: Ram {
                 base: BASE,
                 bytes: vec![0; 0x40000],
+                interrupts: Vec::new(),
             },
             disk: RamMedium::new(512, 4096),
             tails: [0; 2],
@@ -259,4 +266,40 @@ fn a_submission_queue_the_device_cannot_fetch_is_fatal_until_reset() {
     d.ctrl.write32(CC, 0);
     let cleared = d.ctrl.read32(CSTS) & CSTS_CFS;
     assert_eq!((ran, fatal, cleared), (0, CSTS_CFS, 0));
+}
+
+#[test]
+fn a_completion_queue_with_interrupts_enabled_raises_its_vector_per_completion() {
+    let mut d = Driver::new();
+    // Create I/O CQ 1 with IEN and vector 5; the admin queue itself was made without interrupts.
+    let cq = d.submit(
+        0,
+        ADMIN_CREATE_CQ,
+        0,
+        IOCQ_AT,
+        0,
+        [(15 << 16) | 1, (5 << 16) | 0b11, 0],
+    );
+    let sq = d.submit(
+        0,
+        ADMIN_CREATE_SQ,
+        0,
+        IOSQ_AT,
+        0,
+        [(15 << 16) | 1, 1 << 16, 0],
+    );
+    let before = d.ram.interrupts.clone();
+    let w = d.submit(1, IO_WRITE, 1, DATA_AT, 0, [0, 0, 0]);
+    let r = d.submit(1, IO_READ, 1, DATA_AT, 0, [0, 0, 0]);
+    assert_eq!(
+        (cq, sq, before, w, r, d.ram.interrupts.clone()),
+        (
+            SC_SUCCESS,
+            SC_SUCCESS,
+            vec![],
+            SC_SUCCESS,
+            SC_SUCCESS,
+            vec![5, 5]
+        )
+    );
 }

@@ -81,6 +81,10 @@ fn events() -> Vec<E> {
             lease: lease(3, 3, 5000),
             max_sharers: 4,
         },
+        E::Downgrade {
+            lease: LeaseId(1),
+            max_sharers: 4,
+        },
         E::Release {
             lease: LeaseId(1),
             workflow: WorkflowId(1),
@@ -116,56 +120,56 @@ fn events() -> Vec<E> {
 }
 
 /// The expected table: for each state (row), which events are accepted (1) or refused (0).
-/// Columns follow `events()`: qualified add assign lend_done lend_failed share release heartbeat tick fence
+/// Columns follow `events()`: qualified add assign lend_done lend_failed share downgrade release heartbeat tick fence
 /// return_done return_failed fault lender_lost lender_back drain undrain clear_quarantine.
-const TABLE: [(&str, [u8; 18]); 12] = [
+const TABLE: [(&str, [u8; 19]); 12] = [
     (
         "discovered",
-        [1, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 1, 1, 0, 0, 0, 0],
+        [1, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 1, 1, 0, 0, 0, 0],
     ),
     (
         "qualified",
-        [1, 1, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 1, 1, 0, 0, 0, 0],
+        [1, 1, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 1, 1, 0, 0, 0, 0],
     ),
     (
         "rejected",
-        [1, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 1, 1, 0, 0, 0, 0],
+        [1, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 1, 1, 0, 0, 0, 0],
     ),
     (
         "available",
-        [0, 0, 1, 0, 0, 1, 0, 0, 1, 0, 0, 0, 1, 1, 0, 1, 0, 0],
+        [0, 0, 1, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 1, 1, 0, 1, 0, 0],
     ),
     (
         "lending",
-        [0, 0, 0, 1, 1, 0, 0, 1, 1, 1, 0, 0, 1, 1, 0, 0, 0, 0],
+        [0, 0, 0, 1, 1, 0, 0, 0, 1, 1, 1, 0, 0, 1, 1, 0, 0, 0, 0],
     ),
     (
         "lent",
-        [0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 1, 1, 0, 0, 0, 0],
+        [0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 1, 1, 0, 0, 0, 0],
     ),
     (
         "shared",
-        [0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 0, 0, 1, 1, 0, 0, 0, 0],
+        [0, 0, 0, 0, 0, 1, 0, 1, 1, 1, 1, 0, 0, 1, 1, 0, 0, 0, 0],
     ),
     (
         "returning",
-        [0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 1, 1, 1, 1, 0, 0, 0, 0],
+        [0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 1, 1, 1, 1, 0, 0, 0, 0],
     ),
     (
         "quarantined",
-        [0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 1, 1, 0, 0, 0, 1],
+        [0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 1, 1, 0, 0, 0, 1],
     ),
     (
         "lost",
-        [0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 1, 0, 0, 0],
+        [0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 1, 0, 0, 0],
     ),
     (
         "maintenance",
-        [0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 1, 1, 0, 0, 1, 0],
+        [0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 1, 1, 0, 0, 1, 0],
     ),
     (
         "local",
-        [0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 1, 1, 0, 0, 1, 0],
+        [0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 1, 1, 0, 0, 1, 0],
     ),
 ];
 
@@ -186,6 +190,67 @@ fn transition_table_matches_every_state_event_pair() {
         }
     }
     assert_eq!(mismatches, Vec::<String>::new());
+}
+
+/// SISCI's exclusive borrow: a shared-model lease admitting one sharer, refused while anyone holds the
+/// device, and downgraded by its holder once the device is initialised.
+#[test]
+fn an_exclusive_holder_downgrades_and_only_then_others_share() {
+    let share = |id: u64, max_sharers: u32| {
+        let mut l = lease(id, id, 5000);
+        l.model = AccessModel::Shared;
+        E::Share {
+            lease: l,
+            max_sharers,
+        }
+    };
+    let (exclusive, _) = apply(&S::Available, &share(1, 1), 0).expect("exclusive on a free device");
+    let second_while_exclusive = apply(&exclusive, &share(2, 4), 0).map(|_| ());
+    let downgrade_by_stranger = apply(
+        &exclusive,
+        &E::Downgrade {
+            lease: LeaseId(9),
+            max_sharers: 4,
+        },
+        0,
+    )
+    .map(|_| ());
+    let (downgraded, _) = apply(
+        &exclusive,
+        &E::Downgrade {
+            lease: LeaseId(1),
+            max_sharers: 4,
+        },
+        0,
+    )
+    .expect("the holder downgrades");
+    let (two, _) = apply(&downgraded, &share(2, 4), 0).expect("a sharer joins");
+    let exclusive_while_shared = apply(&two, &share(3, 1), 0).map(|_| ());
+    let downgrade_again = apply(
+        &two,
+        &E::Downgrade {
+            lease: LeaseId(1),
+            max_sharers: 8,
+        },
+        0,
+    )
+    .map(|_| ());
+    assert_eq!(
+        (
+            second_while_exclusive,
+            downgrade_by_stranger,
+            exclusive_while_shared,
+            downgrade_again.is_err(),
+            two.name()
+        ),
+        (
+            Err(TransitionError::SharersFull { max: 1 }),
+            Err(TransitionError::Unknown { what: "lease" }),
+            Err(TransitionError::Conflict { state: "shared" }),
+            true,
+            "shared"
+        )
+    );
 }
 
 #[test]

@@ -100,3 +100,34 @@ fn a_window_is_revoked_under_another_process() {
         (0xabcd, u32::MAX, true, true)
     );
 }
+
+/// A process that was never given the key cannot use an open slot: guessing a neighbouring key, or the
+/// previous one, reaches nothing.
+#[test]
+fn a_window_with_a_forged_key_reaches_nothing_while_the_slot_is_open() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bar = Region::create(dir.path(), "bar0", 4096).expect("bar");
+    bar.store_u32(0, 0xfeed_f00d).expect("store");
+    let table = WindowTable::create(dir.path(), "windows", 1).expect("table");
+    let first = table.open_slot(0).expect("open");
+    let key = table.open_slot(0).expect("reopen for the real holder");
+    let owner = Window::attach(dir.path(), "windows", 0, key, "bar0").expect("attach");
+    let forged: Vec<u32> = [first, key.wrapping_add(2), key.wrapping_sub(2), 1]
+        .into_iter()
+        .filter(|k| *k != key)
+        .map(|k| {
+            Window::attach(dir.path(), "windows", 0, k, "bar0")
+                .expect("attach")
+                .read_u32(0)
+                .expect("read")
+        })
+        .collect();
+    assert_eq!(
+        (
+            owner.read_u32(0).expect("read"),
+            forged.iter().all(|v| *v == u32::MAX),
+            forged.is_empty()
+        ),
+        (0xfeed_f00d, true, false)
+    );
+}

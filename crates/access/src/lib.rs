@@ -1,0 +1,802 @@
+//! Application-managed shared access: the SISCI SmartIO model (`shared/reference/smartio.md`) in our
+//! own words. An application on any host of the pool finds a device, borrows it exclusive or shared,
+//! maps its BAR for register access, maps memory for the device's DMA (its own, or a peer's that the
+//! peer exported), creates device memory with a placement hint, and routes the device's interrupts to
+//! itself. Several applications on several hosts may use one device at once; they coordinate among
+//! themselves (for an NVMe device: one manager creates a queue pair per client).
+//!
+//! Every borrow is a controller lease (shared model; exclusive = a limit of one sharer, which the holder
+//! may raise with [`Borrow::downgrade`] once the device is initialised). Every mapping is granted by the
+//! fabric's data path only after it checked the lease with the controller. Handles give back what they
+//! hold when dropped; the borrow is returned (mappings torn down, lease released) when its last handle
+//! goes, or at once with [`Borrow::give_back`], after which any handle still held reaches nothing:
+//! register reads are all ones and writes are dropped, as through a torn-down NTB window.
+//!
+//! # Layout
+//! - [`Pool`]: the connection (controller, fabric, this host): find, borrow, segments.
+//! - [`Borrow`]: one lease, and what it maps: [`BarMap`], [`DmaMapping`], [`DeviceMemory`],
+//!   [`Interrupt`].
+//! - [`Segment`]: this host's memory that devices may reach by DMA.
+#![deny(missing_docs)]
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use pcipool_api::client::{Client, ClientError};
+use pcipool_api::types::{BorrowRequest, DeviceView};
+use pcipool_datapath::service::{DeviceMemoryGrant, Grant, WindowGrant};
+use pcipool_datapath::wire::{
+    DeviceMemoryRequest, ExportRequest, Holder, Info, InterruptRequest, Mapped, SegmentRequest,
+};
+use pcipool_fabric::{Fdid, NodeId};
+use pcipool_pool::schedule::{DeviceClass, Selector};
+use pcipool_qualify::AccessModel;
+use pcipool_shm::window::Window;
+use pcipool_shm::{Region, ShmError};
+
+pub use pcipool_datapath::service::Placement;
+
+/// Why an access call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AccessError {
+    /// The controller refused or could not be reached.
+    #[error("controller: {0}")]
+    Controller(#[source] ClientError),
+    /// The fabric's data path refused or could not be reached.
+    #[error("fabric: {0}")]
+    Fabric(#[source] ClientError),
+    /// Shared memory failed.
+    #[error(transparent)]
+    Shm(#[from] ShmError),
+    /// A host or device id that does not parse, or a bad segment name.
+    #[error("{0}")]
+    BadInput(String),
+    /// The controller answered a borrow without a lease.
+    #[error("the controller granted no lease")]
+    NoLease,
+    /// The borrow was returned already.
+    #[error("lease {0} was returned")]
+    Returned(u64),
+    /// No interrupt arrived in time.
+    #[error("no interrupt within {0:?}")]
+    Timeout(Duration),
+}
+
+impl AccessError {
+    /// Whether trying again later may succeed (the controller or fabric was unreachable or briefly
+    /// unavailable, e.g. restarting).
+    pub fn is_transient(&self) -> bool {
+        let transient = |e: &ClientError| match e {
+            ClientError::Transport { .. } | ClientError::Body { .. } => true,
+            ClientError::Api { status, .. } => *status == 503,
+        };
+        match self {
+            Self::Controller(e) | Self::Fabric(e) => transient(e),
+            _ => false,
+        }
+    }
+
+    /// The API error code, when the controller or fabric answered with one.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            Self::Controller(ClientError::Api { code, .. })
+            | Self::Fabric(ClientError::Api { code, .. }) => Some(code),
+            _ => None,
+        }
+    }
+}
+
+/// Where the pool is and who this application is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// The controller's URL.
+    pub controller: String,
+    /// The fabric's URL (its data path).
+    pub fabric: String,
+    /// The application's bearer token (its tenant at the controller).
+    pub token: String,
+    /// The host the application runs on (`n2`).
+    pub host: String,
+}
+
+/// Which devices [`Pool::find`] returns.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Filter {
+    /// Only this class.
+    pub class: Option<DeviceClass>,
+    /// Only names containing this (case-insensitive).
+    pub name_contains: Option<String>,
+    /// Only devices served on the fabric's data path (those an application can map).
+    pub on_data_path: bool,
+}
+
+/// How to borrow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Alone: fails while anyone holds the device; see [`Borrow::downgrade`].
+    Exclusive,
+    /// Together with others, up to `max_sharers` hosts at once (the first borrower sets the limit).
+    Shared {
+        /// Most sharers.
+        max_sharers: u32,
+    },
+}
+
+struct PoolInner {
+    controller: Client,
+    fabric: Client,
+    host: String,
+    dir: PathBuf,
+    devices: Vec<String>,
+}
+
+/// A connection to the pool for one application on one host.
+#[derive(Clone)]
+pub struct Pool {
+    inner: Arc<PoolInner>,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool")
+            .field("host", &self.inner.host)
+            .field("dir", &self.inner.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Pool {
+    /// Connects: asks the fabric where its shared regions live.
+    ///
+    /// # Errors
+    /// A bad host name, or the fabric cannot be reached.
+    pub fn connect(config: &Config) -> Result<Self, AccessError> {
+        config
+            .host
+            .parse::<NodeId>()
+            .map_err(|e| AccessError::BadInput(format!("host {:?}: {e}", config.host)))?;
+        let fabric = Client::new(&config.fabric, &config.token);
+        let info: Info = fabric.get("/v1/datapath").map_err(AccessError::Fabric)?;
+        Ok(Self {
+            inner: Arc::new(PoolInner {
+                controller: Client::new(&config.controller, &config.token),
+                fabric,
+                host: config.host.clone(),
+                dir: PathBuf::from(info.dir),
+                devices: info.devices,
+            }),
+        })
+    }
+
+    /// This application's host.
+    pub fn host(&self) -> &str {
+        &self.inner.host
+    }
+
+    /// Devices of the pool matching `filter`.
+    ///
+    /// # Errors
+    /// The controller failed.
+    pub fn find(&self, filter: &Filter) -> Result<Vec<DeviceView>, AccessError> {
+        let all = self
+            .inner
+            .controller
+            .devices()
+            .map_err(AccessError::Controller)?;
+        let needle = filter.name_contains.as_deref().map(str::to_lowercase);
+        Ok(all
+            .into_iter()
+            .filter(|d| filter.class.is_none_or(|c| DeviceClass::of(d.class) == c))
+            .filter(|d| {
+                needle
+                    .as_deref()
+                    .is_none_or(|n| d.name.to_lowercase().contains(n))
+            })
+            .filter(|d| !filter.on_data_path || self.inner.devices.contains(&d.fdid.to_string()))
+            .collect())
+    }
+
+    /// Borrows `fdid`.
+    ///
+    /// # Errors
+    /// The controller refused (held exclusively, all sharers taken, not qualified for sharing) or
+    /// could not be reached.
+    pub fn borrow(&self, fdid: &str, mode: Mode) -> Result<Borrow, AccessError> {
+        let id: Fdid = fdid
+            .parse()
+            .map_err(|e| AccessError::BadInput(format!("device {fdid:?}: {e}")))?;
+        let borrower: NodeId = self
+            .inner
+            .host
+            .parse()
+            .map_err(|e| AccessError::BadInput(format!("host: {e}")))?;
+        let max_sharers = match mode {
+            Mode::Exclusive => 1,
+            Mode::Shared { max_sharers } => max_sharers.max(2),
+        };
+        let request = BorrowRequest {
+            selector: Selector {
+                fdid: Some(id),
+                ..Selector::default()
+            },
+            count: 1,
+            model: AccessModel::Shared,
+            borrower,
+            duration_secs: None,
+            max_sharers: Some(max_sharers),
+            request_id: None,
+            wait: true,
+        };
+        let granted = self
+            .inner
+            .controller
+            .borrow(&request)
+            .map_err(AccessError::Controller)?;
+        let lease = granted.first().ok_or(AccessError::NoLease)?;
+        Ok(Borrow {
+            inner: Arc::new(BorrowInner {
+                pool: self.inner.clone(),
+                lease: lease.lease_id.0,
+                fdid: fdid.to_owned(),
+                returned: AtomicBool::new(false),
+            }),
+        })
+    }
+
+    /// Creates `size` bytes of this host's memory named `name`, which devices may be given for DMA
+    /// (see [`Borrow::map_for_dma`]). Removed when the segment is dropped.
+    ///
+    /// # Errors
+    /// A bad name or size, or shared memory.
+    pub fn segment(&self, name: &str, size: u64) -> Result<Segment, AccessError> {
+        let file = pcipool_datapath::service::segment_file(&self.inner.host, name)
+            .map_err(|e| AccessError::BadInput(e.to_string()))?;
+        let region = Region::create(&self.inner.dir, &file, size)?;
+        Ok(Segment {
+            pool: self.inner.clone(),
+            name: name.to_owned(),
+            file,
+            region,
+        })
+    }
+}
+
+/// Memory of this host that devices may reach by DMA.
+pub struct Segment {
+    pool: Arc<PoolInner>,
+    name: String,
+    file: String,
+    region: Region,
+}
+
+impl std::fmt::Debug for Segment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Segment")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Segment {
+    /// The segment's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The memory (loads, stores, copies).
+    pub fn memory(&self) -> &Region {
+        &self.region
+    }
+
+    /// Lets devices borrowed by other hosts reach this segment (peer-to-peer DMA).
+    ///
+    /// # Errors
+    /// The fabric refused or could not be reached.
+    pub fn export(&self) -> Result<(), AccessError> {
+        self.pool
+            .fabric
+            .post::<_, serde_json::Value>(
+                "/v1/datapath/exports",
+                &ExportRequest {
+                    host: self.pool.host.clone(),
+                    name: self.name.clone(),
+                },
+            )
+            .map(|_| ())
+            .map_err(AccessError::Fabric)
+    }
+
+    /// A second mapping of the same memory (the device's view is the first; this is for a driver that
+    /// keeps its queues in the segment).
+    ///
+    /// # Errors
+    /// Shared memory.
+    pub fn reopen(&self) -> Result<Region, AccessError> {
+        Ok(Region::open(&self.pool.dir, &self.file)?)
+    }
+}
+
+impl Drop for Segment {
+    fn drop(&mut self) {
+        // Mappings already made keep the memory until they end; the name goes now.
+        let _ = std::fs::remove_file(self.pool.dir.join(&self.file));
+    }
+}
+
+struct BorrowInner {
+    pool: Arc<PoolInner>,
+    lease: u64,
+    fdid: String,
+    returned: AtomicBool,
+}
+
+impl BorrowInner {
+    fn holder(&self) -> Holder {
+        Holder {
+            fdid: self.fdid.clone(),
+            host: self.pool.host.clone(),
+        }
+    }
+
+    fn live(&self) -> Result<(), AccessError> {
+        if self.returned.load(Ordering::SeqCst) {
+            Err(AccessError::Returned(self.lease))
+        } else {
+            Ok(())
+        }
+    }
+
+    fn path(&self, what: &str) -> String {
+        format!("/v1/datapath/leases/{}/{what}", self.lease)
+    }
+
+    /// Gives one grant back (best effort: the lease's return ends it anyway).
+    fn release(&self, grant: Grant) {
+        if self.returned.load(Ordering::SeqCst) {
+            return;
+        }
+        let path = format!(
+            "/v1/datapath/leases/{}/release?host={}",
+            self.lease, self.pool.host
+        );
+        let _ = self.pool.fabric.post::<_, serde_json::Value>(&path, &grant);
+    }
+
+    fn give_back(&self) -> Result<(), AccessError> {
+        if self.returned.swap(true, Ordering::SeqCst) {
+            return Ok(());
+        }
+        // Mappings first, so nothing reaches the device once the lease is gone.
+        let unmapped = self
+            .pool
+            .fabric
+            .delete(&format!(
+                "/v1/datapath/leases/{}?host={}",
+                self.lease, self.pool.host
+            ))
+            .map_err(AccessError::Fabric);
+        let released = match self.pool.controller.release(self.lease) {
+            // Already ended by the controller (expired, fenced, released by an operator).
+            Err(ClientError::Api { status: 404, .. }) => Ok(()),
+            other => other.map_err(AccessError::Controller),
+        };
+        unmapped.and(released)
+    }
+
+    fn attach(&self, grant: &WindowGrant) -> Result<Window, AccessError> {
+        Ok(Window::attach(
+            &self.pool.dir,
+            &grant.table,
+            grant.slot,
+            grant.key,
+            &grant.region,
+        )?)
+    }
+}
+
+impl Drop for BorrowInner {
+    fn drop(&mut self) {
+        let _ = self.give_back();
+    }
+}
+
+/// A borrowed device (one controller lease). Cloning shares the borrow; it is returned when the last
+/// clone and the last handle made from it are dropped, or at once by [`Borrow::give_back`].
+#[derive(Clone)]
+pub struct Borrow {
+    inner: Arc<BorrowInner>,
+}
+
+impl std::fmt::Debug for Borrow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Borrow")
+            .field("lease", &self.inner.lease)
+            .field("fdid", &self.inner.fdid)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Borrow {
+    /// The controller's lease id.
+    pub fn lease(&self) -> u64 {
+        self.inner.lease
+    }
+
+    /// The device.
+    pub fn fdid(&self) -> &str {
+        &self.inner.fdid
+    }
+
+    /// Lets up to `max_sharers` hosts share the device this exclusive borrow holds (after the holder
+    /// initialised it).
+    ///
+    /// # Errors
+    /// Not an exclusive borrow, or the controller failed.
+    pub fn downgrade(&self, max_sharers: u32) -> Result<(), AccessError> {
+        self.inner.live()?;
+        self.inner
+            .pool
+            .controller
+            .downgrade(self.inner.lease, max_sharers)
+            .map_err(AccessError::Controller)
+    }
+
+    /// Maps BAR 0 for register access.
+    ///
+    /// # Errors
+    /// The fabric refused (the lease is not ours, the device is not on the data path) or failed.
+    pub fn map_bar(&self) -> Result<BarMap, AccessError> {
+        self.inner.live()?;
+        let grant: WindowGrant = self
+            .inner
+            .pool
+            .fabric
+            .post(&self.inner.path("bar"), &self.inner.holder())
+            .map_err(AccessError::Fabric)?;
+        Ok(BarMap {
+            window: self.inner.attach(&grant)?,
+            slot: grant.slot,
+            size: grant.size,
+            borrow: self.inner.clone(),
+        })
+    }
+
+    /// Makes this host's `segment` reachable by the device's DMA.
+    ///
+    /// # Errors
+    /// The fabric refused or failed.
+    pub fn map_for_dma(&self, segment: &Segment) -> Result<DmaMapping, AccessError> {
+        self.map_owned_for_dma(&self.inner.pool.host.clone(), segment.name())
+    }
+
+    /// Makes `owner`'s exported segment `name` reachable by the device's DMA (peer-to-peer: the
+    /// device writes straight into a third host's memory).
+    ///
+    /// # Errors
+    /// Not exported, or the fabric failed.
+    pub fn map_peer_for_dma(&self, owner: &str, name: &str) -> Result<DmaMapping, AccessError> {
+        self.map_owned_for_dma(owner, name)
+    }
+
+    fn map_owned_for_dma(&self, owner: &str, name: &str) -> Result<DmaMapping, AccessError> {
+        self.inner.live()?;
+        let request = SegmentRequest {
+            fdid: self.inner.fdid.clone(),
+            host: self.inner.pool.host.clone(),
+            owner: owner.to_owned(),
+            name: name.to_owned(),
+        };
+        let mapped: Mapped = self
+            .inner
+            .pool
+            .fabric
+            .post(&self.inner.path("segments"), &request)
+            .map_err(AccessError::Fabric)?;
+        Ok(DmaMapping {
+            device_addr: mapped.device_addr,
+            borrow: self.inner.clone(),
+        })
+    }
+
+    /// Creates `size` bytes of device memory placed as hinted.
+    ///
+    /// # Errors
+    /// The fabric refused or failed.
+    pub fn device_memory(
+        &self,
+        size: u64,
+        placement: Placement,
+    ) -> Result<DeviceMemory, AccessError> {
+        self.inner.live()?;
+        let request = DeviceMemoryRequest {
+            fdid: self.inner.fdid.clone(),
+            host: self.inner.pool.host.clone(),
+            size,
+            placement,
+        };
+        let grant: DeviceMemoryGrant = self
+            .inner
+            .pool
+            .fabric
+            .post(&self.inner.path("device-memory"), &request)
+            .map_err(AccessError::Fabric)?;
+        let reach = match &grant.window {
+            Some(w) => Reach::Window(self.inner.attach(w)?),
+            None => Reach::Direct(Region::open(&self.inner.pool.dir, &grant.region)?),
+        };
+        Ok(DeviceMemory {
+            grant,
+            reach,
+            borrow: self.inner.clone(),
+        })
+    }
+
+    /// Routes the device's interrupt `vector` to this application.
+    ///
+    /// # Errors
+    /// The fabric refused or failed.
+    pub fn interrupt(&self, vector: u16) -> Result<Interrupt, AccessError> {
+        self.inner.live()?;
+        let cell = format!("l{}v{vector}", self.inner.lease);
+        let file = pcipool_datapath::service::interrupt_file(&self.inner.pool.host, &cell)
+            .map_err(|e| AccessError::BadInput(e.to_string()))?;
+        let region = Region::create(&self.inner.pool.dir, &file, 64)?;
+        let request = InterruptRequest {
+            fdid: self.inner.fdid.clone(),
+            host: self.inner.pool.host.clone(),
+            vector,
+            cell,
+        };
+        let routed: Result<serde_json::Value, _> = self
+            .inner
+            .pool
+            .fabric
+            .post(&self.inner.path("interrupts"), &request);
+        if let Err(e) = routed {
+            let _ = std::fs::remove_file(self.inner.pool.dir.join(&file));
+            return Err(AccessError::Fabric(e));
+        }
+        Ok(Interrupt {
+            cell: region,
+            file,
+            vector,
+            seen: 0,
+            borrow: self.inner.clone(),
+        })
+    }
+
+    /// Returns the device now: the fabric tears down every mapping of the lease and the controller
+    /// releases it. Handles still held reach nothing from here on. Idempotent.
+    ///
+    /// # Errors
+    /// The fabric or the controller failed (the lease then ends when the controller fences it).
+    pub fn give_back(&self) -> Result<(), AccessError> {
+        self.inner.give_back()
+    }
+}
+
+/// BAR 0 of a borrowed device, through a fabric window.
+pub struct BarMap {
+    window: Window,
+    slot: u32,
+    size: u64,
+    borrow: Arc<BorrowInner>,
+}
+
+impl std::fmt::Debug for BarMap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BarMap")
+            .field("lease", &self.borrow.lease)
+            .field("slot", &self.slot)
+            .finish_non_exhaustive()
+    }
+}
+
+impl BarMap {
+    /// BAR size in bytes.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Whether the window still reaches the device.
+    pub fn is_open(&self) -> bool {
+        self.window.is_open()
+    }
+
+    /// Reads a 32-bit register (all ones once the mapping is gone).
+    ///
+    /// # Errors
+    /// Out of range or misaligned.
+    pub fn read32(&self, offset: u64) -> Result<u32, ShmError> {
+        self.window.read_u32(offset)
+    }
+
+    /// Writes a 32-bit register (dropped once the mapping is gone).
+    ///
+    /// # Errors
+    /// Out of range or misaligned.
+    pub fn write32(&self, offset: u64, value: u32) -> Result<(), ShmError> {
+        self.window.write_u32(offset, value)
+    }
+}
+
+impl pcipool_datapath::driver::Bar for BarMap {
+    fn read32(&self, offset: u64) -> Result<u32, ShmError> {
+        self.window.read_u32(offset)
+    }
+    fn write32(&self, offset: u64, value: u32) -> Result<(), ShmError> {
+        self.window.write_u32(offset, value)
+    }
+}
+
+impl Drop for BarMap {
+    fn drop(&mut self) {
+        self.borrow.release(Grant::Window(self.slot));
+    }
+}
+
+/// Memory the device reaches by DMA at [`DmaMapping::device_addr`].
+pub struct DmaMapping {
+    device_addr: u64,
+    borrow: Arc<BorrowInner>,
+}
+
+impl std::fmt::Debug for DmaMapping {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DmaMapping")
+            .field("device_addr", &self.device_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DmaMapping {
+    /// The address the device must use for the memory's first byte.
+    pub fn device_addr(&self) -> u64 {
+        self.device_addr
+    }
+}
+
+impl Drop for DmaMapping {
+    fn drop(&mut self) {
+        self.borrow.release(Grant::Dma(self.device_addr));
+    }
+}
+
+enum Reach {
+    Direct(Region),
+    Window(Window),
+}
+
+/// Device memory: reached by the device at [`DeviceMemory::device_addr`], and by the application
+/// directly (near the host) or through a window (near the device).
+pub struct DeviceMemory {
+    grant: DeviceMemoryGrant,
+    reach: Reach,
+    borrow: Arc<BorrowInner>,
+}
+
+impl std::fmt::Debug for DeviceMemory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeviceMemory")
+            .field("grant", &self.grant)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DeviceMemory {
+    /// Where the device reaches it.
+    pub fn device_addr(&self) -> u64 {
+        self.grant.device_addr
+    }
+
+    /// Where it lives.
+    pub fn placement(&self) -> Placement {
+        self.grant.placement
+    }
+
+    /// Size in bytes.
+    pub fn size(&self) -> u64 {
+        self.grant.size
+    }
+
+    /// Copies bytes out.
+    ///
+    /// # Errors
+    /// Out of range.
+    pub fn read(&self, offset: u64, buf: &mut [u8]) -> Result<(), ShmError> {
+        match &self.reach {
+            Reach::Direct(r) => r.read(offset, buf),
+            Reach::Window(w) => w.read(offset, buf),
+        }
+    }
+
+    /// Copies bytes in.
+    ///
+    /// # Errors
+    /// Out of range.
+    pub fn write(&self, offset: u64, data: &[u8]) -> Result<(), ShmError> {
+        match &self.reach {
+            Reach::Direct(r) => r.write(offset, data),
+            Reach::Window(w) => w.write(offset, data),
+        }
+    }
+}
+
+impl Drop for DeviceMemory {
+    fn drop(&mut self) {
+        if let Some(w) = &self.grant.window {
+            self.borrow.release(Grant::Window(w.slot));
+        }
+        self.borrow.release(Grant::Dma(self.grant.device_addr));
+    }
+}
+
+/// The device's interrupt vector, delivered to this application (an MSI-X message incrementing a
+/// counter in this host's memory).
+pub struct Interrupt {
+    cell: Region,
+    file: String,
+    vector: u16,
+    seen: u32,
+    borrow: Arc<BorrowInner>,
+}
+
+impl std::fmt::Debug for Interrupt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Interrupt")
+            .field("vector", &self.vector)
+            .field("seen", &self.seen)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Interrupt {
+    /// The vector.
+    pub fn vector(&self) -> u16 {
+        self.vector
+    }
+
+    /// Messages delivered so far.
+    ///
+    /// # Errors
+    /// Shared memory.
+    pub fn count(&self) -> Result<u32, ShmError> {
+        self.cell.load_u32(0)
+    }
+
+    /// Waits until a message arrives that this handle has not seen; returns how many arrived since the
+    /// last wait.
+    ///
+    /// # Errors
+    /// None within `timeout`.
+    pub fn wait(&mut self, timeout: Duration) -> Result<u32, AccessError> {
+        let until = Instant::now() + timeout;
+        let mut spins = 0u32;
+        loop {
+            let now = self.cell.load_u32(0)?;
+            if now != self.seen {
+                let new = now.wrapping_sub(self.seen);
+                self.seen = now;
+                return Ok(new);
+            }
+            if Instant::now() > until {
+                return Err(AccessError::Timeout(timeout));
+            }
+            spins += 1;
+            if spins < 1_000 {
+                std::thread::yield_now();
+            } else {
+                std::thread::sleep(Duration::from_micros(50));
+            }
+        }
+    }
+}
+
+impl Drop for Interrupt {
+    fn drop(&mut self) {
+        self.borrow.release(Grant::Vector(self.vector));
+        let _ = std::fs::remove_file(self.borrow.pool.dir.join(&self.file));
+    }
+}

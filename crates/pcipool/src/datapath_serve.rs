@@ -1,0 +1,360 @@
+//! The data path of `pcipool sim serve`: the HTTP face of [`pcipool_datapath::service::DataPath`].
+//! Every mapping request is checked with the controller under the caller's own token (the lease must be
+//! visible to the caller, shared-model, for that device and borrower host); a background thread asks
+//! the controller for every lease under the fabric's operator token and tears down the mappings of
+//! leases that ended. While the controller is unreachable nothing is torn down and nothing new is
+//! granted: mappings in use keep working through a controller restart, as NTB windows do.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::{Path as UrlPath, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use pcipool_api::client::{Client, ClientError};
+use pcipool_api::server::ApiError;
+use pcipool_datapath::service::{DataPath, DataPathError, Grant};
+use pcipool_datapath::wire::{
+    DeviceMemoryRequest, Events, ExportRequest, Holder, Info, InterruptRequest, Mapped,
+    SegmentRequest,
+};
+use pcipool_qualify::AccessModel;
+
+/// How often the fabric compares its mappings with the controller's leases.
+const RECONCILE_EVERY: Duration = Duration::from_millis(250);
+
+/// The data path's state behind the HTTP routes.
+#[derive(Clone)]
+pub struct DataPathState {
+    service: Arc<Mutex<DataPath>>,
+    controller: Option<String>,
+}
+
+fn lock(s: &Mutex<DataPath>) -> std::sync::MutexGuard<'_, DataPath> {
+    s.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn refused(e: &DataPathError) -> ApiError {
+    let (status, code) = match e {
+        DataPathError::NoDevice(_) => (StatusCode::NOT_FOUND, "NO_SUCH_DEVICE"),
+        DataPathError::BadName(_) | DataPathError::BadSize(_) => {
+            (StatusCode::BAD_REQUEST, "BAD_REQUEST")
+        }
+        DataPathError::NotExported { .. } | DataPathError::LeaseMismatch { .. } => {
+            (StatusCode::FORBIDDEN, "FORBIDDEN")
+        }
+        DataPathError::NoSlots => (StatusCode::SERVICE_UNAVAILABLE, "NO_WINDOW_SLOTS"),
+        DataPathError::Shm(_) => (StatusCode::CONFLICT, "SHARED_MEMORY"),
+        DataPathError::Io { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "IO"),
+    };
+    ApiError::new(status, code, e.to_string())
+}
+
+fn bearer(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get("authorization")?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(str::to_owned)
+}
+
+/// Checks with the controller, under the caller's token, that `lease` is a shared-model lease on `fdid`
+/// held by `host`.
+async fn check_lease(
+    state: &DataPathState,
+    headers: &HeaderMap,
+    lease: u64,
+    fdid: &str,
+    host: &str,
+) -> Result<(), ApiError> {
+    let Some(controller) = state.controller.clone() else {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "NO_CONTROLLER",
+            "this fabric was started without --controller: it cannot check leases",
+        ));
+    };
+    let Some(token) = bearer(headers) else {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "UNAUTHORIZED",
+            "a bearer token is required",
+        ));
+    };
+    let leases = tokio::task::spawn_blocking(move || Client::new(&controller, &token).leases())
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", e.to_string()))?;
+    let leases = match leases {
+        Ok(l) => l,
+        Err(ClientError::Api {
+            status: 401,
+            message,
+            ..
+        }) => {
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "UNAUTHORIZED",
+                message,
+            ));
+        }
+        Err(e) => {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "CONTROLLER_UNAVAILABLE",
+                format!("cannot check the lease: {e}"),
+            ));
+        }
+    };
+    let held = leases.iter().any(|l| {
+        l.lease_id.0 == lease
+            && l.fdid.to_string() == fdid
+            && l.borrower.to_string() == host
+            && l.model == AccessModel::Shared
+    });
+    if held {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "NOT_YOUR_LEASE",
+            format!("lease {lease} is not a shared lease of yours on {fdid} for {host}"),
+        ))
+    }
+}
+
+async fn info(State(state): State<DataPathState>) -> Response {
+    let s = lock(&state.service);
+    Json(Info {
+        dir: s.dir().display().to_string(),
+        devices: s.devices().map(str::to_owned).collect(),
+    })
+    .into_response()
+}
+
+async fn events(State(state): State<DataPathState>) -> Response {
+    let s = lock(&state.service);
+    let (window_faults, dma_faults) = s.faults();
+    Json(Events {
+        window_faults,
+        dma_faults,
+        torn_down: s.torn_down.clone(),
+        mapped: s.mapped_leases().collect(),
+    })
+    .into_response()
+}
+
+type Body<T> = Result<Json<T>, axum::extract::rejection::JsonRejection>;
+
+fn body<T>(b: Body<T>) -> Result<T, ApiError> {
+    b.map(|Json(v)| v)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "BAD_REQUEST", e.body_text()))
+}
+
+async fn map_bar(
+    State(state): State<DataPathState>,
+    UrlPath(lease): UrlPath<u64>,
+    headers: HeaderMap,
+    b: Body<Holder>,
+) -> Result<Response, ApiError> {
+    let run = async {
+        let r = body(b)?;
+        check_lease(&state, &headers, lease, &r.fdid, &r.host).await?;
+        let grant = lock(&state.service).map_bar(lease, &r.fdid, &r.host);
+        grant
+            .map(|g| Json(g).into_response())
+            .map_err(|e| refused(&e))
+    };
+    run.await
+}
+
+async fn map_segment(
+    State(state): State<DataPathState>,
+    UrlPath(lease): UrlPath<u64>,
+    headers: HeaderMap,
+    b: Body<SegmentRequest>,
+) -> Result<Response, ApiError> {
+    let run = async {
+        let r = body(b)?;
+        check_lease(&state, &headers, lease, &r.fdid, &r.host).await?;
+        let mapped = lock(&state.service).map_segment(lease, &r.fdid, &r.host, &r.owner, &r.name);
+        mapped
+            .map(|device_addr| Json(Mapped { device_addr }).into_response())
+            .map_err(|e| refused(&e))
+    };
+    run.await
+}
+
+async fn device_memory(
+    State(state): State<DataPathState>,
+    UrlPath(lease): UrlPath<u64>,
+    headers: HeaderMap,
+    b: Body<DeviceMemoryRequest>,
+) -> Result<Response, ApiError> {
+    let run = async {
+        let r = body(b)?;
+        check_lease(&state, &headers, lease, &r.fdid, &r.host).await?;
+        let grant =
+            lock(&state.service).device_memory(lease, &r.fdid, &r.host, r.size, r.placement);
+        grant
+            .map(|g| Json(g).into_response())
+            .map_err(|e| refused(&e))
+    };
+    run.await
+}
+
+async fn interrupt(
+    State(state): State<DataPathState>,
+    UrlPath(lease): UrlPath<u64>,
+    headers: HeaderMap,
+    b: Body<InterruptRequest>,
+) -> Result<Response, ApiError> {
+    let run = async {
+        let r = body(b)?;
+        check_lease(&state, &headers, lease, &r.fdid, &r.host).await?;
+        let routed =
+            lock(&state.service).route_interrupt(lease, &r.fdid, &r.host, r.vector, &r.cell);
+        routed
+            .map(|()| Json(serde_json::json!({})).into_response())
+            .map_err(|e| refused(&e))
+    };
+    run.await
+}
+
+#[derive(serde::Deserialize)]
+struct HostQuery {
+    host: String,
+}
+
+/// Ends a lease's mappings. Only its host may (the lease itself may already be gone at the controller:
+/// returning is what holders do after or while releasing, so it is not checked there).
+async fn unmap(
+    State(state): State<DataPathState>,
+    UrlPath(lease): UrlPath<u64>,
+    Query(q): Query<HostQuery>,
+) -> Response {
+    let mut s = lock(&state.service);
+    let owner = s.lease_host(lease).map(str::to_owned);
+    match owner {
+        Some(h) if h != q.host => ApiError::new(
+            StatusCode::FORBIDDEN,
+            "NOT_YOUR_LEASE",
+            format!("lease {lease} is mapped for {h}"),
+        )
+        .into_response(),
+        _ => {
+            s.unmap(lease, "returned by its holder");
+            StatusCode::NO_CONTENT.into_response()
+        }
+    }
+}
+
+/// Ends one grant of a lease (its holder dropped the handle).
+async fn release(
+    State(state): State<DataPathState>,
+    UrlPath(lease): UrlPath<u64>,
+    Query(q): Query<HostQuery>,
+    b: Body<Grant>,
+) -> Response {
+    let grant = match body(b) {
+        Ok(g) => g,
+        Err(r) => return r.into_response(),
+    };
+    let mut s = lock(&state.service);
+    match s.lease_host(lease) {
+        Some(h) if h == q.host => {
+            let released = s.release(lease, grant);
+            Json(serde_json::json!({ "released": released })).into_response()
+        }
+        Some(h) => ApiError::new(
+            StatusCode::FORBIDDEN,
+            "NOT_YOUR_LEASE",
+            format!("lease {lease} is mapped for {h}"),
+        )
+        .into_response(),
+        None => Json(serde_json::json!({ "released": false })).into_response(),
+    }
+}
+
+async fn export(
+    State(state): State<DataPathState>,
+    headers: HeaderMap,
+    b: Body<ExportRequest>,
+) -> Response {
+    if bearer(&headers).is_none() {
+        return ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "UNAUTHORIZED",
+            "a bearer token is required",
+        )
+        .into_response();
+    }
+    match body(b) {
+        Ok(r) => match lock(&state.service).export(&r.host, &r.name) {
+            Ok(()) => Json(serde_json::json!({})).into_response(),
+            Err(e) => refused(&e).into_response(),
+        },
+        Err(r) => r.into_response(),
+    }
+}
+
+/// The routes, and the state a reconcile thread shares.
+pub fn router(state: DataPathState) -> Router {
+    Router::new()
+        .route("/v1/datapath", get(info))
+        .route("/v1/datapath/events", get(events))
+        .route("/v1/datapath/exports", post(export))
+        .route("/v1/datapath/leases/{lease}/bar", post(map_bar))
+        .route("/v1/datapath/leases/{lease}/segments", post(map_segment))
+        .route(
+            "/v1/datapath/leases/{lease}/device-memory",
+            post(device_memory),
+        )
+        .route("/v1/datapath/leases/{lease}/interrupts", post(interrupt))
+        .route("/v1/datapath/leases/{lease}/release", post(release))
+        .route("/v1/datapath/leases/{lease}", axum::routing::delete(unmap))
+        .with_state(state)
+}
+
+impl DataPathState {
+    /// Wraps the service.
+    pub fn new(service: DataPath, controller: Option<String>) -> Self {
+        Self {
+            service: Arc::new(Mutex::new(service)),
+            controller,
+        }
+    }
+
+    /// Starts the thread that tears down the mappings of leases the controller no longer holds.
+    pub fn reconcile_with(&self, token_file: PathBuf) {
+        let Some(controller) = self.controller.clone() else {
+            return;
+        };
+        let service = self.service.clone();
+        std::thread::spawn(move || {
+            loop {
+                std::thread::sleep(RECONCILE_EVERY);
+                let Some(token) = read_token(&token_file) else {
+                    continue;
+                };
+                // Only a complete answer may tear anything down: an unreachable controller (restarting)
+                // says nothing about leases.
+                let mark = lock(&service).mark();
+                if let Ok(leases) = Client::new(&controller, &token).leases() {
+                    let live: BTreeSet<u64> = leases.iter().map(|l| l.lease_id.0).collect();
+                    lock(&service).reconcile(&live, mark);
+                }
+            }
+        });
+    }
+}
+
+fn read_token(path: &Path) -> Option<String> {
+    let t = std::fs::read_to_string(path).ok()?;
+    let t = t.trim();
+    (!t.is_empty()).then(|| t.to_owned())
+}
