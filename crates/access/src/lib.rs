@@ -241,6 +241,7 @@ impl Pool {
                 lease: lease.lease_id.0,
                 fdid: fdid.to_owned(),
                 returned: AtomicBool::new(false),
+                done: AtomicBool::new(false),
             }),
         })
     }
@@ -329,7 +330,10 @@ struct BorrowInner {
     pool: Arc<PoolInner>,
     lease: u64,
     fdid: String,
+    /// Set by the first give-back: handles stop asking for anything.
     returned: AtomicBool,
+    /// Set once the fabric and the controller both confirmed the return.
+    done: AtomicBool,
 }
 
 impl BorrowInner {
@@ -365,7 +369,8 @@ impl BorrowInner {
     }
 
     fn give_back(&self) -> Result<(), AccessError> {
-        if self.returned.swap(true, Ordering::SeqCst) {
+        self.returned.store(true, Ordering::SeqCst);
+        if self.done.load(Ordering::SeqCst) {
             return Ok(());
         }
         // Mappings first, so nothing reaches the device once the lease is gone.
@@ -382,7 +387,11 @@ impl BorrowInner {
             Err(ClientError::Api { status: 404, .. }) => Ok(()),
             other => other.map_err(AccessError::Controller),
         };
-        unmapped.and(released)
+        let both = unmapped.and(released);
+        if both.is_ok() {
+            self.done.store(true, Ordering::SeqCst);
+        }
+        both
     }
 
     fn attach(&self, grant: &WindowGrant) -> Result<Window, AccessError> {
@@ -568,10 +577,11 @@ impl Borrow {
     }
 
     /// Returns the device now: the fabric tears down every mapping of the lease and the controller
-    /// releases it. Handles still held reach nothing from here on. Idempotent.
+    /// releases it. Handles still held reach nothing from here on. Idempotent; after an error, calling
+    /// again retries what did not happen.
     ///
     /// # Errors
-    /// The fabric or the controller failed (the lease then ends when the controller fences it).
+    /// The fabric or the controller failed (retry; or the lease ends when the controller fences it).
     pub fn give_back(&self) -> Result<(), AccessError> {
         self.inner.give_back()
     }

@@ -5,4 +5,6 @@
 //! each through its own window and its own I/O queue pair, and each reads back what it wrote.
 
 #[cfg(test)]
+mod service;
+#[cfg(test)]
 mod two_processes;
