@@ -561,9 +561,18 @@ impl<S: Store> Controller<S> {
         let mut attempt = 1;
         loop {
             match self.assign_once(actor, tenant, request.clone(), duration_secs, now) {
+                // Another device may do (no device named), or the named device may still have room
+                // for another sharer: try again on the state the winner left.
                 Err(ControlError::Conflict(_) | ControlError::FamilyBusy(_))
-                    if request.selector.fdid.is_none() && attempt < ATTEMPTS =>
+                    if (request.selector.fdid.is_none()
+                        || request.model == AccessModel::Shared)
+                        && attempt < ATTEMPTS =>
                 {
+                    // The winner's claim on a named device lasts until its commit is durable: give it
+                    // that long (other devices are free to try at once).
+                    if request.selector.fdid.is_some() {
+                        std::thread::sleep(std::time::Duration::from_millis(2 << attempt.min(5)));
+                    }
                     attempt += 1;
                 }
                 other => return other.map(Assigned::New),

@@ -3,211 +3,17 @@
 //! controller or agent leaves the hardware as it was.
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
-use std::process::{Child, Command};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use pcipool_api::client::{Client, ClientError};
 use pcipool_api::types::BorrowRequest;
 use pcipool_pool::AuditChain;
-use pcipool_store::{SqliteStore, Store};
+use pcipool_store::Store;
 
-/// Spawns `pcipool ARGS` and waits for the stdout line containing `marker`; returns the rest of it.
-fn spawn(args: &[&str], marker: &str) -> (Child, String) {
-    let args: Vec<&std::ffi::OsStr> = args.iter().map(std::ffi::OsStr::new).collect();
-    crate::support::spawn_until(&args, marker)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-struct Cluster {
-    dir: tempfile::TempDir,
-    fabric_url: String,
-    url: String,
-    listen: String,
-    sim: Child,
-    server: Option<Child>,
-    agents: Vec<(u32, Child)>,
-    tokens_file: Option<PathBuf>,
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        for (_, a) in &mut self.agents {
-            let _ = a.kill();
-            let _ = a.wait();
-        }
-        if let Some(s) = &mut self.server {
-            let _ = s.kill();
-            let _ = s.wait();
-        }
-        let _ = self.sim.kill();
-        let _ = self.sim.wait();
-    }
-}
-
-impl Cluster {
-    fn data(&self) -> PathBuf {
-        self.dir.path().join("ctl")
-    }
-
-    fn token(&self, name: &str) -> String {
-        std::fs::read_to_string(self.data().join(name))
-            .expect("token file")
-            .trim()
-            .to_owned()
-    }
-
-    fn start() -> Self {
-        Self::start_with(None)
-    }
-
-    /// With `tokens`, the server reads that token file; the test also writes the admin and agent
-    /// secrets where the generated ones would be, so the helpers find them.
-    fn start_with(tokens: Option<(&str, &str, &str)>) -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let tokens_file = tokens.map(|(file, admin, agent)| {
-            let data = dir.path().join("ctl");
-            std::fs::create_dir_all(&data).expect("data dir");
-            std::fs::write(data.join("admin.token"), admin).expect("admin token");
-            std::fs::write(data.join("agent.token"), agent).expect("agent token");
-            let path = dir.path().join("tokens.toml");
-            std::fs::write(&path, file).expect("token file");
-            path
-        });
-        let (sim, fabric_url) = spawn(&["sim", "serve", "--listen", "127.0.0.1:0"], " at ");
-        assert!(
-            fabric_url.starts_with("http://"),
-            "sim serve printed no URL"
-        );
-        let listen = format!("127.0.0.1:{}", free_port());
-        let mut cluster = Self {
-            url: format!("http://{listen}"),
-            listen,
-            fabric_url,
-            sim,
-            server: None,
-            agents: Vec::new(),
-            tokens_file,
-            dir,
-        };
-        cluster.start_server();
-        for node in 1..=4 {
-            cluster.start_agent(node);
-        }
-        cluster.wait_for(
-            |c| {
-                c.client()
-                    .hosts()
-                    .is_ok_and(|h| h.len() == 4 && h.iter().all(|h| h.agent == "up"))
-                    // Five whole devices, and the four VFs the lab enables on its SR-IOV NIC.
-                    && c.devices().len() == 9
-            },
-            "four agents and nine devices registered",
-        );
-        cluster
-    }
-
-    fn start_server(&mut self) {
-        let data = self.data();
-        let mut args = vec![
-            "server",
-            "--listen",
-            &self.listen,
-            "--agent-timeout",
-            "2",
-            "--data-dir",
-            data.to_str().expect("utf-8 path"),
-        ];
-        if let Some(t) = &self.tokens_file {
-            args.extend(["--tokens", t.to_str().expect("utf-8 path")]);
-        }
-        let (child, url) = spawn(&args, "controller at ");
-        assert_eq!(url, self.url, "server did not come up on its port");
-        self.server = Some(child);
-    }
-
-    fn kill_server(&mut self) {
-        if let Some(mut s) = self.server.take() {
-            s.kill().expect("SIGKILL");
-            let _ = s.wait();
-        }
-    }
-
-    fn start_agent(&mut self, node: u32) {
-        let (child, _) = spawn(
-            &[
-                "agent",
-                "--node",
-                &format!("n{node}"),
-                "--fabric-url",
-                &self.fabric_url,
-                "--url",
-                &self.url,
-                "--token",
-                &self.token("agent.token"),
-                "--heartbeat-ms",
-                "200",
-            ],
-            "steps served at ",
-        );
-        self.agents.push((node, child));
-    }
-
-    fn kill_agent(&mut self, node: u32) {
-        if let Some(i) = self.agents.iter().position(|(n, _)| *n == node) {
-            let (_, mut a) = self.agents.remove(i);
-            a.kill().expect("SIGKILL");
-            let _ = a.wait();
-        }
-    }
-
-    fn client(&self) -> Client {
-        Client::new(&self.url, &self.token("admin.token"))
-    }
-
-    fn devices(&self) -> Vec<pcipool_api::types::DeviceView> {
-        self.client().devices().unwrap_or_default()
-    }
-
-    fn wait_for(&self, done: impl Fn(&Self) -> bool, what: &str) {
-        let until = Instant::now() + Duration::from_secs(30);
-        while !done(self) {
-            assert!(Instant::now() < until, "timed out waiting for {what}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// What the simulated hardware carries: leases with mappings, and shadow devices on borrowers.
-    fn hardware(&self) -> (BTreeSet<u64>, usize) {
-        let v: serde_json::Value = ureq::get(&format!("{}/v1/state", self.fabric_url))
-            .call()
-            .expect("fabric answers")
-            .body_mut()
-            .read_json()
-            .expect("json");
-        let mapped = v["mapped_leases"]
-            .as_array()
-            .expect("list")
-            .iter()
-            .filter_map(serde_json::Value::as_u64)
-            .collect();
-        let shadows = v["shadows"].as_array().map_or(0, Vec::len);
-        (mapped, shadows)
-    }
-
-    fn store(&self) -> SqliteStore {
-        SqliteStore::open(&self.data().join("pool.db")).expect("store opens")
-    }
-}
-
+use crate::cluster::Cluster;
 use crate::support::nvme_for;
 
 fn state_of(c: &Cluster, fdid: &str) -> String {
@@ -367,7 +173,7 @@ fn sigkill_the_server_twenty_times_with_agents_running() {
     let mut seed = 0x00c0_ffee_u64;
     let mut kills = 0;
     for round in 0..20 {
-        if c.server.is_none() {
+        if !c.server_running() {
             c.start_server();
         }
         let stop = Arc::new(AtomicBool::new(false));

@@ -168,6 +168,7 @@ fn openapi_document_lists_every_route() {
             "/v1/hosts",
             "/v1/leases",
             "/v1/leases/{id}",
+            "/v1/leases/{id}/downgrade",
             "/v1/openapi.json",
             "/v1/workflows/{id}"
         ]

@@ -6,6 +6,8 @@ mod agents;
 #[cfg(test)]
 mod cli;
 #[cfg(test)]
+mod cluster;
+#[cfg(test)]
 mod crash;
 #[cfg(test)]
 mod dev;
@@ -19,6 +21,8 @@ mod parity;
 mod qualify;
 #[cfg(test)]
 mod report_html;
+#[cfg(test)]
+mod shared_access;
 #[cfg(test)]
 mod snapshots;
 #[cfg(test)]

@@ -1,0 +1,264 @@
+//! A pool as separate real processes: `pcipool sim serve` (the hardware, with its data path checking
+//! leases with the controller), `pcipool server` and one `pcipool agent` per simulated host.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+use pcipool_api::client::Client;
+use pcipool_store::SqliteStore;
+
+/// Spawns `pcipool ARGS` and waits for the stdout line containing `marker`; returns the rest of it.
+pub fn spawn(args: &[&str], marker: &str) -> (Child, String) {
+    let args: Vec<&std::ffi::OsStr> = args.iter().map(std::ffi::OsStr::new).collect();
+    crate::support::spawn_until(&args, marker)
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub fabric_url: String,
+    pub url: String,
+    listen: String,
+    sim: Child,
+    server: Option<Child>,
+    agents: Vec<(u32, Child)>,
+    tokens_file: Option<PathBuf>,
+    fabric_file: Option<PathBuf>,
+}
+
+/// What to start besides the defaults (the built-in 4-host lab, generated tokens).
+#[derive(Default)]
+pub struct Spec<'a> {
+    /// A token file, and the admin and agent secrets in it.
+    pub tokens: Option<(&'a str, &'a str, &'a str)>,
+    /// A fabric description, its host count and the devices its agents report.
+    pub fabric: Option<(&'a str, u32, usize)>,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for (_, a) in &mut self.agents {
+            let _ = a.kill();
+            let _ = a.wait();
+        }
+        if let Some(s) = &mut self.server {
+            let _ = s.kill();
+            let _ = s.wait();
+        }
+        let _ = self.sim.kill();
+        let _ = self.sim.wait();
+    }
+}
+
+impl Cluster {
+    pub fn data(&self) -> PathBuf {
+        self.dir.path().join("ctl")
+    }
+
+    pub fn token(&self, name: &str) -> String {
+        std::fs::read_to_string(self.data().join(name))
+            .expect("token file")
+            .trim()
+            .to_owned()
+    }
+
+    pub fn start() -> Self {
+        Self::start_with(None)
+    }
+
+    /// With `tokens`, the server reads that token file; the test also writes the admin and agent
+    /// secrets where the generated ones would be, so the helpers find them.
+    pub fn start_with(tokens: Option<(&str, &str, &str)>) -> Self {
+        Self::launch(&Spec {
+            tokens,
+            fabric: None,
+        })
+    }
+
+    /// The data path's directory (BARs, media, segments).
+    pub fn datapath_dir(&self) -> PathBuf {
+        self.dir.path().join("datapath")
+    }
+
+    pub fn launch(spec: &Spec<'_>) -> Self {
+        let tokens = spec.tokens;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (hosts, devices) = spec.fabric.map_or((4, 9), |(_, h, d)| (h, d));
+        let fabric_file = spec.fabric.map(|(text, _, _)| {
+            let path = dir.path().join("fabric.toml");
+            std::fs::write(&path, text).expect("fabric file");
+            path
+        });
+        let tokens_file = tokens.map(|(file, admin, agent)| {
+            let data = dir.path().join("ctl");
+            std::fs::create_dir_all(&data).expect("data dir");
+            std::fs::write(data.join("admin.token"), admin).expect("admin token");
+            std::fs::write(data.join("agent.token"), agent).expect("agent token");
+            let path = dir.path().join("tokens.toml");
+            std::fs::write(&path, file).expect("token file");
+            path
+        });
+        let listen = format!("127.0.0.1:{}", free_port());
+        let controller = format!("http://{listen}");
+        let token_file = dir.path().join("ctl").join("admin.token");
+        let datapath = dir.path().join("datapath");
+        let mut sim_args = vec![
+            "sim",
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--controller",
+            &controller,
+            "--controller-token-file",
+            token_file.to_str().expect("utf-8 path"),
+            "--datapath-dir",
+            datapath.to_str().expect("utf-8 path"),
+        ];
+        if let Some(f) = &fabric_file {
+            sim_args.extend(["--fabric", f.to_str().expect("utf-8 path")]);
+        }
+        let (sim, fabric_url) = spawn(&sim_args, "simulated fabric");
+        let fabric_url = fabric_url
+            .split(" at ")
+            .nth(1)
+            .unwrap_or_default()
+            .to_owned();
+        assert!(
+            fabric_url.starts_with("http://"),
+            "sim serve printed no URL"
+        );
+        let mut cluster = Self {
+            url: format!("http://{listen}"),
+            listen,
+            fabric_url,
+            sim,
+            server: None,
+            agents: Vec::new(),
+            tokens_file,
+            fabric_file,
+            dir,
+        };
+        cluster.start_server();
+        for node in 1..=hosts {
+            cluster.start_agent(node);
+        }
+        // The lab: five whole devices, and the four VFs it enables on its SR-IOV NIC.
+        cluster.wait_for(
+            |c| {
+                c.client()
+                    .hosts()
+                    .is_ok_and(|h| h.len() == hosts as usize && h.iter().all(|h| h.agent == "up"))
+                    && c.devices().len() == devices
+            },
+            "every agent and device registered",
+        );
+        cluster
+    }
+
+    pub fn start_server(&mut self) {
+        let data = self.data();
+        let mut args = vec![
+            "server",
+            "--listen",
+            &self.listen,
+            "--agent-timeout",
+            "2",
+            "--data-dir",
+            data.to_str().expect("utf-8 path"),
+        ];
+        if let Some(t) = &self.tokens_file {
+            args.extend(["--tokens", t.to_str().expect("utf-8 path")]);
+        }
+        if let Some(f) = &self.fabric_file {
+            args.extend(["--fabric", f.to_str().expect("utf-8 path")]);
+        }
+        let (child, url) = spawn(&args, "controller at ");
+        assert_eq!(url, self.url, "server did not come up on its port");
+        self.server = Some(child);
+    }
+
+    pub fn server_running(&self) -> bool {
+        self.server.is_some()
+    }
+
+    pub fn kill_server(&mut self) {
+        if let Some(mut s) = self.server.take() {
+            s.kill().expect("SIGKILL");
+            let _ = s.wait();
+        }
+    }
+
+    pub fn start_agent(&mut self, node: u32) {
+        let (child, _) = spawn(
+            &[
+                "agent",
+                "--node",
+                &format!("n{node}"),
+                "--fabric-url",
+                &self.fabric_url,
+                "--url",
+                &self.url,
+                "--token",
+                &self.token("agent.token"),
+                "--heartbeat-ms",
+                "200",
+            ],
+            "steps served at ",
+        );
+        self.agents.push((node, child));
+    }
+
+    pub fn kill_agent(&mut self, node: u32) {
+        if let Some(i) = self.agents.iter().position(|(n, _)| *n == node) {
+            let (_, mut a) = self.agents.remove(i);
+            a.kill().expect("SIGKILL");
+            let _ = a.wait();
+        }
+    }
+
+    pub fn client(&self) -> Client {
+        Client::new(&self.url, &self.token("admin.token"))
+    }
+
+    pub fn devices(&self) -> Vec<pcipool_api::types::DeviceView> {
+        self.client().devices().unwrap_or_default()
+    }
+
+    pub fn wait_for(&self, done: impl Fn(&Self) -> bool, what: &str) {
+        let until = Instant::now() + Duration::from_secs(30);
+        while !done(self) {
+            assert!(Instant::now() < until, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// What the simulated hardware carries: leases with mappings, and shadow devices on borrowers.
+    pub fn hardware(&self) -> (BTreeSet<u64>, usize) {
+        let v: serde_json::Value = ureq::get(&format!("{}/v1/state", self.fabric_url))
+            .call()
+            .expect("fabric answers")
+            .body_mut()
+            .read_json()
+            .expect("json");
+        let mapped = v["mapped_leases"]
+            .as_array()
+            .expect("list")
+            .iter()
+            .filter_map(serde_json::Value::as_u64)
+            .collect();
+        let shadows = v["shadows"].as_array().map_or(0, Vec::len);
+        (mapped, shadows)
+    }
+
+    pub fn store(&self) -> SqliteStore {
+        SqliteStore::open(&self.data().join("pool.db")).expect("store opens")
+    }
+}

@@ -1,0 +1,516 @@
+//! Application-managed shared access across real processes: applications on several simulated hosts
+//! borrow one NVMe-like device through the controller, map its BAR and their own memory through the
+//! fabric's data path, and do I/O on queue pairs a manager created for them. The controller is killed
+//! and restarted while they work; the data path does not depend on it, and no data is corrupted.
+//! Isolation: a host without a mapping reaches nothing, and handles kept after a return fault.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use pcipool_access::{AccessError, Config, Filter, Mode, Placement, Pool};
+use pcipool_datapath::driver::{Driver, layout};
+use pcipool_nvme::regs::CSTS;
+use pcipool_pool::schedule::DeviceClass;
+
+use crate::cluster::{Cluster, Spec};
+
+/// One lender with one NVMe drive, four borrower hosts.
+const FABRIC: &str = r#"
+[[switch]]
+name = "sw"
+
+[[host]]
+name = "lender"
+node = 1
+adapters = ["dolphin-pxh830-32g"]
+links = ["switch:sw"]
+
+[[host.device]]
+bdf = "0000:03:00.0"
+preset = "nvme"
+driver = "nvme"
+
+[[host]]
+name = "borrower-{i}"
+node = 2
+count = 4
+adapters = ["dolphin-pxh830-32g"]
+links = ["switch:sw"]
+"#;
+
+/// Blocks each client owns (eight 4 KiB extents).
+const EXTENTS: u64 = 8;
+/// Rounds each client does at least, and keeps doing until told to stop.
+const MIN_ROUNDS: u32 = 20;
+
+fn config(c: &Cluster, host: &str) -> Config {
+    Config {
+        controller: c.url.clone(),
+        fabric: c.fabric_url.clone(),
+        token: c.token("admin.token"),
+        host: host.to_owned(),
+    }
+}
+
+/// The bytes a client writes to its extent `i` in `round`: every byte says who, when and where.
+fn pattern(host: &str, round: u32, i: u64) -> Vec<u8> {
+    let seed = format!("{host}/{round}/{i}/");
+    seed.bytes().cycle().take(4096).collect()
+}
+
+/// Where a client's extents start: clients own disjoint regions of the device.
+fn region_of(qid: u16) -> u64 {
+    u64::from(qid) * 1024
+}
+
+fn wait_file(path: &Path, timeout: Duration) -> Option<String> {
+    let until = Instant::now() + timeout;
+    while Instant::now() < until {
+        if let Ok(text) = std::fs::read_to_string(path)
+            && text.ends_with('\n')
+        {
+            return Some(text.trim().to_owned());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
+/// Writes `text` to `path` so a reader never sees half of it.
+fn publish(path: &Path, text: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, format!("{text}\n")).expect("write");
+    std::fs::rename(&tmp, path).expect("rename");
+}
+
+fn retry<T>(what: &str, mut f: impl FnMut() -> Result<T, AccessError>) -> T {
+    let until = Instant::now() + Duration::from_secs(30);
+    loop {
+        match f() {
+            Ok(v) => return v,
+            Err(e) if e.is_transient() && Instant::now() < until => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => panic!("{what}: {e}"),
+        }
+    }
+}
+
+/// The client half (a simulated host's application in its own process; ignored in ordinary runs).
+#[test]
+#[ignore = "run by four_hosts_share_one_nvme_device_through_controller_restarts in child processes"]
+fn client_process() {
+    let env = |k: &str| std::env::var(k).expect("set by the parent test");
+    let work = PathBuf::from(env("SA_WORK"));
+    let host = env("SA_HOST");
+    let qid: u16 = env("SA_QID").parse().expect("qid");
+    let config = Config {
+        controller: env("SA_CONTROLLER"),
+        fabric: env("SA_FABRIC"),
+        token: env("SA_TOKEN"),
+        host: host.clone(),
+    };
+    let pool = retry("connect", || Pool::connect(&config));
+    let borrow = retry("borrow", || {
+        pool.borrow(&env("SA_FDID"), Mode::Shared { max_sharers: 5 })
+    });
+    let segment = pool.segment("client", layout::SEGMENT).expect("segment");
+    let dma = retry("map for DMA", || borrow.map_for_dma(&segment));
+    let bar = retry("map BAR", || borrow.map_bar());
+    publish(
+        &work.join(format!("{host}.addr")),
+        &dma.device_addr().to_string(),
+    );
+    wait_file(
+        &work.join(format!("{host}.queues")),
+        Duration::from_secs(30),
+    )
+    .expect("the manager creates my queue pair");
+    let mut d = Driver::new(
+        bar,
+        segment.reopen().expect("segment"),
+        dma.device_addr(),
+        qid,
+    );
+    publish(&work.join(format!("{host}.running")), "running");
+    let base = region_of(qid);
+    let mut round = 0;
+    let verdict = loop {
+        if round >= MIN_ROUNDS && work.join("stop").exists() {
+            break format!("ok {round}");
+        }
+        for i in 0..EXTENTS {
+            d.seg
+                .write(layout::DATA, &pattern(&host, round, i))
+                .expect("buffer");
+            d.write(base + i * 8, 8, 0).expect("write");
+        }
+        let mut bad = None;
+        for i in 0..EXTENTS {
+            d.seg
+                .write(layout::DATA + 4096, &[0u8; 4096])
+                .expect("clear");
+            d.read(base + i * 8, 8, 4096).expect("read");
+            let mut back = vec![0u8; 4096];
+            d.seg.read(layout::DATA + 4096, &mut back).expect("buffer");
+            if back != pattern(&host, round, i) {
+                bad = Some(i);
+            }
+        }
+        if let Some(i) = bad {
+            break format!("corrupt round {round} extent {i}");
+        }
+        round += 1;
+    };
+    drop(d);
+    drop(dma);
+    retry("give back", || borrow.give_back());
+    publish(&work.join(format!("{host}.result")), &verdict);
+}
+
+fn start_client(c: &Cluster, work: &Path, host: &str, qid: u16, fdid: &str) -> Child {
+    Command::new(std::env::current_exe().expect("test binary"))
+        .args([
+            "--exact",
+            "shared_access::client_process",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env("SA_WORK", work)
+        .env("SA_HOST", host)
+        .env("SA_QID", qid.to_string())
+        .env("SA_CONTROLLER", &c.url)
+        .env("SA_FABRIC", &c.fabric_url)
+        .env("SA_TOKEN", c.token("admin.token"))
+        .env("SA_FDID", fdid)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(work.join(format!("{host}.log"))).expect("log file"))
+        .spawn()
+        .expect("client starts")
+}
+
+fn fabric_events(c: &Cluster) -> serde_json::Value {
+    ureq::get(&format!("{}/v1/datapath/events", c.fabric_url))
+        .call()
+        .expect("fabric answers")
+        .body_mut()
+        .read_json()
+        .expect("json")
+}
+
+#[test]
+fn four_hosts_share_one_nvme_device_through_controller_restarts() {
+    let mut c = Cluster::launch(&Spec {
+        tokens: None,
+        fabric: Some((FABRIC, 5, 1)),
+    });
+    let work = c.dir.path().join("work");
+    std::fs::create_dir_all(&work).expect("work dir");
+    // The manager: an application on n2 that borrows exclusively, initialises the device, then lets
+    // others share it and creates their queue pairs (as the libnvm manager does over SmartIO).
+    let pool = Pool::connect(&config(&c, "n2")).expect("connect");
+    let found = pool
+        .find(&Filter {
+            class: Some(DeviceClass::Nvme),
+            on_data_path: true,
+            ..Filter::default()
+        })
+        .expect("find");
+    assert_eq!(found.len(), 1, "one NVMe device on the data path");
+    let fdid = found[0].fdid.to_string();
+    let manager = pool.borrow(&fdid, Mode::Exclusive).expect("exclusive");
+    let other = Pool::connect(&config(&c, "n3"))
+        .expect("connect")
+        .borrow(&fdid, Mode::Shared { max_sharers: 5 })
+        .map(|b| b.lease());
+    let segment = pool.segment("manager", layout::SEGMENT).expect("segment");
+    let dma = manager.map_for_dma(&segment).expect("map for DMA");
+    let bar = manager.map_bar().expect("map BAR");
+    let mut driver = Driver::new(
+        bar,
+        segment.reopen().expect("segment"),
+        dma.device_addr(),
+        1,
+    );
+    driver.enable().expect("enable");
+    driver
+        .create_io_queues(1, dma.device_addr())
+        .expect("manager's own queues");
+    manager.downgrade(5).expect("downgrade");
+
+    let hosts = ["n2", "n3", "n4", "n5"];
+    let mut clients: Vec<Child> = hosts
+        .iter()
+        .zip(2u16..)
+        .map(|(h, qid)| start_client(&c, &work, h, qid, &fdid))
+        .collect();
+    for (h, qid) in hosts.iter().zip(2u16..) {
+        let addr: u64 = wait_file(&work.join(format!("{h}.addr")), Duration::from_secs(30))
+            .unwrap_or_else(|| {
+                let log = std::fs::read_to_string(work.join(format!("{h}.log")));
+                panic!("client {h} mapped no segment: {log:?}")
+            })
+            .parse()
+            .expect("address");
+        driver.create_io_queues(qid, addr).expect("client queues");
+        publish(&work.join(format!("{h}.queues")), "ok");
+    }
+    for h in hosts {
+        wait_file(&work.join(format!("{h}.running")), Duration::from_secs(30))
+            .expect("client running");
+    }
+    // The controller dies and comes back three times while the clients do I/O.
+    for _ in 0..3 {
+        c.kill_server();
+        std::thread::sleep(Duration::from_millis(300));
+        c.start_server();
+        c.wait_for(|c| c.client().leases().is_ok(), "controller back");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    publish(&work.join("stop"), "stop");
+    let verdicts: Vec<String> = hosts
+        .iter()
+        .map(|h| {
+            wait_file(&work.join(format!("{h}.result")), Duration::from_secs(60))
+                .unwrap_or_else(|| format!("{h}: no result"))
+        })
+        .collect();
+    let exits: Vec<bool> = clients
+        .iter_mut()
+        .map(|ch| ch.wait().is_ok_and(|s| s.success()))
+        .collect();
+    let rounds: Vec<u32> = verdicts
+        .iter()
+        .filter_map(|v| v.strip_prefix("ok ")?.parse().ok())
+        .collect();
+    // Each client's last round, read back by the manager on another queue pair of another host.
+    let mut intact = 0;
+    for ((h, qid), r) in hosts.iter().zip(2u16..).zip(&rounds) {
+        for i in 0..EXTENTS {
+            driver
+                .read(region_of(qid) + i * 8, 8, 0)
+                .expect("manager reads");
+            let mut back = vec![0u8; 4096];
+            driver.seg.read(layout::DATA, &mut back).expect("buffer");
+            if back == pattern(h, r - 1, i) {
+                intact += 1;
+            }
+        }
+    }
+    drop(driver);
+    drop(dma);
+    manager.give_back().expect("give back");
+    c.wait_for(
+        |c| {
+            c.devices()
+                .iter()
+                .all(|d| d.state == "available" && d.leases.is_empty())
+        },
+        "the device back in the pool",
+    );
+    let events = fabric_events(&c);
+    assert_eq!(
+        (
+            other.map_err(|e| e.code().map(str::to_owned)),
+            verdicts.iter().all(|v| v.starts_with("ok ")),
+            exits,
+            rounds.iter().all(|r| *r >= MIN_ROUNDS),
+            intact,
+            events["mapped"].as_array().map(Vec::len),
+        ),
+        (
+            Err(Some("CONFLICT".to_owned())),
+            true,
+            vec![true; 4],
+            true,
+            4 * EXTENTS,
+            Some(0),
+        ),
+        "verdicts {verdicts:?}"
+    );
+}
+
+const TOKENS: &str = r#"
+[[token]]
+name = "root"
+role = "admin"
+token = "admin-secret-0123456789"
+[[token]]
+name = "hosts"
+role = "agent"
+token = "agent-secret-0123456789"
+[[token]]
+name = "alice"
+role = "tenant"
+token = "alice-secret-0123456789"
+[[token]]
+name = "bob"
+role = "tenant"
+token = "bob-secret-0123456789"
+"#;
+
+fn tenant(c: &Cluster, token: &str, host: &str) -> Pool {
+    Pool::connect(&Config {
+        controller: c.url.clone(),
+        fabric: c.fabric_url.clone(),
+        token: token.to_owned(),
+        host: host.to_owned(),
+    })
+    .expect("connect")
+}
+
+/// Status and code of a raw data-path request.
+fn raw_post(c: &Cluster, token: &str, path: &str, body: &serde_json::Value) -> (u16, String) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut resp = agent
+        .post(&format!("{}{path}", c.fabric_url))
+        .header("authorization", &format!("Bearer {token}"))
+        .send_json(body)
+        .expect("fabric answers");
+    let status = resp.status().as_u16();
+    let v: serde_json::Value = resp.body_mut().read_json().unwrap_or_default();
+    (status, v["code"].as_str().unwrap_or_default().to_owned())
+}
+
+#[test]
+fn a_host_without_a_mapping_reaches_nothing_and_handles_fault_after_return() {
+    let c = Cluster::launch(&Spec {
+        tokens: Some((TOKENS, "admin-secret-0123456789", "agent-secret-0123456789")),
+        fabric: Some((FABRIC, 5, 1)),
+    });
+    let alice = tenant(&c, "alice-secret-0123456789", "n2");
+    let fdid = alice
+        .find(&Filter {
+            on_data_path: true,
+            ..Filter::default()
+        })
+        .expect("find")[0]
+        .fdid
+        .to_string();
+    let borrow = alice
+        .borrow(&fdid, Mode::Shared { max_sharers: 4 })
+        .expect("alice borrows");
+    let lease = borrow.lease();
+    let bar = borrow.map_bar().expect("BAR");
+    let seg = alice.segment("buf", layout::SEGMENT).expect("segment");
+    let dma = borrow.map_for_dma(&seg).expect("DMA");
+    let memory = borrow
+        .device_memory(4096, Placement::NearDevice)
+        .expect("device memory");
+    memory.write(0, b"alice").expect("write");
+    let cap_before = bar.read32(0).expect("CAP");
+
+    // Bob holds no lease of alice's: the fabric maps nothing for him, whichever host he claims.
+    let bar_path = format!("/v1/datapath/leases/{lease}/bar");
+    let as_alice_host = raw_post(
+        &c,
+        "bob-secret-0123456789",
+        &bar_path,
+        &serde_json::json!({ "fdid": fdid, "host": "n2" }),
+    );
+    let as_own_host = raw_post(
+        &c,
+        "bob-secret-0123456789",
+        &bar_path,
+        &serde_json::json!({ "fdid": fdid, "host": "n3" }),
+    );
+    let no_token = raw_post(
+        &c,
+        "",
+        &bar_path,
+        &serde_json::json!({ "fdid": fdid, "host": "n2" }),
+    );
+    // Bob's own borrow cannot point the device at alice's memory: she did not export it.
+    let bob = tenant(&c, "bob-secret-0123456789", "n3");
+    let bobs = bob
+        .borrow(&fdid, Mode::Shared { max_sharers: 4 })
+        .expect("bob shares");
+    let peer = bobs
+        .map_peer_for_dma("n2", "buf")
+        .map(|m| m.device_addr())
+        .map_err(|e| e.code().map(str::to_owned));
+    // Nor can he use a window slot without its key.
+    let forged = pcipool_shm::window::Window::attach(
+        &c.datapath_dir(),
+        "windows",
+        0,
+        1,
+        "bar0.n1_0000_03_00.0",
+    )
+    .expect("the file is there")
+    .read_u32(0)
+    .expect("read");
+
+    // Alice returns the device while still holding her handles: they reach nothing now.
+    borrow.give_back().expect("give back");
+    let stale_cap = bar.read32(0).expect("read");
+    bar.write32(0x14, 1).expect("write is dropped");
+    let mut stale_memory = [0u8; 5];
+    memory.read(0, &mut stale_memory).expect("read");
+    let after_return = fabric_events(&c);
+    drop((bar, dma, memory));
+
+    // An operator ends a lease at the controller: the fabric tears its mappings down by itself.
+    let again = alice
+        .borrow(&fdid, Mode::Shared { max_sharers: 4 })
+        .expect("alice borrows again");
+    let bar2 = again.map_bar().expect("BAR");
+    let live = bar2.read32(CSTS).expect("read");
+    pcipool_api::client::Client::new(&c.url, "admin-secret-0123456789")
+        .release(again.lease())
+        .expect("operator releases");
+    let until = Instant::now() + Duration::from_secs(10);
+    while bar2.is_open() && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let revoked = bar2.read32(CSTS).expect("read");
+    let events = fabric_events(&c);
+    let reasons: Vec<String> = events["torn_down"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|e| e[1].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    // A host without a mapping: refused by the fabric, or all ones through a forged window.
+    assert_eq!(
+        (
+            cap_before != u32::MAX,
+            as_alice_host,
+            as_own_host,
+            no_token.0,
+            peer,
+            forged,
+        ),
+        (
+            true,
+            (403, "NOT_YOUR_LEASE".to_owned()),
+            (403, "NOT_YOUR_LEASE".to_owned()),
+            401,
+            Err(Some("FORBIDDEN".to_owned())),
+            u32::MAX,
+        )
+    );
+    // After a return, by the holder or by the controller: stale handles fault, and it is recorded.
+    assert_eq!(
+        (
+            stale_cap,
+            stale_memory,
+            after_return["window_faults"]
+                .as_u64()
+                .is_some_and(|f| f >= 3),
+            live != u32::MAX,
+            revoked,
+            reasons
+                .iter()
+                .any(|r| r.contains("no longer held by the controller")),
+            reasons.iter().any(|r| r.contains("returned by its holder")),
+        ),
+        (u32::MAX, [0xff; 5], true, true, u32::MAX, true, true)
+    );
+}
