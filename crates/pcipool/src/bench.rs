@@ -120,150 +120,299 @@ pub fn decode(dumps: usize, rounds: usize, keep_file: Option<&Path>) -> anyhow::
     Ok(ExitCode::SUCCESS)
 }
 
-/// `pcipool bench datapath`: the same I/Os by a driver on the lender (BAR region mapped directly) and by
-/// a borrower (BAR through a fabric window, which checks the mapping on every register access), against
-/// one NVMe-like device served by its own thread from shared memory. Modes are interleaved in rounds so
-/// machine noise hits both alike.
+/// Where the benchmark device and its segments live: RAM-backed when /dev/shm exists.
+fn shm_root() -> PathBuf {
+    if Path::new("/dev/shm").is_dir() {
+        PathBuf::from("/dev/shm")
+    } else {
+        std::env::temp_dir()
+    }
+}
+
+/// One cell of the data-path benchmark: `n` I/Os of 4 KiB at depth `qd` by one driver; returns each
+/// I/O's latency (submission to reaped completion) in nanoseconds.
+fn datapath_cell<B: pcipool_datapath::driver::Bar>(
+    d: &mut pcipool_datapath::driver::Driver<B>,
+    next_lba: &mut dyn FnMut() -> u64,
+    write: bool,
+    qd: u16,
+    n: u64,
+) -> anyhow::Result<Vec<u64>> {
+    let mut latencies = Vec::with_capacity(usize::try_from(n).unwrap_or(0));
+    let mut free: Vec<u64> = (0..u64::from(qd)).collect();
+    let mut in_flight: Vec<(u16, u64, Instant)> = Vec::with_capacity(usize::from(qd));
+    let mut submitted = 0;
+    let mut spins = 0u32;
+    let mut last_progress = Instant::now();
+    while (latencies.len() as u64) < n {
+        while submitted < n
+            && let Some(slot) = free.pop()
+        {
+            let lba = next_lba();
+            let t = Instant::now();
+            let cid = if write {
+                d.submit_write(lba, 8, slot * 4096)
+            } else {
+                d.submit_read(lba, 8, slot * 4096)
+            }
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+            in_flight.push((cid, slot, t));
+            submitted += 1;
+        }
+        match d.reap().map_err(|e| anyhow::anyhow!("{e}"))? {
+            Some(c) => {
+                if c.status != 0 {
+                    bail!("I/O failed with status {:#x}", c.status);
+                }
+                let Some(i) = in_flight.iter().position(|f| f.0 == c.cid) else {
+                    bail!("completion for unknown command {}", c.cid);
+                };
+                let (_, slot, t) = in_flight.swap_remove(i);
+                latencies.push(u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX));
+                free.push(slot);
+                spins = 0;
+                last_progress = Instant::now();
+            }
+            None => {
+                // On few cores the device runs on a sibling thread: spin briefly, then let it run.
+                spins += 1;
+                if spins > 64 {
+                    std::thread::yield_now();
+                    spins = 0;
+                    if last_progress.elapsed() > Duration::from_secs(10) {
+                        bail!("the device stopped completing I/O");
+                    }
+                } else {
+                    std::hint::spin_loop();
+                }
+            }
+        }
+    }
+    Ok(latencies)
+}
+
+/// 4 KiB-aligned LBAs (8 blocks of 512 bytes): in order from `start`, or pseudo-random over the device.
+fn lba_source(random: bool, seed: u64, start: u64, blocks: u64) -> impl FnMut() -> u64 {
+    let extents = (blocks / 8).max(1);
+    let mut state = seed | 1;
+    let mut next = start / 8;
+    move || {
+        if random {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            ((state >> 33) % extents) * 8
+        } else {
+            let lba = (next % extents) * 8;
+            next += 1;
+            lba
+        }
+    }
+}
+
+/// Percentile (per mille) of sorted samples.
+fn per_mille(sorted: &[u64], pm: usize) -> u64 {
+    let n = sorted.len();
+    sorted
+        .get((n * pm / 1000).min(n.saturating_sub(1)))
+        .copied()
+        .unwrap_or(0)
+}
+
+/// `pcipool bench datapath`: the same I/Os by a driver on the lender (BAR region mapped directly), by a
+/// borrower (BAR through a fabric window, which checks the mapping on every register access), and by
+/// 2 and 4 hosts sharing the device (each through its own window and queue pair), against one NVMe-like
+/// device served by the fabric's data-path service on its own thread. Cells are interleaved in rounds
+/// so machine noise hits every mode alike.
 ///
 /// # Errors
 /// Setup failures.
 pub fn datapath(ios: u64) -> anyhow::Result<ExitCode> {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, Ordering};
-
-    use pcipool_datapath::SharedNvme;
-    use pcipool_datapath::driver::Driver;
-    use pcipool_nvme::{Controller, RamMedium};
+    use pcipool_datapath::driver::{Driver, layout};
+    use pcipool_datapath::service::{DataPath, Idle, segment_file};
     use pcipool_shm::Region;
-    use pcipool_shm::window::{Window, WindowTable};
+    use pcipool_shm::window::Window;
 
     const BLOCKS: u64 = 65_536; // 32 MiB of 512-byte blocks
-    const LOCAL_BASE: u64 = 0x1_0000_0000;
-    const LENT_BASE: u64 = 0x2_0000_0000;
-    let root = if std::path::Path::new("/dev/shm").is_dir() {
-        std::path::PathBuf::from("/dev/shm")
-    } else {
-        std::env::temp_dir()
-    };
-    let dir = root.join(format!("pcipool-bench-datapath-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    const DEV: &str = "n1:0000:03:00.0";
+    const SHARERS: usize = 4;
+    let dir = shm_root().join(format!("pcipool-bench-datapath-{}", std::process::id()));
     let shm = |e: pcipool_shm::ShmError| anyhow::anyhow!("{e}");
-    let local_seg = Region::create(&dir, "local", 0x20000).map_err(shm)?;
-    let lent_seg = Region::create(&dir, "lent", 0x20000).map_err(shm)?;
-    let table = WindowTable::create(&dir, "windows", 1).map_err(shm)?;
-    let stop = Arc::new(AtomicBool::new(false));
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    let device = {
-        let (dir, stop) = (dir.clone(), stop.clone());
-        std::thread::spawn(move || -> anyhow::Result<()> {
-            let mut dev = SharedNvme::create(
-                &dir,
-                "bar0",
-                Controller::new("BENCH", "pcipool datapath bench"),
-                RamMedium::new(512, BLOCKS),
-            )
-            .map_err(shm)?;
-            dev.dma.map(&dir, "local", LOCAL_BASE).map_err(shm)?;
-            dev.dma.map(&dir, "lent", LENT_BASE).map_err(shm)?;
-            let _ = ready_tx.send(());
-            while !stop.load(Ordering::Relaxed) {
-                dev.poll().map_err(shm)?;
-            }
-            Ok(())
-        })
-    };
-    ready_rx
-        .recv()
-        .map_err(|_| anyhow::anyhow!("the device thread did not start"))?;
-    let bar = Region::open(&dir, "bar0").map_err(shm)?;
-    let mut local = Driver::new(bar, local_seg, LOCAL_BASE, 1);
+    let dpe = |e: pcipool_datapath::service::DataPathError| anyhow::anyhow!("{e}");
     let drv = |e: pcipool_datapath::driver::DriverError| anyhow::anyhow!("{e}");
-    local.enable().map_err(drv)?;
-    local.create_io_queues(1, LOCAL_BASE).map_err(drv)?;
-    local.create_io_queues(2, LENT_BASE).map_err(drv)?;
-    let generation = table.open_slot(0).map_err(shm)?;
-    let window = Window::attach(&dir, "windows", 0, generation, "bar0").map_err(shm)?;
-    let mut lent = Driver::new(window, lent_seg, LENT_BASE, 2);
+    let result = (|| -> anyhow::Result<ExitCode> {
+        let mut dp = DataPath::new(&dir).map_err(dpe)?;
+        let bar = dp.add_nvme(DEV, 512, BLOCKS, Idle::Spin).map_err(dpe)?;
+        let segment =
+            |dp: &mut DataPath, lease: u64, host: &str| -> anyhow::Result<(Region, u64)> {
+                let file = segment_file(host, "bench").map_err(dpe)?;
+                let seg = Region::create(&dir, &file, layout::SEGMENT).map_err(shm)?;
+                let base = dp
+                    .map_segment(lease, DEV, host, host, "bench")
+                    .map_err(dpe)?;
+                Ok((seg, base))
+            };
+        // (a) The lender's own driver: BAR mapped directly, owns the admin queue.
+        let (seg, base) = segment(&mut dp, 1, "n1")?;
+        let mut local = Driver::new(Region::open(&dir, &bar).map_err(shm)?, seg, base, 1);
+        local.enable().map_err(drv)?;
+        local.create_io_queues(1, base).map_err(drv)?;
+        // (b) and (c): borrowers through windows, each with its own queue pair.
+        let mut borrowers: Vec<Driver<Window>> = Vec::new();
+        for (i, host) in ["n2", "n3", "n4", "n5"].iter().enumerate() {
+            let lease = 2 + i as u64;
+            let g = dp.map_bar(lease, DEV, host).map_err(dpe)?;
+            let w = Window::attach(&dir, &g.table, g.slot, g.key, &g.region).map_err(shm)?;
+            let (seg, base) = segment(&mut dp, lease, host)?;
+            let qid = u16::try_from(2 + i).unwrap_or(u16::MAX);
+            local.create_io_queues(qid, base).map_err(drv)?;
+            borrowers.push(Driver::new(w, seg, base, qid));
+        }
+        // Warm-up: the medium and every buffer are touched once, so first touches are charged to no mode.
+        let mut warm = lba_source(false, 0, 0, BLOCKS);
+        datapath_cell(&mut local, &mut warm, true, 32, BLOCKS / 8)?;
+        for b in &mut borrowers {
+            datapath_cell(b, &mut warm, false, 32, 256)?;
+        }
 
-    // Warm-up: touch the whole medium once (its memory is mapped lazily; first touches would be charged
-    // to whichever mode runs first) and both drivers' buffers.
-    for lba in (0..BLOCKS).step_by(8) {
-        local.write(lba, 8, 0).map_err(drv)?;
-        lent.read(lba, 8, 0).map_err(drv)?;
-    }
-    // A fixed pseudo-random sequence of 4 KiB-aligned LBAs (8 blocks each), the same for both modes.
-    let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
-    let mut next_lba = move || {
-        seed = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        ((seed >> 33) % (BLOCKS / 8)) * 8
-    };
-    let rounds = 5;
-    let per_round = ios / rounds;
-    let mut samples: [[Vec<u64>; 2]; 2] = Default::default(); // [mode][read, write]
-    let mut elapsed = [[0f64; 2]; 2];
-    for _ in 0..rounds {
-        for (m, is_lent) in [(0usize, false), (1, true)] {
-            for (k, write) in [(0usize, false), (1, true)] {
-                let started = std::time::Instant::now();
-                for _ in 0..per_round {
-                    let lba = next_lba();
-                    let t = std::time::Instant::now();
-                    let r = match (is_lent, write) {
-                        (false, false) => local.read(lba, 8, 0),
-                        (false, true) => local.write(lba, 8, 0),
-                        (true, false) => lent.read(lba, 8, 0),
-                        (true, true) => lent.write(lba, 8, 0),
+        let rounds = 5;
+        let per_round = (ios / rounds).max(1);
+        // Cells: (random, qd, write) x mode (0 local, 1 lent, 2 shared by 2, 3 shared by 4).
+        let shapes: Vec<(bool, u16, bool)> = [false, true]
+            .iter()
+            .flat_map(|r| [1u16, 32].map(move |q| (*r, q)))
+            .flat_map(|(r, q)| [false, true].map(move |w| (r, q, w)))
+            .collect();
+        let mut samples: Vec<[Vec<u64>; 4]> = shapes.iter().map(|_| Default::default()).collect();
+        let mut elapsed: Vec<[f64; 4]> = vec![[0.0; 4]; shapes.len()];
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        for round in 0..rounds {
+            for (cell, &(random, qd, write)) in shapes.iter().enumerate() {
+                for mode in 0..4 {
+                    seed = seed.wrapping_add(0x1234_5678_9abc_def1);
+                    let start = round * per_round * 8;
+                    let t = Instant::now();
+                    let lat = match mode {
+                        0 => datapath_cell(
+                            &mut local,
+                            &mut lba_source(random, seed, start, BLOCKS),
+                            write,
+                            qd,
+                            per_round,
+                        )?,
+                        1 => datapath_cell(
+                            &mut borrowers[0],
+                            &mut lba_source(random, seed, start, BLOCKS),
+                            write,
+                            qd,
+                            per_round,
+                        )?,
+                        _ => {
+                            let hosts = if mode == 2 { 2 } else { SHARERS };
+                            let each = (per_round / hosts as u64).max(1);
+                            let results: Vec<anyhow::Result<Vec<u64>>> =
+                                std::thread::scope(|scope| {
+                                    let handles: Vec<_> = borrowers[..hosts]
+                                        .iter_mut()
+                                        .enumerate()
+                                        .map(|(h, d)| {
+                                            let s = seed.wrapping_add(h as u64);
+                                            // Sequential sharers stream through regions of their own.
+                                            let from = start + h as u64 * (BLOCKS / SHARERS as u64);
+                                            scope.spawn(move || {
+                                                datapath_cell(
+                                                    d,
+                                                    &mut lba_source(random, s, from, BLOCKS),
+                                                    write,
+                                                    qd,
+                                                    each,
+                                                )
+                                            })
+                                        })
+                                        .collect();
+                                    handles
+                                        .into_iter()
+                                        .map(|h| {
+                                            h.join().unwrap_or_else(|_| {
+                                                Err(anyhow::anyhow!("a sharer thread panicked"))
+                                            })
+                                        })
+                                        .collect()
+                                });
+                            let mut all = Vec::new();
+                            for r in results {
+                                all.extend(r?);
+                            }
+                            all
+                        }
                     };
-                    r.map_err(drv)?;
-                    samples[m][k].push(u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX));
+                    elapsed[cell][mode] += t.elapsed().as_secs_f64();
+                    samples[cell][mode].extend(lat);
                 }
-                elapsed[m][k] += started.elapsed().as_secs_f64();
             }
         }
-    }
-    stop.store(true, Ordering::Relaxed);
-    let _ = device.join();
+        drop(borrowers);
+        drop(local);
+        drop(dp);
+
+        println!(
+            "datapath benchmark: 4 KiB I/O, {per_round} I/Os per cell in each of {rounds} interleaved rounds; \
+             device model on its own thread ({} CPUs here; sharers contend for them)",
+            std::thread::available_parallelism().map_or(0, std::num::NonZero::get)
+        );
+        println!(
+            "  {:<10} {:>3} {:<5} {:<9} {:>9} {:>8} {:>8} {:>8}",
+            "pattern", "qd", "kind", "mode", "IOPS", "MB/s", "p50 us", "p99 us"
+        );
+        let modes = ["local", "lent", "shared-2", "shared-4"];
+        let mut summary = Vec::new();
+        let mut all_met = true;
+        for (cell, &(random, qd, write)) in shapes.iter().enumerate() {
+            let mut iops = [0f64; 4];
+            let mut p50 = [0u64; 4];
+            for mode in 0..4 {
+                let s = &mut samples[cell][mode];
+                s.sort_unstable();
+                iops[mode] = s.len() as f64 / elapsed[cell][mode].max(1e-9);
+                p50[mode] = per_mille(s, 500);
+                println!(
+                    "  {:<10} {:>3} {:<5} {:<9} {:>9.0} {:>8.1} {:>8.2} {:>8.2}",
+                    if random { "random" } else { "sequential" },
+                    qd,
+                    if write { "write" } else { "read" },
+                    modes[mode],
+                    iops[mode],
+                    iops[mode] * 4096.0 / 1e6,
+                    p50[mode] as f64 / 1e3,
+                    per_mille(s, 990) as f64 / 1e3
+                );
+            }
+            let ratio = iops[1] / iops[0].max(1e-9);
+            let added = i128::from(p50[1]) - i128::from(p50[0]);
+            let met = ratio >= 0.95 && added < 1_000;
+            all_met &= met;
+            summary.push(format!(
+                "  {:<10} qd{:<2} {:<5} lent/local {ratio:.3}, added p50 {added:>5} ns{}",
+                if random { "random" } else { "sequential" },
+                qd,
+                if write { "write" } else { "read" },
+                if met { "" } else { "   <- target missed" }
+            ));
+        }
+        println!("ratios (target: lent/local throughput >= 0.95 and added p50 < 1,000 ns):");
+        for line in summary {
+            println!("{line}");
+        }
+        println!(
+            "targets {}",
+            if all_met {
+                "met in every cell"
+            } else {
+                "NOT met in every cell (see above; rerun on a quieter machine to tell noise from cost)"
+            }
+        );
+        Ok(ExitCode::SUCCESS)
+    })();
     let _ = std::fs::remove_dir_all(&dir);
-    let pct = |v: &mut Vec<u64>, per_mille: usize| {
-        v.sort_unstable();
-        let n = v.len();
-        v.get((n * per_mille / 1000).min(n.saturating_sub(1)))
-            .copied()
-            .unwrap_or(0)
-    };
-    println!(
-        "datapath benchmark: 4 KiB random I/O, queue depth 1, {} I/Os per mode and kind, device on its own thread",
-        per_round * rounds
-    );
-    for (k, kind) in ["read", "write"].iter().enumerate() {
-        let mut local_s = std::mem::take(&mut samples[0][k]);
-        let mut lent_s = std::mem::take(&mut samples[1][k]);
-        let n = (per_round * rounds) as f64;
-        let iops = [n / elapsed[0][k].max(1e-9), n / elapsed[1][k].max(1e-9)];
-        let p50 = [pct(&mut local_s, 500), pct(&mut lent_s, 500)];
-        let p99 = [pct(&mut local_s, 990), pct(&mut lent_s, 990)];
-        println!(
-            "  {kind:<5} local {:>8.0} IOPS ({:>6.1} MB/s) p50 {:>6.2} us p99 {:>6.2} us",
-            iops[0],
-            iops[0] * 4096.0 / 1e6,
-            p50[0] as f64 / 1e3,
-            p99[0] as f64 / 1e3
-        );
-        println!(
-            "  {kind:<5} lent  {:>8.0} IOPS ({:>6.1} MB/s) p50 {:>6.2} us p99 {:>6.2} us",
-            iops[1],
-            iops[1] * 4096.0 / 1e6,
-            p50[1] as f64 / 1e3,
-            p99[1] as f64 / 1e3
-        );
-        println!(
-            "  {kind:<5} lent/local throughput {:.3}   (target >= 0.95), added p50 {} ns   (target < 1,000 ns)",
-            iops[1] / iops[0].max(1e-9),
-            i128::from(p50[1]) - i128::from(p50[0])
-        );
-    }
-    println!("  not measured yet: sequential I/O, queue depth 32, 2 and 4 sharing hosts");
-    Ok(ExitCode::SUCCESS)
+    result
 }

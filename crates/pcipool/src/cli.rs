@@ -481,12 +481,13 @@ pub enum SimCommand {
 /// Benchmarks.
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
-    /// The simulated data path: 4 KiB random reads and writes at queue depth 1 through the NVMe-like
-    /// device, by a driver on the lender (direct BAR access) and by a borrower (through a fabric window),
-    /// side by side; prints IOPS, latency percentiles and the lent/local ratio.
+    /// The simulated data path: 4 KiB sequential and random reads and writes at queue depths 1 and 32
+    /// through the NVMe-like device, by a driver on the lender (direct BAR access), by a borrower
+    /// (through a fabric window), and by 2 and 4 hosts sharing it (each its own window and queue pair),
+    /// interleaved; prints IOPS, MB/s, latency percentiles and the lent/local ratios.
     Datapath {
-        /// I/Os per mode and kind (in 5 interleaved rounds).
-        #[arg(long, default_value_t = 50_000)]
+        /// I/Os per cell (pattern, depth, kind, mode), in 5 interleaved rounds.
+        #[arg(long, default_value_t = 20_000)]
         ios: u64,
     },
     /// Durable borrow+release cycles per second through the HTTP API (in-process server, real clients).
