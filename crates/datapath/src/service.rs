@@ -646,7 +646,7 @@ fn run_device(nvme: &Mutex<SharedNvme<FileMedium>>, stop: &AtomicBool, idle: Idl
             Idle::Sleep(_) => std::thread::yield_now(),
             // Even a spinning device lets other threads run between bursts: on few cores the drivers
             // it serves need the CPU it would burn.
-            Idle::Spin if empty > 0 && empty % 64 == 0 => std::thread::yield_now(),
+            Idle::Spin if empty > 0 && empty.is_multiple_of(64) => std::thread::yield_now(),
             Idle::Spin => std::hint::spin_loop(),
         }
     }
