@@ -13,7 +13,8 @@
 //! register reads are all ones and writes are dropped, as through a torn-down NTB window.
 //!
 //! # Layout
-//! - [`Pool`]: the connection (controller, fabric, this host): find, borrow, segments.
+//! - [`Pool`]: the connection (controller, fabric, this host): find, borrow, attach to a lent device,
+//!   segments.
 //! - [`Borrow`]: one lease, and what it maps: [`BarMap`], [`DmaMapping`], [`DeviceMemory`],
 //!   [`Interrupt`].
 //! - [`Segment`]: this host's memory that devices may reach by DMA.
@@ -242,6 +243,41 @@ impl Pool {
                 fdid: fdid.to_owned(),
                 returned: AtomicBool::new(false),
                 done: AtomicBool::new(false),
+                owns_lease: true,
+            }),
+        })
+    }
+
+    /// A handle on a device lent to this host by Device Lending (lease `lease`, borrowed e.g. with
+    /// `pcipool borrow`): the borrower's native driver maps the device's BAR and its own memory through
+    /// it. The lease stays the borrower's: dropping the handle unmaps, and the device goes back when
+    /// the lease is released.
+    ///
+    /// # Errors
+    /// No such lease visible to this application on this host, or the controller failed.
+    pub fn attach(&self, lease: u64) -> Result<Borrow, AccessError> {
+        let leases = self
+            .inner
+            .controller
+            .leases()
+            .map_err(AccessError::Controller)?;
+        let held = leases
+            .iter()
+            .find(|l| l.lease_id.0 == lease && l.borrower.to_string() == self.inner.host)
+            .ok_or_else(|| {
+                AccessError::BadInput(format!(
+                    "no lease {lease} of this application on {}",
+                    self.inner.host
+                ))
+            })?;
+        Ok(Borrow {
+            inner: Arc::new(BorrowInner {
+                pool: self.inner.clone(),
+                lease,
+                fdid: held.fdid.to_string(),
+                returned: AtomicBool::new(false),
+                done: AtomicBool::new(false),
+                owns_lease: false,
             }),
         })
     }
@@ -334,6 +370,8 @@ struct BorrowInner {
     returned: AtomicBool,
     /// Set once the fabric and the controller both confirmed the return.
     done: AtomicBool,
+    /// Whether returning also releases the lease ([`Pool::borrow`]) or only unmaps ([`Pool::attach`]).
+    owns_lease: bool,
 }
 
 impl BorrowInner {
@@ -382,10 +420,14 @@ impl BorrowInner {
                 self.lease, self.pool.host
             ))
             .map_err(AccessError::Fabric);
-        let released = match self.pool.controller.release(self.lease) {
-            // Already ended by the controller (expired, fenced, released by an operator).
-            Err(ClientError::Api { status: 404, .. }) => Ok(()),
-            other => other.map_err(AccessError::Controller),
+        let released = if self.owns_lease {
+            match self.pool.controller.release(self.lease) {
+                // Already ended by the controller (expired, fenced, released by an operator).
+                Err(ClientError::Api { status: 404, .. }) => Ok(()),
+                other => other.map_err(AccessError::Controller),
+            }
+        } else {
+            Ok(())
         };
         let both = unmapped.and(released);
         if both.is_ok() {
@@ -577,7 +619,8 @@ impl Borrow {
     }
 
     /// Returns the device now: the fabric tears down every mapping of the lease and the controller
-    /// releases it. Handles still held reach nothing from here on. Idempotent; after an error, calling
+    /// releases it (a handle from [`Pool::attach`] only unmaps: the lease is the lending's). Handles
+    /// still held reach nothing from here on. Idempotent; after an error, calling
     /// again retries what did not happen.
     ///
     /// # Errors

@@ -1,6 +1,6 @@
 //! The data path of `pcipool sim serve`: the HTTP face of [`pcipool_datapath::service::DataPath`].
 //! Every mapping request is checked with the controller under the caller's own token (the lease must be
-//! visible to the caller, shared-model, for that device and borrower host); a background thread asks
+//! visible to the caller, for that device and borrower host, shared-model or lent); a background thread asks
 //! the controller for every lease under the fabric's operator token and tears down the mappings of
 //! leases that ended. While the controller is unreachable nothing is torn down and nothing new is
 //! granted: mappings in use keep working through a controller restart, as NTB windows do.
@@ -110,11 +110,14 @@ async fn check_lease(
             ));
         }
     };
+    // Shared-model leases map as soon as they are granted; a lent device once its lend finished (the
+    // borrower's native driver then reaches it through the window the lend set up).
     let held = leases.iter().any(|l| {
         l.lease_id.0 == lease
             && l.fdid.to_string() == fdid
             && l.borrower.to_string() == host
-            && l.model == AccessModel::Shared
+            && (l.model == AccessModel::Shared
+                || (l.model == AccessModel::Lend && l.state == "lent"))
     });
     if held {
         Ok(())
@@ -122,7 +125,7 @@ async fn check_lease(
         Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "NOT_YOUR_LEASE",
-            format!("lease {lease} is not a shared lease of yours on {fdid} for {host}"),
+            format!("lease {lease} is not a shared or lent lease of yours on {fdid} for {host}"),
         ))
     }
 }

@@ -157,14 +157,15 @@ pub fn run(o: &SimServeOptions) -> anyhow::Result<ExitCode> {
         crate::sim_cmd::load_or(o.fabric.as_deref(), "built-in lab-4", crate::sim_cmd::LAB_4)?;
     let sim = Sim::new(&desc, 1).map_err(|e| crate::BadInput(e.to_string()))?;
     let hosts = sim.hosts().count();
-    // The data path serves every whole NVMe device that qualified for the shared model.
+    // The data path serves every whole NVMe device that qualified for sharing or lending.
     let (dir, ours) = datapath_dir(o);
     let mut service =
         DataPath::new(&dir).with_context(|| format!("data path in {}", dir.display()))?;
     for (info, _) in pcipool_lab::qualified_devices(&sim, None) {
         if DeviceClass::of(info.class) == DeviceClass::Nvme
             && info.fdid.vf.is_none()
-            && info.models.contains(&AccessModel::Shared)
+            && (info.models.contains(&AccessModel::Shared)
+                || info.models.contains(&AccessModel::Lend))
         {
             service
                 .add_nvme(

@@ -514,3 +514,72 @@ fn a_host_without_a_mapping_reaches_nothing_and_handles_fault_after_return() {
         (u32::MAX, [0xff; 5], true, true, u32::MAX, true, true)
     );
 }
+
+/// Device Lending on the data path: the device lent to n3 by the controller is driven by the borrower's
+/// native driver (whole controller: admin queue, identify, its own I/O queues) through the window the
+/// fabric grants for the lease; when the lease ends at the controller the window goes with it.
+#[test]
+fn a_lent_device_is_driven_by_the_borrowers_native_driver_until_the_lease_ends() {
+    use pcipool_nvme::regs::{ADMIN_IDENTIFY, CNS_CONTROLLER};
+
+    let c = Cluster::launch(&Spec {
+        tokens: None,
+        fabric: Some((FABRIC, 5, 1)),
+    });
+    let admin = c.client();
+    let granted = admin
+        .borrow(&crate::support::nvme_for(3))
+        .expect("lent to n3");
+    let lease = granted[0].lease_id.0;
+    let elsewhere = Pool::connect(&config(&c, "n4"))
+        .expect("connect")
+        .attach(lease)
+        .map(|b| b.lease())
+        .map_err(|e| e.to_string());
+    let pool = Pool::connect(&config(&c, "n3")).expect("connect");
+    let native = pool.attach(lease).expect("attach to the lent device");
+    let seg = pool
+        .segment("nvme-driver", layout::SEGMENT)
+        .expect("segment");
+    let dma = native.map_for_dma(&seg).expect("DMA");
+    let bar = native.map_bar().expect("BAR");
+    let base = dma.device_addr();
+    let mut d = Driver::new(bar, seg.reopen().expect("segment"), base, 1);
+    d.enable().expect("enable");
+    d.admin(
+        ADMIN_IDENTIFY,
+        0,
+        base + layout::DATA,
+        [CNS_CONTROLLER, 0, 0],
+    )
+    .expect("identify");
+    let mut page = [0u8; 64];
+    d.seg.read(layout::DATA, &mut page).expect("identify data");
+    let model = String::from_utf8_lossy(&page[24..64]).trim().to_owned();
+    d.create_io_queues(1, base).expect("queues");
+    d.seg
+        .write(layout::DATA, &pattern("n3", 0, 0))
+        .expect("buffer");
+    d.write(40, 8, 0).expect("write");
+    d.seg.write(layout::DATA, &[0u8; 4096]).expect("clear");
+    d.read(40, 8, 0).expect("read");
+    let mut back = vec![0u8; 4096];
+    d.seg.read(layout::DATA, &mut back).expect("buffer");
+    // The lease ends: the return workflow runs, and the fabric closes the window by itself.
+    admin.release(lease).expect("release");
+    let until = Instant::now() + Duration::from_secs(10);
+    let mut csts = d.reg(CSTS).expect("read");
+    while csts != u32::MAX && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(20));
+        csts = d.reg(CSTS).expect("read");
+    }
+    assert_eq!(
+        (
+            elsewhere.is_err(),
+            model.as_str(),
+            back == pattern("n3", 0, 0),
+            csts
+        ),
+        (true, "pcipool simulated NVMe", true, u32::MAX)
+    );
+}
