@@ -257,28 +257,41 @@ async fn borrow<P: PoolApi>(
     Ok((status, Json(granted)))
 }
 
+/// Runs `change` on a lease for its tenant or an operator (agents carry out steps; changing or ending a
+/// lease is not theirs to do), off the async runtime; 204 when it succeeds.
+async fn lease_change<P: PoolApi>(
+    state: &AppState<P>,
+    headers: &HeaderMap,
+    what: &str,
+    change: impl FnOnce(&P, &str, Option<&str>) -> Result<(), ControlError> + Send + 'static,
+) -> Result<StatusCode, ApiError> {
+    let who = principal(state, headers)?;
+    if who.role == Role::Agent {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "FORBIDDEN",
+            format!("agents cannot {what} leases"),
+        ));
+    }
+    let tenant = (who.role == Role::Tenant).then(|| who.name.clone());
+    let state = state.clone();
+    tokio::task::spawn_blocking(move || change(domain(&state), &who.name, tenant.as_deref()))
+        .await
+        .map_err(|e| {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", e.to_string())
+        })??;
+    Ok(StatusCode::NO_CONTENT)
+}
+
 async fn release<P: PoolApi>(
     State(state): State<AppState<P>>,
     headers: HeaderMap,
     Path(id): Path<u64>,
 ) -> Result<StatusCode, ApiError> {
-    let who = principal(&state, &headers)?;
-    if who.role == Role::Agent {
-        // Agents carry out steps; ending a lease is for its tenant or an operator.
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "FORBIDDEN",
-            "agents cannot release leases",
-        ));
-    }
-    let tenant = (who.role == Role::Tenant).then(|| who.name.clone());
-    let state2 = state.clone();
-    tokio::task::spawn_blocking(move || {
-        domain(&state2).release(&who.name, tenant.as_deref(), LeaseId(id))
+    lease_change(&state, &headers, "release", move |d, actor, tenant| {
+        d.release(actor, tenant, LeaseId(id))
     })
     .await
-    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", e.to_string()))??;
-    Ok(StatusCode::NO_CONTENT)
 }
 
 async fn downgrade<P: PoolApi>(
@@ -287,29 +300,12 @@ async fn downgrade<P: PoolApi>(
     Path(id): Path<u64>,
     body: Result<Json<crate::types::DowngradeRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<StatusCode, ApiError> {
-    let who = principal(&state, &headers)?;
     let Json(request) =
         body.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "BAD_REQUEST", e.body_text()))?;
-    if who.role == Role::Agent {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "FORBIDDEN",
-            "agents cannot change leases",
-        ));
-    }
-    let tenant = (who.role == Role::Tenant).then(|| who.name.clone());
-    let state2 = state.clone();
-    tokio::task::spawn_blocking(move || {
-        domain(&state2).downgrade(
-            &who.name,
-            tenant.as_deref(),
-            LeaseId(id),
-            request.max_sharers,
-        )
+    lease_change(&state, &headers, "downgrade", move |d, actor, tenant| {
+        d.downgrade(actor, tenant, LeaseId(id), request.max_sharers)
     })
     .await
-    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", e.to_string()))??;
-    Ok(StatusCode::NO_CONTENT)
 }
 
 async fn leases<P: PoolApi>(

@@ -1177,14 +1177,7 @@ impl<S: Store> Controller<S> {
         lease: LeaseId,
         now: Millis,
     ) -> Result<(), ControlError> {
-        let checked = self.find_lease(lease).and_then(|(fdid, held)| {
-            if tenant.is_some_and(|t| t != held.tenant) {
-                Err(ControlError::NotYours(lease))
-            } else {
-                Ok((fdid, held))
-            }
-        });
-        let (fdid, held) = match checked {
+        let (fdid, held) = match self.lease_of(lease, tenant) {
             Ok(found) => found,
             Err(e) => {
                 self.refused(actor, &lease.to_string(), "release", "", &e, now);
@@ -1226,6 +1219,19 @@ impl<S: Store> Controller<S> {
         self.run_returns(exec, fdid, &commands, now)
     }
 
+    /// The device and the lease `lease`, when `tenant` (None = operator) may act on it.
+    fn lease_of(
+        &self,
+        lease: LeaseId,
+        tenant: Option<&str>,
+    ) -> Result<(Fdid, Lease), ControlError> {
+        let (fdid, held) = self.find_lease(lease)?;
+        if tenant.is_some_and(|t| t != held.tenant) {
+            return Err(ControlError::NotYours(lease));
+        }
+        Ok((fdid, held))
+    }
+
     /// Downgrades an exclusive shared-model lease (tenant `None` = operator): its holder has
     /// initialised the device and lets up to `max_sharers` hosts share it.
     ///
@@ -1239,14 +1245,7 @@ impl<S: Store> Controller<S> {
         max_sharers: u32,
         now: Millis,
     ) -> Result<(), ControlError> {
-        let checked = self.find_lease(lease).and_then(|(fdid, held)| {
-            if tenant.is_some_and(|t| t != held.tenant) {
-                Err(ControlError::NotYours(lease))
-            } else {
-                Ok(fdid)
-            }
-        });
-        let result = checked.and_then(|fdid| {
+        let result = self.lease_of(lease, tenant).and_then(|(fdid, _)| {
             self.transition(fdid, &Event::Downgrade { lease, max_sharers }, actor, now)
         });
         match result {

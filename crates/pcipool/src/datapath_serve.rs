@@ -158,21 +158,57 @@ fn body<T>(b: Body<T>) -> Result<T, ApiError> {
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "BAD_REQUEST", e.body_text()))
 }
 
+/// A mapping request: what names the lease's device and host.
+trait ForLease {
+    fn fdid(&self) -> &str;
+    fn host(&self) -> &str;
+}
+
+macro_rules! for_lease {
+    ($($t:ty),*) => {$(
+        impl ForLease for $t {
+            fn fdid(&self) -> &str {
+                &self.fdid
+            }
+            fn host(&self) -> &str {
+                &self.host
+            }
+        }
+    )*};
+}
+for_lease!(
+    Holder,
+    SegmentRequest,
+    DeviceMemoryRequest,
+    InterruptRequest
+);
+
+/// Checks the lease of request `b` with the controller, then lets `grant` act on the service.
+async fn grant<T: ForLease, R: serde::Serialize>(
+    state: &DataPathState,
+    headers: &HeaderMap,
+    lease: u64,
+    b: Body<T>,
+    grant: impl FnOnce(&mut DataPath, &T) -> Result<R, DataPathError>,
+) -> Result<Response, ApiError> {
+    let r = body(b)?;
+    check_lease(state, headers, lease, r.fdid(), r.host()).await?;
+    let granted = grant(&mut lock(&state.service), &r);
+    granted
+        .map(|g| Json(g).into_response())
+        .map_err(|e| refused(&e))
+}
+
 async fn map_bar(
     State(state): State<DataPathState>,
     UrlPath(lease): UrlPath<u64>,
     headers: HeaderMap,
     b: Body<Holder>,
 ) -> Result<Response, ApiError> {
-    let run = async {
-        let r = body(b)?;
-        check_lease(&state, &headers, lease, &r.fdid, &r.host).await?;
-        let grant = lock(&state.service).map_bar(lease, &r.fdid, &r.host);
-        grant
-            .map(|g| Json(g).into_response())
-            .map_err(|e| refused(&e))
-    };
-    run.await
+    grant(&state, &headers, lease, b, |s, r| {
+        s.map_bar(lease, &r.fdid, &r.host)
+    })
+    .await
 }
 
 async fn map_segment(
@@ -181,15 +217,11 @@ async fn map_segment(
     headers: HeaderMap,
     b: Body<SegmentRequest>,
 ) -> Result<Response, ApiError> {
-    let run = async {
-        let r = body(b)?;
-        check_lease(&state, &headers, lease, &r.fdid, &r.host).await?;
-        let mapped = lock(&state.service).map_segment(lease, &r.fdid, &r.host, &r.owner, &r.name);
-        mapped
-            .map(|device_addr| Json(Mapped { device_addr }).into_response())
-            .map_err(|e| refused(&e))
-    };
-    run.await
+    grant(&state, &headers, lease, b, |s, r| {
+        s.map_segment(lease, &r.fdid, &r.host, &r.owner, &r.name)
+            .map(|device_addr| Mapped { device_addr })
+    })
+    .await
 }
 
 async fn device_memory(
@@ -198,16 +230,10 @@ async fn device_memory(
     headers: HeaderMap,
     b: Body<DeviceMemoryRequest>,
 ) -> Result<Response, ApiError> {
-    let run = async {
-        let r = body(b)?;
-        check_lease(&state, &headers, lease, &r.fdid, &r.host).await?;
-        let grant =
-            lock(&state.service).device_memory(lease, &r.fdid, &r.host, r.size, r.placement);
-        grant
-            .map(|g| Json(g).into_response())
-            .map_err(|e| refused(&e))
-    };
-    run.await
+    grant(&state, &headers, lease, b, |s, r| {
+        s.device_memory(lease, &r.fdid, &r.host, r.size, r.placement)
+    })
+    .await
 }
 
 async fn interrupt(
@@ -216,16 +242,11 @@ async fn interrupt(
     headers: HeaderMap,
     b: Body<InterruptRequest>,
 ) -> Result<Response, ApiError> {
-    let run = async {
-        let r = body(b)?;
-        check_lease(&state, &headers, lease, &r.fdid, &r.host).await?;
-        let routed =
-            lock(&state.service).route_interrupt(lease, &r.fdid, &r.host, r.vector, &r.cell);
-        routed
-            .map(|()| Json(serde_json::json!({})).into_response())
-            .map_err(|e| refused(&e))
-    };
-    run.await
+    grant(&state, &headers, lease, b, |s, r| {
+        s.route_interrupt(lease, &r.fdid, &r.host, r.vector, &r.cell)
+            .map(|()| serde_json::json!({}))
+    })
+    .await
 }
 
 #[derive(serde::Deserialize)]
