@@ -120,15 +120,6 @@ pub fn decode(dumps: usize, rounds: usize, keep_file: Option<&Path>) -> anyhow::
     Ok(ExitCode::SUCCESS)
 }
 
-/// Where the benchmark device and its segments live: RAM-backed when /dev/shm exists.
-fn shm_root() -> PathBuf {
-    if Path::new("/dev/shm").is_dir() {
-        PathBuf::from("/dev/shm")
-    } else {
-        std::env::temp_dir()
-    }
-}
-
 /// One cell of the data-path benchmark: `n` I/Os of 4 KiB at depth `qd` by one driver; returns each
 /// I/O's latency (submission to reaped completion) in nanoseconds.
 fn datapath_cell<B: pcipool_datapath::driver::Bar>(
@@ -236,7 +227,8 @@ pub fn datapath(ios: u64) -> anyhow::Result<ExitCode> {
     const BLOCKS: u64 = 65_536; // 32 MiB of 512-byte blocks
     const DEV: &str = "n1:0000:03:00.0";
     const SHARERS: usize = 4;
-    let dir = shm_root().join(format!("pcipool-bench-datapath-{}", std::process::id()));
+    let dir =
+        crate::sim_serve::shm_root().join(format!("pcipool-bench-datapath-{}", std::process::id()));
     let shm = |e: pcipool_shm::ShmError| anyhow::anyhow!("{e}");
     let dpe = |e: pcipool_datapath::service::DataPathError| anyhow::anyhow!("{e}");
     let drv = |e: pcipool_datapath::driver::DriverError| anyhow::anyhow!("{e}");

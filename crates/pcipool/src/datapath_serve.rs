@@ -353,6 +353,19 @@ impl DataPathState {
         }
     }
 
+    /// The same service, checking leases with the controller at `url`.
+    pub fn with_controller(self, url: String) -> Self {
+        Self {
+            controller: Some(url),
+            ..self
+        }
+    }
+
+    /// Devices served.
+    pub fn devices(&self) -> usize {
+        lock(&self.service).devices().count()
+    }
+
     /// Starts the thread that tears down the mappings of leases the controller no longer holds.
     pub fn reconcile_with(&self, token_file: PathBuf) {
         let Some(controller) = self.controller.clone() else {

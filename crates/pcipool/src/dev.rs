@@ -471,6 +471,20 @@ pub fn serve_lab(
     tokens: BTreeMap<String, Principal>,
     banner: impl FnOnce(std::net::SocketAddr),
 ) -> anyhow::Result<()> {
+    serve_lab_with(lab, listen, tokens, |_| axum::Router::new(), banner)
+}
+
+/// As [`serve_lab`], with more routes on the same listener, made once its address is known.
+///
+/// # Errors
+/// Bind failures.
+pub fn serve_lab_with(
+    lab: Lab,
+    listen: &str,
+    tokens: BTreeMap<String, Principal>,
+    extra: impl FnOnce(std::net::SocketAddr) -> axum::Router,
+    banner: impl FnOnce(std::net::SocketAddr),
+) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -491,10 +505,12 @@ pub fn serve_lab(
                 let _ = tokio::task::spawn_blocking(move || t.tick()).await;
             }
         });
+        let app = pcipool_api::server::router(pool, tokens).merge(extra(addr));
         banner(addr);
         use std::io::Write as _;
         let _ = std::io::stdout().flush();
-        pcipool_api::serve(listener, pool, tokens, shutdown_signal())
+        axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown_signal())
             .await
             .context("serving the API")?;
         Ok::<_, anyhow::Error>(())
@@ -562,19 +578,40 @@ pub fn run(
             role: Role::Admin,
         },
     );
-    serve_lab(lab, listen, tokens, |addr| {
-        println!("pcipool dev: the 4-host simulated lab is served at http://{addr}");
-        println!("  store:       {}", dir.join("pool.db").display());
-        println!(
-            "  admin token: {token}   (also in {})",
-            token_path.display()
-        );
-        println!("Try, in another shell:");
-        println!("  export PCIPOOL_URL=http://{addr} PCIPOOL_TOKEN={token}");
-        println!("  pcipool borrow --class nvme --host n3");
-        println!("  pcipool lease list");
-        println!("  pcipool audit verify");
-    })?;
+    // The data path of the lab's NVMe devices, on the same address (the fabric URL for pcipool-access).
+    // In the data directory, so a killed dev leaves nothing behind elsewhere and the drives' contents
+    // outlive a restart.
+    let datapath_dir = dir.join("datapath");
+    let datapath = crate::sim_serve::serve_datapath(&desc, &datapath_dir)?;
+    let served = datapath.devices();
+    let reconcile_token = token_path.clone();
+    let result = serve_lab_with(
+        lab,
+        listen,
+        tokens,
+        move |addr| {
+            let state = datapath.with_controller(format!("http://{addr}"));
+            state.reconcile_with(reconcile_token);
+            crate::datapath_serve::router(state)
+        },
+        |addr| {
+            println!("pcipool dev: the 4-host simulated lab is served at http://{addr}");
+            println!(
+                "  data path:   {served} NVMe device(s) for shared access (pcipool-access: fabric = controller = this address)"
+            );
+            println!("  store:       {}", dir.join("pool.db").display());
+            println!(
+                "  admin token: {token}   (also in {})",
+                token_path.display()
+            );
+            println!("Try, in another shell:");
+            println!("  export PCIPOOL_URL=http://{addr} PCIPOOL_TOKEN={token}");
+            println!("  pcipool borrow --class nvme --host n3");
+            println!("  pcipool lease list");
+            println!("  pcipool audit verify");
+        },
+    );
+    result?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -129,38 +129,35 @@ pub struct SimServeOptions {
 /// Blocks of 512 bytes behind each simulated NVMe device on the data path (64 MiB, sparse).
 const NVME_BLOCKS: u64 = 131_072;
 
+/// Where shared regions go by default: RAM-backed when /dev/shm exists.
+pub fn shm_root() -> PathBuf {
+    if Path::new("/dev/shm").is_dir() {
+        PathBuf::from("/dev/shm")
+    } else {
+        std::env::temp_dir()
+    }
+}
+
 /// The data path's directory, and whether it is ours to remove at exit.
 fn datapath_dir(o: &SimServeOptions) -> (PathBuf, bool) {
     match &o.datapath_dir {
         Some(d) => (d.clone(), false),
-        None => {
-            let root = if Path::new("/dev/shm").is_dir() {
-                PathBuf::from("/dev/shm")
-            } else {
-                std::env::temp_dir()
-            };
-            (
-                root.join(format!("pcipool-sim-{}", std::process::id())),
-                true,
-            )
-        }
+        None => (
+            shm_root().join(format!("pcipool-sim-{}", std::process::id())),
+            true,
+        ),
     }
 }
 
-/// `pcipool sim serve`.
+/// The data-path service for the fabric `desc` in `dir`: every whole NVMe device that qualified for
+/// sharing or lending is served.
 ///
 /// # Errors
-/// Bad description (exit 3), bind failures.
-pub fn run(o: &SimServeOptions) -> anyhow::Result<ExitCode> {
-    let listen = o.listen.as_str();
-    let (_, desc) =
-        crate::sim_cmd::load_or(o.fabric.as_deref(), "built-in lab-4", crate::sim_cmd::LAB_4)?;
-    let sim = Sim::new(&desc, 1).map_err(|e| crate::BadInput(e.to_string()))?;
-    let hosts = sim.hosts().count();
-    // The data path serves every whole NVMe device that qualified for sharing or lending.
-    let (dir, ours) = datapath_dir(o);
+/// Bad description (exit 3), or the service's files cannot be made.
+pub fn serve_datapath(desc: &pcipool_sim::FabricDesc, dir: &Path) -> anyhow::Result<DataPathState> {
+    let sim = Sim::new(desc, 1).map_err(|e| crate::BadInput(e.to_string()))?;
     let mut service =
-        DataPath::new(&dir).with_context(|| format!("data path in {}", dir.display()))?;
+        DataPath::new(dir).with_context(|| format!("data path in {}", dir.display()))?;
     for (info, _) in pcipool_lab::qualified_devices(&sim, None) {
         if DeviceClass::of(info.class) == DeviceClass::Nvme
             && info.fdid.vf.is_none()
@@ -177,8 +174,26 @@ pub fn run(o: &SimServeOptions) -> anyhow::Result<ExitCode> {
                 .with_context(|| format!("serving {} on the data path", info.fdid))?;
         }
     }
-    let served = service.devices().count();
-    let datapath = DataPathState::new(service, o.controller.clone());
+    Ok(DataPathState::new(service, None))
+}
+
+/// `pcipool sim serve`.
+///
+/// # Errors
+/// Bad description (exit 3), bind failures.
+pub fn run(o: &SimServeOptions) -> anyhow::Result<ExitCode> {
+    let listen = o.listen.as_str();
+    let (_, desc) =
+        crate::sim_cmd::load_or(o.fabric.as_deref(), "built-in lab-4", crate::sim_cmd::LAB_4)?;
+    let sim = Sim::new(&desc, 1).map_err(|e| crate::BadInput(e.to_string()))?;
+    let hosts = sim.hosts().count();
+    let (dir, ours) = datapath_dir(o);
+    let datapath = serve_datapath(&desc, &dir)?;
+    let served = datapath.devices();
+    let datapath = match &o.controller {
+        Some(url) => datapath.with_controller(url.clone()),
+        None => datapath,
+    };
     if let Some(t) = &o.controller_token_file {
         datapath.reconcile_with(t.clone());
     }

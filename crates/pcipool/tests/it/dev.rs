@@ -326,3 +326,34 @@ fn draining_a_host_drains_its_idle_devices_and_reports_the_busy_ones() {
         "{text}"
     );
 }
+
+/// The embedded default serves the data path too: an application shares one of the lab's NVMe drives
+/// through `pcipool-access`, with the controller's address as the fabric's.
+#[test]
+fn the_dev_lab_serves_shared_access_on_its_own_address() {
+    use pcipool_access::{Config, Filter, Mode, Pool};
+
+    let dev = start();
+    let pool = Pool::connect(&Config {
+        controller: dev.url.clone(),
+        fabric: dev.url.clone(),
+        token: dev.token.clone(),
+        host: "n3".into(),
+    })
+    .expect("connect");
+    let drives = pool
+        .find(&Filter {
+            on_data_path: true,
+            ..Filter::default()
+        })
+        .expect("find");
+    let borrow = pool
+        .borrow(&drives[0].fdid.to_string(), Mode::Shared { max_sharers: 2 })
+        .expect("borrow");
+    let bar = borrow.map_bar().expect("BAR");
+    // CAP's low word: MQES 1023, contiguous queues required.
+    let cap = bar.read32(0).expect("CAP");
+    borrow.give_back().expect("give back");
+    let after = bar.read32(0).expect("CAP");
+    assert_eq!((drives.len(), cap & 0xffff, after), (2, 1023, u32::MAX));
+}
