@@ -357,3 +357,92 @@ fn the_dev_lab_serves_shared_access_on_its_own_address() {
     let after = bar.read32(0).expect("CAP");
     assert_eq!((drives.len(), cap & 0xffff, after), (2, 1023, u32::MAX));
 }
+
+/// Through the embedded default: the device's completion interrupts reach the application, device
+/// memory near the device is where the device's DMA lands, and dropping the borrow (no explicit
+/// return) unmaps everything and releases the lease.
+#[test]
+fn interrupts_and_device_memory_reach_the_application_and_dropping_the_borrow_returns_it() {
+    use std::time::Duration;
+
+    use pcipool_access::{Config, Filter, Mode, Placement, Pool};
+    use pcipool_datapath::driver::{Driver, layout};
+
+    let dev = start();
+    let pool = Pool::connect(&Config {
+        controller: dev.url.clone(),
+        fabric: dev.url.clone(),
+        token: dev.token.clone(),
+        host: "n4".into(),
+    })
+    .expect("connect");
+    let fdid = pool
+        .find(&Filter {
+            on_data_path: true,
+            ..Filter::default()
+        })
+        .expect("find")[0]
+        .fdid
+        .to_string();
+    let borrow = pool.borrow(&fdid, Mode::Exclusive).expect("borrow");
+    let seg = pool.segment("drv", layout::SEGMENT).expect("segment");
+    let dma = borrow.map_for_dma(&seg).expect("DMA");
+    let mut irq = borrow.interrupt(3).expect("interrupt");
+    let memory = borrow
+        .device_memory(4096, Placement::NearDevice)
+        .expect("device memory");
+    let base = dma.device_addr();
+    let mut d = Driver::new(
+        borrow.map_bar().expect("BAR"),
+        seg.reopen().expect("segment"),
+        base,
+        1,
+    );
+    d.enable().expect("enable");
+    d.create_io_queues_with(1, base, Some(3)).expect("queues");
+    d.seg.write(layout::DATA, &[0xab; 512]).expect("buffer");
+    d.write(7, 1, 0).expect("write");
+    let first = irq
+        .wait(Duration::from_secs(5))
+        .expect("interrupt after the write");
+    // Read the block straight into device memory: the device's DMA lands next to the device.
+    d.read(7, 1, memory.device_addr() - (base + layout::DATA))
+        .expect("read into device memory");
+    let second = irq
+        .wait(Duration::from_secs(5))
+        .expect("interrupt after the read");
+    let mut landed = [0u8; 512];
+    memory.read(0, &mut landed).expect("device memory");
+    let lease = borrow.lease();
+    drop((d, irq, memory, dma, borrow));
+    let admin = pcipool_api::client::Client::new(&dev.url, &dev.token);
+    let until = std::time::Instant::now() + Duration::from_secs(10);
+    while admin
+        .leases()
+        .is_ok_and(|l| l.iter().any(|l| l.lease_id.0 == lease))
+        && std::time::Instant::now() < until
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let events: serde_json::Value = ureq::get(&format!("{}/v1/datapath/events", dev.url))
+        .call()
+        .expect("events")
+        .body_mut()
+        .read_json()
+        .expect("json");
+    let still_held = admin
+        .leases()
+        .expect("leases")
+        .iter()
+        .any(|l| l.lease_id.0 == lease);
+    assert_eq!(
+        (
+            first,
+            second,
+            landed == [0xab; 512],
+            still_held,
+            events["mapped"].as_array().map(Vec::len)
+        ),
+        (1, 1, true, false, Some(0))
+    );
+}
