@@ -236,6 +236,16 @@ impl<B: Bar> Driver<B> {
         self.wait_for(1, cid)
     }
 
+    /// Reads `blocks` blocks at `lba` into device-side address `addr` (any memory the device may reach:
+    /// device memory, a peer's exported segment), and waits for it.
+    ///
+    /// # Errors
+    /// The device refused, or timeout.
+    pub fn read_to(&mut self, lba: u64, blocks: u16, addr: u64) -> Result<(), DriverError> {
+        let cid = self.submit_io_at(IO_READ, lba, blocks, addr)?;
+        self.wait_for(1, cid)
+    }
+
     /// Queues a read without waiting; returns its command identifier (see [`Driver::reap`]).
     ///
     /// # Errors
@@ -292,19 +302,23 @@ impl<B: Bar> Driver<B> {
         blocks: u16,
         offset: u64,
     ) -> Result<u16, DriverError> {
+        self.submit_io_at(opcode, lba, blocks, self.base + layout::DATA + offset)
+    }
+
+    fn submit_io_at(
+        &mut self,
+        opcode: u8,
+        lba: u64,
+        blocks: u16,
+        addr: u64,
+    ) -> Result<u16, DriverError> {
         if self.in_flight >= MAX_IN_FLIGHT {
             return Err(DriverError::QueueFull(self.in_flight));
         }
         let lo = u32::try_from(lba & 0xffff_ffff).unwrap_or(0);
         let hi = u32::try_from(lba >> 32).unwrap_or(0);
         let nlb = u32::from(blocks.saturating_sub(1));
-        let cid = self.push(
-            1,
-            opcode,
-            1,
-            self.base + layout::DATA + offset,
-            [lo, hi, nlb],
-        )?;
+        let cid = self.push(1, opcode, 1, addr, [lo, hi, nlb])?;
         self.in_flight += 1;
         Ok(cid)
     }

@@ -156,9 +156,9 @@ fn device_memory_is_placed_as_hinted_and_removed_with_the_lease() {
     d.seg.write(layout::DATA, &[0x77; 512]).expect("buffer");
     d.write(0, 1, 0).expect("write");
     // Read block 0 into each device memory (offsets relative to the driver's data area).
-    d.read(0, 1, near_device.device_addr - (base + layout::DATA))
+    d.read_to(0, 1, near_device.device_addr)
         .expect("read into device memory");
-    d.read(0, 1, near_host.device_addr - (base + layout::DATA))
+    d.read_to(0, 1, near_host.device_addr)
         .expect("read into host memory");
     let mut a = [0u8; 512];
     let mut b = [0u8; 512];

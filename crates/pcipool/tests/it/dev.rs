@@ -406,7 +406,7 @@ fn interrupts_and_device_memory_reach_the_application_and_dropping_the_borrow_re
         .wait(Duration::from_secs(5))
         .expect("interrupt after the write");
     // Read the block straight into device memory: the device's DMA lands next to the device.
-    d.read(7, 1, memory.device_addr() - (base + layout::DATA))
+    d.read_to(7, 1, memory.device_addr())
         .expect("read into device memory");
     let second = irq
         .wait(Duration::from_secs(5))
@@ -444,5 +444,67 @@ fn interrupts_and_device_memory_reach_the_application_and_dropping_the_borrow_re
             events["mapped"].as_array().map(Vec::len)
         ),
         (1, 1, true, false, Some(0))
+    );
+}
+
+/// Peer-to-peer: n4 borrows the drive and points its reads at a segment n3 exported; the data lands in
+/// n3's memory, which n4 never mapped.
+#[test]
+fn a_device_writes_into_a_peers_exported_segment() {
+    use pcipool_access::{Config, Filter, Mode, Pool};
+    use pcipool_datapath::driver::{Driver, layout};
+
+    let dev = start();
+    let connect = |host: &str| {
+        Pool::connect(&Config {
+            controller: dev.url.clone(),
+            fabric: dev.url.clone(),
+            token: dev.token.clone(),
+            host: host.into(),
+        })
+        .expect("connect")
+    };
+    let (n4, n3) = (connect("n4"), connect("n3"));
+    let results = n3.segment("results", 4096).expect("peer segment");
+    let fdid = n4
+        .find(&Filter {
+            on_data_path: true,
+            ..Filter::default()
+        })
+        .expect("find")[0]
+        .fdid
+        .to_string();
+    let borrow = n4.borrow(&fdid, Mode::Exclusive).expect("borrow");
+    let before_export = borrow
+        .map_peer_for_dma("n3", "results")
+        .map(|m| m.device_addr())
+        .map_err(|e| e.code().map(str::to_owned));
+    results.export().expect("export");
+    let peer = borrow
+        .map_peer_for_dma("n3", "results")
+        .expect("peer mapping");
+    let seg = n4.segment("drv", layout::SEGMENT).expect("segment");
+    let dma = borrow.map_for_dma(&seg).expect("DMA");
+    let base = dma.device_addr();
+    let mut d = Driver::new(
+        borrow.map_bar().expect("BAR"),
+        seg.reopen().expect("segment"),
+        base,
+        1,
+    );
+    d.enable().expect("enable");
+    d.create_io_queues(1, base).expect("queues");
+    d.seg.write(layout::DATA, &[0x3c; 512]).expect("buffer");
+    d.write(11, 1, 0).expect("write");
+    d.read_to(11, 1, peer.device_addr())
+        .expect("read into the peer's memory");
+    let mut landed = [0u8; 512];
+    results
+        .memory()
+        .read(0, &mut landed)
+        .expect("peer reads its own memory");
+    assert_eq!(
+        (before_export, landed == [0x3c; 512]),
+        (Err(Some("FORBIDDEN".to_owned())), true)
     );
 }
