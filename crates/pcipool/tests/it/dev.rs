@@ -327,20 +327,66 @@ fn draining_a_host_drains_its_idle_devices_and_reports_the_busy_ones() {
     );
 }
 
+/// An application on `host` of the dev lab (the lab serves the data path on the API's address).
+fn app(dev: &Dev, host: &str) -> pcipool_access::Pool {
+    pcipool_access::Pool::connect(&pcipool_access::Config {
+        controller: dev.url.clone(),
+        fabric: dev.url.clone(),
+        token: dev.token.clone(),
+        host: host.into(),
+    })
+    .expect("connect")
+}
+
+/// The first device of the lab on the data path.
+fn a_drive(pool: &pcipool_access::Pool) -> String {
+    pool.find(&pcipool_access::Filter {
+        on_data_path: true,
+        ..pcipool_access::Filter::default()
+    })
+    .expect("find")[0]
+        .fdid
+        .to_string()
+}
+
+/// What a driver over a borrow holds: the driver (BAR window, queues in its segment), and the segment
+/// and its DMA mapping, which must live as long as it does.
+type Session = (
+    pcipool_datapath::driver::Driver<pcipool_access::BarMap>,
+    pcipool_access::Segment,
+    pcipool_access::DmaMapping,
+);
+
+/// Maps the BAR and a segment of `borrow`, enables the device and creates I/O queue pair 1 (raising
+/// `vector` per completion, if any).
+fn driver(
+    pool: &pcipool_access::Pool,
+    borrow: &pcipool_access::Borrow,
+    vector: Option<u16>,
+) -> Session {
+    use pcipool_datapath::driver::{Driver, layout};
+    let seg = pool.segment("drv", layout::SEGMENT).expect("segment");
+    let dma = borrow.map_for_dma(&seg).expect("DMA");
+    let base = dma.device_addr();
+    let mut d = Driver::new(
+        borrow.map_bar().expect("BAR"),
+        seg.reopen().expect("segment"),
+        base,
+        1,
+    );
+    d.enable().expect("enable");
+    d.create_io_queues_with(1, base, vector).expect("queues");
+    (d, seg, dma)
+}
+
 /// The embedded default serves the data path too: an application shares one of the lab's NVMe drives
 /// through `pcipool-access`, with the controller's address as the fabric's.
 #[test]
 fn the_dev_lab_serves_shared_access_on_its_own_address() {
-    use pcipool_access::{Config, Filter, Mode, Pool};
+    use pcipool_access::{Filter, Mode};
 
     let dev = start();
-    let pool = Pool::connect(&Config {
-        controller: dev.url.clone(),
-        fabric: dev.url.clone(),
-        token: dev.token.clone(),
-        host: "n3".into(),
-    })
-    .expect("connect");
+    let pool = app(&dev, "n3");
     let drives = pool
         .find(&Filter {
             on_data_path: true,
@@ -365,41 +411,18 @@ fn the_dev_lab_serves_shared_access_on_its_own_address() {
 fn interrupts_and_device_memory_reach_the_application_and_dropping_the_borrow_returns_it() {
     use std::time::Duration;
 
-    use pcipool_access::{Config, Filter, Mode, Placement, Pool};
-    use pcipool_datapath::driver::{Driver, layout};
+    use pcipool_access::{Mode, Placement};
+    use pcipool_datapath::driver::layout;
 
     let dev = start();
-    let pool = Pool::connect(&Config {
-        controller: dev.url.clone(),
-        fabric: dev.url.clone(),
-        token: dev.token.clone(),
-        host: "n4".into(),
-    })
-    .expect("connect");
-    let fdid = pool
-        .find(&Filter {
-            on_data_path: true,
-            ..Filter::default()
-        })
-        .expect("find")[0]
-        .fdid
-        .to_string();
+    let pool = app(&dev, "n4");
+    let fdid = a_drive(&pool);
     let borrow = pool.borrow(&fdid, Mode::Exclusive).expect("borrow");
-    let seg = pool.segment("drv", layout::SEGMENT).expect("segment");
-    let dma = borrow.map_for_dma(&seg).expect("DMA");
     let mut irq = borrow.interrupt(3).expect("interrupt");
     let memory = borrow
         .device_memory(4096, Placement::NearDevice)
         .expect("device memory");
-    let base = dma.device_addr();
-    let mut d = Driver::new(
-        borrow.map_bar().expect("BAR"),
-        seg.reopen().expect("segment"),
-        base,
-        1,
-    );
-    d.enable().expect("enable");
-    d.create_io_queues_with(1, base, Some(3)).expect("queues");
+    let (mut d, seg, dma) = driver(&pool, &borrow, Some(3));
     d.seg.write(layout::DATA, &[0xab; 512]).expect("buffer");
     d.write(7, 1, 0).expect("write");
     let first = irq
@@ -414,7 +437,7 @@ fn interrupts_and_device_memory_reach_the_application_and_dropping_the_borrow_re
     let mut landed = [0u8; 512];
     memory.read(0, &mut landed).expect("device memory");
     let lease = borrow.lease();
-    drop((d, irq, memory, dma, borrow));
+    drop((d, seg, irq, memory, dma, borrow));
     let admin = pcipool_api::client::Client::new(&dev.url, &dev.token);
     let until = std::time::Instant::now() + Duration::from_secs(10);
     while admin
@@ -451,29 +474,13 @@ fn interrupts_and_device_memory_reach_the_application_and_dropping_the_borrow_re
 /// n3's memory, which n4 never mapped.
 #[test]
 fn a_device_writes_into_a_peers_exported_segment() {
-    use pcipool_access::{Config, Filter, Mode, Pool};
-    use pcipool_datapath::driver::{Driver, layout};
+    use pcipool_access::Mode;
+    use pcipool_datapath::driver::layout;
 
     let dev = start();
-    let connect = |host: &str| {
-        Pool::connect(&Config {
-            controller: dev.url.clone(),
-            fabric: dev.url.clone(),
-            token: dev.token.clone(),
-            host: host.into(),
-        })
-        .expect("connect")
-    };
-    let (n4, n3) = (connect("n4"), connect("n3"));
+    let (n4, n3) = (app(&dev, "n4"), app(&dev, "n3"));
     let results = n3.segment("results", 4096).expect("peer segment");
-    let fdid = n4
-        .find(&Filter {
-            on_data_path: true,
-            ..Filter::default()
-        })
-        .expect("find")[0]
-        .fdid
-        .to_string();
+    let fdid = a_drive(&n4);
     let borrow = n4.borrow(&fdid, Mode::Exclusive).expect("borrow");
     let before_export = borrow
         .map_peer_for_dma("n3", "results")
@@ -483,17 +490,7 @@ fn a_device_writes_into_a_peers_exported_segment() {
     let peer = borrow
         .map_peer_for_dma("n3", "results")
         .expect("peer mapping");
-    let seg = n4.segment("drv", layout::SEGMENT).expect("segment");
-    let dma = borrow.map_for_dma(&seg).expect("DMA");
-    let base = dma.device_addr();
-    let mut d = Driver::new(
-        borrow.map_bar().expect("BAR"),
-        seg.reopen().expect("segment"),
-        base,
-        1,
-    );
-    d.enable().expect("enable");
-    d.create_io_queues(1, base).expect("queues");
+    let (mut d, _seg, _dma) = driver(&n4, &borrow, None);
     d.seg.write(layout::DATA, &[0x3c; 512]).expect("buffer");
     d.write(11, 1, 0).expect("write");
     d.read_to(11, 1, peer.device_addr())
