@@ -44,9 +44,14 @@ pub enum ControlError {
     /// The state machine refused.
     #[error(transparent)]
     Transition(#[from] TransitionError),
-    /// Someone else changed the device first (another borrower won).
+    /// Someone else changed the device first (another borrower won). Worth trying again: the winner
+    /// may have left room (a shared device) or another device may do.
     #[error("{0}: taken by a concurrent request")]
     Conflict(Fdid),
+    /// The device asked for by name is held and has no room for this request (lent, held exclusively,
+    /// all sharers taken). Trying again at once will not help.
+    #[error("{0}: held by another borrower")]
+    Held(Fdid),
     /// No such lease.
     #[error("no lease {0}")]
     NoLease(LeaseId),
@@ -104,6 +109,7 @@ impl ControlError {
             Self::Placement(_) | Self::Capacity(_) => "NO_CAPACITY",
             Self::Transition(TransitionError::Conflict { .. })
             | Self::Conflict(_)
+            | Self::Held(_)
             | Self::FamilyBusy(_)
             | Self::RequestInFlight(_) => "CONFLICT",
             Self::Transition(TransitionError::StaleEpoch { .. }) => "STALE_EPOCH",
@@ -713,7 +719,7 @@ impl<S: Store> Controller<S> {
                             .any(|r| r.value.info.fdid == *f && !r.value.state.leases().is_empty())
                     });
                     return Err(match (e, held) {
-                        (PlacementError::NoCapacity { .. }, Some(f)) => ControlError::Conflict(f),
+                        (PlacementError::NoCapacity { .. }, Some(f)) => ControlError::Held(f),
                         (e, _) => e.into(),
                     });
                 }

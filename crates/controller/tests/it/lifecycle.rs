@@ -601,13 +601,24 @@ fn the_first_sharer_sets_how_many_may_share() {
     let second = ctl
         .borrow(&mut sim, "admin", "b", shared(4, Some(8)), None, 0)
         .map(|g| g.len());
+    // Full, and an exclusive borrow while others share: refused at once as held (no retries).
     let third = ctl
         .borrow(&mut sim, "admin", "c", shared(2, None), None, 0)
         .map(|_| ())
-        .map_err(|e| e.code());
+        .map_err(|e| (e.code(), matches!(e, ControlError::Held(_))));
+    let exclusive = ctl
+        .borrow(&mut sim, "admin", "c", shared(2, Some(1)), None, 0)
+        .map(|_| ())
+        .map_err(|e| (e.code(), matches!(e, ControlError::Held(_))));
     assert_eq!(
-        (zero, first.ok(), second.ok(), third),
-        (Err("BAD_REQUEST"), Some(1), Some(1), Err("CONFLICT"))
+        (zero, first.ok(), second.ok(), third, exclusive),
+        (
+            Err("BAD_REQUEST"),
+            Some(1),
+            Some(1),
+            Err(("CONFLICT", true)),
+            Err(("CONFLICT", true))
+        )
     );
 }
 
