@@ -100,7 +100,13 @@ pub struct Config {
     pub token: String,
     /// The host the application runs on (`n2`).
     pub host: String,
+    /// How long a borrow's lease lasts without renewal (seconds; None = 60). Borrows renew their lease
+    /// from a thread of their own; an application that dies loses its leases this long after.
+    pub lease_secs: Option<u64>,
 }
+
+/// Lease length when [`Config::lease_secs`] is not set.
+const LEASE_SECS: u64 = 60;
 
 /// Which devices [`Pool::find`] returns.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -127,6 +133,7 @@ pub enum Mode {
 
 struct PoolInner {
     controller: Client,
+    lease_secs: u64,
     fabric: Client,
     host: String,
     dir: PathBuf,
@@ -163,6 +170,7 @@ impl Pool {
         Ok(Self {
             inner: Arc::new(PoolInner {
                 controller: Client::new(&config.controller, &config.token),
+                lease_secs: config.lease_secs.unwrap_or(LEASE_SECS).max(1),
                 fabric,
                 host: config.host.clone(),
                 dir: PathBuf::from(info.dir),
@@ -225,7 +233,7 @@ impl Pool {
             count: 1,
             model: AccessModel::Shared,
             borrower,
-            duration_secs: None,
+            duration_secs: Some(self.inner.lease_secs),
             max_sharers: Some(max_sharers),
             request_id: None,
             wait: true,
@@ -236,16 +244,20 @@ impl Pool {
             .borrow(&request)
             .map_err(AccessError::Controller)?;
         let lease = granted.first().ok_or(AccessError::NoLease)?;
-        Ok(Borrow {
-            inner: Arc::new(BorrowInner {
-                pool: self.inner.clone(),
-                lease: lease.lease_id.0,
-                fdid: fdid.to_owned(),
-                returned: AtomicBool::new(false),
-                done: AtomicBool::new(false),
-                owns_lease: true,
-            }),
-        })
+        let inner = Arc::new(BorrowInner {
+            pool: self.inner.clone(),
+            lease: lease.lease_id.0,
+            fdid: fdid.to_owned(),
+            returned: AtomicBool::new(false),
+            done: AtomicBool::new(false),
+            owns_lease: true,
+        });
+        keep_alive(
+            Arc::downgrade(&inner),
+            lease.epoch.0,
+            Duration::from_millis(self.inner.lease_secs * 1000 / 3),
+        );
+        Ok(Borrow { inner })
     }
 
     /// A handle on a device lent to this host by Device Lending (lease `lease`, borrowed e.g. with
@@ -298,6 +310,44 @@ impl Pool {
             region,
         })
     }
+}
+
+/// Renews a borrow's lease every `every` until the borrow is returned or gone. A controller that cannot
+/// be reached is tried again next time (it may be restarting); a lease the controller no longer knows
+/// or has fenced is given up.
+fn keep_alive(borrow: std::sync::Weak<BorrowInner>, epoch: u64, every: Duration) {
+    let Some(first) = borrow.upgrade() else {
+        return;
+    };
+    let (controller, lease) = (first.pool.controller.clone(), first.lease);
+    drop(first);
+    let every = every.max(Duration::from_millis(100));
+    let _ = std::thread::Builder::new()
+        .name(format!("lease {lease}"))
+        .spawn(move || {
+            let mut due = Instant::now() + every;
+            loop {
+                std::thread::sleep(Duration::from_millis(50));
+                // Held only for the check: the application's drop must stay the one that returns.
+                let live = borrow
+                    .upgrade()
+                    .is_some_and(|b| !b.returned.load(Ordering::SeqCst));
+                if !live {
+                    return;
+                }
+                if Instant::now() < due {
+                    continue;
+                }
+                due = Instant::now() + every;
+                if let Err(ClientError::Api {
+                    status: 403 | 404 | 422,
+                    ..
+                }) = controller.renew(lease, epoch)
+                {
+                    return;
+                }
+            }
+        });
 }
 
 /// Memory of this host that devices may reach by DMA.

@@ -235,12 +235,35 @@ impl Client {
     /// # Errors
     /// [`ClientError`].
     pub fn downgrade(&self, lease: u64, max_sharers: u32) -> Result<(), ClientError> {
-        let url = format!("{}/v1/leases/{lease}/downgrade", self.base);
+        self.post_no_content(
+            &format!("/v1/leases/{lease}/downgrade"),
+            &crate::types::DowngradeRequest { max_sharers },
+        )
+    }
+
+    /// Renews a lease granted with `epoch` (applications keep shared-model leases alive so).
+    ///
+    /// # Errors
+    /// [`ClientError`].
+    pub fn renew(&self, lease: u64, epoch: u64) -> Result<(), ClientError> {
+        self.post_no_content(
+            &format!("/v1/leases/{lease}/heartbeat"),
+            &crate::types::RenewRequest { epoch },
+        )
+    }
+
+    /// `POST base+path` with a JSON body, for routes that answer 204.
+    fn post_no_content<B: serde::Serialize>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<(), ClientError> {
+        let url = format!("{}{path}", self.base);
         let resp = self
             .agent
             .post(&url)
             .header("authorization", &format!("Bearer {}", self.token))
-            .send_json(crate::types::DowngradeRequest { max_sharers })
+            .send_json(body)
             .map_err(Self::transport(&url))?;
         if resp.status().as_u16() >= 400 {
             return Self::decode::<()>(&url, resp);

@@ -73,6 +73,17 @@ pub trait PoolApi: Send + Sync + 'static {
         lease: LeaseId,
         max_sharers: u32,
     ) -> Result<(), ControlError>;
+    /// Renews a lease (`tenant` None = operator): how applications keep shared-model leases alive.
+    ///
+    /// # Errors
+    /// [`ControlError`].
+    fn renew(
+        &self,
+        actor: &str,
+        tenant: Option<&str>,
+        lease: LeaseId,
+        epoch: u64,
+    ) -> Result<(), ControlError>;
     /// Every lease.
     ///
     /// # Errors
@@ -304,6 +315,20 @@ async fn downgrade<P: PoolApi>(
         body.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "BAD_REQUEST", e.body_text()))?;
     lease_change(&state, &headers, "downgrade", move |d, actor, tenant| {
         d.downgrade(actor, tenant, LeaseId(id), request.max_sharers)
+    })
+    .await
+}
+
+async fn renew<P: PoolApi>(
+    State(state): State<AppState<P>>,
+    headers: HeaderMap,
+    Path(id): Path<u64>,
+    body: Result<Json<crate::types::RenewRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<StatusCode, ApiError> {
+    let Json(request) =
+        body.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "BAD_REQUEST", e.body_text()))?;
+    lease_change(&state, &headers, "renew", move |d, actor, tenant| {
+        d.renew(actor, tenant, LeaseId(id), request.epoch)
     })
     .await
 }
@@ -554,6 +579,7 @@ pub fn router<P: PoolApi>(pool: Arc<P>, tokens: BTreeMap<String, Principal>) -> 
         .route("/v1/leases", post(borrow::<P>).get(leases::<P>))
         .route("/v1/leases/{id}", axum::routing::delete(release::<P>))
         .route("/v1/leases/{id}/downgrade", post(downgrade::<P>))
+        .route("/v1/leases/{id}/heartbeat", post(renew::<P>))
         .route("/v1/devices", get(devices::<P>))
         .route("/v1/audit/verify", get(audit_verify::<P>))
         .route("/v1/audit", get(audit_list::<P>))

@@ -45,6 +45,14 @@ pub struct DowngradeRequest {
     pub max_sharers: u32,
 }
 
+/// `POST /v1/leases/{id}/heartbeat`: the holder keeps its lease alive.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RenewRequest {
+    /// The fencing epoch the lease was granted with.
+    pub epoch: u64,
+}
+
 fn yes() -> bool {
     true
 }

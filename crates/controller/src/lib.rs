@@ -1299,15 +1299,38 @@ impl<S: Store> Controller<S> {
             .map(|_| ())
     }
 
-    /// What a borrower carries according to the store: the step context of every lease it holds, so a
-    /// restarted agent picks up heartbeating (and, later, tearing down) what its host still has.
+    /// Renews `lease` for its tenant (None = operator): how an application keeps a shared-model lease
+    /// alive (its host's agent carries only what its kernel holds). Nothing is written while more than
+    /// half the lease is left, so frequent renewals cost nothing.
+    ///
+    /// # Errors
+    /// Unknown lease, another tenant's lease, a stale epoch (the lease was fenced and granted anew).
+    pub fn renew(
+        &self,
+        actor: &str,
+        tenant: Option<&str>,
+        lease: LeaseId,
+        epoch: Epoch,
+        now: Millis,
+    ) -> Result<(), ControlError> {
+        let (fdid, held) = self.lease_of(lease, tenant)?;
+        if held.epoch == epoch && held.expires_at.saturating_sub(now) > held.ttl / 2 {
+            return Ok(());
+        }
+        self.transition(fdid, &Event::Heartbeat { lease, epoch }, actor, now)
+            .map(|_| ())
+    }
+
+    /// What a borrower's agent carries according to the store: the step context of every lease its
+    /// kernel holds (lent devices and VFs; shared-model leases are the applications' to keep alive), so
+    /// a restarted agent picks up heartbeating (and, later, tearing down) what its host still has.
     ///
     /// # Errors
     /// Store errors.
     pub fn borrowed_by(&self, borrower: NodeId) -> Result<Vec<StepContext>, ControlError> {
         let mut out = Vec::new();
         for (fdid, lease, _) in self.leases()? {
-            if lease.borrower == borrower {
+            if lease.borrower == borrower && lease.model != AccessModel::Shared {
                 out.push(self.context(fdid, &lease, shadow_bdf(lease.id))?);
             }
         }

@@ -219,6 +219,17 @@ impl PoolApi for Lab {
             .downgrade(actor, tenant, lease, max_sharers, now_ms())
     }
 
+    fn renew(
+        &self,
+        actor: &str,
+        tenant: Option<&str>,
+        lease: LeaseId,
+        epoch: u64,
+    ) -> Result<(), ControlError> {
+        self.controller
+            .renew(actor, tenant, lease, pcipool_pool::Epoch(epoch), now_ms())
+    }
+
     fn leases(&self) -> Result<Vec<LeaseView>, ControlError> {
         Ok(self
             .controller

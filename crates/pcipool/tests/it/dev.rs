@@ -169,6 +169,7 @@ fn openapi_document_lists_every_route() {
             "/v1/leases",
             "/v1/leases/{id}",
             "/v1/leases/{id}/downgrade",
+            "/v1/leases/{id}/heartbeat",
             "/v1/openapi.json",
             "/v1/workflows/{id}"
         ]
@@ -334,6 +335,7 @@ fn app(dev: &Dev, host: &str) -> pcipool_access::Pool {
         fabric: dev.url.clone(),
         token: dev.token.clone(),
         host: host.into(),
+        lease_secs: None,
     })
     .expect("connect")
 }

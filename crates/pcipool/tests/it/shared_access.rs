@@ -50,6 +50,7 @@ fn config(c: &Cluster, host: &str) -> Config {
         fabric: c.fabric_url.clone(),
         token: c.token("admin.token"),
         host: host.to_owned(),
+        lease_secs: None,
     }
 }
 
@@ -110,6 +111,9 @@ fn client_process() {
         fabric: env("SA_FABRIC"),
         token: env("SA_TOKEN"),
         host: host.clone(),
+        lease_secs: std::env::var("SA_LEASE_SECS")
+            .ok()
+            .and_then(|v| v.parse().ok()),
     };
     let pool = retry("connect", || Pool::connect(&config));
     let borrow = retry("borrow", || {
@@ -356,6 +360,7 @@ fn tenant(c: &Cluster, token: &str, host: &str) -> Pool {
         fabric: c.fabric_url.clone(),
         token: token.to_owned(),
         host: host.to_owned(),
+        lease_secs: None,
     })
     .expect("connect")
 }
@@ -581,5 +586,129 @@ fn a_lent_device_is_driven_by_the_borrowers_native_driver_until_the_lease_ends()
             csts
         ),
         (true, "pcipool simulated NVMe", true, u32::MAX)
+    );
+}
+
+/// The victim half: borrows with a 2-second lease, maps, says so, then waits to be killed.
+#[test]
+#[ignore = "run by a_sharer_killed_with_sigkill_loses_its_lease_and_mappings in a child process"]
+fn victim_process() {
+    let env = |k: &str| std::env::var(k).expect("set by the parent test");
+    let work = PathBuf::from(env("SA_WORK"));
+    let pool = Pool::connect(&Config {
+        controller: env("SA_CONTROLLER"),
+        fabric: env("SA_FABRIC"),
+        token: env("SA_TOKEN"),
+        host: env("SA_HOST"),
+        lease_secs: Some(2),
+    })
+    .expect("connect");
+    let borrow = pool
+        .borrow(&env("SA_FDID"), Mode::Shared { max_sharers: 5 })
+        .expect("borrow");
+    let segment = pool.segment("victim", layout::SEGMENT).expect("segment");
+    let _dma = borrow.map_for_dma(&segment).expect("DMA");
+    let _bar = borrow.map_bar().expect("BAR");
+    publish(&work.join("victim.lease"), &borrow.lease().to_string());
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+/// An application killed with SIGKILL cannot return what it holds: its lease stops being renewed, the
+/// controller ends it, and the fabric tears its mappings down by itself. The sharer that stays alive
+/// keeps its lease (renewed by its borrow) and its I/O across several lease periods.
+#[test]
+fn a_sharer_killed_with_sigkill_loses_its_lease_and_mappings() {
+    let c = Cluster::launch(&Spec {
+        tokens: None,
+        fabric: Some((FABRIC, 5, 1)),
+    });
+    let work = c.dir.path().join("work");
+    std::fs::create_dir_all(&work).expect("work dir");
+    let pool = Pool::connect(&Config {
+        lease_secs: Some(2),
+        ..config(&c, "n2")
+    })
+    .expect("connect");
+    let fdid = pool
+        .find(&Filter {
+            on_data_path: true,
+            ..Filter::default()
+        })
+        .expect("find")[0]
+        .fdid
+        .to_string();
+    let survivor = pool
+        .borrow(&fdid, Mode::Shared { max_sharers: 5 })
+        .expect("borrow");
+    let segment = pool.segment("survivor", layout::SEGMENT).expect("segment");
+    let dma = survivor.map_for_dma(&segment).expect("DMA");
+    let mut d = Driver::new(
+        survivor.map_bar().expect("BAR"),
+        segment.reopen().expect("segment"),
+        dma.device_addr(),
+        1,
+    );
+    d.enable().expect("enable");
+    d.create_io_queues(1, dma.device_addr()).expect("queues");
+    let mut victim = Command::new(std::env::current_exe().expect("test binary"))
+        .args([
+            "--exact",
+            "shared_access::victim_process",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env("SA_WORK", &work)
+        .env("SA_HOST", "n3")
+        .env("SA_CONTROLLER", &c.url)
+        .env("SA_FABRIC", &c.fabric_url)
+        .env("SA_TOKEN", c.token("admin.token"))
+        .env("SA_FDID", &fdid)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("victim starts");
+    let victim_lease: u64 = wait_file(&work.join("victim.lease"), Duration::from_secs(30))
+        .expect("the victim borrowed and mapped")
+        .parse()
+        .expect("lease id");
+    let listed = |lease: u64| {
+        c.client()
+            .leases()
+            .is_ok_and(|l| l.iter().any(|l| l.lease_id.0 == lease))
+    };
+    let mapped_before = fabric_events(&c)["mapped"]
+        .as_array()
+        .is_some_and(|m| m.iter().any(|l| l.as_u64() == Some(victim_lease)));
+    victim.kill().expect("SIGKILL");
+    let _ = victim.wait();
+    // Keep the survivor busy for a while longer than two of its lease periods.
+    let started = Instant::now();
+    let mut rounds = 0;
+    while started.elapsed() < Duration::from_secs(5) {
+        d.seg
+            .write(layout::DATA, &pattern("n2", rounds, 0))
+            .expect("buffer");
+        d.write(16, 8, 0).expect("survivor writes");
+        d.read(16, 8, 4096).expect("survivor reads");
+        let mut back = vec![0u8; 4096];
+        d.seg.read(layout::DATA + 4096, &mut back).expect("buffer");
+        assert!(back == pattern("n2", rounds, 0), "round {rounds} corrupt");
+        rounds += 1;
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    c.wait_for(
+        |c| {
+            !listed(victim_lease)
+                && fabric_events(c)["torn_down"]
+                    .as_array()
+                    .is_some_and(|t| t.iter().any(|e| e[0].as_u64() == Some(victim_lease)))
+        },
+        "the victim's lease ended and its mappings torn down",
+    );
+    assert_eq!(
+        (mapped_before, listed(survivor.lease()), rounds > 10),
+        (true, true, true)
     );
 }
