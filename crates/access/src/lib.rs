@@ -29,7 +29,8 @@ use pcipool_api::client::{Client, ClientError};
 use pcipool_api::types::{BorrowRequest, DeviceView};
 use pcipool_datapath::service::{DeviceMemoryGrant, Grant, WindowGrant};
 use pcipool_datapath::wire::{
-    DeviceMemoryRequest, ExportRequest, Holder, Info, InterruptRequest, Mapped, SegmentRequest,
+    DeviceMemoryRequest, ExportRequest, Holder, Info, InterruptRequest, Mapped, SegmentCreate,
+    SegmentMade, SegmentRequest,
 };
 use pcipool_fabric::{Fdid, NodeId};
 use pcipool_pool::schedule::{DeviceClass, Selector};
@@ -300,15 +301,31 @@ impl Pool {
     /// # Errors
     /// A bad name or size, or shared memory.
     pub fn segment(&self, name: &str, size: u64) -> Result<Segment, AccessError> {
-        let file = pcipool_datapath::service::segment_file(&self.inner.host, name)
-            .map_err(|e| AccessError::BadInput(e.to_string()))?;
-        let region = Region::create(&self.inner.dir, &file, size)?;
-        Ok(Segment {
-            pool: self.inner.clone(),
-            name: name.to_owned(),
-            file,
-            region,
-        })
+        let made: SegmentMade = self
+            .inner
+            .fabric
+            .post(
+                "/v1/datapath/segments",
+                &SegmentCreate {
+                    host: self.inner.host.clone(),
+                    name: name.to_owned(),
+                    size,
+                },
+            )
+            .map_err(AccessError::Fabric)?;
+        match Region::open(&self.inner.dir, &made.file) {
+            Ok(region) => Ok(Segment {
+                pool: self.inner.clone(),
+                name: name.to_owned(),
+                file: made.file,
+                region,
+            }),
+            Err(e) => {
+                let path = format!("/v1/datapath/segments/{}/{name}", self.inner.host);
+                let _ = self.inner.fabric.delete(&path);
+                Err(e.into())
+            }
+        }
     }
 }
 
@@ -408,7 +425,8 @@ impl Segment {
 impl Drop for Segment {
     fn drop(&mut self) {
         // Mappings already made keep the memory until they end; the name goes now.
-        let _ = std::fs::remove_file(self.pool.dir.join(&self.file));
+        let path = format!("/v1/datapath/segments/{}/{}", self.pool.host, self.name);
+        let _ = self.pool.fabric.delete(&path);
     }
 }
 
@@ -449,10 +467,7 @@ impl BorrowInner {
         if self.returned.load(Ordering::SeqCst) {
             return;
         }
-        let path = format!(
-            "/v1/datapath/leases/{}/release?host={}",
-            self.lease, self.pool.host
-        );
+        let path = format!("/v1/datapath/leases/{}/release", self.lease);
         let _ = self.pool.fabric.post::<_, serde_json::Value>(&path, &grant);
     }
 
@@ -465,10 +480,7 @@ impl BorrowInner {
         let unmapped = self
             .pool
             .fabric
-            .delete(&format!(
-                "/v1/datapath/leases/{}?host={}",
-                self.lease, self.pool.host
-            ))
+            .delete(&format!("/v1/datapath/leases/{}", self.lease))
             .map_err(AccessError::Fabric);
         let released = if self.owns_lease {
             match self.pool.controller.release(self.lease) {
@@ -640,28 +652,25 @@ impl Borrow {
     /// The fabric refused or failed.
     pub fn interrupt(&self, vector: u16) -> Result<Interrupt, AccessError> {
         self.inner.live()?;
-        let cell = format!("l{}v{vector}", self.inner.lease);
-        let file = pcipool_datapath::service::interrupt_file(&self.inner.pool.host, &cell)
-            .map_err(|e| AccessError::BadInput(e.to_string()))?;
-        let region = Region::create(&self.inner.pool.dir, &file, 64)?;
+        let pool = Pool {
+            inner: self.inner.pool.clone(),
+        };
+        let cell = pool.segment(&format!("irq-l{}v{vector}", self.inner.lease), 64)?;
         let request = InterruptRequest {
             fdid: self.inner.fdid.clone(),
             host: self.inner.pool.host.clone(),
             vector,
-            cell,
+            cell: cell.name().to_owned(),
         };
-        let routed: Result<serde_json::Value, _> = self
+        let routed: serde_json::Value = self
             .inner
             .pool
             .fabric
-            .post(&self.inner.path("interrupts"), &request);
-        if let Err(e) = routed {
-            let _ = std::fs::remove_file(self.inner.pool.dir.join(&file));
-            return Err(AccessError::Fabric(e));
-        }
+            .post(&self.inner.path("interrupts"), &request)
+            .map_err(AccessError::Fabric)?;
+        drop(routed);
         Ok(Interrupt {
-            cell: region,
-            file,
+            cell,
             vector,
             seen: 0,
             borrow: self.inner.clone(),
@@ -839,8 +848,7 @@ impl Drop for DeviceMemory {
 /// The device's interrupt vector, delivered to this application (an MSI-X message incrementing a
 /// counter in this host's memory).
 pub struct Interrupt {
-    cell: Region,
-    file: String,
+    cell: Segment,
     vector: u16,
     seen: u32,
     borrow: Arc<BorrowInner>,
@@ -866,7 +874,7 @@ impl Interrupt {
     /// # Errors
     /// Shared memory.
     pub fn count(&self) -> Result<u32, ShmError> {
-        self.cell.load_u32(0)
+        self.cell.memory().load_u32(0)
     }
 
     /// Waits until a message arrives that this handle has not seen; returns how many arrived since the
@@ -878,7 +886,7 @@ impl Interrupt {
         let until = Instant::now() + timeout;
         let mut spins = 0u32;
         loop {
-            let now = self.cell.load_u32(0)?;
+            let now = self.cell.memory().load_u32(0)?;
             if now != self.seen {
                 let new = now.wrapping_sub(self.seen);
                 self.seen = now;
@@ -899,7 +907,7 @@ impl Interrupt {
 
 impl Drop for Interrupt {
     fn drop(&mut self) {
+        // The route first; the cell (a segment) goes with its own drop.
         self.borrow.release(Grant::Vector(self.vector));
-        let _ = std::fs::remove_file(self.borrow.pool.dir.join(&self.file));
     }
 }

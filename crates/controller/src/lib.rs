@@ -542,6 +542,7 @@ impl<S: Store> Controller<S> {
         now: Millis,
     ) -> Result<Assigned, ControlError> {
         const ATTEMPTS: usize = 8;
+        const CLAIM_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
         let _in_flight = match &request.request_id {
             Some(key) => {
                 if key.is_empty() || key.len() > 128 || key.chars().any(char::is_whitespace) {
@@ -564,21 +565,24 @@ impl<S: Store> Controller<S> {
                 "max_sharers {n} is outside 1..={MAX_SHARERS}"
             )));
         }
+        let named_share = request.selector.fdid.is_some() && request.model == AccessModel::Shared;
+        let deadline = std::time::Instant::now() + CLAIM_WAIT;
         let mut attempt = 1;
         loop {
             match self.assign_once(actor, tenant, request.clone(), duration_secs, now) {
-                // Another device may do (no device named), or the named device may still have room
-                // for another sharer: try again on the state the winner left.
+                // Another device may do: try again at once on the state the winner left.
                 Err(ControlError::Conflict(_) | ControlError::FamilyBusy(_))
-                    if (request.selector.fdid.is_none()
-                        || request.model == AccessModel::Shared)
-                        && attempt < ATTEMPTS =>
+                    if request.selector.fdid.is_none() && attempt < ATTEMPTS =>
                 {
-                    // The winner's claim on a named device lasts until its commit is durable: give it
-                    // that long (other devices are free to try at once).
-                    if request.selector.fdid.is_some() {
-                        std::thread::sleep(std::time::Duration::from_millis(2 << attempt.min(5)));
-                    }
+                    attempt += 1;
+                }
+                // A named shared device another request has claimed: its winner may leave room. Wait
+                // for the winner's commit, bounded in time rather than tries (a durable commit is slow
+                // on a busy disk). A device that is simply held (`Held`) is refused at once.
+                Err(ControlError::Conflict(_) | ControlError::FamilyBusy(_))
+                    if named_share && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(2 << attempt.min(5)));
                     attempt += 1;
                 }
                 other => return other.map(Assigned::New),

@@ -15,7 +15,8 @@
 //! the controller and calls [`DataPath::reconcile`] with the leases the controller still holds.
 //!
 //! File names under the service's directory: `windows` (the table), `bar0.<device>`, `medium.<device>`,
-//! `seg.<host>.<name>` and `irq.<host>.<name>` (made by applications), `devmem.<lease>.<n>` (made here).
+//! `seg.<host>.<name>` (applications' segments and interrupt cells, made here for them),
+//! `devmem.<lease>.<n>` (device memory).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -60,6 +61,17 @@ pub enum DataPathError {
         fdid: String,
         /// Its host.
         host: String,
+    },
+    /// The lease, segment or grant belongs to another application (another token).
+    #[error("{0} belongs to another application")]
+    NotOwner(String),
+    /// No such segment was created through the data path.
+    #[error("host {host} has no segment {name}")]
+    NoSegment {
+        /// Owner host.
+        host: String,
+        /// Segment name.
+        name: String,
     },
     /// Every window slot is in use.
     #[error("all {SLOTS} window slots are in use")]
@@ -164,8 +176,19 @@ struct Grants {
     since: u64,
     fdid: String,
     host: String,
+    /// Who mapped for the lease first (an opaque identity of the application's credentials); only it
+    /// may give grants back.
+    caller: String,
     slots: Vec<u32>,
     device_memory: Vec<String>,
+}
+
+/// A segment made through the data path.
+#[derive(Debug)]
+struct SegmentEntry {
+    /// Who made it; only it may map it as its own, export it or delete it.
+    owner: String,
+    exported: bool,
 }
 
 /// The service.
@@ -175,7 +198,7 @@ pub struct DataPath {
     slot_owner: Vec<Option<u64>>,
     devices: BTreeMap<String, Device>,
     leases: BTreeMap<u64, Grants>,
-    exports: BTreeSet<(String, String)>,
+    segments: BTreeMap<(String, String), SegmentEntry>,
     /// Bumped whenever a lease first maps something.
     marks: u64,
     /// Leases torn down so far, oldest first, with why (for the event log).
@@ -228,16 +251,6 @@ pub fn segment_file(host: &str, name: &str) -> Result<String, DataPathError> {
     Ok(format!("seg.{host}.{name}"))
 }
 
-/// The file name of host `host`'s interrupt cell `name`.
-///
-/// # Errors
-/// A bad host or cell name.
-pub fn interrupt_file(host: &str, name: &str) -> Result<String, DataPathError> {
-    check_name(host)?;
-    check_name(name)?;
-    Ok(format!("irq.{host}.{name}"))
-}
-
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
@@ -258,7 +271,7 @@ impl DataPath {
             slot_owner: vec![None; SLOTS as usize],
             devices: BTreeMap::new(),
             leases: BTreeMap::new(),
-            exports: BTreeSet::new(),
+            segments: BTreeMap::new(),
             marks: 0,
             torn_down: Vec::new(),
         })
@@ -346,8 +359,14 @@ impl DataPath {
         (windows, dma)
     }
 
-    /// Records `lease` as `fdid`'s on `host`, or checks it is.
-    fn grants(&mut self, lease: u64, fdid: &str, host: &str) -> Result<(), DataPathError> {
+    /// Records `lease` as `fdid`'s on `host` for `caller`, or checks it is.
+    fn grants(
+        &mut self,
+        lease: u64,
+        fdid: &str,
+        host: &str,
+        caller: &str,
+    ) -> Result<(), DataPathError> {
         check_name(host)?;
         if !self.devices.contains_key(fdid) {
             return Err(DataPathError::NoDevice(fdid.to_owned()));
@@ -359,6 +378,7 @@ impl DataPath {
                 since: *marks,
                 fdid: fdid.to_owned(),
                 host: host.to_owned(),
+                caller: caller.to_owned(),
                 slots: Vec::new(),
                 device_memory: Vec::new(),
             }
@@ -369,6 +389,9 @@ impl DataPath {
                 fdid: g.fdid.clone(),
                 host: g.host.clone(),
             });
+        }
+        if g.caller != caller {
+            return Err(DataPathError::NotOwner(format!("lease {lease}")));
         }
         Ok(())
     }
@@ -410,15 +433,17 @@ impl DataPath {
         lease: u64,
         fdid: &str,
         host: &str,
+        caller: &str,
     ) -> Result<WindowGrant, DataPathError> {
-        self.grants(lease, fdid, host)?;
+        self.grants(lease, fdid, host, caller)?;
         let bar = self.device(fdid)?.bar.clone();
         self.open_window(lease, &bar)
     }
 
     /// Makes `owner`'s segment `name` visible to `fdid`'s DMA for `lease` held by `host`; returns the
-    /// device-side address of its first byte. Another host's segment must be exported by its owner
-    /// (peer-to-peer: the device's DMA goes to a third host's memory).
+    /// device-side address of its first byte. The holder's own segment must be its caller's; another
+    /// host's must be exported by its owner (peer-to-peer: the device's DMA goes to a third host's
+    /// memory).
     ///
     /// # Errors
     /// [`DataPathError`].
@@ -427,18 +452,92 @@ impl DataPath {
         lease: u64,
         fdid: &str,
         host: &str,
+        caller: &str,
         owner: &str,
         name: &str,
     ) -> Result<u64, DataPathError> {
         let file = segment_file(owner, name)?;
-        self.grants(lease, fdid, host)?;
-        if owner != host && !self.exports.contains(&(owner.to_owned(), name.to_owned())) {
+        let entry = self.segment(owner, name)?;
+        if owner == host && entry.owner != caller {
+            return Err(DataPathError::NotOwner(format!(
+                "segment {name} of {owner}"
+            )));
+        }
+        if owner != host && !entry.exported {
             return Err(DataPathError::NotExported {
                 owner: owner.to_owned(),
                 name: name.to_owned(),
             });
         }
+        self.grants(lease, fdid, host, caller)?;
         self.map_for_dma(lease, fdid, &file)
+    }
+
+    fn segment(&self, host: &str, name: &str) -> Result<&SegmentEntry, DataPathError> {
+        self.segments
+            .get(&(host.to_owned(), name.to_owned()))
+            .ok_or_else(|| DataPathError::NoSegment {
+                host: host.to_owned(),
+                name: name.to_owned(),
+            })
+    }
+
+    /// Creates `size` bytes of `host`'s memory named `name` for `caller` (zeroed); returns the file
+    /// name the application maps. Making it again (same caller) starts it afresh; another caller's
+    /// name is refused.
+    ///
+    /// # Errors
+    /// Bad names or size, another caller's segment, shared memory.
+    pub fn create_segment(
+        &mut self,
+        caller: &str,
+        host: &str,
+        name: &str,
+        size: u64,
+    ) -> Result<String, DataPathError> {
+        let file = segment_file(host, name)?;
+        if size == 0 || size > 1 << 30 {
+            return Err(DataPathError::BadSize(size));
+        }
+        let key = (host.to_owned(), name.to_owned());
+        if self.segments.get(&key).is_some_and(|e| e.owner != caller) {
+            return Err(DataPathError::NotOwner(format!("segment {name} of {host}")));
+        }
+        Region::create(&self.dir, &file, size)?;
+        self.segments.insert(
+            key,
+            SegmentEntry {
+                owner: caller.to_owned(),
+                exported: false,
+            },
+        );
+        Ok(file)
+    }
+
+    /// Removes `caller`'s segment (mappings already made keep the memory until they end); returns
+    /// whether it existed.
+    ///
+    /// # Errors
+    /// Another caller's segment.
+    pub fn delete_segment(
+        &mut self,
+        caller: &str,
+        host: &str,
+        name: &str,
+    ) -> Result<bool, DataPathError> {
+        let key = (host.to_owned(), name.to_owned());
+        match self.segments.get(&key) {
+            None => Ok(false),
+            Some(e) if e.owner != caller => {
+                Err(DataPathError::NotOwner(format!("segment {name} of {host}")))
+            }
+            Some(_) => {
+                self.segments.remove(&key);
+                let file = segment_file(host, name)?;
+                let _ = std::fs::remove_file(self.dir.join(file));
+                Ok(true)
+            }
+        }
     }
 
     fn map_for_dma(&mut self, lease: u64, fdid: &str, file: &str) -> Result<u64, DataPathError> {
@@ -450,15 +549,19 @@ impl DataPath {
         Ok(base)
     }
 
-    /// Lets other hosts' leases map `host`'s segment `name` for their devices.
+    /// Lets other hosts' leases map `host`'s segment `name` for their devices; only its maker may.
     ///
     /// # Errors
-    /// Bad names, or no such segment.
-    pub fn export(&mut self, host: &str, name: &str) -> Result<(), DataPathError> {
-        let file = segment_file(host, name)?;
-        Region::open(&self.dir, &file)?;
-        self.exports.insert((host.to_owned(), name.to_owned()));
-        Ok(())
+    /// No such segment, or another caller's.
+    pub fn export(&mut self, caller: &str, host: &str, name: &str) -> Result<(), DataPathError> {
+        self.segment(host, name)?;
+        match self.segments.get_mut(&(host.to_owned(), name.to_owned())) {
+            Some(e) if e.owner == caller => {
+                e.exported = true;
+                Ok(())
+            }
+            _ => Err(DataPathError::NotOwner(format!("segment {name} of {host}"))),
+        }
     }
 
     /// Creates `size` bytes of device memory for `lease` with a placement hint.
@@ -470,13 +573,14 @@ impl DataPath {
         lease: u64,
         fdid: &str,
         host: &str,
+        caller: &str,
         size: u64,
         placement: Placement,
     ) -> Result<DeviceMemoryGrant, DataPathError> {
         if size == 0 || size > 1 << 30 {
             return Err(DataPathError::BadSize(size));
         }
-        self.grants(lease, fdid, host)?;
+        self.grants(lease, fdid, host, caller)?;
         let n = self.leases.get(&lease).map_or(0, |g| g.device_memory.len());
         let region = format!("devmem.{lease}.{n}");
         Region::create(&self.dir, &region, size)?;
@@ -497,7 +601,8 @@ impl DataPath {
         })
     }
 
-    /// Points `fdid`'s interrupt `vector` at `host`'s counter cell `cell` for `lease`.
+    /// Points `fdid`'s interrupt `vector` for `lease` at the counter in the first 4 bytes of `host`'s
+    /// segment `cell`, which must be the caller's.
     ///
     /// # Errors
     /// [`DataPathError`].
@@ -506,11 +611,15 @@ impl DataPath {
         lease: u64,
         fdid: &str,
         host: &str,
+        caller: &str,
         vector: u16,
         cell: &str,
     ) -> Result<(), DataPathError> {
-        let file = interrupt_file(host, cell)?;
-        self.grants(lease, fdid, host)?;
+        let file = segment_file(host, cell)?;
+        if self.segment(host, cell)?.owner != caller {
+            return Err(DataPathError::NotOwner(format!("segment {cell} of {host}")));
+        }
+        self.grants(lease, fdid, host, caller)?;
         let dir = self.dir.clone();
         lock(&self.device(fdid)?.nvme)
             .dma
@@ -518,18 +627,30 @@ impl DataPath {
         Ok(())
     }
 
-    /// Ends one grant of `lease` (its holder dropped the handle); returns whether it existed.
-    pub fn release(&mut self, lease: u64, grant: Grant) -> bool {
+    /// Ends one grant of `lease` for the caller that mapped it (its handle was dropped); returns
+    /// whether it existed.
+    ///
+    /// # Errors
+    /// The lease was mapped by another caller.
+    pub fn release(
+        &mut self,
+        lease: u64,
+        caller: &str,
+        grant: Grant,
+    ) -> Result<bool, DataPathError> {
         let Some(g) = self.leases.get_mut(&lease) else {
-            return false;
+            return Ok(false);
         };
-        match grant {
+        if g.caller != caller {
+            return Err(DataPathError::NotOwner(format!("lease {lease}")));
+        }
+        Ok(match grant {
             Grant::Window(slot) => {
                 let Some(i) = g.slots.iter().position(|s| *s == slot) else {
-                    return false;
+                    return Ok(false);
                 };
                 if self.table.close_slot(slot).is_err() {
-                    return false;
+                    return Ok(false);
                 }
                 g.slots.remove(i);
                 if let Some(owner) = self.slot_owner.get_mut(slot as usize) {
@@ -545,6 +666,17 @@ impl DataPath {
                 .devices
                 .get(&g.fdid)
                 .is_some_and(|d| lock(&d.nvme).dma.unroute_vector(lease, vector)),
+        })
+    }
+
+    /// Ends everything `lease` holds, for the caller that mapped it (its application returns it).
+    ///
+    /// # Errors
+    /// The lease was mapped by another caller.
+    pub fn unmap_for(&mut self, lease: u64, caller: &str) -> Result<bool, DataPathError> {
+        match self.leases.get(&lease) {
+            Some(g) if g.caller != caller => Err(DataPathError::NotOwner(format!("lease {lease}"))),
+            _ => Ok(self.unmap(lease, "returned by its holder")),
         }
     }
 
@@ -575,11 +707,6 @@ impl DataPath {
     /// controller for its leases, and pass it to [`DataPath::reconcile`].
     pub fn mark(&self) -> u64 {
         self.marks
-    }
-
-    /// The host a lease's mappings are for.
-    pub fn lease_host(&self, lease: u64) -> Option<&str> {
-        self.leases.get(&lease).map(|g| g.host.as_str())
     }
 
     /// Ends every lease not in `live` (the controller's leases as listed after `mark` was taken);

@@ -1,16 +1,19 @@
 //! The data-path service's HTTP messages (served by `pcipool sim serve`, used by `pcipool-access`).
 //!
-//! Routes, all JSON, every request with the caller's controller bearer token (the fabric checks the
-//! lease with the controller under that token, so only the lease's tenant can map for it):
+//! Routes, all JSON, every request with the caller's controller bearer token. The fabric checks leases
+//! with the controller under that token (only the lease's tenant maps for it), and remembers a digest of
+//! it as the caller's identity: only the application that made a segment maps it as its own, exports
+//! or deletes it, and only the one that mapped for a lease gives its grants back.
 //! - `GET /v1/datapath` -> [`Info`]
 //! - `POST /v1/datapath/leases/{lease}/bar` [`Holder`] -> [`crate::service::WindowGrant`]
 //! - `POST /v1/datapath/leases/{lease}/segments` [`SegmentRequest`] -> [`Mapped`]
 //! - `POST /v1/datapath/leases/{lease}/device-memory` [`DeviceMemoryRequest`] ->
 //!   [`crate::service::DeviceMemoryGrant`]
 //! - `POST /v1/datapath/leases/{lease}/interrupts` [`InterruptRequest`] -> `{}`
-//! - `POST /v1/datapath/leases/{lease}/release?host=H` [`crate::service::Grant`] ->
-//!   `{"released": bool}` (one grant)
-//! - `DELETE /v1/datapath/leases/{lease}?host=H` -> 204 (everything; idempotent)
+//! - `POST /v1/datapath/leases/{lease}/release` [`crate::service::Grant`] -> `{"released": bool}`
+//! - `DELETE /v1/datapath/leases/{lease}` -> 204 (everything; idempotent)
+//! - `POST /v1/datapath/segments` [`SegmentCreate`] -> [`SegmentMade`]
+//! - `DELETE /v1/datapath/segments/{host}/{name}` -> 204
 //! - `POST /v1/datapath/exports` [`ExportRequest`] -> `{}`
 //! - `GET /v1/datapath/events` -> [`Events`]
 
@@ -66,8 +69,27 @@ pub struct InterruptRequest {
     pub host: String,
     /// The device's vector.
     pub vector: u16,
-    /// The cell's name (`irq.<host>.<cell>`).
+    /// The caller's segment whose first 4 bytes count the messages.
     pub cell: String,
+}
+
+/// Make a segment of the caller's host memory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SegmentCreate {
+    /// The host whose memory it is.
+    pub host: String,
+    /// Its name.
+    pub name: String,
+    /// Bytes.
+    pub size: u64,
+}
+
+/// A segment made.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SegmentMade {
+    /// The file to map, in the service's directory.
+    pub file: String,
 }
 
 /// Export a segment for peers' devices.

@@ -220,7 +220,7 @@ fn per_mille(sorted: &[u64], pm: usize) -> u64 {
 /// Setup failures.
 pub fn datapath(ios: u64) -> anyhow::Result<ExitCode> {
     use pcipool_datapath::driver::{Driver, layout};
-    use pcipool_datapath::service::{DataPath, Idle, segment_file};
+    use pcipool_datapath::service::{DataPath, Idle};
     use pcipool_shm::Region;
     use pcipool_shm::window::Window;
 
@@ -237,10 +237,12 @@ pub fn datapath(ios: u64) -> anyhow::Result<ExitCode> {
         let bar = dp.add_nvme(DEV, 512, BLOCKS, Idle::Spin).map_err(dpe)?;
         let segment =
             |dp: &mut DataPath, lease: u64, host: &str| -> anyhow::Result<(Region, u64)> {
-                let file = segment_file(host, "bench").map_err(dpe)?;
-                let seg = Region::create(&dir, &file, layout::SEGMENT).map_err(shm)?;
+                let file = dp
+                    .create_segment(host, host, "bench", layout::SEGMENT)
+                    .map_err(dpe)?;
+                let seg = Region::open(&dir, &file).map_err(shm)?;
                 let base = dp
-                    .map_segment(lease, DEV, host, host, "bench")
+                    .map_segment(lease, DEV, host, host, host, "bench")
                     .map_err(dpe)?;
                 Ok((seg, base))
             };
@@ -253,7 +255,7 @@ pub fn datapath(ios: u64) -> anyhow::Result<ExitCode> {
         let mut borrowers: Vec<Driver<Window>> = Vec::new();
         for (i, host) in ["n2", "n3", "n4", "n5"].iter().enumerate() {
             let lease = 2 + i as u64;
-            let g = dp.map_bar(lease, DEV, host).map_err(dpe)?;
+            let g = dp.map_bar(lease, DEV, host, host).map_err(dpe)?;
             let w = Window::attach(&dir, &g.table, g.slot, g.key, &g.region).map_err(shm)?;
             let (seg, base) = segment(&mut dp, lease, host)?;
             let qid = u16::try_from(2 + i).unwrap_or(u16::MAX);

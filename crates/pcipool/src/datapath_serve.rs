@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::extract::{Path as UrlPath, Query, State};
+use axum::extract::{Path as UrlPath, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -20,7 +20,7 @@ use pcipool_api::server::ApiError;
 use pcipool_datapath::service::{DataPath, DataPathError, Grant};
 use pcipool_datapath::wire::{
     DeviceMemoryRequest, Events, ExportRequest, Holder, Info, InterruptRequest, Mapped,
-    SegmentRequest,
+    SegmentCreate, SegmentMade, SegmentRequest,
 };
 use pcipool_qualify::AccessModel;
 
@@ -44,9 +44,10 @@ fn refused(e: &DataPathError) -> ApiError {
         DataPathError::BadName(_) | DataPathError::BadSize(_) => {
             (StatusCode::BAD_REQUEST, "BAD_REQUEST")
         }
-        DataPathError::NotExported { .. } | DataPathError::LeaseMismatch { .. } => {
-            (StatusCode::FORBIDDEN, "FORBIDDEN")
-        }
+        DataPathError::NotExported { .. }
+        | DataPathError::LeaseMismatch { .. }
+        | DataPathError::NotOwner(_) => (StatusCode::FORBIDDEN, "FORBIDDEN"),
+        DataPathError::NoSegment { .. } => (StatusCode::NOT_FOUND, "NO_SUCH_SEGMENT"),
         DataPathError::NoSlots => (StatusCode::SERVICE_UNAVAILABLE, "NO_WINDOW_SLOTS"),
         DataPathError::Shm(_) => (StatusCode::CONFLICT, "SHARED_MEMORY"),
         DataPathError::Io { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "IO"),
@@ -61,6 +62,22 @@ fn bearer(headers: &HeaderMap) -> Option<String> {
         .ok()?
         .strip_prefix("Bearer ")
         .map(str::to_owned)
+}
+
+/// The caller's identity: a digest of its bearer token (the token itself is never kept).
+fn caller(headers: &HeaderMap) -> Result<String, ApiError> {
+    use sha2::Digest as _;
+    let token = bearer(headers).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "UNAUTHORIZED",
+            "a bearer token is required",
+        )
+    })?;
+    Ok(sha2::Sha256::digest(token.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
 }
 
 /// Checks with the controller, under the caller's token, that `lease` is a shared-model lease on `fdid`
@@ -189,11 +206,12 @@ async fn grant<T: ForLease, R: serde::Serialize>(
     headers: &HeaderMap,
     lease: u64,
     b: Body<T>,
-    grant: impl FnOnce(&mut DataPath, &T) -> Result<R, DataPathError>,
+    grant: impl FnOnce(&mut DataPath, &T, &str) -> Result<R, DataPathError>,
 ) -> Result<Response, ApiError> {
     let r = body(b)?;
+    let who = caller(headers)?;
     check_lease(state, headers, lease, r.fdid(), r.host()).await?;
-    let granted = grant(&mut lock(&state.service), &r);
+    let granted = grant(&mut lock(&state.service), &r, &who);
     granted
         .map(|g| Json(g).into_response())
         .map_err(|e| refused(&e))
@@ -205,8 +223,8 @@ async fn map_bar(
     headers: HeaderMap,
     b: Body<Holder>,
 ) -> Result<Response, ApiError> {
-    grant(&state, &headers, lease, b, |s, r| {
-        s.map_bar(lease, &r.fdid, &r.host)
+    grant(&state, &headers, lease, b, |s, r, who| {
+        s.map_bar(lease, &r.fdid, &r.host, who)
     })
     .await
 }
@@ -217,8 +235,8 @@ async fn map_segment(
     headers: HeaderMap,
     b: Body<SegmentRequest>,
 ) -> Result<Response, ApiError> {
-    grant(&state, &headers, lease, b, |s, r| {
-        s.map_segment(lease, &r.fdid, &r.host, &r.owner, &r.name)
+    grant(&state, &headers, lease, b, |s, r, who| {
+        s.map_segment(lease, &r.fdid, &r.host, who, &r.owner, &r.name)
             .map(|device_addr| Mapped { device_addr })
     })
     .await
@@ -230,8 +248,8 @@ async fn device_memory(
     headers: HeaderMap,
     b: Body<DeviceMemoryRequest>,
 ) -> Result<Response, ApiError> {
-    grant(&state, &headers, lease, b, |s, r| {
-        s.device_memory(lease, &r.fdid, &r.host, r.size, r.placement)
+    grant(&state, &headers, lease, b, |s, r, who| {
+        s.device_memory(lease, &r.fdid, &r.host, who, r.size, r.placement)
     })
     .await
 }
@@ -242,88 +260,77 @@ async fn interrupt(
     headers: HeaderMap,
     b: Body<InterruptRequest>,
 ) -> Result<Response, ApiError> {
-    grant(&state, &headers, lease, b, |s, r| {
-        s.route_interrupt(lease, &r.fdid, &r.host, r.vector, &r.cell)
+    grant(&state, &headers, lease, b, |s, r, who| {
+        s.route_interrupt(lease, &r.fdid, &r.host, who, r.vector, &r.cell)
             .map(|()| serde_json::json!({}))
     })
     .await
 }
 
-#[derive(serde::Deserialize)]
-struct HostQuery {
-    host: String,
-}
-
-/// Ends a lease's mappings. Only its host may (the lease itself may already be gone at the controller:
-/// returning is what holders do after or while releasing, so it is not checked there).
+/// Ends a lease's mappings, for the application that made them (the lease itself may already be gone
+/// at the controller: returning is what holders do while releasing, so it is not checked there).
 async fn unmap(
     State(state): State<DataPathState>,
     UrlPath(lease): UrlPath<u64>,
-    Query(q): Query<HostQuery>,
-) -> Response {
-    let mut s = lock(&state.service);
-    let owner = s.lease_host(lease).map(str::to_owned);
-    match owner {
-        Some(h) if h != q.host => ApiError::new(
-            StatusCode::FORBIDDEN,
-            "NOT_YOUR_LEASE",
-            format!("lease {lease} is mapped for {h}"),
-        )
-        .into_response(),
-        _ => {
-            s.unmap(lease, "returned by its holder");
-            StatusCode::NO_CONTENT.into_response()
-        }
-    }
+    headers: HeaderMap,
+) -> Result<StatusCode, ApiError> {
+    let who = caller(&headers)?;
+    let unmapped = lock(&state.service).unmap_for(lease, &who);
+    unmapped
+        .map(|_| StatusCode::NO_CONTENT)
+        .map_err(|e| refused(&e))
 }
 
 /// Ends one grant of a lease (its holder dropped the handle).
 async fn release(
     State(state): State<DataPathState>,
     UrlPath(lease): UrlPath<u64>,
-    Query(q): Query<HostQuery>,
+    headers: HeaderMap,
     b: Body<Grant>,
-) -> Response {
-    let grant = match body(b) {
-        Ok(g) => g,
-        Err(r) => return r.into_response(),
-    };
-    let mut s = lock(&state.service);
-    match s.lease_host(lease) {
-        Some(h) if h == q.host => {
-            let released = s.release(lease, grant);
-            Json(serde_json::json!({ "released": released })).into_response()
-        }
-        Some(h) => ApiError::new(
-            StatusCode::FORBIDDEN,
-            "NOT_YOUR_LEASE",
-            format!("lease {lease} is mapped for {h}"),
-        )
-        .into_response(),
-        None => Json(serde_json::json!({ "released": false })).into_response(),
-    }
+) -> Result<Response, ApiError> {
+    let grant = body(b)?;
+    let who = caller(&headers)?;
+    let released = lock(&state.service).release(lease, &who, grant);
+    released
+        .map(|released| Json(serde_json::json!({ "released": released })).into_response())
+        .map_err(|e| refused(&e))
+}
+
+async fn create_segment(
+    State(state): State<DataPathState>,
+    headers: HeaderMap,
+    b: Body<SegmentCreate>,
+) -> Result<Response, ApiError> {
+    let r = body(b)?;
+    let who = caller(&headers)?;
+    let made = lock(&state.service).create_segment(&who, &r.host, &r.name, r.size);
+    made.map(|file| Json(SegmentMade { file }).into_response())
+        .map_err(|e| refused(&e))
+}
+
+async fn delete_segment(
+    State(state): State<DataPathState>,
+    UrlPath((host, name)): UrlPath<(String, String)>,
+    headers: HeaderMap,
+) -> Result<StatusCode, ApiError> {
+    let who = caller(&headers)?;
+    let deleted = lock(&state.service).delete_segment(&who, &host, &name);
+    deleted
+        .map(|_| StatusCode::NO_CONTENT)
+        .map_err(|e| refused(&e))
 }
 
 async fn export(
     State(state): State<DataPathState>,
     headers: HeaderMap,
     b: Body<ExportRequest>,
-) -> Response {
-    if bearer(&headers).is_none() {
-        return ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "UNAUTHORIZED",
-            "a bearer token is required",
-        )
-        .into_response();
-    }
-    match body(b) {
-        Ok(r) => match lock(&state.service).export(&r.host, &r.name) {
-            Ok(()) => Json(serde_json::json!({})).into_response(),
-            Err(e) => refused(&e).into_response(),
-        },
-        Err(r) => r.into_response(),
-    }
+) -> Result<Response, ApiError> {
+    let r = body(b)?;
+    let who = caller(&headers)?;
+    let exported = lock(&state.service).export(&who, &r.host, &r.name);
+    exported
+        .map(|()| Json(serde_json::json!({})).into_response())
+        .map_err(|e| refused(&e))
 }
 
 /// The routes, and the state a reconcile thread shares.
@@ -332,6 +339,11 @@ pub fn router(state: DataPathState) -> Router {
         .route("/v1/datapath", get(info))
         .route("/v1/datapath/events", get(events))
         .route("/v1/datapath/exports", post(export))
+        .route("/v1/datapath/segments", post(create_segment))
+        .route(
+            "/v1/datapath/segments/{host}/{name}",
+            axum::routing::delete(delete_segment),
+        )
         .route("/v1/datapath/leases/{lease}/bar", post(map_bar))
         .route("/v1/datapath/leases/{lease}/segments", post(map_segment))
         .route(

@@ -19,14 +19,19 @@ fn service() -> (tempfile::TempDir, DataPath) {
     (dir, dp)
 }
 
-/// A host's segment, as the access crate makes it.
-fn segment(dp: &DataPath, host: &str, name: &str) -> Region {
-    let file = pcipool_datapath::service::segment_file(host, name).expect("name");
-    Region::create(dp.dir(), &file, layout::SEGMENT).expect("segment")
+/// The application every test speaks for (the HTTP layer derives it from the caller's token).
+const APP: &str = "app";
+
+/// A host's segment, made for [`APP`] as the access crate has it made.
+fn segment(dp: &mut DataPath, host: &str, name: &str) -> Region {
+    let file = dp
+        .create_segment(APP, host, name, layout::SEGMENT)
+        .expect("segment");
+    Region::open(dp.dir(), &file).expect("map")
 }
 
 fn bar(dp: &mut DataPath, lease: u64, host: &str) -> Window {
-    let g = dp.map_bar(lease, DEV, host).expect("bar window");
+    let g = dp.map_bar(lease, DEV, host, APP).expect("bar window");
     Window::attach(dp.dir(), &g.table, g.slot, g.key, &g.region).expect("attach")
 }
 
@@ -36,8 +41,10 @@ fn bar(dp: &mut DataPath, lease: u64, host: &str) -> Window {
 fn a_lease_drives_the_device_and_nothing_works_after_it_is_unmapped() {
     let (_dir, mut dp) = service();
     let w = bar(&mut dp, 7, "n2");
-    let seg = segment(&dp, "n2", "queues");
-    let base = dp.map_segment(7, DEV, "n2", "n2", "queues").expect("dma");
+    let seg = segment(&mut dp, "n2", "queues");
+    let base = dp
+        .map_segment(7, DEV, "n2", APP, "n2", "queues")
+        .expect("dma");
     let mut d = Driver::new(w, seg, base, 1);
     d.enable().expect("enable");
     d.create_io_queues(1, base).expect("queues");
@@ -68,15 +75,17 @@ fn a_lease_drives_the_device_and_nothing_works_after_it_is_unmapped() {
 fn the_device_cannot_reach_a_segment_no_lease_mapped() {
     let (_dir, mut dp) = service();
     let w = bar(&mut dp, 1, "n2");
-    let seg = segment(&dp, "n2", "q");
-    let base = dp.map_segment(1, DEV, "n2", "n2", "q").expect("dma");
-    let data = segment(&dp, "n2", "data");
-    let data_base = dp.map_segment(1, DEV, "n2", "n2", "data").expect("dma");
+    let seg = segment(&mut dp, "n2", "q");
+    let base = dp.map_segment(1, DEV, "n2", APP, "n2", "q").expect("dma");
+    let data = segment(&mut dp, "n2", "data");
+    let data_base = dp
+        .map_segment(1, DEV, "n2", APP, "n2", "data")
+        .expect("dma");
     let mut d = Driver::new(w, seg, base, 1);
     d.enable().expect("enable");
     d.create_io_queues(1, base).expect("queues");
     // The driver's own buffer works; then the data segment's mapping is given back.
-    assert!(dp.release(1, Grant::Dma(data_base)));
+    assert!(dp.release(1, APP, Grant::Dma(data_base)).expect("mine"));
     data.write(0, &[0x11; 512]).expect("fill");
     // Point a write at the data segment's old device address: the device cannot fetch it.
     let offset = data_base - (base + layout::DATA);
@@ -93,21 +102,31 @@ fn the_device_cannot_reach_a_segment_no_lease_mapped() {
     );
 }
 
+/// Peer-to-peer needs the owner's export; only the segment's maker may export it, map it as its own
+/// or delete it, whatever host another application claims to be on.
 #[test]
-fn a_peer_segment_needs_its_owners_export() {
+fn a_peer_segment_needs_its_owners_export_and_only_its_maker_controls_it() {
     let (_dir, mut dp) = service();
-    let _peer = segment(&dp, "n3", "results");
-    let before = dp.map_segment(4, DEV, "n2", "n3", "results");
-    dp.export("n3", "results").expect("export");
-    let after = dp.map_segment(4, DEV, "n2", "n3", "results");
-    let missing = dp.export("n3", "nothing");
+    let _peer = segment(&mut dp, "n3", "results");
+    let before = dp.map_segment(4, DEV, "n2", "bob", "n3", "results");
+    let export_by_other = dp.export("bob", "n3", "results");
+    let own_by_other = dp.map_segment(5, DEV, "n3", "bob", "n3", "results");
+    let remake_by_other = dp.create_segment("bob", "n3", "results", 4096);
+    let delete_by_other = dp.delete_segment("bob", "n3", "results");
+    dp.export(APP, "n3", "results").expect("export");
+    let after = dp.map_segment(4, DEV, "n2", "bob", "n3", "results");
+    let missing = dp.export(APP, "n3", "nothing");
     assert_eq!(
         (
             matches!(before, Err(DataPathError::NotExported { .. })),
+            matches!(export_by_other, Err(DataPathError::NotOwner(_))),
+            matches!(own_by_other, Err(DataPathError::NotOwner(_))),
+            matches!(remake_by_other, Err(DataPathError::NotOwner(_))),
+            matches!(delete_by_other, Err(DataPathError::NotOwner(_))),
             after.is_ok(),
-            matches!(missing, Err(DataPathError::Shm(_)))
+            matches!(missing, Err(DataPathError::NoSegment { .. }))
         ),
-        (true, true, true)
+        (true, true, true, true, true, true, true)
     );
 }
 
@@ -115,18 +134,22 @@ fn a_peer_segment_needs_its_owners_export() {
 fn a_lease_stays_with_its_device_and_host_and_names_stay_plain() {
     let (_dir, mut dp) = service();
     let _ = bar(&mut dp, 5, "n2");
-    let other_host = dp.map_bar(5, DEV, "n3");
-    let other_device = dp.map_bar(5, "n1:0000:04:00.0", "n2");
-    let escape = dp.map_segment(6, DEV, "n2", "n2", "../windows");
-    let huge = dp.device_memory(6, DEV, "n2", 2 << 30, Placement::NearHost);
+    let other_host = dp.map_bar(5, DEV, "n3", APP);
+    let other_device = dp.map_bar(5, "n1:0000:04:00.0", "n2", APP);
+    let other_app = dp.map_bar(5, DEV, "n2", "bob");
+    let give_back_by_other = dp.unmap_for(5, "bob");
+    let escape = dp.map_segment(6, DEV, "n2", APP, "n2", "../windows");
+    let huge = dp.device_memory(6, DEV, "n2", APP, 2 << 30, Placement::NearHost);
     assert_eq!(
         (
             matches!(other_host, Err(DataPathError::LeaseMismatch { .. })),
             matches!(other_device, Err(DataPathError::NoDevice(_))),
+            matches!(other_app, Err(DataPathError::NotOwner(_))),
+            matches!(give_back_by_other, Err(DataPathError::NotOwner(_))),
             matches!(escape, Err(DataPathError::BadName(_))),
             matches!(huge, Err(DataPathError::BadSize(_)))
         ),
-        (true, true, true, true)
+        (true, true, true, true, true, true)
     );
 }
 
@@ -136,13 +159,13 @@ fn a_lease_stays_with_its_device_and_host_and_names_stay_plain() {
 fn device_memory_is_placed_as_hinted_and_removed_with_the_lease() {
     let (dir, mut dp) = service();
     let w = bar(&mut dp, 2, "n2");
-    let seg = segment(&dp, "n2", "q");
-    let base = dp.map_segment(2, DEV, "n2", "n2", "q").expect("dma");
+    let seg = segment(&mut dp, "n2", "q");
+    let base = dp.map_segment(2, DEV, "n2", APP, "n2", "q").expect("dma");
     let near_device = dp
-        .device_memory(2, DEV, "n2", 0x1000, Placement::NearDevice)
+        .device_memory(2, DEV, "n2", APP, 0x1000, Placement::NearDevice)
         .expect("near device");
     let near_host = dp
-        .device_memory(2, DEV, "n2", 0x1000, Placement::NearHost)
+        .device_memory(2, DEV, "n2", APP, 0x1000, Placement::NearHost)
         .expect("near host");
     let g = near_device
         .window
@@ -183,13 +206,13 @@ fn device_memory_is_placed_as_hinted_and_removed_with_the_lease() {
 /// The device's MSI-X message for a completion queue created with interrupts lands in the routed cell.
 #[test]
 fn completions_raise_the_routed_interrupt() {
-    let (dir, mut dp) = service();
+    let (_dir, mut dp) = service();
     let w = bar(&mut dp, 3, "n2");
-    let seg = segment(&dp, "n2", "q");
-    let base = dp.map_segment(3, DEV, "n2", "n2", "q").expect("dma");
-    let cell_file = pcipool_datapath::service::interrupt_file("n2", "v4").expect("name");
-    let cell = Region::create(dir.path(), &cell_file, 64).expect("cell");
-    dp.route_interrupt(3, DEV, "n2", 4, "v4").expect("route");
+    let seg = segment(&mut dp, "n2", "q");
+    let base = dp.map_segment(3, DEV, "n2", APP, "n2", "q").expect("dma");
+    let cell = segment(&mut dp, "n2", "v4");
+    dp.route_interrupt(3, DEV, "n2", APP, 4, "v4")
+        .expect("route");
     let mut d = Driver::new(w, seg, base, 1);
     d.enable().expect("enable");
     d.create_io_queues_with(1, base, Some(4)).expect("queues");
@@ -198,7 +221,7 @@ fn completions_raise_the_routed_interrupt() {
         d.read(lba, 1, 0).expect("read");
     }
     let delivered = cell.load_u32(0).expect("cell");
-    assert!(dp.release(3, Grant::Vector(4)));
+    assert!(dp.release(3, APP, Grant::Vector(4)).expect("mine"));
     d.read(0, 1, 0).expect("read");
     assert_eq!(
         (ready, delivered, cell.load_u32(0).expect("cell")),

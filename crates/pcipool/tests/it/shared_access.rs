@@ -284,6 +284,19 @@ fn four_hosts_share_one_nvme_device_through_controller_restarts() {
         .iter_mut()
         .map(|ch| ch.wait().is_ok_and(|s| s.success()))
         .collect();
+    // What a client that failed said, for the assertion message.
+    let logs: Vec<String> = hosts
+        .iter()
+        .zip(&exits)
+        .filter(|(_, ok)| !**ok)
+        .map(|(h, _)| {
+            let log = std::fs::read_to_string(work.join(format!("{h}.log"))).unwrap_or_default();
+            format!(
+                "{h}: {}",
+                log.lines().take(4).collect::<Vec<_>>().join(" | ")
+            )
+        })
+        .collect();
     let rounds: Vec<u32> = verdicts
         .iter()
         .filter_map(|v| v.strip_prefix("ok ")?.parse().ok())
@@ -331,7 +344,7 @@ fn four_hosts_share_one_nvme_device_through_controller_restarts() {
             4 * EXTENTS,
             Some(0),
         ),
-        "verdicts {verdicts:?}"
+        "verdicts {verdicts:?}; failed clients said {logs:?}"
     );
 }
 
@@ -438,6 +451,25 @@ fn a_host_without_a_mapping_reaches_nothing_and_handles_fault_after_return() {
         .map_peer_for_dma("n2", "buf")
         .map(|m| m.device_addr())
         .map_err(|e| e.code().map(str::to_owned));
+    // Nor export it himself, nor map it as his own by borrowing "for n2": it is alice's segment.
+    let export_hers = raw_post(
+        &c,
+        "bob-secret-0123456789",
+        "/v1/datapath/exports",
+        &serde_json::json!({ "host": "n2", "name": "buf" }),
+    );
+    let as_n2 = tenant(&c, "bob-secret-0123456789", "n2");
+    let bob_on_n2 = as_n2
+        .borrow(&fdid, Mode::Shared { max_sharers: 4 })
+        .expect("bob shares, claiming n2");
+    let hers_as_own = bob_on_n2
+        .map_peer_for_dma("n2", "buf")
+        .map(|m| m.device_addr())
+        .map_err(|e| e.code().map(str::to_owned));
+    let remake_hers = as_n2
+        .segment("buf", 4096)
+        .map(|s| s.name().to_owned())
+        .map_err(|e| e.code().map(str::to_owned));
     // Nor can he use a window slot without its key.
     let forged = pcipool_shm::window::Window::attach(
         &c.datapath_dir(),
@@ -490,6 +522,9 @@ fn a_host_without_a_mapping_reaches_nothing_and_handles_fault_after_return() {
             as_own_host,
             no_token.0,
             peer,
+            export_hers,
+            hers_as_own,
+            remake_hers,
             forged,
         ),
         (
@@ -497,6 +532,9 @@ fn a_host_without_a_mapping_reaches_nothing_and_handles_fault_after_return() {
             (403, "NOT_YOUR_LEASE".to_owned()),
             (403, "NOT_YOUR_LEASE".to_owned()),
             401,
+            Err(Some("FORBIDDEN".to_owned())),
+            (403, "FORBIDDEN".to_owned()),
+            Err(Some("FORBIDDEN".to_owned())),
             Err(Some("FORBIDDEN".to_owned())),
             u32::MAX,
         )
