@@ -120,6 +120,15 @@ impl Client {
         path: &str,
         body: &B,
     ) -> Result<T, ClientError> {
+        let (url, resp) = self.send_post(path, body)?;
+        Self::decode(&url, resp)
+    }
+
+    fn send_post<B: serde::Serialize>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<(String, ureq::http::Response<ureq::Body>), ClientError> {
         let url = format!("{}{path}", self.base);
         let resp = self
             .agent
@@ -127,7 +136,7 @@ impl Client {
             .header("authorization", &format!("Bearer {}", self.token))
             .send_json(body)
             .map_err(Self::transport(&url))?;
-        Self::decode(&url, resp)
+        Ok((url, resp))
     }
 
     /// One device in full.
@@ -258,13 +267,7 @@ impl Client {
         path: &str,
         body: &B,
     ) -> Result<(), ClientError> {
-        let url = format!("{}{path}", self.base);
-        let resp = self
-            .agent
-            .post(&url)
-            .header("authorization", &format!("Bearer {}", self.token))
-            .send_json(body)
-            .map_err(Self::transport(&url))?;
+        let (url, resp) = self.send_post(path, body)?;
         if resp.status().as_u16() >= 400 {
             return Self::decode::<()>(&url, resp);
         }

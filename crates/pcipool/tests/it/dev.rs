@@ -340,17 +340,6 @@ fn app(dev: &Dev, host: &str) -> pcipool_access::Pool {
     .expect("connect")
 }
 
-/// The first device of the lab on the data path.
-fn a_drive(pool: &pcipool_access::Pool) -> String {
-    pool.find(&pcipool_access::Filter {
-        on_data_path: true,
-        ..pcipool_access::Filter::default()
-    })
-    .expect("find")[0]
-        .fdid
-        .to_string()
-}
-
 /// What a driver over a borrow holds: the driver (BAR window, queues in its segment), and the segment
 /// and its DMA mapping, which must live as long as it does.
 type Session = (
@@ -418,7 +407,7 @@ fn interrupts_and_device_memory_reach_the_application_and_dropping_the_borrow_re
 
     let dev = start();
     let pool = app(&dev, "n4");
-    let fdid = a_drive(&pool);
+    let fdid = crate::support::first_data_path_device(&pool);
     let borrow = pool.borrow(&fdid, Mode::Exclusive).expect("borrow");
     let mut irq = borrow.interrupt(3).expect("interrupt");
     let memory = borrow
@@ -482,7 +471,7 @@ fn a_device_writes_into_a_peers_exported_segment() {
     let dev = start();
     let (n4, n3) = (app(&dev, "n4"), app(&dev, "n3"));
     let results = n3.segment("results", 4096).expect("peer segment");
-    let fdid = a_drive(&n4);
+    let fdid = crate::support::first_data_path_device(&n4);
     let borrow = n4.borrow(&fdid, Mode::Exclusive).expect("borrow");
     let before_export = borrow
         .map_peer_for_dma("n3", "results")

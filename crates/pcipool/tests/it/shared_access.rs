@@ -401,14 +401,7 @@ fn a_host_without_a_mapping_reaches_nothing_and_handles_fault_after_return() {
         fabric: Some((FABRIC, 5, 1)),
     });
     let alice = tenant(&c, "alice-secret-0123456789", "n2");
-    let fdid = alice
-        .find(&Filter {
-            on_data_path: true,
-            ..Filter::default()
-        })
-        .expect("find")[0]
-        .fdid
-        .to_string();
+    let fdid = crate::support::first_data_path_device(&alice);
     let borrow = alice
         .borrow(&fdid, Mode::Shared { max_sharers: 4 })
         .expect("alice borrows");
@@ -669,14 +662,7 @@ fn a_sharer_killed_with_sigkill_loses_its_lease_and_mappings() {
         ..config(&c, "n2")
     })
     .expect("connect");
-    let fdid = pool
-        .find(&Filter {
-            on_data_path: true,
-            ..Filter::default()
-        })
-        .expect("find")[0]
-        .fdid
-        .to_string();
+    let fdid = crate::support::first_data_path_device(&pool);
     let survivor = pool
         .borrow(&fdid, Mode::Shared { max_sharers: 5 })
         .expect("borrow");

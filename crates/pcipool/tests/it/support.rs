@@ -86,3 +86,14 @@ pub fn nvme_for(borrower: u32) -> pcipool_api::types::BorrowRequest {
         wait: true,
     }
 }
+
+/// The first device of a pool that its fabric serves on the data path.
+pub fn first_data_path_device(pool: &pcipool_access::Pool) -> String {
+    pool.find(&pcipool_access::Filter {
+        on_data_path: true,
+        ..pcipool_access::Filter::default()
+    })
+    .expect("find")[0]
+        .fdid
+        .to_string()
+}
