@@ -268,7 +268,8 @@ pub enum CliCommand {
     /// Prove a pool before trusting it: run validation suites against the simulated lab and write a
     /// report. Exit code 1 when any check fails.
     Validate {
-        /// Suites to run (repeatable): cycles, reset, rebind, load, isolation, recovery (default: all).
+        /// Suites to run (repeatable): cycles, reset, rebind, load, isolation, recovery, datapath
+        /// (default: all).
         #[arg(long = "suite", value_name = "NAME")]
         suites: Vec<String>,
         /// Profile: `short` (3 cycles per device and model; what CI runs) or `long` (200: thousands of

@@ -482,7 +482,14 @@ pub fn serve_lab(
     tokens: BTreeMap<String, Principal>,
     banner: impl FnOnce(std::net::SocketAddr),
 ) -> anyhow::Result<()> {
-    serve_lab_with(lab, listen, tokens, |_| axum::Router::new(), banner)
+    serve_lab_with(
+        lab,
+        listen,
+        tokens,
+        |_| axum::Router::new(),
+        banner,
+        shutdown_signal(),
+    )
 }
 
 /// As [`serve_lab`], with more routes on the same listener, made once its address is known.
@@ -495,6 +502,7 @@ pub fn serve_lab_with(
     tokens: BTreeMap<String, Principal>,
     extra: impl FnOnce(std::net::SocketAddr) -> axum::Router,
     banner: impl FnOnce(std::net::SocketAddr),
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -521,11 +529,93 @@ pub fn serve_lab_with(
         use std::io::Write as _;
         let _ = std::io::stdout().flush();
         axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown_signal())
+            .with_graceful_shutdown(shutdown)
             .await
             .context("serving the API")?;
         Ok::<_, anyhow::Error>(())
     })
+}
+
+/// A lab like `pcipool dev`'s (controller, store, data path on one loopback address) served from a
+/// thread of this process until dropped: what `pcipool validate` runs the data-path suite against when
+/// it validates the embedded lab.
+pub struct LabServer {
+    /// The controller's (and the data path's) URL.
+    pub url: String,
+    /// The admin token.
+    pub token: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl LabServer {
+    /// Starts it with its store and data path under `dir`.
+    ///
+    /// # Errors
+    /// Store, description or bind failures.
+    pub fn start(desc: &pcipool_sim::FabricDesc, dir: &Path) -> anyhow::Result<Self> {
+        let lab = Lab::open(dir, desc, Policy::default())?;
+        let token = random_token()?;
+        let token_path = dir.join("admin.token");
+        std::fs::write(&token_path, format!("{token}\n"))
+            .with_context(|| format!("writing {}", token_path.display()))?;
+        let mut tokens = BTreeMap::new();
+        tokens.insert(
+            token.clone(),
+            Principal {
+                name: "admin".into(),
+                role: Role::Admin,
+            },
+        );
+        let datapath = crate::sim_serve::serve_datapath(desc, &dir.join("datapath"))?;
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            serve_lab_with(
+                lab,
+                "127.0.0.1:0",
+                tokens,
+                move |addr| {
+                    let state = datapath.with_controller(format!("http://{addr}"));
+                    state.reconcile_with(token_path);
+                    crate::datapath_serve::router(state)
+                },
+                move |addr| {
+                    let _ = addr_tx.send(addr);
+                },
+                async move {
+                    let _ = stopped.await;
+                },
+            )
+        });
+        let addr = match addr_rx.recv_timeout(std::time::Duration::from_secs(30)) {
+            Ok(a) => a,
+            Err(_) => {
+                let why = thread
+                    .join()
+                    .map_err(|_| anyhow::anyhow!("the lab server panicked"))
+                    .and_then(|r| r.map(|()| anyhow::anyhow!("the lab server stopped")));
+                return Err(why.unwrap_or_else(|e| e));
+            }
+        };
+        Ok(Self {
+            url: format!("http://{addr}"),
+            token,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for LabServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM.
@@ -621,6 +711,7 @@ pub fn run(
             println!("  pcipool lease list");
             println!("  pcipool audit verify");
         },
+        shutdown_signal(),
     );
     result?;
     Ok(ExitCode::SUCCESS)

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use pcipool_fabric::Fdid;
 use pcipool_pool::policy::Policy;
+use pcipool_validate::datapath::DataPathAccess;
 use pcipool_validate::sim_target::{Breakage, SimTarget};
 use pcipool_validate::{Options, Report, RunInfo, Suite};
 
@@ -100,10 +101,34 @@ pub fn run(o: &ValidateOptions) -> anyhow::Result<ExitCode> {
             return Err(crate::NotFound("no pooled devices on the hosts given".into()).into());
         }
     }
+    // The data-path suite speaks to a controller and a fabric over HTTP, as applications do: the
+    // running pool's, or a lab like `pcipool dev`'s served from this process for the run.
+    let lab_server = if o.remote.is_none() && o.suites.contains(&Suite::DataPath) {
+        let lab_dir = dir.join("datapath-lab");
+        std::fs::create_dir_all(&lab_dir)
+            .with_context(|| format!("creating {}", lab_dir.display()))?;
+        Some(crate::dev::LabServer::start(&desc, &lab_dir)?)
+    } else {
+        None
+    };
+    let data_path = match (&o.remote, &lab_server) {
+        (Some(r), _) => Some(DataPathAccess {
+            controller: r.url.clone(),
+            fabric: r.fabric_url.clone(),
+            token: r.token.clone(),
+        }),
+        (None, Some(l)) => Some(DataPathAccess {
+            controller: l.url.clone(),
+            fabric: l.url.clone(),
+            token: l.token.clone(),
+        }),
+        (None, None) => None,
+    };
     let options = Options {
         suites: o.suites.clone(),
         cycles: o.cycles,
         devices,
+        data_path,
     };
     let started = std::time::Instant::now();
     let mut stderr = std::io::stderr();
@@ -131,6 +156,7 @@ pub fn run(o: &ValidateOptions) -> anyhow::Result<ExitCode> {
     if live {
         let _ = writeln!(stderr);
     }
+    drop(lab_server);
     let _ = std::fs::remove_dir_all(&dir);
     let report = Report::new(
         RunInfo {

@@ -10,9 +10,11 @@
 //! - [`html`]: the report as a self-contained page.
 //! - [`target`]: what the suites need from a pool.
 //! - [`suites`]: the suites.
+//! - [`datapath`]: the data-path suite (through `pcipool-access`, over HTTP).
 //! - [`sim_target`]: the simulated lab as a target.
 #![deny(missing_docs)]
 
+pub mod datapath;
 pub mod html;
 pub mod report;
 pub mod sim_target;
@@ -35,6 +37,7 @@ pub fn run(t: &dyn Target, o: &Options, progress: &mut dyn FnMut(&Progress)) -> 
             Suite::Recovery => suites::recovery(t, o, progress, failed),
             Suite::Rebind => suites::rebind(t, o, progress, failed),
             Suite::Load => suites::load(t, o, progress, failed),
+            Suite::DataPath => datapath::datapath(t, o, progress, failed),
         };
         checks.extend(found);
     }

@@ -21,17 +21,22 @@ pub enum Suite {
     Isolation,
     /// Injected faults, each ending in a correct state.
     Recovery,
+    /// Shared access on the data path: exclusive and shared borrows, I/O integrity across hosts,
+    /// isolation, and handles that fault after a return.
+    #[serde(rename = "datapath")]
+    DataPath,
 }
 
 impl Suite {
     /// Every suite, in report order.
-    pub const ALL: [Suite; 6] = [
+    pub const ALL: [Suite; 7] = [
         Self::Cycles,
         Self::Reset,
         Self::Rebind,
         Self::Load,
         Self::Isolation,
         Self::Recovery,
+        Self::DataPath,
     ];
 
     /// Its name on the command line and in reports.
@@ -43,6 +48,7 @@ impl Suite {
             Self::Load => "load",
             Self::Isolation => "isolation",
             Self::Recovery => "recovery",
+            Self::DataPath => "datapath",
         }
     }
 }
@@ -55,7 +61,7 @@ impl std::fmt::Display for Suite {
 
 /// A suite name that does not exist.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown suite {0:?} (cycles, reset, rebind, load, isolation, recovery)")]
+#[error("unknown suite {0:?} (cycles, reset, rebind, load, isolation, recovery, datapath)")]
 pub struct UnknownSuite(pub String);
 
 impl std::str::FromStr for Suite {

@@ -19,6 +19,8 @@ pub struct Options {
     pub cycles: u32,
     /// Only these devices (empty: every pooled device).
     pub devices: Vec<Fdid>,
+    /// Where the data-path suite reaches the pool's data path (None: the target offers none).
+    pub data_path: Option<crate::datapath::DataPathAccess>,
 }
 
 /// Progress, for a live display.
@@ -35,25 +37,25 @@ pub struct Progress {
 }
 
 /// The suites built so far (the others are refused by name until they are).
-pub const BUILT: [Suite; 6] = Suite::ALL;
+pub const BUILT: [Suite; 7] = Suite::ALL;
 
 const TENANT: &str = "validate";
 
-fn micros(since: Instant) -> u64 {
+pub(crate) fn micros(since: Instant) -> u64 {
     u64::try_from(since.elapsed().as_micros()).unwrap_or(u64::MAX)
 }
 
-struct Recorder<'a> {
+pub(crate) struct Recorder<'a> {
     suite: Suite,
-    checks: Vec<Check>,
+    pub(crate) checks: Vec<Check>,
     progress: &'a mut dyn FnMut(&Progress),
     done: u64,
-    total: u64,
+    pub(crate) total: u64,
     failed_before: usize,
 }
 
 impl<'a> Recorder<'a> {
-    fn new(
+    pub(crate) fn new(
         suite: Suite,
         progress: &'a mut dyn FnMut(&Progress),
         total: u64,
@@ -69,7 +71,7 @@ impl<'a> Recorder<'a> {
         }
     }
 
-    fn check(
+    pub(crate) fn check(
         &mut self,
         name: &str,
         target: &str,
@@ -89,7 +91,7 @@ impl<'a> Recorder<'a> {
     }
 
     /// A measurement: passes, and keeps its figures as evidence for the report.
-    fn measure(&mut self, name: &str, target: &str, figures: Vec<String>, micros: u64) {
+    pub(crate) fn measure(&mut self, name: &str, target: &str, figures: Vec<String>, micros: u64) {
         self.checks.push(Check {
             suite: self.suite,
             name: name.to_owned(),
@@ -100,7 +102,7 @@ impl<'a> Recorder<'a> {
         });
     }
 
-    fn step(&mut self) {
+    pub(crate) fn step(&mut self) {
         self.done += 1;
         let failed = self.failed_before + self.checks.iter().filter(|c| !c.passed).count();
         (self.progress)(&Progress {
@@ -113,7 +115,7 @@ impl<'a> Recorder<'a> {
 }
 
 /// The devices to exercise and, for each, the models to cycle it under (exclusive models first).
-fn plan(t: &dyn Target, o: &Options) -> Vec<(Fdid, Vec<AccessModel>)> {
+pub(crate) fn plan(t: &dyn Target, o: &Options) -> Vec<(Fdid, Vec<AccessModel>)> {
     t.devices()
         .into_iter()
         .filter(|d| o.devices.is_empty() || o.devices.contains(&d.fdid))

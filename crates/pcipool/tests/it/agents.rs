@@ -562,7 +562,8 @@ fn validate_runs_against_the_running_multi_process_pool() {
                 "reset".into(),
                 "rebind".into(),
                 "load".into(),
-                "isolation".into()
+                "isolation".into(),
+                "datapath".into()
             ],
             Some(2)
         ),

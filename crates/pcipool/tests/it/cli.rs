@@ -292,6 +292,6 @@ fn validate_runs_the_built_suites_and_writes_a_json_report() {
             bogus.status.code(),
             no_cycles.status.code(),
         ),
-        (Some(0), Some(42), Some(6), true, Some(2), Some(2))
+        (Some(0), Some(42), Some(7), true, Some(2), Some(2))
     );
 }

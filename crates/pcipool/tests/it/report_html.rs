@@ -68,6 +68,6 @@ fn the_html_report_loads_cleanly_and_shows_the_summary() {
             dom.matches("<polyline").count(),
             broken_console.iter().any(|l| l.contains("Uncaught")),
         ),
-        (Some(0), Vec::<String>::new(), 6, true, 2, true)
+        (Some(0), Vec::<String>::new(), 7, true, 2, true)
     );
 }
