@@ -496,3 +496,68 @@ fn a_device_writes_into_a_peers_exported_segment() {
         (Err(Some("FORBIDDEN".to_owned())), true)
     );
 }
+
+/// Bad input to the data path is refused with a status and a stable code, and changes nothing.
+#[test]
+fn the_data_path_refuses_bad_input_with_clear_errors() {
+    let dev = start();
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let post = |path: &str, body: &str| {
+        let mut resp = agent
+            .post(&format!("{}{path}", dev.url))
+            .header("authorization", &format!("Bearer {}", dev.token))
+            .header("content-type", "application/json")
+            .send(body)
+            .expect("answers");
+        let status = resp.status().as_u16();
+        let v: serde_json::Value = resp.body_mut().read_json().unwrap_or_default();
+        (status, v["code"].as_str().unwrap_or_default().to_owned())
+    };
+    let answers = vec![
+        post("/v1/datapath/segments", "{not json"),
+        post(
+            "/v1/datapath/segments",
+            r#"{"host":"n3","name":"../../etc","size":4096}"#,
+        ),
+        post(
+            "/v1/datapath/segments",
+            r#"{"host":"n3","name":"big","size":99999999999}"#,
+        ),
+        post(
+            "/v1/datapath/segments",
+            r#"{"host":"n3","name":"x","size":4096,"extra":1}"#,
+        ),
+        post(
+            "/v1/datapath/exports",
+            r#"{"host":"n3","name":"never-made"}"#,
+        ),
+        post(
+            "/v1/datapath/leases/999/bar",
+            r#"{"fdid":"n1:0000:03:00.0","host":"n3"}"#,
+        ),
+    ];
+    let events: serde_json::Value = ureq::get(&format!("{}/v1/datapath/events", dev.url))
+        .call()
+        .expect("events")
+        .body_mut()
+        .read_json()
+        .expect("json");
+    let code = |s: &str| s.to_owned();
+    assert_eq!(
+        (answers, events["mapped"].as_array().map(Vec::len)),
+        (
+            vec![
+                (400, code("BAD_REQUEST")),
+                (400, code("BAD_REQUEST")),
+                (400, code("BAD_REQUEST")),
+                (400, code("BAD_REQUEST")),
+                (404, code("NO_SUCH_SEGMENT")),
+                (403, code("NOT_YOUR_LEASE")),
+            ],
+            Some(0)
+        )
+    );
+}
