@@ -215,7 +215,7 @@ pub enum CliCommand {
     Lease {
         /// What to do.
         #[command(subcommand)]
-        which: ListCommand,
+        which: LeaseCommand,
     },
     /// Pooled devices.
     Device {
@@ -347,6 +347,37 @@ pub enum ListCommand {
         /// Output format.
         #[arg(long, short, value_enum, default_value_t)]
         output: OutputFormat,
+    },
+}
+
+/// Lease subcommands.
+#[derive(Debug, Subcommand)]
+pub enum LeaseCommand {
+    /// List them.
+    List {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// Output format.
+        #[arg(long, short, value_enum, default_value_t)]
+        output: OutputFormat,
+    },
+    /// Renew a lease for another lease period (applications keep shared-model leases alive so; agents
+    /// renew what their host's kernel holds).
+    Renew {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// Lease id.
+        lease: u64,
+    },
+    /// Let others share a device borrowed exclusively (`borrow --model shared --max-sharers 1`).
+    Downgrade {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// Lease id.
+        lease: u64,
+        /// How many hosts may share it from now on (2-64).
+        #[arg(long)]
+        max_sharers: u32,
     },
 }
 
@@ -670,6 +701,10 @@ pub enum ClientCall {
     Borrow(pcipool_api::types::BorrowRequest, OutputFormat),
     /// Release.
     Release(u64),
+    /// Renew a lease (at its current epoch).
+    Renew(u64),
+    /// Downgrade an exclusive shared lease to N sharers.
+    Downgrade(u64, u32),
     /// List leases.
     Leases(OutputFormat),
     /// List devices.
@@ -997,11 +1032,30 @@ impl Cli {
                 call: ClientCall::Release(lease),
             },
             CliCommand::Lease {
-                which: ListCommand::List { api, output },
+                which: LeaseCommand::List { api, output },
             } => Command::Client {
                 url: api.url,
                 token: api.token,
                 call: ClientCall::Leases(output),
+            },
+            CliCommand::Lease {
+                which: LeaseCommand::Renew { api, lease },
+            } => Command::Client {
+                url: api.url,
+                token: api.token,
+                call: ClientCall::Renew(lease),
+            },
+            CliCommand::Lease {
+                which:
+                    LeaseCommand::Downgrade {
+                        api,
+                        lease,
+                        max_sharers,
+                    },
+            } => Command::Client {
+                url: api.url,
+                token: api.token,
+                call: ClientCall::Downgrade(lease, max_sharers),
             },
             CliCommand::Device {
                 which: DeviceCommand::List { api, output },

@@ -53,6 +53,21 @@ pub fn run(url: &str, token: &str, call: ClientCall) -> anyhow::Result<ExitCode>
             client.release(lease).map_err(map_err)?;
             emit(&format!("lease {lease} released\n"))?;
         }
+        ClientCall::Renew(lease) => {
+            // Renewals present the lease's current epoch: a fenced lease is refused, not revived.
+            let held = client.leases().map_err(map_err)?;
+            let Some(l) = held.iter().find(|l| l.lease_id.0 == lease) else {
+                return Err(crate::NotFound(format!("no lease {lease}")).into());
+            };
+            client.renew(lease, l.epoch).map_err(map_err)?;
+            emit(&format!("lease {lease} renewed\n"))?;
+        }
+        ClientCall::Downgrade(lease, max_sharers) => {
+            client.downgrade(lease, max_sharers).map_err(map_err)?;
+            emit(&format!(
+                "lease {lease} downgraded: up to {max_sharers} hosts may share its device\n"
+            ))?;
+        }
         ClientCall::Leases(output) => {
             let leases = client.leases().map_err(map_err)?;
             match output {

@@ -561,3 +561,51 @@ fn the_data_path_refuses_bad_input_with_clear_errors() {
         )
     );
 }
+
+/// The operator's side of shared access on the command line: an exclusive shared borrow keeps others
+/// out until `lease downgrade`; `lease renew` keeps a lease alive and refuses one that does not exist.
+#[test]
+fn lease_downgrade_and_renew_from_the_command_line() {
+    let dev = start();
+    let borrow = |host: &str, sharers: &str| {
+        let out = cli(
+            &dev,
+            &[
+                "borrow",
+                "--device",
+                "n1:0000:03:00.0",
+                "--host",
+                host,
+                "--model",
+                "shared",
+                "--max-sharers",
+                sharers,
+                "--output",
+                "json",
+            ],
+        );
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        (out.status.code(), json[0]["lease_id"].as_u64())
+    };
+    let (first, lease) = borrow("n3", "1");
+    let lease = lease.expect("an exclusive lease").to_string();
+    let (while_exclusive, _) = borrow("n4", "4");
+    let downgraded = cli(&dev, &["lease", "downgrade", &lease, "--max-sharers", "4"])
+        .status
+        .code();
+    let (after, _) = borrow("n4", "4");
+    let renewed = cli(&dev, &["lease", "renew", &lease]);
+    let missing = cli(&dev, &["lease", "renew", "999"]).status.code();
+    assert_eq!(
+        (
+            first,
+            while_exclusive == Some(0),
+            downgraded,
+            after,
+            renewed.status.code(),
+            String::from_utf8_lossy(&renewed.stdout).contains("renewed"),
+            missing
+        ),
+        (Some(0), false, Some(0), Some(0), Some(0), true, Some(4))
+    );
+}
