@@ -1,6 +1,12 @@
-//! A small polled NVMe driver over any BAR access ([`Bar`]): what the native-driver path and the
-//! shared-access clients of the simulated data path use. Queues and buffers live in the driver's own
-//! shared segment; the device reaches the segment at `base` (its DMA window).
+//! The two drivers of the simulated NVMe-like device, polled, over any BAR access ([`Bar`]):
+//! - [`Driver`], the native driver: it owns the controller (enable, the admin queue, I/O queue creation)
+//!   and does I/O on its own queue pair — the lender's driver, or a borrower's under Device Lending.
+//! - [`SharedClient`], the shared-access client (libnvm over SmartIO): one I/O queue pair that a manager
+//!   (a native driver on some host) created for it; it has no admin queue and cannot reset or
+//!   reconfigure the controller, so clients on several hosts share one device safely.
+//!
+//! Queues and buffers live in the driver's own shared segment; the device reaches the segment at `base`
+//! (its DMA window).
 
 use std::time::{Duration, Instant};
 
@@ -386,5 +392,100 @@ impl<B: Bar> Driver<B> {
     ) -> Result<(), DriverError> {
         let cid = self.push(q, opcode, nsid, prp1, cdw)?;
         self.wait_for(q, cid)
+    }
+}
+
+/// The I/O side both drivers have: data buffers in the driver's segment, reads and writes on its own
+/// queue pair, waited for or kept in flight.
+pub trait BlockIo {
+    /// The driver's segment (queues and data buffers).
+    fn seg(&self) -> &Region;
+    /// Reads `blocks` blocks at `lba` into the data buffer at `offset`, and waits for it.
+    ///
+    /// # Errors
+    /// The device refused, or timeout.
+    fn read(&mut self, lba: u64, blocks: u16, offset: u64) -> Result<(), DriverError>;
+    /// Writes `blocks` blocks at `lba` from the data buffer at `offset`, and waits for it.
+    ///
+    /// # Errors
+    /// The device refused, or timeout.
+    fn write(&mut self, lba: u64, blocks: u16, offset: u64) -> Result<(), DriverError>;
+    /// Queues a read without waiting; returns its command identifier.
+    ///
+    /// # Errors
+    /// Queue full, or shared memory.
+    fn submit_read(&mut self, lba: u64, blocks: u16, offset: u64) -> Result<u16, DriverError>;
+    /// Queues a write without waiting; returns its command identifier.
+    ///
+    /// # Errors
+    /// Queue full, or shared memory.
+    fn submit_write(&mut self, lba: u64, blocks: u16, offset: u64) -> Result<u16, DriverError>;
+    /// Takes the next completion if the device has posted one (never blocks).
+    ///
+    /// # Errors
+    /// Shared memory.
+    fn reap(&mut self) -> Result<Option<Completion>, DriverError>;
+}
+
+impl<B: Bar> BlockIo for Driver<B> {
+    fn seg(&self) -> &Region {
+        &self.seg
+    }
+    fn read(&mut self, lba: u64, blocks: u16, offset: u64) -> Result<(), DriverError> {
+        Driver::read(self, lba, blocks, offset)
+    }
+    fn write(&mut self, lba: u64, blocks: u16, offset: u64) -> Result<(), DriverError> {
+        Driver::write(self, lba, blocks, offset)
+    }
+    fn submit_read(&mut self, lba: u64, blocks: u16, offset: u64) -> Result<u16, DriverError> {
+        Driver::submit_read(self, lba, blocks, offset)
+    }
+    fn submit_write(&mut self, lba: u64, blocks: u16, offset: u64) -> Result<u16, DriverError> {
+        Driver::submit_write(self, lba, blocks, offset)
+    }
+    fn reap(&mut self) -> Result<Option<Completion>, DriverError> {
+        Driver::reap(self)
+    }
+}
+
+/// The shared-access client: I/O on the queue pair `qid` a manager created in this client's segment
+/// (seen by the device at `base`). Only I/O ([`BlockIo`]) and register reads: no enable, no admin
+/// commands.
+#[derive(Debug)]
+pub struct SharedClient<B>(Driver<B>);
+
+impl<B: Bar> SharedClient<B> {
+    /// A client of queue pair `qid`.
+    pub fn new(bar: B, seg: Region, base: u64, qid: u16) -> Self {
+        Self(Driver::new(bar, seg, base, qid))
+    }
+
+    /// A register, read through the client's BAR access.
+    ///
+    /// # Errors
+    /// Shared memory failed.
+    pub fn reg(&self, offset: u64) -> Result<u32, ShmError> {
+        self.0.reg(offset)
+    }
+}
+
+impl<B: Bar> BlockIo for SharedClient<B> {
+    fn seg(&self) -> &Region {
+        &self.0.seg
+    }
+    fn read(&mut self, lba: u64, blocks: u16, offset: u64) -> Result<(), DriverError> {
+        self.0.read(lba, blocks, offset)
+    }
+    fn write(&mut self, lba: u64, blocks: u16, offset: u64) -> Result<(), DriverError> {
+        self.0.write(lba, blocks, offset)
+    }
+    fn submit_read(&mut self, lba: u64, blocks: u16, offset: u64) -> Result<u16, DriverError> {
+        self.0.submit_read(lba, blocks, offset)
+    }
+    fn submit_write(&mut self, lba: u64, blocks: u16, offset: u64) -> Result<u16, DriverError> {
+        self.0.submit_write(lba, blocks, offset)
+    }
+    fn reap(&mut self) -> Result<Option<Completion>, DriverError> {
+        self.0.reap()
     }
 }

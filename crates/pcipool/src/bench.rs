@@ -122,8 +122,8 @@ pub fn decode(dumps: usize, rounds: usize, keep_file: Option<&Path>) -> anyhow::
 
 /// One cell of the data-path benchmark: `n` I/Os of 4 KiB at depth `qd` by one driver; returns each
 /// I/O's latency (submission to reaped completion) in nanoseconds.
-fn datapath_cell<B: pcipool_datapath::driver::Bar>(
-    d: &mut pcipool_datapath::driver::Driver<B>,
+fn datapath_cell(
+    d: &mut impl pcipool_datapath::driver::BlockIo,
     next_lba: &mut dyn FnMut() -> u64,
     write: bool,
     qd: u16,
@@ -219,7 +219,7 @@ fn per_mille(sorted: &[u64], pm: usize) -> u64 {
 /// # Errors
 /// Setup failures.
 pub fn datapath(ios: u64) -> anyhow::Result<ExitCode> {
-    use pcipool_datapath::driver::{Driver, layout};
+    use pcipool_datapath::driver::{Driver, SharedClient, layout};
     use pcipool_datapath::service::{DataPath, Idle};
     use pcipool_shm::Region;
     use pcipool_shm::window::Window;
@@ -251,22 +251,33 @@ pub fn datapath(ios: u64) -> anyhow::Result<ExitCode> {
         let mut local = Driver::new(Region::open(&dir, &bar).map_err(shm)?, seg, base, 1);
         local.enable().map_err(drv)?;
         local.create_io_queues(1, base).map_err(drv)?;
-        // (b) and (c): borrowers through windows, each with its own queue pair.
-        let mut borrowers: Vec<Driver<Window>> = Vec::new();
-        for (i, host) in ["n2", "n3", "n4", "n5"].iter().enumerate() {
+        // (b) a borrower through a window and (c) shared-access clients, each through its own window
+        // with its own queue pair. The lender's driver creates every queue pair (it owns the admin
+        // queue); what is measured is the I/O path, which is the native driver's under Device Lending.
+        let mut windows = Vec::new();
+        for (i, host) in ["n2", "n3", "n4", "n5", "n6"].iter().enumerate() {
             let lease = 2 + i as u64;
             let g = dp.map_bar(lease, DEV, host, host).map_err(dpe)?;
             let w = Window::attach(&dir, &g.table, g.slot, g.key, &g.region).map_err(shm)?;
             let (seg, base) = segment(&mut dp, lease, host)?;
             let qid = u16::try_from(2 + i).unwrap_or(u16::MAX);
             local.create_io_queues(qid, base).map_err(drv)?;
-            borrowers.push(Driver::new(w, seg, base, qid));
+            windows.push((w, seg, base, qid));
         }
+        let mut windows = windows.into_iter();
+        let Some((w, seg, base, qid)) = windows.next() else {
+            bail!("no window for the borrower");
+        };
+        let mut lent = Driver::new(w, seg, base, qid);
+        let mut sharers: Vec<SharedClient<Window>> = windows
+            .map(|(w, seg, base, qid)| SharedClient::new(w, seg, base, qid))
+            .collect();
         // Warm-up: the medium and every buffer are touched once, so first touches are charged to no mode.
         let mut warm = lba_source(false, 0, 0, BLOCKS);
         datapath_cell(&mut local, &mut warm, true, 32, BLOCKS / 8)?;
-        for b in &mut borrowers {
-            datapath_cell(b, &mut warm, false, 32, 256)?;
+        datapath_cell(&mut lent, &mut warm, false, 32, 256)?;
+        for c in &mut sharers {
+            datapath_cell(c, &mut warm, false, 32, 256)?;
         }
 
         let rounds = 7;
@@ -300,7 +311,7 @@ pub fn datapath(ios: u64) -> anyhow::Result<ExitCode> {
                             per_round,
                         )?,
                         1 => datapath_cell(
-                            &mut borrowers[0],
+                            &mut lent,
                             &mut lba_source(random, seed, start, BLOCKS),
                             write,
                             qd,
@@ -311,7 +322,7 @@ pub fn datapath(ios: u64) -> anyhow::Result<ExitCode> {
                             let each = (per_round / hosts as u64).max(1);
                             let results: Vec<anyhow::Result<Vec<u64>>> =
                                 std::thread::scope(|scope| {
-                                    let handles: Vec<_> = borrowers[..hosts]
+                                    let handles: Vec<_> = sharers[..hosts]
                                         .iter_mut()
                                         .enumerate()
                                         .map(|(h, d)| {
@@ -351,7 +362,7 @@ pub fn datapath(ios: u64) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        drop(borrowers);
+        drop((lent, sharers));
         drop(local);
         drop(dp);
 

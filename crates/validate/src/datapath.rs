@@ -15,7 +15,7 @@
 use std::time::{Duration, Instant};
 
 use pcipool_access::{AccessError, Config, Mode, Pool};
-use pcipool_datapath::driver::{Driver, layout};
+use pcipool_datapath::driver::{BlockIo, Driver, SharedClient, layout};
 use pcipool_fabric::{Fdid, NodeId};
 
 use crate::report::{Check, Suite};
@@ -47,14 +47,9 @@ fn text(e: &AccessError) -> String {
 }
 
 /// Writes `extents` 4 KiB extents from `lba` and reads each back; the evidence of the first mismatch.
-fn round_trip<B: pcipool_datapath::driver::Bar>(
-    d: &mut Driver<B>,
-    who: &str,
-    lba: u64,
-    extents: u64,
-) -> Result<(), String> {
+fn round_trip(d: &mut impl BlockIo, who: &str, lba: u64, extents: u64) -> Result<(), String> {
     for i in 0..extents {
-        d.seg
+        d.seg()
             .write(layout::DATA, &pattern(who, i))
             .map_err(|e| e.to_string())?;
         d.write(lba + i * 8, 8, 0)
@@ -63,17 +58,12 @@ fn round_trip<B: pcipool_datapath::driver::Bar>(
     read_back(d, who, lba, extents)
 }
 
-fn read_back<B: pcipool_datapath::driver::Bar>(
-    d: &mut Driver<B>,
-    who: &str,
-    lba: u64,
-    extents: u64,
-) -> Result<(), String> {
+fn read_back(d: &mut impl BlockIo, who: &str, lba: u64, extents: u64) -> Result<(), String> {
     for i in 0..extents {
         d.read(lba + i * 8, 8, 4096)
             .map_err(|e| format!("read: {e}"))?;
         let mut back = vec![0u8; 4096];
-        d.seg
+        d.seg()
             .read(layout::DATA + 4096, &mut back)
             .map_err(|e| e.to_string())?;
         if back != pattern(who, i) {
@@ -290,7 +280,7 @@ fn device(
             .map_bar()
             .map_err(|e| format!("map BAR: {}", text(&e)))?;
         let mem = seg.reopen().map_err(|e| text(&e))?;
-        let sd = Driver::new(bar, mem, dma.device_addr(), 2);
+        let sd = SharedClient::new(bar, mem, dma.device_addr(), 2);
         Ok((joined, seg, dma, sd))
     })();
     let Some((joined, _sseg, _sdma, mut sd)) = r

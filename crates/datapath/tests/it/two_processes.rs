@@ -2,7 +2,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use pcipool_datapath::SharedNvme;
-use pcipool_datapath::driver::{Driver, layout};
+use pcipool_datapath::driver::{BlockIo, Driver, SharedClient, layout};
 use pcipool_nvme::regs::*;
 use pcipool_nvme::{Controller, Medium, RamMedium};
 use pcipool_shm::Region;
@@ -152,7 +152,7 @@ fn client_process() {
     let bar = Window::attach(dir, "windows", i + 1, generation, "bar0").expect("attach");
     let seg = Region::open(dir, &format!("client{i}")).expect("segment");
     let base = client_base(i);
-    let mut d = Driver::new(bar, seg, base, u16::try_from(i + 1).expect("qid"));
+    let mut d = SharedClient::new(bar, seg, base, u16::try_from(i + 1).expect("qid"));
     // Eight blocks of 512 bytes: one page, PRP1 only. Each client its own LBA range and its own bytes.
     let pattern: Vec<u8> = (0..4096u32)
         .map(|b| u8::try_from((b + 61 * i) % 251).unwrap_or(0))
@@ -160,12 +160,12 @@ fn client_process() {
     let lba = 64 * i;
     let mut result = 1;
     for round in 0..20u32 {
-        d.seg.write(DATA, &pattern).expect("buffer");
+        d.seg().write(DATA, &pattern).expect("buffer");
         let w = d.write(u64::from(lba + round % 4 * 8), 8, 0);
-        d.seg.write(DATA, &[0u8; 4096]).expect("clear");
+        d.seg().write(DATA, &[0u8; 4096]).expect("clear");
         let r = d.read(u64::from(lba + round % 4 * 8), 8, 0);
         let mut back = vec![0u8; 4096];
-        d.seg.read(DATA, &mut back).expect("buffer");
+        d.seg().read(DATA, &mut back).expect("buffer");
         if w.is_err() || r.is_err() {
             result = 3;
             break;

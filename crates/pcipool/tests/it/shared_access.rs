@@ -9,7 +9,7 @@ use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use pcipool_access::{AccessError, Config, Filter, Mode, Placement, Pool};
-use pcipool_datapath::driver::{Driver, layout};
+use pcipool_datapath::driver::{BlockIo, Driver, SharedClient, layout};
 use pcipool_nvme::regs::CSTS;
 use pcipool_pool::schedule::DeviceClass;
 
@@ -131,7 +131,7 @@ fn client_process() {
         Duration::from_secs(30),
     )
     .expect("the manager creates my queue pair");
-    let mut d = Driver::new(
+    let mut d = SharedClient::new(
         bar,
         segment.reopen().expect("segment"),
         dma.device_addr(),
@@ -145,19 +145,21 @@ fn client_process() {
             break format!("ok {round}");
         }
         for i in 0..EXTENTS {
-            d.seg
+            d.seg()
                 .write(layout::DATA, &pattern(&host, round, i))
                 .expect("buffer");
             d.write(base + i * 8, 8, 0).expect("write");
         }
         let mut bad = None;
         for i in 0..EXTENTS {
-            d.seg
+            d.seg()
                 .write(layout::DATA + 4096, &[0u8; 4096])
                 .expect("clear");
             d.read(base + i * 8, 8, 4096).expect("read");
             let mut back = vec![0u8; 4096];
-            d.seg.read(layout::DATA + 4096, &mut back).expect("buffer");
+            d.seg()
+                .read(layout::DATA + 4096, &mut back)
+                .expect("buffer");
             if back != pattern(&host, round, i) {
                 bad = Some(i);
             }
