@@ -256,7 +256,9 @@ impl Pool {
         keep_alive(
             Arc::downgrade(&inner),
             lease.epoch.0,
-            Duration::from_millis(self.inner.lease_secs * 1000 / 3),
+            // A quarter of the lease: a renewal or two may be late or lost (a restarting controller, a
+            // busy host) before the lease is in danger.
+            Duration::from_millis(self.inner.lease_secs * 1000 / 4),
         );
         Ok(Borrow { inner })
     }

@@ -659,8 +659,9 @@ fn a_sharer_killed_with_sigkill_loses_its_lease_and_mappings() {
     });
     let work = c.dir.path().join("work");
     std::fs::create_dir_all(&work).expect("work dir");
+    // The survivor's lease is short too (3 s): it must be renewed several times during the test.
     let pool = Pool::connect(&Config {
-        lease_secs: Some(2),
+        lease_secs: Some(3),
         ..config(&c, "n2")
     })
     .expect("connect");
@@ -712,7 +713,7 @@ fn a_sharer_killed_with_sigkill_loses_its_lease_and_mappings() {
     // Keep the survivor busy for a while longer than two of its lease periods.
     let started = Instant::now();
     let mut rounds = 0;
-    while started.elapsed() < Duration::from_secs(5) {
+    while started.elapsed() < Duration::from_secs(7) {
         d.seg
             .write(layout::DATA, &pattern("n2", rounds, 0))
             .expect("buffer");
