@@ -32,6 +32,8 @@ use crate::{FileMedium, SharedNvme};
 
 /// Window slots in the table (BAR windows and near-device memory windows of every lease).
 pub const SLOTS: u32 = 256;
+/// Teardowns kept for the event log.
+const TORN_DOWN_KEPT: usize = 1_000;
 /// Device-side addresses handed out per DMA mapping: one 4 GiB aperture each.
 const APERTURE: u64 = 1 << 32;
 
@@ -201,7 +203,7 @@ pub struct DataPath {
     segments: BTreeMap<(String, String), SegmentEntry>,
     /// Bumped whenever a lease first maps something.
     marks: u64,
-    /// Leases torn down so far, oldest first, with why (for the event log).
+    /// The latest leases torn down (up to 1,000), oldest first, with why (for the event log).
     pub torn_down: Vec<(u64, String)>,
 }
 
@@ -698,6 +700,10 @@ impl DataPath {
         }
         for region in &g.device_memory {
             let _ = std::fs::remove_file(self.dir.join(region));
+        }
+        // A long-running fabric keeps the latest teardowns only.
+        if self.torn_down.len() >= TORN_DOWN_KEPT {
+            self.torn_down.remove(0);
         }
         self.torn_down.push((lease, why.to_owned()));
         true
