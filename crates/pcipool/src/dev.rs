@@ -536,6 +536,44 @@ pub fn serve_lab_with(
     })
 }
 
+/// The one token of a lab: an admin.
+fn admin_only(token: &str) -> BTreeMap<String, Principal> {
+    let mut tokens = BTreeMap::new();
+    tokens.insert(
+        token.to_owned(),
+        Principal {
+            name: "admin".into(),
+            role: Role::Admin,
+        },
+    );
+    tokens
+}
+
+/// The data path of a lab's NVMe devices, served on the lab's own address (the fabric URL for
+/// pcipool-access is the controller's). Its files live in `DIR/datapath`, so a killed lab leaves nothing
+/// behind elsewhere and the drives' contents outlive a restart; it reconciles with the admin token in
+/// `DIR/admin.token`.
+struct DatapathRoutes<F> {
+    devices: usize,
+    router: F,
+}
+
+fn datapath_routes(
+    desc: &pcipool_sim::FabricDesc,
+    dir: &Path,
+) -> anyhow::Result<DatapathRoutes<impl FnOnce(std::net::SocketAddr) -> axum::Router + use<>>> {
+    let datapath = crate::sim_serve::serve_datapath(desc, &dir.join("datapath"))?;
+    let token_path = dir.join("admin.token");
+    Ok(DatapathRoutes {
+        devices: datapath.devices(),
+        router: move |addr: std::net::SocketAddr| {
+            let state = datapath.with_controller(format!("http://{addr}"));
+            state.reconcile_with(token_path);
+            crate::datapath_serve::router(state)
+        },
+    })
+}
+
 /// A lab like `pcipool dev`'s (controller, store, data path on one loopback address) served from a
 /// thread of this process until dropped: what `pcipool validate` runs the data-path suite against when
 /// it validates the embedded lab.
@@ -555,19 +593,9 @@ impl LabServer {
     /// Store, description or bind failures.
     pub fn start(desc: &pcipool_sim::FabricDesc, dir: &Path) -> anyhow::Result<Self> {
         let lab = Lab::open(dir, desc, Policy::default())?;
-        let token = random_token()?;
-        let token_path = dir.join("admin.token");
-        std::fs::write(&token_path, format!("{token}\n"))
-            .with_context(|| format!("writing {}", token_path.display()))?;
-        let mut tokens = BTreeMap::new();
-        tokens.insert(
-            token.clone(),
-            Principal {
-                name: "admin".into(),
-                role: Role::Admin,
-            },
-        );
-        let datapath = crate::sim_serve::serve_datapath(desc, &dir.join("datapath"))?;
+        let token = crate::server::token_file(dir, "admin.token")?;
+        let tokens = admin_only(&token);
+        let routes = datapath_routes(desc, dir)?;
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {
@@ -575,11 +603,7 @@ impl LabServer {
                 lab,
                 "127.0.0.1:0",
                 tokens,
-                move |addr| {
-                    let state = datapath.with_controller(format!("http://{addr}"));
-                    state.reconcile_with(token_path);
-                    crate::datapath_serve::router(state)
-                },
+                routes.router,
                 move |addr| {
                     let _ = addr_tx.send(addr);
                 },
@@ -662,39 +686,15 @@ pub fn run(
     let (_, desc) = crate::sim_cmd::load_or(fabric, "built-in lab-4", crate::sim_cmd::LAB_4)?;
     let lab = Lab::open(&dir, &desc, Policy::default())?;
     let token_path = dir.join("admin.token");
-    let token = match std::fs::read_to_string(&token_path) {
-        Ok(t) if !t.trim().is_empty() => t.trim().to_owned(),
-        _ => {
-            let t = random_token()?;
-            std::fs::write(&token_path, format!("{t}\n"))
-                .with_context(|| format!("writing {}", token_path.display()))?;
-            t
-        }
-    };
-    let mut tokens = BTreeMap::new();
-    tokens.insert(
-        token.clone(),
-        Principal {
-            name: "admin".into(),
-            role: Role::Admin,
-        },
-    );
-    // The data path of the lab's NVMe devices, on the same address (the fabric URL for pcipool-access).
-    // In the data directory, so a killed dev leaves nothing behind elsewhere and the drives' contents
-    // outlive a restart.
-    let datapath_dir = dir.join("datapath");
-    let datapath = crate::sim_serve::serve_datapath(&desc, &datapath_dir)?;
-    let served = datapath.devices();
-    let reconcile_token = token_path.clone();
+    let token = crate::server::token_file(&dir, "admin.token")?;
+    let tokens = admin_only(&token);
+    let routes = datapath_routes(&desc, &dir)?;
+    let served = routes.devices;
     let result = serve_lab_with(
         lab,
         listen,
         tokens,
-        move |addr| {
-            let state = datapath.with_controller(format!("http://{addr}"));
-            state.reconcile_with(reconcile_token);
-            crate::datapath_serve::router(state)
-        },
+        routes.router,
         |addr| {
             println!("pcipool dev: the 4-host simulated lab is served at http://{addr}");
             println!(

@@ -30,7 +30,7 @@ pub struct ServerOptions {
 }
 
 /// Reads `DIR/NAME`, or writes a fresh secret there (mode 0600) when it is missing or empty.
-fn token_file(dir: &Path, name: &str) -> anyhow::Result<String> {
+pub fn token_file(dir: &Path, name: &str) -> anyhow::Result<String> {
     let path = dir.join(name);
     if let Ok(t) = std::fs::read_to_string(&path)
         && !t.trim().is_empty()
