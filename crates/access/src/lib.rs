@@ -248,7 +248,8 @@ impl Pool {
         let inner = Arc::new(BorrowInner {
             pool: self.inner.clone(),
             lease: lease.lease_id.0,
-            fdid: fdid.to_owned(),
+            // The controller's spelling: the fabric compares it with the lease's.
+            fdid: lease.fdid.to_string(),
             returned: AtomicBool::new(false),
             done: AtomicBool::new(false),
             owns_lease: true,
@@ -258,7 +259,7 @@ impl Pool {
             lease.epoch.0,
             // A quarter of the lease: a renewal or two may be late or lost (a restarting controller, a
             // busy host) before the lease is in danger.
-            Duration::from_millis(self.inner.lease_secs * 1000 / 4),
+            Duration::from_millis(self.inner.lease_secs.saturating_mul(1000) / 4),
         );
         Ok(Borrow { inner })
     }
