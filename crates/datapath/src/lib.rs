@@ -133,12 +133,6 @@ impl SegmentDma {
         self.vectors.retain(|_, v| v.lease != lease);
     }
 
-    /// Removes every window and vector (the device was reset).
-    pub fn unmap_all(&mut self) {
-        self.windows.clear();
-        self.vectors.clear();
-    }
-
     fn find(&self, addr: u64, len: usize) -> Option<(&Region, u64)> {
         self.windows.iter().find_map(|w| {
             let off = addr.checked_sub(w.base)?;

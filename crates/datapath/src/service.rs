@@ -244,10 +244,7 @@ pub fn device_file_part(fdid: &str) -> String {
 }
 
 /// The file name of host `host`'s segment `name`.
-///
-/// # Errors
-/// A bad host or segment name.
-pub fn segment_file(host: &str, name: &str) -> Result<String, DataPathError> {
+fn segment_file(host: &str, name: &str) -> Result<String, DataPathError> {
     check_name(host)?;
     check_name(name)?;
     Ok(format!("seg.{host}.{name}"))
