@@ -385,15 +385,43 @@ impl DataPathState {
         };
         let service = self.service.clone();
         std::thread::spawn(move || {
+            // Whether the token read last is an operator's: a tenant sees only its own leases, and
+            // reconciling with its view would tear down everyone else's mappings.
+            let mut vetted: Option<(String, bool)> = None;
             loop {
                 std::thread::sleep(RECONCILE_EVERY);
                 let Some(token) = read_token(&token_file) else {
                     continue;
                 };
+                let client = Client::new(&controller, &token);
+                let operator = match &vetted {
+                    Some((t, ok)) if *t == token => *ok,
+                    _ => match client.audit(1, 1) {
+                        Ok(_) => {
+                            vetted = Some((token.clone(), true));
+                            true
+                        }
+                        Err(ClientError::Api {
+                            status: 401 | 403, ..
+                        }) => {
+                            eprintln!(
+                                "pcipool sim serve: {} is not an operator's token; not reconciling with it",
+                                token_file.display()
+                            );
+                            vetted = Some((token.clone(), false));
+                            false
+                        }
+                        // Unreachable: ask again next time.
+                        Err(_) => false,
+                    },
+                };
+                if !operator {
+                    continue;
+                }
                 // Only a complete answer may tear anything down: an unreachable controller (restarting)
                 // says nothing about leases.
                 let mark = lock(&service).mark();
-                if let Ok(leases) = Client::new(&controller, &token).leases() {
+                if let Ok(leases) = client.leases() {
                     let live: BTreeSet<u64> = leases.iter().map(|l| l.lease_id.0).collect();
                     lock(&service).reconcile(&live, mark);
                 }

@@ -739,3 +739,34 @@ fn a_sharer_killed_with_sigkill_loses_its_lease_and_mappings() {
         (true, true, true)
     );
 }
+
+/// The fabric reconciles only with an operator's view: given a tenant's token by mistake, it tears
+/// nothing down (that tenant would see no other tenant's leases, all of which would look ended).
+#[test]
+fn the_fabric_does_not_reconcile_with_a_tenants_view() {
+    let c = Cluster::launch(&Spec {
+        tokens: Some((TOKENS, "admin-secret-0123456789", "agent-secret-0123456789")),
+        fabric: Some((FABRIC, 5, 1)),
+    });
+    // The fabric's token file (ctl/admin.token) now holds alice's token.
+    std::fs::write(c.data().join("admin.token"), "alice-secret-0123456789\n").expect("token file");
+    let bob = tenant(&c, "bob-secret-0123456789", "n3");
+    let fdid = crate::support::first_data_path_device(&bob);
+    let borrow = bob
+        .borrow(&fdid, Mode::Shared { max_sharers: 4 })
+        .expect("bob borrows");
+    let bar = borrow.map_bar().expect("BAR");
+    // Several reconcile periods pass.
+    std::thread::sleep(Duration::from_millis(1500));
+    let still_open = bar.is_open();
+    // With an operator's token again, a lease the controller ended is torn down as usual.
+    std::fs::write(c.data().join("admin.token"), "admin-secret-0123456789\n").expect("token file");
+    pcipool_api::client::Client::new(&c.url, "admin-secret-0123456789")
+        .release(borrow.lease())
+        .expect("operator releases");
+    let until = Instant::now() + Duration::from_secs(10);
+    while bar.is_open() && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!((still_open, bar.is_open()), (true, false));
+}
