@@ -77,7 +77,9 @@ fn file_path(dir: &Path, name: &str) -> Result<PathBuf, ShmError> {
 }
 
 impl Region {
-    /// Creates (or truncates to `size` bytes of zeros) the region `name` under `dir` and maps it.
+    /// Creates the region `name` under `dir` (`size` bytes of zeros) and maps it. A region of that
+    /// name made before is replaced by a new file, never shrunk in place: a process still mapping the
+    /// old one keeps its memory (a mapping whose file shrinks faults with SIGBUS on its next access).
     ///
     /// # Errors
     /// [`ShmError`].
@@ -90,11 +92,14 @@ impl Region {
             path: path.clone(),
             source,
         };
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(e)),
+            _ => {}
+        }
         let file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
             .open(&path)
             .map_err(io)?;
         file.set_len(size).map_err(io)?;

@@ -100,3 +100,22 @@ fn a_region_is_shared_with_another_process() {
         (true, 0xc0ffee, b"from the child process")
     );
 }
+
+/// Making a region again under the same name never shrinks the file another mapping uses: the old
+/// mapping keeps its memory and its contents (a shrunk file would fault with SIGBUS on access).
+#[test]
+fn making_a_region_again_leaves_existing_mappings_whole() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let old = Region::create(dir.path(), "seg", 8192).expect("create");
+    old.store_u32(4096, 0xabcd).expect("store");
+    let new = Region::create(dir.path(), "seg", 64).expect("create again");
+    let reopened = Region::open(dir.path(), "seg").expect("open");
+    assert_eq!(
+        (
+            old.load_u32(4096).expect("old mapping still whole"),
+            new.len(),
+            reopened.len()
+        ),
+        (0xabcd, 64, 64)
+    );
+}
