@@ -32,6 +32,8 @@ use crate::{FileMedium, SharedNvme};
 
 /// Window slots in the table (BAR windows and near-device memory windows of every lease).
 pub const SLOTS: u32 = 256;
+/// Windows one lease may hold at once.
+pub const WINDOWS_PER_LEASE: usize = 16;
 /// Teardowns kept for the event log.
 const TORN_DOWN_KEPT: usize = 1_000;
 /// Device-side addresses handed out per DMA mapping: one 4 GiB aperture each.
@@ -74,6 +76,16 @@ pub enum DataPathError {
         host: String,
         /// Segment name.
         name: String,
+    },
+    /// A lease asked for more than its share.
+    #[error("lease {lease} already holds the most {what} one lease may ({max})")]
+    TooMany {
+        /// The lease.
+        lease: u64,
+        /// Of what.
+        what: &'static str,
+        /// The limit.
+        max: usize,
     },
     /// Every window slot is in use.
     #[error("all {SLOTS} window slots are in use")]
@@ -396,6 +408,18 @@ impl DataPath {
     }
 
     fn open_window(&mut self, lease: u64, region: &str) -> Result<WindowGrant, DataPathError> {
+        // One application must not take the whole table from the others.
+        if self
+            .leases
+            .get(&lease)
+            .is_some_and(|g| g.slots.len() >= WINDOWS_PER_LEASE)
+        {
+            return Err(DataPathError::TooMany {
+                lease,
+                what: "windows",
+                max: WINDOWS_PER_LEASE,
+            });
+        }
         let slot = self
             .slot_owner
             .iter()
@@ -542,7 +566,14 @@ impl DataPath {
     fn map_for_dma(&mut self, lease: u64, fdid: &str, file: &str) -> Result<u64, DataPathError> {
         let dir = self.dir.clone();
         let dev = self.device(fdid)?;
-        let base = dev.next_aperture * APERTURE;
+        let base = dev
+            .next_aperture
+            .checked_mul(APERTURE)
+            .ok_or(DataPathError::TooMany {
+                lease,
+                what: "DMA apertures of the device",
+                max: usize::try_from(u64::MAX / APERTURE).unwrap_or(usize::MAX),
+            })?;
         lock(&dev.nvme).dma.map_for(&dir, file, base, lease)?;
         dev.next_aperture += 1;
         Ok(base)

@@ -49,6 +49,7 @@ fn refused(e: &DataPathError) -> ApiError {
         | DataPathError::NotOwner(_) => (StatusCode::FORBIDDEN, "FORBIDDEN"),
         DataPathError::NoSegment { .. } => (StatusCode::NOT_FOUND, "NO_SUCH_SEGMENT"),
         DataPathError::NoSlots => (StatusCode::SERVICE_UNAVAILABLE, "NO_WINDOW_SLOTS"),
+        DataPathError::TooMany { .. } => (StatusCode::CONFLICT, "TOO_MANY"),
         DataPathError::Shm(_) => (StatusCode::CONFLICT, "SHARED_MEMORY"),
         DataPathError::Io { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "IO"),
     };

@@ -251,3 +251,27 @@ fn reconcile_ends_leases_the_controller_no_longer_holds_but_not_newer_ones() {
     left.sort_unstable();
     assert_eq!((ended, left), (vec![10], vec![11, 12]));
 }
+
+/// One application cannot take the whole window table: a lease holds at most 16 windows, and windows
+/// it gives back can be had again.
+#[test]
+fn a_lease_cannot_take_every_window() {
+    use pcipool_datapath::service::WINDOWS_PER_LEASE;
+    let (_dir, mut dp) = service();
+    let slots: Vec<u32> = (0..WINDOWS_PER_LEASE)
+        .map(|_| dp.map_bar(8, DEV, "n2", APP).expect("window").slot)
+        .collect();
+    let one_more = dp.map_bar(8, DEV, "n2", APP);
+    let another_lease = dp.map_bar(9, DEV, "n3", APP).map(|g| g.slot);
+    let gave_back = dp.release(8, APP, Grant::Window(slots[0])).expect("mine");
+    let again = dp.map_bar(8, DEV, "n2", APP).map(|g| g.slot);
+    assert_eq!(
+        (
+            matches!(one_more, Err(DataPathError::TooMany { .. })),
+            another_lease.is_ok(),
+            gave_back,
+            again.is_ok()
+        ),
+        (true, true, true, true)
+    );
+}
