@@ -382,18 +382,61 @@ fn tenant(c: &Cluster, token: &str, host: &str) -> Pool {
 
 /// Status and code of a raw data-path request.
 fn raw_post(c: &Cluster, token: &str, path: &str, body: &serde_json::Value) -> (u16, String) {
+    raw_post_to(&c.fabric_url, token, path, body)
+}
+
+fn raw_post_to(fabric: &str, token: &str, path: &str, body: &serde_json::Value) -> (u16, String) {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .build()
         .into();
     let mut resp = agent
-        .post(&format!("{}{path}", c.fabric_url))
+        .post(&format!("{fabric}{path}"))
         .header("authorization", &format!("Bearer {token}"))
         .send_json(body)
         .expect("fabric answers");
     let status = resp.status().as_u16();
     let v: serde_json::Value = resp.body_mut().read_json().unwrap_or_default();
     (status, v["code"].as_str().unwrap_or_default().to_owned())
+}
+
+/// The intruder: a process of another tenant with no mapping of its own tries to reach a device that
+/// alice holds, through the fabric (claiming either host, or with no token) and through a window slot
+/// whose key it was never given. Writes what it got as JSON for the parent test.
+#[test]
+#[ignore = "run by a_host_without_a_mapping_reaches_nothing_and_handles_fault_after_return in a child process"]
+fn intruder_process() {
+    let env = |k: &str| std::env::var(k).expect("set by the parent test");
+    let (fabric, fdid, lease) = (env("SA_FABRIC"), env("SA_FDID"), env("SA_LEASE"));
+    let bar_path = format!("/v1/datapath/leases/{lease}/bar");
+    let attempt = |token: &str, host: &str| {
+        raw_post_to(
+            &fabric,
+            token,
+            &bar_path,
+            &serde_json::json!({ "fdid": fdid, "host": host }),
+        )
+    };
+    let forged = pcipool_shm::window::Window::attach(
+        Path::new(&env("SA_DIR")),
+        "windows",
+        0,
+        1,
+        "bar0.n1_0000_03_00.0",
+    )
+    .expect("the file is there")
+    .read_u32(0)
+    .expect("read");
+    let got = serde_json::json!({
+        "as_alice_host": attempt("bob-secret-0123456789", "n2"),
+        "as_own_host": attempt("bob-secret-0123456789", "n3"),
+        "no_token": attempt("", "n2").0,
+        "forged": forged,
+    });
+    publish(
+        &PathBuf::from(env("SA_WORK")).join("intruder.json"),
+        &got.to_string(),
+    );
 }
 
 #[test]
@@ -417,26 +460,39 @@ fn a_host_without_a_mapping_reaches_nothing_and_handles_fault_after_return() {
     memory.write(0, b"alice").expect("write");
     let cap_before = bar.read32(0).expect("CAP");
 
-    // Bob holds no lease of alice's: the fabric maps nothing for him, whichever host he claims.
-    let bar_path = format!("/v1/datapath/leases/{lease}/bar");
-    let as_alice_host = raw_post(
-        &c,
-        "bob-secret-0123456789",
-        &bar_path,
-        &serde_json::json!({ "fdid": fdid, "host": "n2" }),
-    );
-    let as_own_host = raw_post(
-        &c,
-        "bob-secret-0123456789",
-        &bar_path,
-        &serde_json::json!({ "fdid": fdid, "host": "n3" }),
-    );
-    let no_token = raw_post(
-        &c,
-        "",
-        &bar_path,
-        &serde_json::json!({ "fdid": fdid, "host": "n2" }),
-    );
+    // A process of bob's, with no lease of alice's: the fabric maps nothing for it, whichever host it
+    // claims, and a window slot without its key reaches nothing.
+    let work = c.dir.path().join("work");
+    std::fs::create_dir_all(&work).expect("work dir");
+    let intruder = Command::new(std::env::current_exe().expect("test binary"))
+        .args([
+            "--exact",
+            "shared_access::intruder_process",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env("SA_WORK", &work)
+        .env("SA_FABRIC", &c.fabric_url)
+        .env("SA_FDID", &fdid)
+        .env("SA_LEASE", lease.to_string())
+        .env("SA_DIR", c.datapath_dir())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("the intruder runs");
+    let got: serde_json::Value = serde_json::from_str(
+        &wait_file(&work.join("intruder.json"), Duration::from_secs(5)).unwrap_or_default(),
+    )
+    .unwrap_or_default();
+    let pair = |v: &serde_json::Value| {
+        (
+            u16::try_from(v[0].as_u64().unwrap_or(0)).unwrap_or(0),
+            v[1].as_str().unwrap_or_default().to_owned(),
+        )
+    };
+    let (as_alice_host, as_own_host) = (pair(&got["as_alice_host"]), pair(&got["as_own_host"]));
+    let no_token = got["no_token"].as_u64().unwrap_or(0);
+    let forged = got["forged"].as_u64().unwrap_or(0);
     // Bob's own borrow cannot point the device at alice's memory: she did not export it.
     let bob = tenant(&c, "bob-secret-0123456789", "n3");
     let bobs = bob
@@ -465,17 +521,6 @@ fn a_host_without_a_mapping_reaches_nothing_and_handles_fault_after_return() {
         .segment("buf", 4096)
         .map(|s| s.name().to_owned())
         .map_err(|e| e.code().map(str::to_owned));
-    // Nor can he use a window slot without its key.
-    let forged = pcipool_shm::window::Window::attach(
-        &c.datapath_dir(),
-        "windows",
-        0,
-        1,
-        "bar0.n1_0000_03_00.0",
-    )
-    .expect("the file is there")
-    .read_u32(0)
-    .expect("read");
 
     // Alice returns the device while still holding her handles: they reach nothing now.
     borrow.give_back().expect("give back");
@@ -515,12 +560,13 @@ fn a_host_without_a_mapping_reaches_nothing_and_handles_fault_after_return() {
             cap_before != u32::MAX,
             as_alice_host,
             as_own_host,
-            no_token.0,
+            no_token,
             peer,
             export_hers,
             hers_as_own,
             remake_hers,
             forged,
+            intruder.success(),
         ),
         (
             true,
@@ -531,7 +577,8 @@ fn a_host_without_a_mapping_reaches_nothing_and_handles_fault_after_return() {
             (403, "FORBIDDEN".to_owned()),
             Err(Some("FORBIDDEN".to_owned())),
             Err(Some("FORBIDDEN".to_owned())),
-            u32::MAX,
+            u64::from(u32::MAX),
+            true,
         )
     );
     // After a return, by the holder or by the controller: stale handles fault, and it is recorded.
