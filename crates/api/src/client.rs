@@ -274,6 +274,21 @@ impl Client {
         Ok(())
     }
 
+    /// Appends a record to the audit chain (operators).
+    ///
+    /// # Errors
+    /// [`ClientError`].
+    pub fn record(&self, target: &str, action: &str, result: &str) -> Result<(), ClientError> {
+        self.post_no_content(
+            "/v1/audit",
+            &crate::types::AuditRecord {
+                target: target.to_owned(),
+                action: action.to_owned(),
+                result: result.to_owned(),
+            },
+        )
+    }
+
     /// Lists leases.
     ///
     /// # Errors

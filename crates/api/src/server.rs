@@ -84,6 +84,17 @@ pub trait PoolApi: Send + Sync + 'static {
         lease: LeaseId,
         epoch: u64,
     ) -> Result<(), ControlError>;
+    /// Appends a record another part of the pool reports (operators only).
+    ///
+    /// # Errors
+    /// [`ControlError`].
+    fn record(
+        &self,
+        actor: &str,
+        target: &str,
+        action: &str,
+        result: &str,
+    ) -> Result<(), ControlError>;
     /// Every lease.
     ///
     /// # Errors
@@ -369,6 +380,30 @@ async fn audit_verify<P: PoolApi>(
     Ok(Json(domain(&state).audit_verify()?))
 }
 
+async fn audit_record<P: PoolApi>(
+    State(state): State<AppState<P>>,
+    headers: HeaderMap,
+    body: Result<Json<crate::types::AuditRecord>, axum::extract::rejection::JsonRejection>,
+) -> Result<StatusCode, ApiError> {
+    let who = principal(&state, &headers)?;
+    if who.role < Role::Operator {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "FORBIDDEN",
+            "operators and admins only",
+        ));
+    }
+    let Json(r) =
+        body.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "BAD_REQUEST", e.body_text()))?;
+    let state2 = state.clone();
+    tokio::task::spawn_blocking(move || {
+        domain(&state2).record(&who.name, &r.target, &r.action, &r.result)
+    })
+    .await
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", e.to_string()))??;
+    Ok(StatusCode::NO_CONTENT)
+}
+
 async fn audit_list<P: PoolApi>(
     State(state): State<AppState<P>>,
     headers: HeaderMap,
@@ -582,7 +617,7 @@ pub fn router<P: PoolApi>(pool: Arc<P>, tokens: BTreeMap<String, Principal>) -> 
         .route("/v1/leases/{id}/heartbeat", post(renew::<P>))
         .route("/v1/devices", get(devices::<P>))
         .route("/v1/audit/verify", get(audit_verify::<P>))
-        .route("/v1/audit", get(audit_list::<P>))
+        .route("/v1/audit", get(audit_list::<P>).post(audit_record::<P>))
         .route("/v1/hosts", get(hosts::<P>))
         .route("/v1/devices/{fdid}", get(device::<P>))
         .route("/v1/devices/{fdid}/actions", post(device_action::<P>))

@@ -53,6 +53,18 @@ pub struct RenewRequest {
     pub epoch: u64,
 }
 
+/// `POST /v1/audit`: a record another part of the pool reports (the fabric's data path).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditRecord {
+    /// What it concerns (`lease 12`).
+    pub target: String,
+    /// What happened (`datapath_teardown`).
+    pub action: String,
+    /// Details.
+    pub result: String,
+}
+
 fn yes() -> bool {
     true
 }

@@ -1242,6 +1242,40 @@ impl<S: Store> Controller<S> {
         Ok((fdid, held))
     }
 
+    /// Records in the audit chain what another part of the pool reports (the fabric's data path:
+    /// mappings torn down and why). Short, plain fields only: `action` is `[a-z_]{1,40}`, `target` at most
+    /// 100 characters, `result` at most 500.
+    ///
+    /// # Errors
+    /// Fields out of shape, or the store failed.
+    pub fn record(
+        &self,
+        actor: &str,
+        target: &str,
+        action: &str,
+        result: &str,
+        now: Millis,
+    ) -> Result<(), ControlError> {
+        let plain_action = !action.is_empty()
+            && action.len() <= 40
+            && action.bytes().all(|b| b.is_ascii_lowercase() || b == b'_');
+        if !plain_action || target.is_empty() || target.len() > 100 || result.len() > 500 {
+            return Err(ControlError::BadRequest(
+                "an audit record needs an action of a-z and _ (1-40), a target (1-100 characters) and a result (at most 500)".into(),
+            ));
+        }
+        self.store.audit(&[AuditEntry {
+            at: now,
+            actor,
+            target,
+            action,
+            before: "",
+            after: "",
+            result,
+        }])?;
+        Ok(())
+    }
+
     /// Downgrades an exclusive shared-model lease (tenant `None` = operator): its holder has
     /// initialised the device and lets up to `max_sharers` hosts share it.
     ///

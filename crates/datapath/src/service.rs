@@ -217,6 +217,8 @@ pub struct DataPath {
     marks: u64,
     /// The latest leases torn down (up to 1,000), oldest first, with why (for the event log).
     pub torn_down: Vec<(u64, String)>,
+    /// Teardowns not yet reported to the controller's audit chain (up to 1,000, oldest first).
+    unreported: Vec<(u64, String)>,
 }
 
 impl std::fmt::Debug for DataPath {
@@ -285,6 +287,7 @@ impl DataPath {
             segments: BTreeMap::new(),
             marks: 0,
             torn_down: Vec::new(),
+            unreported: Vec::new(),
         })
     }
 
@@ -730,11 +733,27 @@ impl DataPath {
             let _ = std::fs::remove_file(self.dir.join(region));
         }
         // A long-running fabric keeps the latest teardowns only.
-        if self.torn_down.len() >= TORN_DOWN_KEPT {
-            self.torn_down.remove(0);
+        for log in [&mut self.torn_down, &mut self.unreported] {
+            if log.len() >= TORN_DOWN_KEPT {
+                log.remove(0);
+            }
+            log.push((lease, why.to_owned()));
         }
-        self.torn_down.push((lease, why.to_owned()));
         true
+    }
+
+    /// Takes the teardowns not yet reported to the controller (give back what could not be reported
+    /// with [`DataPath::unreported_again`]).
+    pub fn take_unreported(&mut self) -> Vec<(u64, String)> {
+        std::mem::take(&mut self.unreported)
+    }
+
+    /// Puts teardowns that could not be reported back in front, to be tried again.
+    pub fn unreported_again(&mut self, mut not_yet: Vec<(u64, String)>) {
+        not_yet.append(&mut self.unreported);
+        let excess = not_yet.len().saturating_sub(TORN_DOWN_KEPT);
+        not_yet.drain(..excess);
+        self.unreported = not_yet;
     }
 
     /// A point in the order in which leases first mapped something: take one before asking the

@@ -1,9 +1,10 @@
 //! The data path of `pcipool sim serve`: the HTTP face of [`pcipool_datapath::service::DataPath`].
-//! Every mapping request is checked with the controller under the caller's own token (the lease must be
-//! visible to the caller, for that device and borrower host, shared-model or lent); a background thread asks
-//! the controller for every lease under the fabric's operator token and tears down the mappings of
-//! leases that ended. While the controller is unreachable nothing is torn down and nothing new is
-//! granted: mappings in use keep working through a controller restart, as NTB windows do.
+//! Every mapping request is checked with the controller under the caller's own token (the lease
+//! must be visible to the caller, for that device and borrower host, shared-model or lent); a
+//! background thread asks the controller for every lease under the fabric's operator token, tears
+//! down the mappings of leases that ended, and reports every teardown to the controller's audit
+//! chain. While the controller is unreachable nothing is torn down and nothing new is granted:
+//! mappings in use keep working through a controller restart, as NTB windows do.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -426,8 +427,25 @@ impl DataPathState {
                     let live: BTreeSet<u64> = leases.iter().map(|l| l.lease_id.0).collect();
                     lock(&service).reconcile(&live, mark);
                 }
+                report(&service, &client);
             }
         });
+    }
+}
+
+/// Reports teardowns to the controller's audit chain, so the record of who held what says when a
+/// lease's mappings ended and why; what cannot be reported now is tried again later.
+fn report(service: &Mutex<DataPath>, client: &Client) {
+    let pending = lock(service).take_unreported();
+    let mut left = pending.into_iter();
+    while let Some((lease, why)) = left.next() {
+        let sent = client.record(&format!("lease {lease}"), "datapath_teardown", &why);
+        if sent.is_err() {
+            let mut again = vec![(lease, why)];
+            again.extend(left);
+            lock(service).unreported_again(again);
+            return;
+        }
     }
 }
 

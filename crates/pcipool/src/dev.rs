@@ -230,6 +230,17 @@ impl PoolApi for Lab {
             .renew(actor, tenant, lease, pcipool_pool::Epoch(epoch), now_ms())
     }
 
+    fn record(
+        &self,
+        actor: &str,
+        target: &str,
+        action: &str,
+        result: &str,
+    ) -> Result<(), ControlError> {
+        self.controller
+            .record(actor, target, action, result, now_ms())
+    }
+
     fn leases(&self) -> Result<Vec<LeaseView>, ControlError> {
         Ok(self
             .controller

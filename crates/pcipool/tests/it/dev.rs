@@ -609,3 +609,29 @@ fn lease_downgrade_and_renew_from_the_command_line() {
         (Some(0), false, Some(0), Some(0), Some(0), true, Some(4))
     );
 }
+
+/// Records from outside the controller (the fabric's teardown reports) are for operators only and of a
+/// plain shape; what is accepted joins the hash chain.
+#[test]
+fn outside_audit_records_are_for_operators_and_join_the_chain() {
+    let dev = start();
+    let admin = pcipool_api::client::Client::new(&dev.url, &dev.token);
+    let ok = admin.record("lease 7", "datapath_teardown", "returned by its holder");
+    let bad_action = admin
+        .record("lease 7", "Drop Table", "x")
+        .map_err(|e| e.to_string());
+    let listed =
+        admin.audit(1, 10_000).expect("audit").iter().any(|r| {
+            r.action == "datapath_teardown" && r.target == "lease 7" && r.actor == "admin"
+        });
+    let intact = admin.audit_verify().expect("verify").ok;
+    assert_eq!(
+        (
+            ok.is_ok(),
+            bad_action.is_err_and(|e| e.contains("BAD_REQUEST")),
+            listed,
+            intact
+        ),
+        (true, true, true, true)
+    );
+}

@@ -545,6 +545,20 @@ fn a_host_without_a_mapping_reaches_nothing_and_handles_fault_after_return() {
         std::thread::sleep(Duration::from_millis(20));
     }
     let revoked = bar2.read32(CSTS).expect("read");
+    // Both teardowns reach the controller's audit chain (reported by the fabric's reconcile thread).
+    let admin = pcipool_api::client::Client::new(&c.url, "admin-secret-0123456789");
+    let audited = |l: u64| {
+        admin.audit(1, 100_000).is_ok_and(|a| {
+            a.iter()
+                .any(|r| r.action == "datapath_teardown" && r.target == format!("lease {l}"))
+        })
+    };
+    let until = Instant::now() + Duration::from_secs(10);
+    while !(audited(lease) && audited(again.lease())) && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let teardowns_audited = audited(lease) && audited(again.lease());
+    let chain_intact = admin.audit_verify().is_ok_and(|v| v.ok);
     let events = fabric_events(&c);
     let reasons: Vec<String> = events["torn_down"]
         .as_array()
@@ -595,8 +609,20 @@ fn a_host_without_a_mapping_reaches_nothing_and_handles_fault_after_return() {
                 .iter()
                 .any(|r| r.contains("no longer held by the controller")),
             reasons.iter().any(|r| r.contains("returned by its holder")),
+            teardowns_audited,
+            chain_intact,
         ),
-        (u32::MAX, [0xff; 5], true, true, u32::MAX, true, true)
+        (
+            u32::MAX,
+            [0xff; 5],
+            true,
+            true,
+            u32::MAX,
+            true,
+            true,
+            true,
+            true
+        )
     );
 }
 
