@@ -376,7 +376,11 @@ impl<S: Store> Controller<S> {
         }
     }
 
-    /// Applies an event to a device with compare-and-swap; returns the new state and commands.
+    /// Applies an event to a device with compare-and-swap; returns the new state and commands. When
+    /// another request changed the device between the read and the write, the event is applied again
+    /// to what that request left (a few times): several sharers releasing or renewing at once must
+    /// not fail each other. The transition function decides afresh each time, so an event the new
+    /// state no longer allows is refused as it would have been.
     fn transition(
         &self,
         fdid: Fdid,
@@ -384,8 +388,14 @@ impl<S: Store> Controller<S> {
         actor: &str,
         now: Millis,
     ) -> Result<(DeviceState, Vec<pcipool_pool::Command>), ControlError> {
-        self.transition_with(fdid, event, actor, now, None)
-            .map(|(s, c, _)| (s, c))
+        const ATTEMPTS: usize = 8;
+        let mut attempt = 1;
+        loop {
+            match self.transition_with(fdid, event, actor, now, None) {
+                Err(ControlError::Conflict(_)) if attempt < ATTEMPTS => attempt += 1,
+                other => return other.map(|(s, c, _)| (s, c)),
+            }
+        }
     }
 
     /// As [`Self::transition`], writing a workflow journal in the same transaction when given.

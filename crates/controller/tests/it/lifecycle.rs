@@ -811,3 +811,62 @@ fn a_release_waits_for_the_borrowers_users_then_refuses_rather_than_forcing() {
         (Err("BUSY"), ("lent", false), Ok(()), "available")
     );
 }
+
+/// Sharers renewing their leases of one device at the same moment each change the same device row:
+/// the loser of a race applies its renewal again to what the winner left instead of failing.
+#[test]
+fn concurrent_renewals_of_one_shared_device_all_succeed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (ctl, mut sim) = setup(dir.path());
+    let fdid: Fdid = "n1:0000:03:00.0".parse().expect("fdid");
+    let leases: Vec<(pcipool_fabric::LeaseId, pcipool_pool::Epoch)> = (2..=4)
+        .chain([2])
+        .enumerate()
+        .map(|(i, b)| {
+            let g = ctl
+                .borrow(
+                    &mut sim,
+                    "admin",
+                    &format!("t{i}"),
+                    Request {
+                        selector: Selector {
+                            fdid: Some(fdid),
+                            ..Selector::default()
+                        },
+                        count: 1,
+                        model: AccessModel::Shared,
+                        borrower: NodeId(b),
+                        max_sharers: Some(4),
+                        request_id: None,
+                    },
+                    Some(10),
+                    0,
+                )
+                .expect("shared");
+            (g[0].lease_id, g[0].epoch)
+        })
+        .collect();
+    let failures: usize = std::thread::scope(|scope| {
+        let handles: Vec<_> = leases
+            .iter()
+            .enumerate()
+            .map(|(i, &(lease, epoch))| {
+                let ctl = &ctl;
+                scope.spawn(move || {
+                    // Each renewal comes when less than half the lease is left, so each one writes.
+                    (1..=20u64)
+                        .filter(|k| {
+                            ctl.renew("app", Some(&format!("t{i}")), lease, epoch, k * 6_000)
+                                .is_err()
+                        })
+                        .count()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or(usize::MAX))
+            .sum()
+    });
+    assert_eq!((leases.len(), failures), (4, 0));
+}
