@@ -388,11 +388,17 @@ impl<S: Store> Controller<S> {
         actor: &str,
         now: Millis,
     ) -> Result<(DeviceState, Vec<pcipool_pool::Command>), ControlError> {
-        const ATTEMPTS: usize = 8;
+        // Each lost race means another writer committed; many writers at once on a busy machine can
+        // beat one request several times in a row, so give it room (each try is one read and one
+        // write, and yields to the winners first).
+        const ATTEMPTS: usize = 64;
         let mut attempt = 1;
         loop {
             match self.transition_with(fdid, event, actor, now, None) {
-                Err(ControlError::Conflict(_)) if attempt < ATTEMPTS => attempt += 1,
+                Err(ControlError::Conflict(_)) if attempt < ATTEMPTS => {
+                    attempt += 1;
+                    std::thread::yield_now();
+                }
                 other => return other.map(|(s, c, _)| (s, c)),
             }
         }
