@@ -285,13 +285,27 @@ impl<M: Medium> SharedNvme<M> {
     /// # Errors
     /// The BAR region failed.
     pub fn poll(&mut self) -> Result<usize, ShmError> {
+        // CC is read before the registers a driver sets up ahead of it (AQA, ASQ, ACQ) and forwarded
+        // after them. A driver writes those first and CC last, so an enable seen here comes with every
+        // earlier write visible; read in the other order, a pass could catch ASQ still old and then
+        // CC already set, and the controller would come up on a stale admin queue address.
+        let cc = self.bar.load_u32(CC)?;
         for i in 0..self.seen.len() {
             let (off, last) = self.seen[i];
+            if off == CC {
+                continue;
+            }
             let now = self.bar.load_u32(off)?;
             if now != last {
                 self.seen[i].1 = now;
                 self.ctrl.write32(off, now);
             }
+        }
+        if let Some(i) = self.seen.iter().position(|(off, _)| *off == CC)
+            && self.seen[i].1 != cc
+        {
+            self.seen[i].1 = cc;
+            self.ctrl.write32(CC, cc);
         }
         let ran = self.ctrl.process(&mut self.dma, &mut self.medium);
         self.publish()?;
