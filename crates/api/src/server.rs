@@ -211,6 +211,17 @@ impl From<ControlError> for ApiError {
     }
 }
 
+/// A request body, or 400 BAD_REQUEST saying what is wrong with it.
+///
+/// # Errors
+/// The body is not the JSON the route takes.
+pub fn json_body<T>(
+    body: Result<Json<T>, axum::extract::rejection::JsonRejection>,
+) -> Result<T, ApiError> {
+    body.map(|Json(v)| v)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "BAD_REQUEST", e.body_text()))
+}
+
 /// A JSON error response with a stable code, for the other HTTP services pcipool runs (agents, the
 /// simulated fabric) so every pcipool endpoint fails the same way.
 pub fn error_response(status: StatusCode, code: &str, message: String) -> Response {
@@ -254,8 +265,7 @@ async fn borrow<P: PoolApi>(
     body: Result<Json<BorrowRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<(StatusCode, Json<Vec<Granted>>), ApiError> {
     let who = principal(&state, &headers)?;
-    let Json(request) =
-        body.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "BAD_REQUEST", e.body_text()))?;
+    let request = json_body(body)?;
     if who.role == Role::Agent {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
@@ -322,8 +332,7 @@ async fn downgrade<P: PoolApi>(
     Path(id): Path<u64>,
     body: Result<Json<crate::types::DowngradeRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<StatusCode, ApiError> {
-    let Json(request) =
-        body.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "BAD_REQUEST", e.body_text()))?;
+    let request = json_body(body)?;
     lease_change(&state, &headers, "downgrade", move |d, actor, tenant| {
         d.downgrade(actor, tenant, LeaseId(id), request.max_sharers)
     })
@@ -336,8 +345,7 @@ async fn renew<P: PoolApi>(
     Path(id): Path<u64>,
     body: Result<Json<crate::types::RenewRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<StatusCode, ApiError> {
-    let Json(request) =
-        body.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "BAD_REQUEST", e.body_text()))?;
+    let request = json_body(body)?;
     lease_change(&state, &headers, "renew", move |d, actor, tenant| {
         d.renew(actor, tenant, LeaseId(id), request.epoch)
     })
@@ -393,8 +401,7 @@ async fn audit_record<P: PoolApi>(
             "operators and admins only",
         ));
     }
-    let Json(r) =
-        body.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "BAD_REQUEST", e.body_text()))?;
+    let r = json_body(body)?;
     let state2 = state.clone();
     tokio::task::spawn_blocking(move || {
         domain(&state2).record(&who.name, &r.target, &r.action, &r.result)
@@ -448,8 +455,7 @@ async fn device_action<P: PoolApi>(
             "operators and admins only",
         ));
     }
-    let Json(action) =
-        body.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "BAD_REQUEST", e.body_text()))?;
+    let action = json_body(body)?;
     let fdid = fdid.parse().map_err(|e: pcipool_fabric::IdError| {
         ApiError::new(StatusCode::BAD_REQUEST, "BAD_REQUEST", e.to_string())
     })?;
@@ -503,8 +509,7 @@ async fn register_agent<P: PoolApi>(
     body: Result<Json<AgentRegistration>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<RegistrationReply>, ApiError> {
     let who = principal(&state, &headers)?;
-    let Json(registration) =
-        body.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "BAD_REQUEST", e.body_text()))?;
+    let registration = json_body(body)?;
     agents_only(&who, registration.node)?;
     let state2 = state.clone();
     let reply = tokio::task::spawn_blocking(move || {
@@ -526,8 +531,7 @@ async fn agent_heartbeat<P: PoolApi>(
         ApiError::new(StatusCode::BAD_REQUEST, "BAD_REQUEST", e.to_string())
     })?;
     agents_only(&who, node)?;
-    let Json(beat) =
-        body.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "BAD_REQUEST", e.body_text()))?;
+    let beat = json_body(body)?;
     let state2 = state.clone();
     let reply = tokio::task::spawn_blocking(move || domain(&state2).agent_heartbeat(node, beat))
         .await

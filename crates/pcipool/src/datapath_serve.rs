@@ -17,7 +17,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use pcipool_api::client::{Client, ClientError};
-use pcipool_api::server::ApiError;
+use pcipool_api::server::{ApiError, json_body};
 use pcipool_datapath::service::{DataPath, DataPathError, Grant};
 use pcipool_datapath::wire::{
     DeviceMemoryRequest, Events, ExportRequest, Holder, Info, InterruptRequest, Mapped,
@@ -172,11 +172,6 @@ async fn events(State(state): State<DataPathState>) -> Response {
 
 type Body<T> = Result<Json<T>, axum::extract::rejection::JsonRejection>;
 
-fn body<T>(b: Body<T>) -> Result<T, ApiError> {
-    b.map(|Json(v)| v)
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "BAD_REQUEST", e.body_text()))
-}
-
 /// A mapping request: what names the lease's device and host.
 trait ForLease {
     fn fdid(&self) -> &str;
@@ -210,7 +205,7 @@ async fn grant<T: ForLease, R: serde::Serialize>(
     b: Body<T>,
     grant: impl FnOnce(&mut DataPath, &T, &str) -> Result<R, DataPathError>,
 ) -> Result<Response, ApiError> {
-    let r = body(b)?;
+    let r = json_body(b)?;
     let who = caller(headers)?;
     check_lease(state, headers, lease, r.fdid(), r.host()).await?;
     let granted = grant(&mut lock(&state.service), &r, &who);
@@ -290,7 +285,7 @@ async fn release(
     headers: HeaderMap,
     b: Body<Grant>,
 ) -> Result<Response, ApiError> {
-    let grant = body(b)?;
+    let grant = json_body(b)?;
     let who = caller(&headers)?;
     let released = lock(&state.service).release(lease, &who, grant);
     released
@@ -303,7 +298,7 @@ async fn create_segment(
     headers: HeaderMap,
     b: Body<SegmentCreate>,
 ) -> Result<Response, ApiError> {
-    let r = body(b)?;
+    let r = json_body(b)?;
     let who = caller(&headers)?;
     let made = lock(&state.service).create_segment(&who, &r.host, &r.name, r.size);
     made.map(|file| Json(SegmentMade { file }).into_response())
@@ -327,7 +322,7 @@ async fn export(
     headers: HeaderMap,
     b: Body<ExportRequest>,
 ) -> Result<Response, ApiError> {
-    let r = body(b)?;
+    let r = json_body(b)?;
     let who = caller(&headers)?;
     let exported = lock(&state.service).export(&who, &r.host, &r.name);
     exported

@@ -365,29 +365,10 @@ fn a_vanished_borrower_is_fenced_by_the_lender_and_cleans_up_when_back() {
 
 #[test]
 fn a_token_file_gives_tenants_their_own_view() {
-    let file = r#"
-        [[token]]
-        name = "root"
-        role = "admin"
-        token = "admin-secret-0123456789"
-        [[token]]
-        name = "hosts"
-        role = "agent"
-        token = "agent-secret-0123456789"
-        [[token]]
-        name = "acme"
-        role = "tenant"
-        token = "tenant-secret-0123456789"
-        [[token]]
-        name = "n3"
-        role = "agent"
-        token = "n3-agent-secret-0123456789"
-    "#;
-    let c = Cluster::start_with(Some((
-        file,
-        "admin-secret-0123456789",
-        "agent-secret-0123456789",
-    )));
+    let c = Cluster::start_with(Some(&[
+        ("acme", "tenant", "tenant-secret-0123456789"),
+        ("n3", "agent", "n3-agent-secret-0123456789"),
+    ]));
     let admin = c.client();
     let acme = Client::new(&c.url, "tenant-secret-0123456789");
     let agent = Client::new(&c.url, "agent-secret-0123456789");
@@ -503,25 +484,7 @@ fn vfs_of_one_nic_go_to_two_borrowers_and_hold_back_their_pf() {
 
 #[test]
 fn validate_runs_against_the_running_multi_process_pool() {
-    let file = r#"
-        [[token]]
-        name = "root"
-        role = "admin"
-        token = "admin-secret-0123456789"
-        [[token]]
-        name = "hosts"
-        role = "agent"
-        token = "agent-secret-0123456789"
-        [[token]]
-        name = "mallory"
-        role = "tenant"
-        token = "mallory-secret-0123456789"
-    "#;
-    let c = Cluster::start_with(Some((
-        file,
-        "admin-secret-0123456789",
-        "agent-secret-0123456789",
-    )));
+    let c = Cluster::start_with(Some(&[("mallory", "tenant", "mallory-secret-0123456789")]));
     let report = c.dir.path().join("remote.json");
     let out = Command::new(env!("CARGO_BIN_EXE_pcipool"))
         .args(["validate", "--cycles", "1", "--fabric-url", &c.fabric_url])

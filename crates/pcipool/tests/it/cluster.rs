@@ -34,11 +34,18 @@ pub struct Cluster {
     fabric_file: Option<PathBuf>,
 }
 
+/// The admin secret of a cluster started with a token file.
+pub const ADMIN: &str = "admin-secret-0123456789";
+/// The agents' secret of a cluster started with a token file.
+pub const AGENT: &str = "agent-secret-0123456789";
+
 /// What to start besides the defaults (the built-in 4-host lab, generated tokens).
 #[derive(Default)]
 pub struct Spec<'a> {
-    /// A token file, and the admin and agent secrets in it.
-    pub tokens: Option<(&'a str, &'a str, &'a str)>,
+    /// More principals `(name, role, secret)`: the server then reads a token file with these, an
+    /// admin ([`ADMIN`]) and the agents ([`AGENT`]); the two are also written where generated ones
+    /// would be, so the helpers find them.
+    pub tokens: Option<&'a [(&'a str, &'a str, &'a str)]>,
     /// A fabric description, its host count and the devices its agents report.
     pub fabric: Option<(&'a str, u32, usize)>,
 }
@@ -74,9 +81,8 @@ impl Cluster {
         Self::start_with(None)
     }
 
-    /// With `tokens`, the server reads that token file; the test also writes the admin and agent
-    /// secrets where the generated ones would be, so the helpers find them.
-    pub fn start_with(tokens: Option<(&str, &str, &str)>) -> Self {
+    /// The built-in lab with a token file of `tokens` (see [`Spec::tokens`]).
+    pub fn start_with(tokens: Option<&[(&str, &str, &str)]>) -> Self {
         Self::launch(&Spec {
             tokens,
             fabric: None,
@@ -97,11 +103,20 @@ impl Cluster {
             std::fs::write(&path, text).expect("fabric file");
             path
         });
-        let tokens_file = tokens.map(|(file, admin, agent)| {
+        let tokens_file = tokens.map(|more| {
             let data = dir.path().join("ctl");
             std::fs::create_dir_all(&data).expect("data dir");
-            std::fs::write(data.join("admin.token"), admin).expect("admin token");
-            std::fs::write(data.join("agent.token"), agent).expect("agent token");
+            std::fs::write(data.join("admin.token"), ADMIN).expect("admin token");
+            std::fs::write(data.join("agent.token"), AGENT).expect("agent token");
+            let file: String = [("root", "admin", ADMIN), ("hosts", "agent", AGENT)]
+                .iter()
+                .chain(more)
+                .map(|(name, role, token)| {
+                    format!(
+                        "[[token]]\nname = \"{name}\"\nrole = \"{role}\"\ntoken = \"{token}\"\n"
+                    )
+                })
+                .collect();
             let path = dir.path().join("tokens.toml");
             std::fs::write(&path, file).expect("token file");
             path

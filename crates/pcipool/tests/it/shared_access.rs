@@ -350,24 +350,11 @@ fn four_hosts_share_one_nvme_device_through_controller_restarts() {
     );
 }
 
-const TOKENS: &str = r#"
-[[token]]
-name = "root"
-role = "admin"
-token = "admin-secret-0123456789"
-[[token]]
-name = "hosts"
-role = "agent"
-token = "agent-secret-0123456789"
-[[token]]
-name = "alice"
-role = "tenant"
-token = "alice-secret-0123456789"
-[[token]]
-name = "bob"
-role = "tenant"
-token = "bob-secret-0123456789"
-"#;
+/// Two tenants besides the admin and the agents.
+const TENANTS: &[(&str, &str, &str)] = &[
+    ("alice", "tenant", "alice-secret-0123456789"),
+    ("bob", "tenant", "bob-secret-0123456789"),
+];
 
 fn tenant(c: &Cluster, token: &str, host: &str) -> Pool {
     Pool::connect(&Config {
@@ -442,7 +429,7 @@ fn intruder_process() {
 #[test]
 fn a_host_without_a_mapping_reaches_nothing_and_handles_fault_after_return() {
     let c = Cluster::launch(&Spec {
-        tokens: Some((TOKENS, "admin-secret-0123456789", "agent-secret-0123456789")),
+        tokens: Some(TENANTS),
         fabric: Some((FABRIC, 5, 1)),
     });
     let alice = tenant(&c, "alice-secret-0123456789", "n2");
@@ -818,7 +805,7 @@ fn a_sharer_killed_with_sigkill_loses_its_lease_and_mappings() {
 #[test]
 fn the_fabric_does_not_reconcile_with_a_tenants_view() {
     let c = Cluster::launch(&Spec {
-        tokens: Some((TOKENS, "admin-secret-0123456789", "agent-secret-0123456789")),
+        tokens: Some(TENANTS),
         fabric: Some((FABRIC, 5, 1)),
     });
     // The fabric's token file (ctl/admin.token) now holds alice's token.
