@@ -1,4 +1,4 @@
-//! Application-managed shared access: the SISCI SmartIO model (`shared/reference/smartio.md`) in our
+//! Application-managed shared access: the SISCI SmartIO model (`docs/background.md`) in our
 //! own words. An application on any host of the pool finds a device, borrows it exclusive or shared,
 //! maps its BAR for register access, maps memory for the device's DMA (its own, or a peer's that the
 //! peer exported), creates device memory with a placement hint, and routes the device's interrupts to

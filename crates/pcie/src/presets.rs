@@ -1,6 +1,6 @@
 //! Realistic config spaces of the device kinds a pool holds, for tests and for the simulator.
 //!
-//! Ids and layouts follow real parts named in the SmartIO evaluations (`shared/reference/smartio.md`):
+//! Ids and layouts follow real parts named in the SmartIO evaluations (`docs/background.md`):
 //! a Samsung NVMe SSD, an NVIDIA Quadro P4000 (no FLR, large prefetchable BAR), a Mellanox ConnectX-5
 //! (SR-IOV), a Xilinx FPGA card, Broadcom PEX8733 switch ports and NT function (the chip on Dolphin's
 //! PXH830 NTB adapter, whose prefetchable window defaults to 256 MiB).

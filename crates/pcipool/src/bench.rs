@@ -8,14 +8,17 @@ use anyhow::{Context, bail};
 use pcipool_pcie::Bdf;
 use pcipool_pcie::dump::{parse_dump, write_dump};
 
-/// Where the shared corpus sits relative to a checkout (`../shared/corpus/pciutils-tests`), if present.
+/// The optional pciutils corpus of real dumps: `$PCIPOOL_CORPUS`, else a `shared/corpus/pciutils-tests`
+/// beside the checkout when one is there (optional; the benchmark runs on the presets alone without it).
 fn corpus_dir() -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os("PCIPOOL_CORPUS") {
+        return Some(PathBuf::from(dir)).filter(|p| p.is_dir());
+    }
     let exe = std::env::current_exe().ok()?;
+    let cwd = std::env::current_dir().ok()?;
     exe.ancestors()
-        .map(|a| a.join("shared/corpus/pciutils-tests"))
-        .chain(std::iter::once(PathBuf::from(
-            "../shared/corpus/pciutils-tests",
-        )))
+        .chain(cwd.ancestors())
+        .map(|a| a.join("shared/corpus/pciutils-tests")) // optional corpus lookup
         .find(|p| p.is_dir())
 }
 

@@ -1,4 +1,4 @@
-//! Device ownership: the life cycle of `shared/DESIGN.md` §2 as an enum plus one pure transition function.
+//! Device ownership: the life cycle of `docs/architecture.md` as an enum plus one pure transition function.
 //!
 //! ```text
 //! Discovered --qualify--> Qualified | Rejected(reasons)

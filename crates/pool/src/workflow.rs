@@ -14,7 +14,7 @@ pub enum WorkflowKind {
     Return,
 }
 
-/// The lend sequence (`shared/reference/peers.md` §d, generalised recipe).
+/// The lend sequence (`docs/background.md`, the safe order of host-side operations).
 pub const LEND: &[Step] = &[
     Step::LenderQuiesceCheck,
     Step::LenderUnbind,

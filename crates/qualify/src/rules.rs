@@ -1,6 +1,6 @@
 //! The rules. Each is a plain function from the facts to findings for one access model, listed in
 //! [`RULES`] so the table is the one place that says what qualification checks. Severities follow the
-//! sourced facts in `shared/reference/` (cited per rule).
+//! sourced facts in `docs/background.md` (cited per rule).
 
 use pcipool_pcie::{ResetMethod, regs};
 

@@ -3,12 +3,15 @@
 //! - [`sysfs::SysfsTreeBuilder`] lays out a fake `/sys` and `/proc` in a temporary directory, with the
 //!   symlinks the kernel makes, from builder-made config spaces. Everything that would mutate a host is
 //!   tested against such a tree, never against the real `/sys`.
-//! - [`corpus`] finds the real devices' lspci dumps that live beside the project in
-//!   `shared/corpus/` (GPL-licensed, so read from there and never copied into this repository).
+//! - [`corpus`] finds the real devices' lspci dumps where an operator put them (`PCIPOOL_CORPUS`;
+//!   GPL-licensed, so never copied into this repository; tests skip, saying so, without them).
+//! - [`skip::skipped`] prints the visible SKIPPED line of a test that cannot run on this machine.
 //!
 //! # Layout
 //! - [`sysfs`]: the fake tree builder.
-//! - [`corpus`]: locating the shared dump corpus.
+//! - [`corpus`]: locating the optional dump corpus.
+//! - [`skip`]: reporting a skipped test.
 
 pub mod corpus;
+pub mod skip;
 pub mod sysfs;
