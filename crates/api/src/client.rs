@@ -190,27 +190,9 @@ impl Client {
             return Self::decode::<()>(&url, resp).map(|()| Vec::new());
         }
         let mut resp = resp;
-        let body: serde_json::Value = resp
-            .body_mut()
-            .read_json()
-            .map_err(|_| ClientError::Body { url: url.clone() })?;
-        // Granted is serialise-only on the server; read the fields scripts rely on.
-        let items = body.as_array().cloned().unwrap_or_default();
-        items
-            .iter()
-            .map(|g| {
-                let parse = || -> Option<pcipool_controller::Granted> {
-                    Some(pcipool_controller::Granted {
-                        lease_id: pcipool_fabric::LeaseId(g["lease_id"].as_u64()?),
-                        fdid: g["fdid"].as_str()?.parse().ok()?,
-                        epoch: pcipool_pool::Epoch(g["epoch"].as_u64()?),
-                        shadow: g["shadow"].as_str()?.parse().ok()?,
-                        workflow: g["workflow"].as_u64()?,
-                    })
-                };
-                parse().ok_or_else(|| ClientError::Body { url: url.clone() })
-            })
-            .collect()
+        resp.body_mut()
+            .read_json::<Vec<pcipool_controller::Granted>>()
+            .map_err(|_| ClientError::Body { url })
     }
 
     /// `DELETE base+path`; any 2xx is success.

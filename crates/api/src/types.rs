@@ -219,7 +219,7 @@ pub struct LeaseBeat {
     /// Lease.
     pub lease_id: LeaseId,
     /// The fencing epoch the agent holds for it.
-    pub epoch: u64,
+    pub epoch: pcipool_fabric::Epoch,
 }
 
 /// `POST /v1/agents/{node}/heartbeat`.

@@ -13,15 +13,13 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
 
-use pcipool_backend::{Executor, StepContext};
+use pcipool_backend::{Capabilities, Executor, Side, StepContext, StepErrorKind};
 use pcipool_fabric::{Fdid, LeaseId, NodeId, Topology};
 use pcipool_pcie::Bdf;
 use pcipool_pool::capacity::{CapacityError, Ledger};
 use pcipool_pool::policy::{Policy, PolicyError};
 use pcipool_pool::schedule::{self, DeviceClass, DeviceInfo, PlacementError, Request, RouteCache};
-use pcipool_pool::workflow::{
-    Journal, RETURN, RETURN_ESCALATED, StepStatus, WorkflowKind, WorkflowOutcome,
-};
+use pcipool_pool::workflow::{Journal, PlanKind, StepStatus, WorkflowKind, WorkflowOutcome};
 use pcipool_pool::{
     AuditEntry, DeviceState, Epoch, Event, Lease, Millis, TransitionError, WorkflowId, apply,
 };
@@ -141,7 +139,7 @@ pub const DEFAULT_MAX_SHARERS: u32 = 4;
 pub const MAX_SHARERS: u32 = 64;
 
 /// A granted lease, as `borrow` returns it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Granted {
     /// Lease id.
     pub lease_id: LeaseId,
@@ -149,8 +147,9 @@ pub struct Granted {
     pub fdid: Fdid,
     /// Fencing epoch.
     pub epoch: Epoch,
-    /// Where the device appears on the borrower.
-    pub shadow: Bdf,
+    /// Where the borrower's kernel placed the device, as the lend's hot-add reported it (`None` for a
+    /// shared lease, and for a lend that has not finished yet).
+    pub attached: Option<Bdf>,
     /// Lend workflow id.
     pub workflow: u64,
 }
@@ -162,6 +161,8 @@ pub struct Controller<S> {
     policy: Policy,
     topology: Topology,
     dma_window: u64,
+    /// What the fabric can do: the workflow plans follow from it.
+    fabric: Capabilities,
     /// Devices that requests in flight in this process have chosen but not yet assigned. Placement skips
     /// them, so concurrent requests spread over the pool instead of all racing for the same best device;
     /// the store's compare-and-swap still decides every race (also against other processes).
@@ -310,6 +311,7 @@ impl<S: Store> Controller<S> {
             policy,
             topology,
             dma_window: 256 << 20,
+            fabric: Capabilities::default(),
             claims: std::sync::Mutex::new(std::collections::BTreeSet::new()),
             requests: std::sync::Mutex::new(std::collections::BTreeSet::new()),
             ledger: std::sync::Mutex::new(None),
@@ -323,6 +325,13 @@ impl<S: Store> Controller<S> {
     #[must_use]
     pub fn with_release_wait(mut self, ms: u64) -> Self {
         self.release_wait_ms = ms;
+        self
+    }
+
+    /// What the fabric can do (default: an NTB of windows); lend and return plans follow from it.
+    #[must_use]
+    pub fn with_fabric(mut self, fabric: Capabilities) -> Self {
+        self.fabric = fabric;
         self
     }
 
@@ -625,7 +634,10 @@ impl<S: Store> Controller<S> {
                 continue;
             };
             match self.run(exec, &mut journal, now)? {
-                WorkflowOutcome::Succeeded => out.push(granted),
+                WorkflowOutcome::Succeeded => out.push(Granted {
+                    attached: journal.ctx.attached,
+                    ..granted
+                }),
                 WorkflowOutcome::Compensated(reason) | WorkflowOutcome::Failed(reason) => {
                     // Members not started yet never touched the hardware: finish their journals as
                     // compensated, which returns their devices to the pool in the same transaction.
@@ -811,6 +823,7 @@ impl<S: Store> Controller<S> {
                 expires_at: now.saturating_add(admission.ttl_ms),
                 ttl: admission.ttl_ms,
                 request: request.request_id.clone(),
+                attached: None,
             };
             let (event, journal) = if request.model == AccessModel::Shared {
                 (
@@ -822,7 +835,7 @@ impl<S: Store> Controller<S> {
                 )
             } else {
                 // The lend journal is created in the same transaction as the assignment.
-                let ctx = self.context(*fdid, &lease, shadow_bdf(lease.id))?;
+                let ctx = self.context(*fdid, &lease)?;
                 (
                     Event::Assign {
                         lease: lease.clone(),
@@ -833,6 +846,7 @@ impl<S: Store> Controller<S> {
                         WorkflowKind::Lend,
                         fdid.to_string(),
                         ctx,
+                        self.fabric.attachment,
                     )),
                 )
             };
@@ -889,7 +903,7 @@ impl<S: Store> Controller<S> {
                         lease_id: lease.id,
                         fdid,
                         epoch: lease.epoch,
-                        shadow: shadow_bdf(lease.id),
+                        attached: None,
                         workflow,
                     },
                     journal,
@@ -912,7 +926,7 @@ impl<S: Store> Controller<S> {
                         lease_id: l.id,
                         fdid: row.value.info.fdid,
                         epoch: l.epoch,
-                        shadow: shadow_bdf(l.id),
+                        attached: l.attached,
                         workflow,
                     });
                 }
@@ -960,25 +974,26 @@ impl<S: Store> Controller<S> {
         })
     }
 
-    fn context(&self, fdid: Fdid, lease: &Lease, shadow: Bdf) -> Result<StepContext, ControlError> {
+    fn context(&self, fdid: Fdid, lease: &Lease) -> Result<StepContext, ControlError> {
         let row = self
             .store
             .device(fdid)?
             .ok_or(ControlError::Conflict(fdid))?;
         let info = &row.value.info;
         Ok(StepContext {
-            lender: fdid.node.0,
+            lender: fdid.node,
             // A VF's steps act on its own routing id, not on its PF's.
             bdf: info.function.unwrap_or(fdid.bdf),
-            borrower: lease.borrower.0,
-            shadow,
-            lease: lease.id.0,
-            epoch: lease.epoch.0,
+            borrower: lease.borrower,
+            attached: lease.attached,
+            lease: lease.id,
+            epoch: lease.epoch,
             bars: info.bars.clone(),
             dma_window: self.dma_window,
             driver: info.driver.clone(),
             lender_driver: info.local_driver.clone(),
             lender_vfs: info.local_vfs,
+            deadline_ms: pcipool_backend::DEFAULT_STEP_DEADLINE_MS,
         })
     }
 
@@ -1024,8 +1039,8 @@ impl<S: Store> Controller<S> {
         while let Some(i) = journal.next_pending() {
             let step = journal.steps[i].step;
             match exec.run(step, &journal.ctx) {
-                Ok(()) => {
-                    journal.steps[i].status = StepStatus::Done;
+                Ok(output) => {
+                    journal.record_output(i, output);
                     // Progress is flushed by the next durable commit; a rerun after a power loss is harmless.
                     version = Some(self.store.put_workflow_progress(
                         journal.id,
@@ -1034,10 +1049,9 @@ impl<S: Store> Controller<S> {
                     )?);
                     continue;
                 }
-                Err(why)
-                    if journal.returning() && step.side() == pcipool_backend::Side::Borrower =>
-                {
-                    journal.steps[i].status = StepStatus::Skipped(why);
+                Err(e) if journal.returning() && step.side() == Side::Borrower => {
+                    journal.steps[i].status = StepStatus::Skipped(e.message);
+                    journal.steps[i].error_kind = Some(e.kind);
                     version = Some(self.store.put_workflow_progress(
                         journal.id,
                         version,
@@ -1045,17 +1059,19 @@ impl<S: Store> Controller<S> {
                     )?);
                     continue;
                 }
-                Err(why) => {
+                Err(e) => {
+                    let why = e.message;
                     journal.steps[i].status = StepStatus::Failed(why.clone());
+                    journal.steps[i].error_kind = Some(e.kind);
                     version = Some(self.save(journal, version, now)?);
                     match (journal.kind, journal.compensating, journal.escalated) {
                         (WorkflowKind::Lend, false, _) => {
                             journal.compensating = true;
-                            journal.replan(RETURN);
+                            journal.replan(PlanKind::Return);
                         }
                         (_, _, false) if matches!(step, pcipool_backend::Step::LenderReset) => {
                             journal.escalated = true;
-                            journal.replan(RETURN_ESCALATED);
+                            journal.replan(PlanKind::ReturnEscalated);
                             if journal.kind == WorkflowKind::Return {
                                 // The device records the escalation (Returning, escalated).
                                 let fdid = parse_fdid(&journal.fdid, journal.id)?;
@@ -1127,7 +1143,10 @@ impl<S: Store> Controller<S> {
     fn outcome_event(journal: &Journal) -> Option<Event> {
         let w = WorkflowId(journal.id);
         Some(match (&journal.kind, journal.outcome.as_ref()?) {
-            (WorkflowKind::Lend, WorkflowOutcome::Succeeded) => Event::LendDone { workflow: w },
+            (WorkflowKind::Lend, WorkflowOutcome::Succeeded) => Event::LendDone {
+                workflow: w,
+                attached: journal.ctx.attached,
+            },
             (
                 WorkflowKind::Lend,
                 WorkflowOutcome::Compensated(why) | WorkflowOutcome::Failed(why),
@@ -1151,9 +1170,10 @@ impl<S: Store> Controller<S> {
         let fdid = parse_fdid(&journal.fdid, journal.id)?;
         let w = WorkflowId(journal.id);
         let event = match (&journal.kind, &journal.outcome) {
-            (WorkflowKind::Lend, Some(WorkflowOutcome::Succeeded)) => {
-                Event::LendDone { workflow: w }
-            }
+            (WorkflowKind::Lend, Some(WorkflowOutcome::Succeeded)) => Event::LendDone {
+                workflow: w,
+                attached: journal.ctx.attached,
+            },
             (WorkflowKind::Lend, Some(WorkflowOutcome::Compensated(why))) => Event::LendFailed {
                 workflow: w,
                 reason: why.clone(),
@@ -1213,11 +1233,13 @@ impl<S: Store> Controller<S> {
         // A voluntary release never yanks a device from under programs that still use it on the
         // borrower: wait a little for them to finish, then refuse and say so (the lease stays).
         if held.model != AccessModel::Shared {
-            let ctx = self.context(fdid, &held, shadow_bdf(lease))?;
+            let ctx = self.context(fdid, &held)?;
             let mut waited = 0;
             loop {
                 match exec.run(pcipool_backend::Step::BorrowerQuiesceCheck, &ctx) {
-                    Ok(()) => break,
+                    // Nothing on a borrower nobody can reach uses the device any more.
+                    Ok(_) => break,
+                    Err(e) if e.kind == StepErrorKind::HostDown => break,
                     Err(why) if waited >= self.release_wait_ms => {
                         let e = ControlError::Busy(format!(
                             "{why}; waited {waited} ms: stop them and release again"
@@ -1331,9 +1353,14 @@ impl<S: Store> Controller<S> {
             } = c
             {
                 for l in leases {
-                    let ctx = self.context(fdid, l, shadow_bdf(l.id))?;
-                    let mut journal =
-                        Journal::new(workflow.0, WorkflowKind::Return, fdid.to_string(), ctx);
+                    let ctx = self.context(fdid, l)?;
+                    let mut journal = Journal::new(
+                        workflow.0,
+                        WorkflowKind::Return,
+                        fdid.to_string(),
+                        ctx,
+                        self.fabric.attachment,
+                    );
                     let existing = self.store.workflow(workflow.0)?.map(|v| v.version);
                     self.save(&journal, existing, now)?;
                     self.run(exec, &mut journal, now)?;
@@ -1385,7 +1412,7 @@ impl<S: Store> Controller<S> {
         let mut out = Vec::new();
         for (fdid, lease, _) in self.leases()? {
             if lease.borrower == borrower && lease.model != AccessModel::Shared {
-                out.push(self.context(fdid, &lease, shadow_bdf(lease.id))?);
+                out.push(self.context(fdid, &lease)?);
             }
         }
         Ok(out)
@@ -1554,8 +1581,14 @@ impl<S: Store> Controller<S> {
                 }
                 None => {
                     for lease in &leases {
-                        let ctx = self.context(fdid, lease, shadow_bdf(lease.id))?;
-                        let mut journal = Journal::new(workflow.0, kind, fdid.to_string(), ctx);
+                        let ctx = self.context(fdid, lease)?;
+                        let mut journal = Journal::new(
+                            workflow.0,
+                            kind,
+                            fdid.to_string(),
+                            ctx,
+                            self.fabric.attachment,
+                        );
                         let existing = self.store.workflow(workflow.0)?.map(|v| v.version);
                         self.save(&journal, existing, now)?;
                         self.run(exec, &mut journal, now)?;
@@ -1579,7 +1612,7 @@ impl<S: Store> Controller<S> {
                 continue;
             };
             let fdid = row.value.info.fdid;
-            let ctx = self.context(fdid, lease, shadow_bdf(lease.id))?;
+            let ctx = self.context(fdid, lease)?;
             if exec
                 .run(pcipool_backend::Step::BorrowerVerify, &ctx)
                 .is_ok()
@@ -1667,15 +1700,4 @@ impl<S: Store> Controller<S> {
             .map(|l| (row.value.info.fdid, l.clone()))
             .ok_or(ControlError::NoLease(lease))
     }
-}
-
-/// Where a borrowed device appears on its borrower: one of 127 x 32 slots (buses 0x80-0xfe, any device
-/// number) chosen by the lease id alone, so the lend, its return and a restarted agent all agree on it
-/// without asking anyone. Two leases 4,064 ids apart held by one borrower at once would collide; a
-/// borrower-side slot allocator belongs to the Linux agent.
-pub fn shadow_bdf(lease: LeaseId) -> Bdf {
-    let slot = lease.0 % (127 * 32);
-    let bus = u8::try_from(0x80 + slot / 32).unwrap_or(0x80);
-    let device = u8::try_from(slot % 32).unwrap_or(0);
-    Bdf::new(0, bus, device, 0).expect("device number below 32 and any bus are valid")
 }

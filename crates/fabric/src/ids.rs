@@ -122,6 +122,19 @@ impl fmt::Display for LeaseId {
     }
 }
 
+/// A fencing epoch: strictly increasing per device across every lease it has ever had. Steps carry the
+/// epoch of their lease, and a host refuses a step older than one it has already seen for the device.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
+)]
+pub struct Epoch(pub u64);
+
+impl fmt::Display for Epoch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "e{}", self.0)
+    }
+}
+
 /// One mapping made by the fabric.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct MappingId(pub u64);

@@ -85,6 +85,14 @@ impl Serialize for ResetMethod {
     }
 }
 
+impl<'de> serde::Deserialize<'de> for ResetMethod {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
 /// Where a function sits, for the bus-reset rule; config space alone cannot tell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct BusPosition {

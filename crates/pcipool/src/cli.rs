@@ -147,6 +147,10 @@ pub enum CliCommand {
         /// Seconds without a heartbeat before a host's agent counts as lost.
         #[arg(long, value_name = "SECS", default_value_t = 5)]
         agent_timeout: u64,
+        /// The fabric manager that carries out fabric steps (map, unmap): for the simulated fabric, the
+        /// `pcipool sim serve` address.
+        #[arg(long, value_name = "URL")]
+        fabric_url: Option<String>,
     },
     /// Run a host's agent: reports the host's devices to the controller, carries out workflow steps
     /// (refusing stale fencing epochs) and heartbeats the leases the host borrows.
@@ -818,6 +822,7 @@ impl Cli {
                 tokens,
                 policy,
                 agent_timeout,
+                fabric_url,
             } => {
                 if agent_timeout == 0 {
                     return Err(UsageError(
@@ -831,6 +836,7 @@ impl Cli {
                     tokens,
                     policy,
                     agent_timeout: std::time::Duration::from_secs(agent_timeout),
+                    fabric_url,
                 })
             }
             CliCommand::Agent {

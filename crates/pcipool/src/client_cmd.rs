@@ -39,11 +39,18 @@ pub fn run(url: &str, token: &str, call: ClientCall) -> anyhow::Result<ExitCode>
                 OutputFormat::Table => {
                     let mut out = String::new();
                     for g in &granted {
-                        let _ = writeln!(
-                            out,
-                            "lease {} granted: {} appears on the borrower as {} (epoch {})",
-                            g.lease_id.0, g.fdid, g.shadow, g.epoch.0
-                        );
+                        let _ = match g.attached {
+                            Some(at) => writeln!(
+                                out,
+                                "lease {} granted: {} appears on the borrower as {at} (epoch {})",
+                                g.lease_id.0, g.fdid, g.epoch.0
+                            ),
+                            None => writeln!(
+                                out,
+                                "lease {} granted: {} (epoch {})",
+                                g.lease_id.0, g.fdid, g.epoch.0
+                            ),
+                        };
                     }
                     emit(&out)?;
                 }

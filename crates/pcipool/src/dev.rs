@@ -88,6 +88,7 @@ impl Lab {
         data_dir: &Path,
         topology: pcipool_fabric::Topology,
         policy: Policy,
+        fabric_url: Option<String>,
         agent_timeout: std::time::Duration,
     ) -> anyhow::Result<Self> {
         let store = SqliteStore::open(&data_dir.join("pool.db")).context("opening the store")?;
@@ -99,7 +100,7 @@ impl Lab {
             records.push((node, record));
         }
         let controller = Controller::new(store, policy, topology);
-        let hardware = Hardware::Agents(AgentFleet::new(records, agent_timeout));
+        let hardware = Hardware::Agents(AgentFleet::new(records, fabric_url, agent_timeout));
         controller
             .resume(&mut hardware.steps(), now_ms())
             .context("resuming unfinished workflows")?;
@@ -452,11 +453,8 @@ impl PoolApi for Lab {
             }
             Liveness::Alive => {}
         }
-        let beats: Vec<(LeaseId, pcipool_pool::Epoch)> = beat
-            .leases
-            .iter()
-            .map(|b| (b.lease_id, pcipool_pool::Epoch(b.epoch)))
-            .collect();
+        let beats: Vec<(LeaseId, pcipool_pool::Epoch)> =
+            beat.leases.iter().map(|b| (b.lease_id, b.epoch)).collect();
         let (renewed, refused) = self.controller.borrower_heartbeat(node, &beats, now)?;
         Ok(HeartbeatReply {
             renewed,
@@ -909,6 +907,7 @@ pub fn bench_restart(leases: u64, audit: u64) -> anyhow::Result<ExitCode> {
                 expires_at: u64::MAX / 2,
                 ttl: 86_400_000,
                 request: None,
+                attached: None,
             };
             let info = DeviceInfo {
                 fdid,

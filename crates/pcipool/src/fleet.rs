@@ -1,12 +1,14 @@
 //! Where workflow steps run: the simulated lab inside this process (`pcipool dev`), or the hosts' agents
-//! over HTTP (`pcipool server`). One enum, so the controller's generic executor stays a plain value.
+//! and the fabric manager over HTTP (`pcipool server`). One enum, so the controller's generic executor
+//! stays a plain value.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use pcipool_agent::Local;
 use pcipool_api::types::{ApiErrorBody, StepRequest};
-use pcipool_backend::{Executor, Side, Step, StepContext};
+use pcipool_backend::{Executor, Step, StepContext, StepError, StepErrorKind, StepOutput};
 use pcipool_fabric::NodeId;
 use pcipool_sim::Sim;
 use serde::{Deserialize, Serialize};
@@ -28,11 +30,13 @@ struct AgentLink {
     lost: bool,
 }
 
-/// The hosts' agents, reached over HTTP. Shared by concurrent requests: the map is locked only to read
-/// or update a link, never across a call to an agent.
+/// The hosts' agents and the fabric manager, reached over HTTP. Shared by concurrent requests: the map
+/// is locked only to read or update a link, never across a call to an agent.
 #[derive(Debug)]
 pub struct AgentFleet {
     agents: Mutex<BTreeMap<NodeId, AgentLink>>,
+    /// Where fabric steps go (the simulated fabric's process, a hypervisor, a switch manager).
+    fabric: Option<String>,
     http: ureq::Agent,
     /// An agent silent for this long is lost (its devices go `Lost`).
     pub timeout: Duration,
@@ -50,8 +54,13 @@ pub enum Liveness {
 }
 
 impl AgentFleet {
-    /// A fleet from stored records; each is given a full timeout to be heard from.
-    pub fn new(records: Vec<(NodeId, AgentRecord)>, timeout: Duration) -> Self {
+    /// A fleet from stored records, each given a full timeout to be heard from; fabric steps go to
+    /// `fabric`.
+    pub fn new(
+        records: Vec<(NodeId, AgentRecord)>,
+        fabric: Option<String>,
+        timeout: Duration,
+    ) -> Self {
         let config = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(Duration::from_secs(30)))
@@ -73,6 +82,7 @@ impl AgentFleet {
                     })
                     .collect(),
             ),
+            fabric,
             http: config.into(),
             timeout,
         }
@@ -137,67 +147,82 @@ impl AgentFleet {
             .collect()
     }
 
-    fn call(&self, node: NodeId, request: &StepRequest) -> Result<(), CallError> {
-        let record = {
-            let agents = self.links();
-            let link = agents
-                .get(&node)
-                .ok_or_else(|| CallError::Unreachable(format!("no agent registered for {node}")))?;
-            if link.lost {
-                return Err(CallError::Unreachable(format!(
-                    "the agent of {node} is lost"
-                )));
-            }
-            link.record.clone()
-        };
-        let url = format!("{}/v1/steps", record.url.trim_end_matches('/'));
-        let mut resp = self
-            .http
-            .post(&url)
-            .header("authorization", &format!("Bearer {}", record.secret))
-            .send_json(request)
-            .map_err(|e| {
-                CallError::Unreachable(format!("agent of {node} unreachable at {url}: {e}"))
-            })?;
-        if resp.status().is_success() {
-            return Ok(());
+    fn agent_url(&self, node: NodeId) -> Result<AgentRecord, StepError> {
+        let agents = self.links();
+        let link = agents.get(&node).ok_or_else(|| {
+            StepError::new(
+                StepErrorKind::HostDown,
+                format!("no agent registered for {node}"),
+            )
+        })?;
+        if link.lost {
+            return Err(StepError::new(
+                StepErrorKind::HostDown,
+                format!("the agent of {node} is lost"),
+            ));
         }
-        let status = resp.status().as_u16();
-        Err(CallError::Refused(
-            match resp.body_mut().read_json::<ApiErrorBody>() {
-                Ok(b) => format!("{node}: {}: {}", b.code, b.message),
-                Err(_) => format!("{node}: agent answered HTTP {status}"),
-            },
-        ))
+        Ok(link.record.clone())
     }
-}
 
-/// Why a step sent to an agent did not run.
-#[derive(Debug)]
-enum CallError {
-    /// The agent could not be reached (lost, not registered, transport failure).
-    Unreachable(String),
-    /// The agent (or the host's hardware) refused or failed the step.
-    Refused(String),
-}
-
-impl AgentFleet {
-    /// Sends one step to the agent of the host that runs it.
-    fn run_step(&self, step: Step, ctx: &StepContext) -> Result<(), String> {
-        let node = match step.side() {
-            Side::Lender => ctx.lender,
-            Side::Borrower => ctx.borrower,
-        };
+    /// Sends one step where it runs: a host step to that host's agent, a fabric step to the fabric
+    /// manager.
+    fn run_step(&self, step: Step, ctx: &StepContext) -> Result<StepOutput, StepError> {
         let request = StepRequest {
             step,
             ctx: ctx.clone(),
         };
-        match (step, self.call(NodeId(node), &request)) {
-            (_, Ok(())) => Ok(()),
-            // Nothing on a borrower nobody can reach is using the device any more.
-            (Step::BorrowerQuiesceCheck, Err(CallError::Unreachable(_))) => Ok(()),
-            (_, Err(CallError::Unreachable(why) | CallError::Refused(why))) => Err(why),
+        let (url, secret, who) = match step.node(ctx) {
+            Some(node) => {
+                let record = self.agent_url(node)?;
+                (
+                    record.url,
+                    Some(record.secret),
+                    format!("the agent of {node}"),
+                )
+            }
+            None => match &self.fabric {
+                Some(url) => (url.clone(), None, "the fabric manager".to_owned()),
+                None => {
+                    return Err(StepError::new(
+                        StepErrorKind::Unsupported,
+                        format!(
+                            "{step:?} is the fabric's step and no fabric manager is configured (--fabric-url)"
+                        ),
+                    ));
+                }
+            },
+        };
+        let url = format!("{}/v1/steps", url.trim_end_matches('/'));
+        let mut call = self
+            .http
+            .post(&url)
+            .config()
+            .timeout_global(Some(Duration::from_millis(ctx.deadline_ms.max(1))))
+            .build();
+        if let Some(secret) = &secret {
+            call = call.header("authorization", &format!("Bearer {secret}"));
         }
+        let mut resp = call.send_json(&request).map_err(|e| {
+            StepError::new(
+                StepErrorKind::HostDown,
+                format!("{who} unreachable at {url}: {e}"),
+            )
+        })?;
+        let status = resp.status().as_u16();
+        if resp.status().is_success() {
+            return resp.body_mut().read_json::<StepOutput>().map_err(|e| {
+                StepError::failed(format!(
+                    "{who} answered {step:?} with an unreadable body: {e}"
+                ))
+            });
+        }
+        Err(match resp.body_mut().read_json::<ApiErrorBody>() {
+            Ok(b) => StepError::new(
+                StepErrorKind::from_code(&b.code),
+                format!("{who}: {}", b.message),
+            ),
+            Err(_) => StepError::failed(format!("{who} answered HTTP {status}")),
+        })
     }
 }
 
@@ -223,12 +248,14 @@ impl Hardware {
 pub struct Steps<'a>(&'a Hardware);
 
 impl Executor for Steps<'_> {
-    fn run(&mut self, step: Step, ctx: &StepContext) -> Result<(), String> {
+    fn run(&mut self, step: Step, ctx: &StepContext) -> Result<StepOutput, StepError> {
         match self.0 {
-            Hardware::InProcess(sim) => sim
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .run(step, ctx),
+            Hardware::InProcess(sim) => {
+                let mut sim = sim
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                Local(&mut *sim).run(step, ctx)
+            }
             Hardware::Agents(fleet) => fleet.run_step(step, ctx),
         }
     }

@@ -27,6 +27,8 @@ pub struct ServerOptions {
     pub policy: Option<PathBuf>,
     /// Silence after which an agent is lost.
     pub agent_timeout: Duration,
+    /// The fabric manager fabric steps go to (the simulated fabric's process).
+    pub fabric_url: Option<String>,
 }
 
 /// Reads `DIR/NAME`, or writes a fresh secret there (mode 0600) when it is missing or empty.
@@ -97,13 +99,25 @@ pub fn run(o: &ServerOptions) -> anyhow::Result<ExitCode> {
             )
         }
     };
-    let lab = Lab::with_agents(&o.data_dir, desc.topology, policy, o.agent_timeout)?;
+    let lab = Lab::with_agents(
+        &o.data_dir,
+        desc.topology,
+        policy,
+        o.fabric_url.clone(),
+        o.agent_timeout,
+    )?;
     serve_lab(lab, &o.listen, tokens, |addr| {
         println!("pcipool server: controller at http://{addr}");
         println!("  store:  {}", o.data_dir.join("pool.db").display());
         println!("  {where_tokens}");
         println!(
             "Agents: pcipool agent --node nN --url http://{addr} --token <agent token> --fabric-url <sim>"
+        );
+        println!(
+            "  fabric steps: {}",
+            o.fabric_url
+                .as_deref()
+                .unwrap_or("no fabric manager (--fabric-url): lends cannot map")
         );
     })?;
     Ok(ExitCode::SUCCESS)

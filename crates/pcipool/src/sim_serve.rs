@@ -1,6 +1,7 @@
 //! `pcipool sim serve`: the simulated fabric as a process of its own. It plays every host's hardware
-//! and kernel: agents in other processes read their host's qualified devices from it and carry out
-//! workflow steps on it. Killing the controller or an agent leaves this state alone, as a crash of the
+//! and kernel, and the fabric's manager: agents in other processes read their host's qualified devices
+//! from it and call their kernel's primitives on it (`/v1/hosts/{node}/control`), and the controller
+//! sends it the fabric's steps (`/v1/steps`). Killing the controller or an agent leaves this state alone, as a crash of the
 //! software would leave real hosts and their NTB mappings alone.
 
 use std::path::{Path, PathBuf};
@@ -13,9 +14,11 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use pcipool_agent::StepRunner;
 use pcipool_api::server::error_response as error;
 use pcipool_api::types::{ReportedDevice, StepRequest};
-use pcipool_backend::Executor as _;
+use pcipool_backend::remote::{self, HostOp};
+use pcipool_backend::{Absent, Side, Site as _};
 use pcipool_datapath::service::{DataPath, Idle};
 use pcipool_fabric::NodeId;
 use pcipool_pool::schedule::DeviceClass;
@@ -51,6 +54,32 @@ async fn devices(State(sim): State<Shared>, UrlPath(node): UrlPath<String>) -> R
     Json(report).into_response()
 }
 
+/// One primitive on a host's kernel: the hardware side of that host's agent.
+async fn host_control(
+    State(sim): State<Shared>,
+    UrlPath(node): UrlPath<String>,
+    body: Result<Json<HostOp>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let node: NodeId = match node.parse() {
+        Ok(n) => n,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "BAD_REQUEST", format!("{e}")),
+    };
+    let Json(op) = match body {
+        Ok(b) => b,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "BAD_REQUEST", e.body_text()),
+    };
+    let mut sim = lock(&sim);
+    if sim.host(node).is_none() {
+        return error(
+            StatusCode::NOT_FOUND,
+            "NO_SUCH_HOST",
+            format!("no host {node} in the simulated fabric"),
+        );
+    }
+    Json(remote::serve(&mut sim.host_control(node), op)).into_response()
+}
+
+/// The fabric manager: carries out the fabric's steps (map, unmap). Host steps go to the host's agent.
 async fn step(
     State(sim): State<Shared>,
     body: Result<Json<StepRequest>, axum::extract::rejection::JsonRejection>,
@@ -59,10 +88,20 @@ async fn step(
         Ok(b) => b,
         Err(e) => return error(StatusCode::BAD_REQUEST, "BAD_REQUEST", e.body_text()),
     };
-    let result = lock(&sim).run(request.step, &request.ctx);
-    match result {
-        Ok(()) => StatusCode::NO_CONTENT.into_response(),
-        Err(message) => error(StatusCode::CONFLICT, "STEP_FAILED", message),
+    if request.step.side() != Side::Fabric {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "NOT_A_FABRIC_STEP",
+            format!(
+                "{:?} runs on a host; send it to that host's agent",
+                request.step
+            ),
+        );
+    }
+    let mut sim = lock(&sim);
+    match StepRunner::new(Absent, sim.fabric_control()).run(request.step, &request.ctx) {
+        Ok(output) => Json(output).into_response(),
+        Err(e) => error(StatusCode::CONFLICT, e.kind.code(), e.message),
     }
 }
 
@@ -200,6 +239,7 @@ pub fn run(o: &SimServeOptions) -> anyhow::Result<ExitCode> {
     let shared: Shared = Arc::new(Mutex::new(sim));
     let app = Router::new()
         .route("/v1/hosts/{node}/devices", get(devices))
+        .route("/v1/hosts/{node}/control", post(host_control))
         .route("/v1/steps", post(step))
         .route("/v1/state", get(state))
         .route("/v1/probe", post(probe))

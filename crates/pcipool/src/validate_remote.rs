@@ -182,7 +182,7 @@ impl Target for RemoteTarget {
                 lease: g.lease_id,
                 fdid: g.fdid,
                 borrower,
-                shadow: g.shadow,
+                attached: g.attached,
             })
             .ok_or_else(|| "nothing granted".to_owned())
     }
@@ -432,7 +432,7 @@ impl Target for RemoteTarget {
     fn borrower_unbind(&self, held: &Held) -> Result<(), String> {
         self.probe(&Probe::Unbind {
             node: held.borrower,
-            bdf: held.shadow,
+            bdf: held.on_borrower()?,
         })
         .map(|_| ())
     }
@@ -440,7 +440,7 @@ impl Target for RemoteTarget {
     fn borrower_bind(&self, held: &Held, driver: &str) -> Result<(), String> {
         self.probe(&Probe::Bind {
             node: held.borrower,
-            bdf: held.shadow,
+            bdf: held.on_borrower()?,
             driver: driver.to_owned(),
         })
         .map(|_| ())
@@ -450,17 +450,19 @@ impl Target for RemoteTarget {
         let d = self
             .probe(&Probe::Device {
                 node: held.borrower,
-                bdf: held.shadow,
+                bdf: held.on_borrower().ok()?,
             })
             .ok()?;
         Some(d["driver"].as_str().map(str::to_owned))
     }
 
     fn set_borrower_users(&self, held: &Held, users: u32) {
-        let _ = self.probe(&Probe::Users {
-            node: held.borrower,
-            bdf: held.shadow,
-            users,
-        });
+        if let Ok(bdf) = held.on_borrower() {
+            let _ = self.probe(&Probe::Users {
+                node: held.borrower,
+                bdf,
+                users,
+            });
+        }
     }
 }

@@ -16,26 +16,15 @@
 //! refused by agents. Epochs only grow.
 
 use std::collections::BTreeMap;
-use std::fmt;
 
+pub use pcipool_fabric::Epoch;
 use pcipool_fabric::{LeaseId, NodeId};
+use pcipool_pcie::Bdf;
 use pcipool_qualify::AccessModel;
 use serde::{Deserialize, Serialize};
 
 /// Milliseconds on the control plane's clock (given to [`apply`]; the core owns no clock).
 pub type Millis = u64;
-
-/// A fencing epoch: strictly increasing per device across every lease it has ever had.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
-)]
-pub struct Epoch(pub u64);
-
-impl fmt::Display for Epoch {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "e{}", self.0)
-    }
-}
 
 /// A workflow (lend or return) in flight.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -62,6 +51,10 @@ pub struct Lease {
     /// lease again (a retry after a lost answer) instead of a second one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request: Option<String>,
+    /// Where the borrower's kernel placed the device (known once a lend's hot-add reported it; shared
+    /// leases map windows, not the device).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attached: Option<Bdf>,
 }
 
 /// Why a device is being returned.
@@ -234,6 +227,9 @@ pub enum Event {
     LendDone {
         /// The workflow.
         workflow: WorkflowId,
+        /// Where the borrower's kernel placed the device, as its hot-add reported.
+        #[serde(default)]
+        attached: Option<Bdf>,
     },
     /// The lend workflow failed and compensated (device untouched or reset).
     LendFailed {
@@ -493,9 +489,18 @@ pub fn apply(state: &DeviceState, event: &Event, now: Millis) -> Outcome {
             state: state.name(),
         }),
         // Lending --lent--> Lent
-        (S::Lending { lease, workflow }, E::LendDone { workflow: w }) if w == workflow => Ok((
+        (
+            S::Lending { lease, workflow },
+            E::LendDone {
+                workflow: w,
+                attached,
+            },
+        ) if w == workflow => Ok((
             S::Lent {
-                lease: lease.clone(),
+                lease: Lease {
+                    attached: *attached,
+                    ..lease.clone()
+                },
             },
             vec![],
         )),
@@ -1076,6 +1081,7 @@ mod tests {
             expires_at: 10,
             ttl: 10,
             request: None,
+            attached: None,
         };
         let state = DeviceState::Shared {
             leases: BTreeMap::from([(lease.id, lease)]),

@@ -1,7 +1,7 @@
 //! Workflow plans and their journal: the lend and return sequences as ordered, idempotent steps, and the
 //! record a runtime writes before and after each step so a restart resumes where it stopped.
 
-use pcipool_backend::{Step, StepContext};
+use pcipool_backend::{Attachment, Step, StepContext, StepErrorKind, StepOutput};
 use serde::{Deserialize, Serialize};
 
 /// Which sequence.
@@ -14,38 +14,64 @@ pub enum WorkflowKind {
     Return,
 }
 
-/// The lend sequence (`docs/background.md`, the safe order of host-side operations).
-pub const LEND: &[Step] = &[
-    Step::LenderQuiesceCheck,
-    Step::LenderUnbind,
-    Step::LenderReset,
-    Step::MapBars,
-    Step::MapDma,
-    Step::BorrowerHotAdd,
-    Step::BorrowerBind,
-    Step::BorrowerVerify,
-];
+/// The steps of one workflow for a fabric of `attachment`, in order.
+///
+/// Lend (`docs/background.md`, the safe order of host-side operations): lender quiesce check, unbind and
+/// reset; connect the borrower (map BARs and the DMA window through an NTB's windows, or attach the whole
+/// device); borrower hot-add (its kernel reports where the device appeared), bind, verify.
+///
+/// Return: borrower unbind and hot-remove; disconnect (unmap or detach: after this a stale borrower can
+/// no longer reach the device, so it comes before the reset: data safety over availability); lender
+/// reset, verify and restore. The escalated return replaces the reset with the escalated one.
+pub fn plan(kind: PlanKind, attachment: Attachment) -> Vec<Step> {
+    let connect: &[Step] = match attachment {
+        Attachment::Windows => &[Step::MapBars, Step::MapDma],
+        Attachment::WholeDevice => &[Step::Attach],
+    };
+    let disconnect = match attachment {
+        Attachment::Windows => Step::Unmap,
+        Attachment::WholeDevice => Step::Detach,
+    };
+    let reset = match kind {
+        PlanKind::Lend | PlanKind::Return => Step::LenderReset,
+        PlanKind::ReturnEscalated => Step::LenderResetEscalated,
+    };
+    match kind {
+        PlanKind::Lend => [
+            &[
+                Step::LenderQuiesceCheck,
+                Step::LenderUnbind,
+                Step::LenderReset,
+            ][..],
+            connect,
+            &[
+                Step::BorrowerHotAdd,
+                Step::BorrowerBind,
+                Step::BorrowerVerify,
+            ],
+        ]
+        .concat(),
+        PlanKind::Return | PlanKind::ReturnEscalated => vec![
+            Step::BorrowerUnbind,
+            Step::BorrowerHotRemove,
+            disconnect,
+            reset,
+            Step::LenderVerify,
+            Step::LenderRestore,
+        ],
+    }
+}
 
-/// The return sequence: the unmap comes before the reset, so a stale borrower can no longer reach the
-/// device while it is being reset (data safety over availability).
-pub const RETURN: &[Step] = &[
-    Step::BorrowerUnbind,
-    Step::BorrowerHotRemove,
-    Step::Unmap,
-    Step::LenderReset,
-    Step::LenderVerify,
-    Step::LenderRestore,
-];
-
-/// The return sequence after a failed reset: the escalated reset replaces the first one.
-pub const RETURN_ESCALATED: &[Step] = &[
-    Step::BorrowerUnbind,
-    Step::BorrowerHotRemove,
-    Step::Unmap,
-    Step::LenderResetEscalated,
-    Step::LenderVerify,
-    Step::LenderRestore,
-];
+/// Which step list [`plan`] builds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlanKind {
+    /// The lend.
+    Lend,
+    /// The return (also the compensation of a failed lend).
+    Return,
+    /// The return after a failed reset: the escalated reset replaces the first one.
+    ReturnEscalated,
+}
 
 /// A step's progress.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -70,6 +96,23 @@ pub struct StepRecord {
     pub step: Step,
     /// Its progress.
     pub status: StepStatus,
+    /// What the step reported when it finished (where the device appeared, the reset method used).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<StepOutput>,
+    /// The kind of its failure, when it failed or was passed over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_kind: Option<StepErrorKind>,
+}
+
+impl StepRecord {
+    fn pending(step: Step) -> Self {
+        Self {
+            step,
+            status: StepStatus::Pending,
+            output: None,
+            error_kind: None,
+        }
+    }
 }
 
 /// How a workflow ended.
@@ -101,31 +144,38 @@ pub struct Journal {
     pub compensating: bool,
     /// The reset was escalated.
     pub escalated: bool,
+    /// How the fabric connects the borrower (the plans follow from it).
+    #[serde(default)]
+    pub attachment: Attachment,
     /// Set when finished.
     pub outcome: Option<WorkflowOutcome>,
 }
 
 impl Journal {
-    /// A new journal with every step pending.
-    pub fn new(id: u64, kind: WorkflowKind, fdid: String, ctx: StepContext) -> Self {
-        let plan = match kind {
-            WorkflowKind::Lend => LEND,
-            WorkflowKind::Return => RETURN,
+    /// A new journal with every step of its plan pending.
+    pub fn new(
+        id: u64,
+        kind: WorkflowKind,
+        fdid: String,
+        ctx: StepContext,
+        attachment: Attachment,
+    ) -> Self {
+        let plan_kind = match kind {
+            WorkflowKind::Lend => PlanKind::Lend,
+            WorkflowKind::Return => PlanKind::Return,
         };
         Self {
             id,
             kind,
             fdid,
             ctx,
-            steps: plan
-                .iter()
-                .map(|s| StepRecord {
-                    step: *s,
-                    status: StepStatus::Pending,
-                })
+            steps: plan(plan_kind, attachment)
+                .into_iter()
+                .map(StepRecord::pending)
                 .collect(),
             compensating: false,
             escalated: false,
+            attachment,
             outcome: None,
         }
     }
@@ -142,14 +192,78 @@ impl Journal {
         self.kind == WorkflowKind::Return || self.compensating
     }
 
-    /// Switches to compensation (a lend that failed) or escalation (a return whose reset failed).
-    pub fn replan(&mut self, steps: &[Step]) {
-        self.steps = steps
-            .iter()
-            .map(|s| StepRecord {
-                step: *s,
-                status: StepStatus::Pending,
-            })
+    /// Switches to compensation (a lend that failed: the return steps) or escalation (a return whose
+    /// reset failed: the escalated return steps), for this journal's fabric.
+    pub fn replan(&mut self, kind: PlanKind) {
+        self.steps = plan(kind, self.attachment)
+            .into_iter()
+            .map(StepRecord::pending)
             .collect();
+    }
+
+    /// Records what step `i` reported; where the device appeared goes into the context the later steps
+    /// (and the return) use.
+    pub fn record_output(&mut self, i: usize, output: StepOutput) {
+        if let StepOutput::Attached(at) = output {
+            self.ctx.attached = Some(at);
+        }
+        if let Some(record) = self.steps.get_mut(i) {
+            record.status = StepStatus::Done;
+            record.output = Some(output);
+            record.error_kind = None;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lend_plan_for_windows_maps_bars_and_dma_before_the_hot_add() {
+        assert_eq!(
+            plan(PlanKind::Lend, Attachment::Windows),
+            vec![
+                Step::LenderQuiesceCheck,
+                Step::LenderUnbind,
+                Step::LenderReset,
+                Step::MapBars,
+                Step::MapDma,
+                Step::BorrowerHotAdd,
+                Step::BorrowerBind,
+                Step::BorrowerVerify,
+            ]
+        );
+    }
+
+    #[test]
+    fn lend_plan_for_a_whole_device_fabric_attaches_in_one_step_and_maps_nothing() {
+        assert_eq!(
+            plan(PlanKind::Lend, Attachment::WholeDevice),
+            vec![
+                Step::LenderQuiesceCheck,
+                Step::LenderUnbind,
+                Step::LenderReset,
+                Step::Attach,
+                Step::BorrowerHotAdd,
+                Step::BorrowerBind,
+                Step::BorrowerVerify,
+            ]
+        );
+    }
+
+    #[test]
+    fn escalated_return_detaches_before_the_escalated_reset() {
+        assert_eq!(
+            plan(PlanKind::ReturnEscalated, Attachment::WholeDevice),
+            vec![
+                Step::BorrowerUnbind,
+                Step::BorrowerHotRemove,
+                Step::Detach,
+                Step::LenderResetEscalated,
+                Step::LenderVerify,
+                Step::LenderRestore,
+            ]
+        );
     }
 }

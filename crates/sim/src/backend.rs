@@ -1,10 +1,11 @@
 //! The simulator behind the same backend traits as the Linux backend.
 
 use pcipool_backend::{
-    DeviceControl, DeviceError, DeviceHealth, DeviceRecord, HostInventory, Inventory, KernelLink,
-    ResetMethodSource,
+    Capabilities, DeviceControl, DeviceError, DeviceHealth, DeviceRecord, FabricControl,
+    FabricError, FabricMapping, HostInventory, Inventory, KernelLink, Mapped, ResetMethodSource,
+    Site,
 };
-use pcipool_fabric::NodeId;
+use pcipool_fabric::{Fdid, LeaseId, MapError, MappingKind, NodeId};
 use pcipool_pcie::{Bdf, BusPosition, ResetMethod};
 use pcipool_qualify::{IommuMode, PlatformFacts};
 
@@ -19,7 +20,7 @@ pub struct HostView<'a> {
     pub node: NodeId,
 }
 
-/// Control handle of one simulated host.
+/// Control handle of one simulated host: its kernel's primitives.
 #[derive(Debug)]
 pub struct HostControl<'a> {
     /// The simulator.
@@ -27,6 +28,16 @@ pub struct HostControl<'a> {
     /// The host.
     pub node: NodeId,
 }
+
+/// The simulated fabric's manager: programs windows between hosts.
+#[derive(Debug)]
+pub struct FabricManager<'a> {
+    /// The simulator.
+    pub sim: &'a mut Sim,
+}
+
+/// Where borrowed DMA windows start in a simulated borrower's memory.
+pub const DMA_BASE: u64 = 0x1_0000_0000;
 
 /// Why a simulated inventory failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -161,6 +172,17 @@ impl HostView<'_> {
     }
 }
 
+impl HostControl<'_> {
+    fn device(&self, bdf: Bdf) -> Result<&crate::sim::HostDevice, DeviceError> {
+        if !self.sim.host(self.node).is_some_and(|h| h.up) {
+            return Err(DeviceError::HostDown);
+        }
+        self.sim
+            .device(self.node, bdf)
+            .ok_or(DeviceError::NoDevice(bdf))
+    }
+}
+
 impl DeviceControl for HostControl<'_> {
     fn read_config(&self, bdf: Bdf, offset: u16, buf: &mut [u8]) -> Result<(), DeviceError> {
         self.sim.read_config(self.node, bdf, offset, buf)
@@ -168,6 +190,14 @@ impl DeviceControl for HostControl<'_> {
 
     fn write_config(&mut self, bdf: Bdf, offset: u16, data: &[u8]) -> Result<(), DeviceError> {
         self.sim.write_config(self.node, bdf, offset, data)
+    }
+
+    fn driver(&self, bdf: Bdf) -> Result<Option<String>, DeviceError> {
+        Ok(self.device(bdf)?.driver.clone())
+    }
+
+    fn users(&self, bdf: Bdf) -> Result<u32, DeviceError> {
+        Ok(self.device(bdf)?.users)
     }
 
     fn unbind(&mut self, bdf: Bdf) -> Result<(), DeviceError> {
@@ -182,15 +212,157 @@ impl DeviceControl for HostControl<'_> {
         self.sim.reset(self.node, bdf, method)
     }
 
-    fn hot_remove(&mut self, bdf: Bdf) -> Result<(), DeviceError> {
-        self.sim.hot_remove(self.node, bdf)
+    fn busy_bus_siblings(&self, bdf: Bdf) -> Result<Vec<Bdf>, DeviceError> {
+        self.device(bdf)?;
+        Ok(self.sim.busy_siblings(self.node, bdf))
     }
 
-    fn hot_add(&mut self, bdf: Bdf) -> Result<(), DeviceError> {
-        self.sim.hot_add(self.node, bdf)
+    fn at_reset_baseline(&self, bdf: Bdf) -> Result<bool, DeviceError> {
+        Ok(self.device(bdf)?.dev.is_reset_state())
+    }
+
+    fn vf_count(&self, pf: Bdf) -> Result<u16, DeviceError> {
+        self.device(pf)?;
+        let count = self.sim.host(self.node).map_or(0, |h| {
+            h.devices
+                .values()
+                .filter(|d| d.present && d.physfn == Some(pf))
+                .count()
+        });
+        Ok(u16::try_from(count).unwrap_or(u16::MAX))
+    }
+
+    fn enable_vfs(&mut self, pf: Bdf, count: u16) -> Result<(), DeviceError> {
+        self.sim.enable_vfs(self.node, pf, count).map(|_| ())
+    }
+
+    fn borrowed(&self) -> Result<Vec<(Bdf, Fdid)>, DeviceError> {
+        let host = self
+            .sim
+            .host(self.node)
+            .filter(|h| h.up)
+            .ok_or(DeviceError::HostDown)?;
+        Ok(host
+            .devices
+            .iter()
+            .filter(|(_, d)| d.present)
+            .filter_map(|(bdf, d)| d.remote.map(|r| (*bdf, r)))
+            .collect())
+    }
+
+    fn hot_add(&mut self, remote: Fdid) -> Result<Bdf, DeviceError> {
+        self.sim.attach_shadow(self.node, remote)
+    }
+
+    fn hot_remove(&mut self, bdf: Bdf) -> Result<(), DeviceError> {
+        // A borrowed device's shadow goes entirely; a local function stays known, not present.
+        let borrowed = self
+            .sim
+            .host(self.node)
+            .and_then(|h| h.devices.get(&bdf))
+            .is_some_and(|d| d.remote.is_some());
+        if borrowed {
+            self.sim.detach_shadow(self.node, bdf)
+        } else {
+            match self.sim.hot_remove(self.node, bdf) {
+                Err(DeviceError::NoDevice(_)) => Ok(()),
+                other => other,
+            }
+        }
     }
 
     fn health(&self, bdf: Bdf) -> Result<DeviceHealth, DeviceError> {
         self.sim.health(self.node, bdf)
+    }
+}
+
+fn map_error(e: MapError) -> FabricError {
+    match e {
+        MapError::NoRoute { .. } => FabricError::Failed(e.to_string()),
+        MapError::Adapter { .. } | MapError::RequesterSlots { .. } => {
+            FabricError::NoCapacity(e.to_string())
+        }
+    }
+}
+
+impl FabricControl for FabricManager<'_> {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::default()
+    }
+
+    fn mappings(&self) -> Result<Vec<FabricMapping>, FabricError> {
+        Ok(self
+            .sim
+            .fabric
+            .mappings()
+            .map(|m| FabricMapping {
+                lease: m.lease,
+                fdid: m.kind.fdid(),
+                borrower: m.kind.borrower(),
+                mapped: match m.kind {
+                    MappingKind::Bar { bar, .. } => Mapped::Bar(bar),
+                    MappingKind::Dma { .. } => Mapped::Dma,
+                },
+            })
+            .collect())
+    }
+
+    fn map_bar(
+        &mut self,
+        lease: LeaseId,
+        fdid: Fdid,
+        bar: u8,
+        size: u64,
+        borrower: NodeId,
+    ) -> Result<(), FabricError> {
+        self.sim
+            .fabric
+            .map_bar(lease, fdid, bar, size, borrower)
+            .map(|_| ())
+            .map_err(map_error)
+    }
+
+    fn map_dma(
+        &mut self,
+        lease: LeaseId,
+        fdid: Fdid,
+        borrower: NodeId,
+        size: u64,
+    ) -> Result<(), FabricError> {
+        self.sim
+            .fabric
+            .map_dma(lease, fdid, borrower, DMA_BASE, size)
+            .map(|_| ())
+            .map_err(map_error)
+    }
+
+    fn unmap_lease(&mut self, lease: LeaseId) -> Result<(), FabricError> {
+        self.sim.fabric.unmap_lease(lease);
+        Ok(())
+    }
+
+    fn attach(&mut self, _: LeaseId, _: Fdid, _: NodeId) -> Result<(), FabricError> {
+        Err(FabricError::Unsupported(
+            "attach a whole device: the simulated NTB maps windows".into(),
+        ))
+    }
+
+    fn detach(&mut self, _: LeaseId) -> Result<(), FabricError> {
+        Err(FabricError::Unsupported(
+            "detach a whole device: the simulated NTB maps windows".into(),
+        ))
+    }
+}
+
+impl Site for Sim {
+    type Host<'a> = HostControl<'a>;
+    type Fabric<'a> = FabricManager<'a>;
+
+    fn host_control(&mut self, node: NodeId) -> HostControl<'_> {
+        HostControl { sim: self, node }
+    }
+
+    fn fabric_control(&mut self) -> FabricManager<'_> {
+        FabricManager { sim: self }
     }
 }

@@ -13,20 +13,19 @@
 //! - [`presets`]: device presets and the drivers that match them.
 //! - [`rng`]: the seeded generator.
 //! - [`sim`]: the simulator and its fault verbs.
-//! - [`backend`]: the backend traits over the simulator.
-//! - [`executor`]: the simulator as a workflow executor.
+//! - [`backend`]: the backend primitives over the simulator (hosts' device control, the fabric
+//!   manager); the step runner of `pcipool-agent` gives them their workflow meaning.
 //! - [`run`]: the seeded workload runner with invariant checks.
 #![deny(missing_docs)]
 
 pub mod backend;
 pub mod desc;
 pub mod device;
-pub mod executor;
 pub mod presets;
 pub mod rng;
 pub mod run;
 pub mod sim;
 
-pub use backend::{HostControl, HostView};
+pub use backend::{DMA_BASE, FabricManager, HostControl, HostView};
 pub use desc::{DescError, FabricDesc};
 pub use sim::{Event, EventKind, Sim};

@@ -607,6 +607,16 @@ impl Sim {
             .filter(|h| h.up)
             .ok_or(DeviceError::HostDown)?;
         Ok(match host.devices.get(&bdf) {
+            // A borrowed device's health is the real device's, seen through the fabric.
+            Some(d) if d.present && d.remote.is_some() => match d.remote {
+                Some(fdid) if self.path_up(node, fdid) => {
+                    match self.hosts.get(&fdid.node).filter(|h| h.up) {
+                        Some(_) => self.health(fdid.node, fdid.bdf)?,
+                        None => DeviceHealth::Gone,
+                    }
+                }
+                _ => DeviceHealth::Gone,
+            },
             Some(d) if d.present && d.dev.hung => DeviceHealth::Hung,
             Some(d) if d.present => DeviceHealth::Ok,
             _ => DeviceHealth::Gone,
@@ -684,17 +694,29 @@ impl Sim {
         Ok(created)
     }
 
-    /// Hot-adds a borrowed device on `borrower` as a shadow function at `shadow` (the borrower side of
-    /// Device Lending); its config accesses go to the real device through the fabric.
+    /// Where a device of another host appears on `node`, if it is there.
+    pub fn borrowed_at(&self, node: NodeId, fdid: Fdid) -> Option<Bdf> {
+        self.hosts
+            .get(&node)?
+            .devices
+            .iter()
+            .find_map(|(bdf, d)| (d.present && d.remote == Some(fdid)).then_some(*bdf))
+    }
+
+    /// Hot-adds a borrowed device on `borrower` as a shadow function (the borrower side of Device
+    /// Lending); its config accesses go to the real device through the fabric. The borrower's kernel
+    /// picks the address, as a real one enumerating the shadow behind its NTB would: the first free slot
+    /// on buses 0x80-0xfe. A device already there is reported where it is.
     ///
     /// # Errors
-    /// Borrower down, or the real device absent.
-    pub fn attach_shadow(
-        &mut self,
-        borrower: NodeId,
-        fdid: Fdid,
-        shadow: Bdf,
-    ) -> Result<(), DeviceError> {
+    /// Borrower down, the real device absent, or no free slot.
+    pub fn attach_shadow(&mut self, borrower: NodeId, fdid: Fdid) -> Result<Bdf, DeviceError> {
+        if !self.hosts.get(&borrower).is_some_and(|h| h.up) {
+            return Err(DeviceError::HostDown);
+        }
+        if let Some(at) = self.borrowed_at(borrower, fdid) {
+            return Ok(at);
+        }
         let real = self
             .device(fdid.node, fdid.bdf)
             .ok_or(DeviceError::NoDevice(fdid.bdf))?;
@@ -702,11 +724,19 @@ impl Sim {
         dev.hung = false;
         let preset = real.preset.clone();
         let host = self.up_host(borrower)?;
+        let shadow = (0x80..=0xfe_u8)
+            .flat_map(|bus| (0..32_u8).map(move |device| (bus, device)))
+            .filter_map(|(bus, device)| Bdf::new(0, bus, device, 0).ok())
+            .find(|b| host.devices.get(b).is_none_or(|d| !d.present))
+            .ok_or(DeviceError::Unsupported {
+                bdf: fdid.bdf,
+                what: "a free slot for another borrowed device".into(),
+            })?;
         let mut d = HostDevice::local(dev, &preset, None, 2000);
         d.remote = Some(fdid);
         host.devices.insert(shadow, d);
         self.log(borrower, EventKind::HotAdded { bdf: shadow });
-        Ok(())
+        Ok(shadow)
     }
 
     /// Removes a shadow function from a borrower (idempotent).

@@ -6,7 +6,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Mutex;
 
-use pcipool_backend::{Executor, Step, StepContext};
+use pcipool_agent::Local;
+use pcipool_backend::{Executor, Step, StepContext, StepError, StepErrorKind, StepOutput};
 use pcipool_controller::{ControlError, Controller};
 use pcipool_fabric::{Fdid, LeaseId, MappingKind, NodeId};
 use pcipool_pool::policy::Policy;
@@ -83,18 +84,15 @@ struct Steps<'a> {
 }
 
 impl Executor for Steps<'_> {
-    fn run(&mut self, step: Step, ctx: &StepContext) -> Result<(), String> {
-        let host = match step.side() {
-            pcipool_backend::Side::Lender => NodeId(ctx.lender),
-            pcipool_backend::Side::Borrower => NodeId(ctx.borrower),
-        };
-        if self.dead_agents.contains(&host) {
+    fn run(&mut self, step: Step, ctx: &StepContext) -> Result<StepOutput, StepError> {
+        if let Some(host) = step.node(ctx)
+            && self.dead_agents.contains(&host)
+        {
             // As the agent fleet answers for an agent it cannot reach.
-            return if step == Step::BorrowerQuiesceCheck {
-                Ok(())
-            } else {
-                Err(format!("the agent of {host} is not answering"))
-            };
+            return Err(StepError::new(
+                StepErrorKind::HostDown,
+                format!("the agent of {host} is not answering"),
+            ));
         }
         let mut sim = self
             .sim
@@ -103,12 +101,15 @@ impl Executor for Steps<'_> {
         match (self.breakage, step) {
             (Breakage::SkipUnmap, Step::Unmap)
             | (Breakage::SkipRestore, Step::LenderRestore)
-            | (Breakage::ForceRelease, Step::BorrowerQuiesceCheck) => Ok(()),
-            (Breakage::ResetSkipped, Step::LenderReset | Step::LenderResetEscalated) => Ok(()),
+            | (Breakage::ForceRelease, Step::BorrowerQuiesceCheck) => Ok(StepOutput::Done),
+            (Breakage::ResetSkipped, Step::LenderReset | Step::LenderResetEscalated) => {
+                Ok(StepOutput::Reset(pcipool_pcie::ResetMethod::Flr))
+            }
             (Breakage::PrefersBusReset, Step::LenderReset | Step::LenderResetEscalated) => sim
-                .reset(NodeId(ctx.lender), ctx.bdf, pcipool_pcie::ResetMethod::Bus)
-                .map_err(|e| e.to_string()),
-            _ => sim.run(step, ctx),
+                .reset(ctx.lender, ctx.bdf, pcipool_pcie::ResetMethod::Bus)
+                .map(|()| StepOutput::Reset(pcipool_pcie::ResetMethod::Bus))
+                .map_err(StepError::from),
+            _ => Local(&mut *sim).run(step, ctx),
         }
     }
 }
@@ -203,7 +204,7 @@ struct DiesBefore<'a> {
 }
 
 impl Executor for DiesBefore<'_> {
-    fn run(&mut self, step: Step, ctx: &StepContext) -> Result<(), String> {
+    fn run(&mut self, step: Step, ctx: &StepContext) -> Result<StepOutput, StepError> {
         if step == self.step {
             std::panic::panic_any(KilledController);
         }
@@ -269,7 +270,7 @@ impl Target for SimTarget {
                 lease: g.lease_id,
                 fdid: g.fdid,
                 borrower,
-                shadow: g.shadow,
+                attached: g.attached,
             })
             .ok_or_else(|| "nothing granted".to_owned())
     }
@@ -633,25 +634,30 @@ impl Target for SimTarget {
     }
 
     fn borrower_unbind(&self, held: &Held) -> Result<(), String> {
+        let at = held.on_borrower()?;
         self.sim()
-            .unbind(held.borrower, held.shadow)
+            .unbind(held.borrower, at)
             .map_err(|e| e.to_string())
     }
 
     fn borrower_bind(&self, held: &Held, driver: &str) -> Result<(), String> {
+        let at = held.on_borrower()?;
         self.sim()
-            .bind(held.borrower, held.shadow, driver)
+            .bind(held.borrower, at, driver)
             .map_err(|e| e.to_string())
     }
 
     fn borrower_driver(&self, held: &Held) -> Option<Option<String>> {
+        let at = held.on_borrower().ok()?;
         self.sim()
-            .device(held.borrower, held.shadow)
+            .device(held.borrower, at)
             .map(|d| d.driver.clone())
     }
 
     fn set_borrower_users(&self, held: &Held, users: u32) {
-        self.sim().set_users(held.borrower, held.shadow, users);
+        if let Ok(at) = held.on_borrower() {
+            self.sim().set_users(held.borrower, at, users);
+        }
     }
 
     fn audit_head(&self) -> u64 {

@@ -28,8 +28,19 @@ pub struct Held {
     pub fdid: Fdid,
     /// Borrower.
     pub borrower: NodeId,
-    /// Where the device appears on the borrower.
-    pub shadow: pcipool_pcie::Bdf,
+    /// Where the borrower's kernel placed the device (a lend's; a shared lease maps windows only).
+    pub attached: Option<pcipool_pcie::Bdf>,
+}
+
+impl Held {
+    /// Where the device is on the borrower, for the suites' borrower-side actions.
+    ///
+    /// # Errors
+    /// A lease whose device was never attached to its borrower (a shared lease).
+    pub fn on_borrower(&self) -> Result<pcipool_pcie::Bdf, String> {
+        self.attached
+            .ok_or_else(|| format!("{} is not attached to {}", self.fdid, self.borrower))
+    }
 }
 
 /// One audit record.

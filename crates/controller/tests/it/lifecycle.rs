@@ -1,6 +1,9 @@
 use std::collections::BTreeMap;
 
-use pcipool_backend::{Executor, Inventory, Step, StepContext};
+use pcipool_agent::Local;
+use pcipool_backend::{
+    Executor, Inventory, Step, StepContext, StepError, StepErrorKind, StepOutput,
+};
 use pcipool_controller::{ControlError, Controller};
 use pcipool_fabric::{Fdid, NodeId};
 use pcipool_pool::policy::Policy;
@@ -109,12 +112,12 @@ fn borrow_lends_and_binds_native_driver_on_borrower() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (ctl, mut sim) = setup(dir.path());
     let granted = ctl
-        .borrow(&mut sim, "admin", "t", nvme(1), None, 0)
+        .borrow(&mut Local(&mut sim), "admin", "t", nvme(1), None, 0)
         .expect("granted");
     let g = &granted[0];
     let shadow = sim
         .host(BORROWER)
-        .and_then(|h| h.devices.get(&g.shadow))
+        .and_then(|h| h.devices.get(&g.attached.expect("the lend reports where")))
         .and_then(|d| d.driver.clone());
     assert_eq!(
         (
@@ -131,10 +134,10 @@ fn release_returns_device_unmapped_and_reset() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (ctl, mut sim) = setup(dir.path());
     let g = ctl
-        .borrow(&mut sim, "admin", "t", nvme(1), None, 0)
+        .borrow(&mut Local(&mut sim), "admin", "t", nvme(1), None, 0)
         .expect("granted")
         .remove(0);
-    ctl.release(&mut sim, "admin", Some("t"), g.lease_id, 10)
+    ctl.release(&mut Local(&mut sim), "admin", Some("t"), g.lease_id, 10)
         .expect("released");
     let clean = sim
         .device(g.fdid.node, g.fdid.bdf)
@@ -169,13 +172,13 @@ fn second_exclusive_borrow_of_the_same_device_is_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (ctl, mut sim) = setup(dir.path());
     let g = ctl
-        .borrow(&mut sim, "admin", "t", nvme(1), None, 0)
+        .borrow(&mut Local(&mut sim), "admin", "t", nvme(1), None, 0)
         .expect("granted")
         .remove(0);
     let mut again = nvme(1);
     again.selector.fdid = Some(g.fdid);
     let err = ctl
-        .borrow(&mut sim, "admin", "u", again, None, 0)
+        .borrow(&mut Local(&mut sim), "admin", "u", again, None, 0)
         .map(|_| ());
     assert_eq!(err.map_err(|e| e.code()), Err("CONFLICT"));
 }
@@ -185,10 +188,10 @@ fn tenant_cannot_release_another_tenants_lease() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (ctl, mut sim) = setup(dir.path());
     let g = ctl
-        .borrow(&mut sim, "admin", "alice", nvme(1), None, 0)
+        .borrow(&mut Local(&mut sim), "admin", "alice", nvme(1), None, 0)
         .expect("granted")
         .remove(0);
-    let err = ctl.release(&mut sim, "bob", Some("bob"), g.lease_id, 1);
+    let err = ctl.release(&mut Local(&mut sim), "bob", Some("bob"), g.lease_id, 1);
     assert!(matches!(err, Err(ControlError::NotYours(_))));
 }
 
@@ -200,7 +203,7 @@ fn failed_lend_is_compensated_and_device_stays_available() {
     sim.hang_next_unbind(nvme_fdid.node, nvme_fdid.bdf);
     let mut r = nvme(1);
     r.selector.fdid = Some(nvme_fdid);
-    let err = ctl.borrow(&mut sim, "admin", "t", r, None, 0);
+    let err = ctl.borrow(&mut Local(&mut sim), "admin", "t", r, None, 0);
     assert_eq!(
         (
             err.map_err(|e| e.code()).map(|_| ()),
@@ -216,10 +219,10 @@ fn expired_lease_is_fenced_and_returned() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (ctl, mut sim) = setup(dir.path());
     let g = ctl
-        .borrow(&mut sim, "admin", "t", nvme(1), Some(1), 0)
+        .borrow(&mut Local(&mut sim), "admin", "t", nvme(1), Some(1), 0)
         .expect("granted")
         .remove(0);
-    let expired = ctl.tick(&mut sim, 5_000).expect("tick");
+    let expired = ctl.tick(&mut Local(&mut sim), 5_000).expect("tick");
     assert_eq!(
         (expired, state(&ctl, g.fdid), sim.fabric.is_idle()),
         (1, "available", true)
@@ -231,7 +234,7 @@ fn heartbeat_with_stale_epoch_is_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (ctl, mut sim) = setup(dir.path());
     let g = ctl
-        .borrow(&mut sim, "admin", "t", nvme(1), None, 0)
+        .borrow(&mut Local(&mut sim), "admin", "t", nvme(1), None, 0)
         .expect("granted")
         .remove(0);
     let err = ctl
@@ -245,11 +248,11 @@ fn failed_reset_escalates_then_device_returns() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (ctl, mut sim) = setup(dir.path());
     let g = ctl
-        .borrow(&mut sim, "admin", "t", nvme(1), None, 0)
+        .borrow(&mut Local(&mut sim), "admin", "t", nvme(1), None, 0)
         .expect("granted")
         .remove(0);
     sim.fail_next_reset(g.fdid.node, g.fdid.bdf);
-    ctl.release(&mut sim, "admin", None, g.lease_id, 1)
+    ctl.release(&mut Local(&mut sim), "admin", None, g.lease_id, 1)
         .expect("released");
     let escalated = ctl
         .store()
@@ -266,7 +269,7 @@ fn gang_takes_all_or_nothing() {
     let (ctl, mut sim) = setup(dir.path());
     // The lab has two NVMe drives; three cannot be had, and neither may be left taken.
     let err = ctl
-        .borrow(&mut sim, "admin", "t", nvme(3), None, 0)
+        .borrow(&mut Local(&mut sim), "admin", "t", nvme(3), None, 0)
         .map_err(|e| e.code())
         .map(|_| ());
     let taken = ctl.leases().expect("leases").len();
@@ -280,12 +283,12 @@ struct Crashing<'a> {
 }
 
 impl Executor for Crashing<'_> {
-    fn run(&mut self, step: Step, ctx: &StepContext) -> Result<(), String> {
+    fn run(&mut self, step: Step, ctx: &StepContext) -> Result<StepOutput, StepError> {
         assert!(
             step != self.die_at,
             "simulated controller crash before {step:?}"
         );
-        self.sim.run(step, ctx)
+        Local(&mut *self.sim).run(step, ctx)
     }
 }
 
@@ -304,7 +307,7 @@ fn restart_resumes_an_interrupted_lend_from_its_journal() {
     // A new controller process over the same file.
     let store = SqliteStore::open(&dir.path().join("pool.db")).expect("reopen");
     let ctl = Controller::new(store, Policy::default(), sim.fabric.topology().clone());
-    let resumed = ctl.resume(&mut sim, 10).expect("resume");
+    let resumed = ctl.resume(&mut Local(&mut sim), 10).expect("resume");
     let lent: Vec<&str> = ctl
         .leases()
         .expect("leases")
@@ -330,9 +333,9 @@ fn shared_model_admits_several_borrowers() {
         max_sharers: None,
         request_id: None,
     };
-    ctl.borrow(&mut sim, "admin", "a", shared(3), None, 0)
+    ctl.borrow(&mut Local(&mut sim), "admin", "a", shared(3), None, 0)
         .expect("first sharer");
-    ctl.borrow(&mut sim, "admin", "b", shared(4), None, 0)
+    ctl.borrow(&mut Local(&mut sim), "admin", "b", shared(4), None, 0)
         .expect("second sharer");
     assert_eq!(
         ctl.store().device(fdid).expect("read").map(
@@ -347,7 +350,7 @@ fn restart_onto_fresh_hardware_fences_stale_leases() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (ctl, mut sim) = setup(dir.path());
     let g = ctl
-        .borrow(&mut sim, "admin", "t", nvme(1), None, 0)
+        .borrow(&mut Local(&mut sim), "admin", "t", nvme(1), None, 0)
         .expect("granted")
         .remove(0);
     drop(ctl);
@@ -355,7 +358,9 @@ fn restart_onto_fresh_hardware_fences_stale_leases() {
     let mut fresh = self::sim();
     let store = SqliteStore::open(&dir.path().join("pool.db")).expect("reopen");
     let ctl = Controller::new(store, Policy::default(), fresh.fabric.topology().clone());
-    let fenced = ctl.reconcile(&mut fresh, 10).expect("reconcile");
+    let fenced = ctl
+        .reconcile(&mut Local(&mut fresh), 10)
+        .expect("reconcile");
     assert_eq!(
         (
             fenced,
@@ -372,11 +377,14 @@ struct BorrowerGone<'a> {
 }
 
 impl Executor for BorrowerGone<'_> {
-    fn run(&mut self, step: Step, ctx: &StepContext) -> Result<(), String> {
+    fn run(&mut self, step: Step, ctx: &StepContext) -> Result<StepOutput, StepError> {
         if step.side() == pcipool_backend::Side::Borrower {
-            return Err(format!("n{} unreachable", ctx.borrower));
+            return Err(StepError::new(
+                StepErrorKind::HostDown,
+                format!("{} unreachable", ctx.borrower),
+            ));
         }
-        self.sim.run(step, ctx)
+        Local(&mut *self.sim).run(step, ctx)
     }
 }
 
@@ -385,7 +393,7 @@ fn a_vanished_borrower_does_not_block_the_fenced_return() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (ctl, mut sim) = setup(dir.path());
     let g = ctl
-        .borrow(&mut sim, "admin", "t", nvme(1), Some(1), 0)
+        .borrow(&mut Local(&mut sim), "admin", "t", nvme(1), Some(1), 0)
         .expect("granted")
         .remove(0);
     let expired = ctl
@@ -449,7 +457,7 @@ fn class_quota_also_binds_requests_that_name_a_device() {
     }
     let mut sim = sim0;
     let first = ctl
-        .borrow(&mut sim, "acme", "acme", nvme(1), None, 0)
+        .borrow(&mut Local(&mut sim), "acme", "acme", nvme(1), None, 0)
         .expect("within quota")
         .remove(0);
     // The other NVMe drive, asked for by address rather than by class.
@@ -473,7 +481,7 @@ fn class_quota_also_binds_requests_that_name_a_device() {
         request_id: None,
     };
     let err = ctl
-        .borrow(&mut sim, "acme", "acme", by_address, None, 0)
+        .borrow(&mut Local(&mut sim), "acme", "acme", by_address, None, 0)
         .map(|_| ())
         .map_err(|e| e.code());
     assert_eq!(
@@ -487,7 +495,7 @@ fn borrower_heartbeats_renew_late_and_refuse_what_is_not_theirs() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (ctl, mut sim) = setup(dir.path());
     let g = ctl
-        .borrow(&mut sim, "admin", "t", nvme(1), Some(10), 0)
+        .borrow(&mut Local(&mut sim), "admin", "t", nvme(1), Some(10), 0)
         .expect("granted")
         .remove(0);
     let records = |ctl: &Controller<SqliteStore>| ctl.store().all_audit().expect("audit").len();
@@ -559,10 +567,10 @@ fn placement_respects_the_link_bandwidth_budget() {
             ctl.register(info, vec![], 0).expect("register");
         }
         let first = ctl
-            .borrow(&mut sim, "admin", "t", gpu.clone(), None, 0)
+            .borrow(&mut Local(&mut sim), "admin", "t", gpu.clone(), None, 0)
             .map(|g| g.len());
         let second = ctl
-            .borrow(&mut sim, "admin", "t", nvme(1), None, 0)
+            .borrow(&mut Local(&mut sim), "admin", "t", nvme(1), None, 0)
             .map(|g| g.len())
             .map_err(|e| (e.code(), e.to_string().contains("MB/s")));
         (first.is_ok(), second)
@@ -591,23 +599,51 @@ fn the_first_sharer_sets_how_many_may_share() {
         request_id: None,
     };
     let zero = ctl
-        .borrow(&mut sim, "admin", "a", shared(3, Some(0)), None, 0)
+        .borrow(
+            &mut Local(&mut sim),
+            "admin",
+            "a",
+            shared(3, Some(0)),
+            None,
+            0,
+        )
         .map(|_| ())
         .map_err(|e| e.code());
     let first = ctl
-        .borrow(&mut sim, "admin", "a", shared(3, Some(2)), None, 0)
+        .borrow(
+            &mut Local(&mut sim),
+            "admin",
+            "a",
+            shared(3, Some(2)),
+            None,
+            0,
+        )
         .map(|g| g.len());
     // A later sharer cannot raise the limit the first one set.
     let second = ctl
-        .borrow(&mut sim, "admin", "b", shared(4, Some(8)), None, 0)
+        .borrow(
+            &mut Local(&mut sim),
+            "admin",
+            "b",
+            shared(4, Some(8)),
+            None,
+            0,
+        )
         .map(|g| g.len());
     // Full, and an exclusive borrow while others share: refused at once as held (no retries).
     let third = ctl
-        .borrow(&mut sim, "admin", "c", shared(2, None), None, 0)
+        .borrow(&mut Local(&mut sim), "admin", "c", shared(2, None), None, 0)
         .map(|_| ())
         .map_err(|e| (e.code(), matches!(e, ControlError::Held(_))));
     let exclusive = ctl
-        .borrow(&mut sim, "admin", "c", shared(2, Some(1)), None, 0)
+        .borrow(
+            &mut Local(&mut sim),
+            "admin",
+            "c",
+            shared(2, Some(1)),
+            None,
+            0,
+        )
         .map(|_| ())
         .map_err(|e| (e.code(), matches!(e, ControlError::Held(_))));
     assert_eq!(
@@ -631,24 +667,37 @@ fn a_keyed_request_repeated_gets_the_same_lease() {
         ..nvme(1)
     };
     let first = ctl
-        .borrow(&mut sim, "admin", "t", keyed("job-7"), None, 0)
+        .borrow(&mut Local(&mut sim), "admin", "t", keyed("job-7"), None, 0)
         .expect("granted");
     let again = ctl
-        .borrow(&mut sim, "admin", "t", keyed("job-7"), None, 1)
+        .borrow(&mut Local(&mut sim), "admin", "t", keyed("job-7"), None, 1)
         .expect("replayed");
     // The key belongs to its tenant: another tenant's same key is another request.
     let other_tenant = ctl
-        .borrow(&mut sim, "admin", "u", keyed("job-7"), None, 2)
+        .borrow(&mut Local(&mut sim), "admin", "u", keyed("job-7"), None, 2)
         .expect("granted");
     let held = ctl.leases().expect("leases").len();
-    ctl.release(&mut sim, "admin", Some("t"), first[0].lease_id, 3)
-        .expect("released");
+    ctl.release(
+        &mut Local(&mut sim),
+        "admin",
+        Some("t"),
+        first[0].lease_id,
+        3,
+    )
+    .expect("released");
     // Once its lease is gone, the key asks for a new one.
     let after_release = ctl
-        .borrow(&mut sim, "admin", "t", keyed("job-7"), None, 4)
+        .borrow(&mut Local(&mut sim), "admin", "t", keyed("job-7"), None, 4)
         .expect("granted");
     let bad = ctl
-        .borrow(&mut sim, "admin", "t", keyed("has space"), None, 5)
+        .borrow(
+            &mut Local(&mut sim),
+            "admin",
+            "t",
+            keyed("has space"),
+            None,
+            5,
+        )
         .map(|_| ())
         .map_err(|e| e.code());
     assert_eq!(
@@ -667,11 +716,12 @@ fn a_keyed_request_repeated_gets_the_same_lease() {
 struct Shared<'a>(&'a std::sync::Mutex<Sim>);
 
 impl Executor for Shared<'_> {
-    fn run(&mut self, step: Step, ctx: &StepContext) -> Result<(), String> {
-        self.0
+    fn run(&mut self, step: Step, ctx: &StepContext) -> Result<StepOutput, StepError> {
+        let mut sim = self
+            .0
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .run(step, ctx)
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        Local(&mut *sim).run(step, ctx)
     }
 }
 
@@ -720,7 +770,7 @@ fn a_gang_whose_lend_fails_gives_back_the_members_already_lent() {
     let stuck: Fdid = "n1:0000:03:00.0".parse().expect("fdid");
     sim.hang_next_unbind(stuck.node, stuck.bdf);
     let err = ctl
-        .borrow(&mut sim, "admin", "t", nvme(2), None, 0)
+        .borrow(&mut Local(&mut sim), "admin", "t", nvme(2), None, 0)
         .map(|_| ())
         .map_err(|e| e.code());
     let states: Vec<&str> = ["n1:0000:03:00.0", "n1:0000:04:00.0"]
@@ -742,8 +792,14 @@ fn a_gang_whose_lend_fails_gives_back_the_members_already_lent() {
 fn refused_requests_and_actions_are_audited() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (ctl, mut sim) = setup(dir.path());
-    let too_many = ctl.borrow(&mut sim, "alice", "t", nvme(9), None, 0);
-    let unknown = ctl.release(&mut sim, "bob", None, pcipool_fabric::LeaseId(999), 1);
+    let too_many = ctl.borrow(&mut Local(&mut sim), "alice", "t", nvme(9), None, 0);
+    let unknown = ctl.release(
+        &mut Local(&mut sim),
+        "bob",
+        None,
+        pcipool_fabric::LeaseId(999),
+        1,
+    );
     let fdid: Fdid = "n1:0000:03:00.0".parse().expect("fdid");
     let illegal = ctl.operate(fdid, &pcipool_pool::Event::ClearQuarantine, "ops", 2);
     let audit = ctl.store().all_audit().expect("audit");
@@ -794,17 +850,17 @@ fn a_release_waits_for_the_borrowers_users_then_refuses_rather_than_forcing() {
     let (ctl, mut sim) = setup(dir.path());
     let ctl = ctl.with_release_wait(100);
     let g = ctl
-        .borrow(&mut sim, "admin", "t", nvme(1), None, 0)
+        .borrow(&mut Local(&mut sim), "admin", "t", nvme(1), None, 0)
         .expect("granted")
         .remove(0);
-    sim.set_users(BORROWER, g.shadow, 2);
+    sim.set_users(BORROWER, g.attached.expect("lent"), 2);
     let busy = ctl
-        .release(&mut sim, "admin", Some("t"), g.lease_id, 1)
+        .release(&mut Local(&mut sim), "admin", Some("t"), g.lease_id, 1)
         .map_err(|e| e.code());
     let still = (state(&ctl, g.fdid), sim.fabric.is_idle());
-    sim.set_users(BORROWER, g.shadow, 0);
+    sim.set_users(BORROWER, g.attached.expect("lent"), 0);
     let released = ctl
-        .release(&mut sim, "admin", Some("t"), g.lease_id, 2)
+        .release(&mut Local(&mut sim), "admin", Some("t"), g.lease_id, 2)
         .map_err(|e| e.code());
     assert_eq!(
         (busy, still, released, state(&ctl, g.fdid)),
@@ -825,7 +881,7 @@ fn concurrent_renewals_of_one_shared_device_all_succeed() {
         .map(|(i, b)| {
             let g = ctl
                 .borrow(
-                    &mut sim,
+                    &mut Local(&mut sim),
                     "admin",
                     &format!("t{i}"),
                     Request {

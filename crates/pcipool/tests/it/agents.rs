@@ -78,13 +78,14 @@ fn agents_enforce_fencing_epochs() {
     let record: serde_json::Value = serde_json::from_str(body).expect("record");
     let url = record["url"].as_str().expect("url");
     let secret = record["secret"].as_str().expect("secret");
+    // A reset of the device under its current borrower: the harm fencing prevents.
     let stale = serde_json::json!({
-        "step": "unmap",
+        "step": "lender_reset",
         "ctx": {
-            "lender": first[0].fdid.node.0,
+            "lender": first[0].fdid.node.to_string(),
             "bdf": first[0].fdid.bdf.to_string(),
-            "borrower": 3,
-            "shadow": first[0].shadow.to_string(),
+            "borrower": "n3",
+            "attached": first[0].attached.map(|a| a.to_string()),
             "lease": first[0].lease_id.0,
             "epoch": first[0].epoch.0,
             "bars": [],

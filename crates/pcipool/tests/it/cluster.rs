@@ -195,6 +195,8 @@ impl Cluster {
         if let Some(f) = &self.fabric_file {
             args.extend(["--fabric", f.to_str().expect("utf-8 path")]);
         }
+        let fabric_url = self.fabric_url.clone();
+        args.extend(["--fabric-url", &fabric_url]);
         let (child, url) = spawn(&args, "controller at ");
         assert_eq!(url, self.url, "server did not come up on its port");
         self.server = Some(child);

@@ -16,6 +16,7 @@ fn lease(id: u64, epoch: u64, expires_at: u64) -> Lease {
         expires_at,
         ttl: 1000,
         request: None,
+        attached: None,
     }
 }
 
@@ -72,6 +73,7 @@ fn events() -> Vec<E> {
         },
         E::LendDone {
             workflow: WorkflowId(1),
+            attached: None,
         },
         E::LendFailed {
             workflow: WorkflowId(1),
@@ -429,7 +431,7 @@ proptest! {
                     (dev, E::Share { lease: l, max_sharers: 3 })
                 }
                 Op::Progress { dev, ok } => match &devices[dev] {
-                    S::Lending { workflow, .. } if ok => (dev, E::LendDone { workflow: *workflow }),
+                    S::Lending { workflow, .. } if ok => (dev, E::LendDone { workflow: *workflow, attached: None }),
                     S::Lending { workflow, .. } => (dev, E::LendFailed { workflow: *workflow, reason: "x".into() }),
                     S::Returning { workflow, .. } if ok => (dev, E::ReturnDone { workflow: *workflow }),
                     S::Returning { workflow, .. } => (dev, E::ReturnFailed { workflow: *workflow, reason: "x".into() }),
@@ -489,7 +491,7 @@ proptest! {
             for _ in 0..6 {
                 next += 1;
                 let ev = match d {
-                    S::Lending { workflow, .. } => E::LendDone { workflow: *workflow },
+                    S::Lending { workflow, .. } => E::LendDone { workflow: *workflow, attached: None },
                     S::Returning { workflow, .. } => E::ReturnDone { workflow: *workflow },
                     S::Lent { .. } | S::Shared { .. } => E::Tick { workflow: WorkflowId(next) },
                     _ => break,

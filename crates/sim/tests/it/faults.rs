@@ -320,7 +320,7 @@ fn steps_are_idempotent() {
     c.unbind(bdf("03:00.0")).expect("second unbind is a no-op");
     c.hot_remove(bdf("03:00.0")).expect("remove");
     c.hot_remove(bdf("03:00.0")).expect("remove again");
-    c.hot_add(bdf("03:00.0")).expect("add");
+    c.sim.hot_add(LENDER, bdf("03:00.0")).expect("add");
     c.bind(bdf("03:00.0"), "nvme").expect("bind");
     assert_eq!(c.bind(bdf("03:00.0"), "nvme"), Ok(()));
 }
@@ -434,8 +434,14 @@ fn shadow_on_borrower_binds_native_driver_and_forwards_config() {
     }
     .unbind(bdf("06:00.0"))
     .expect("lender lets go");
-    s.attach_shadow(BORROWER, fdid, bdf("80:00.0"))
+    let at = s
+        .attach_shadow(BORROWER, fdid)
         .expect("hot-add on borrower");
+    assert_eq!(
+        at,
+        bdf("80:00.0"),
+        "the first free slot behind the borrower's NTB"
+    );
     let mut c = HostControl {
         sim: &mut s,
         node: BORROWER,
@@ -454,8 +460,7 @@ fn shadow_on_borrower_binds_native_driver_and_forwards_config() {
 fn shadow_reads_all_ones_and_drops_writes_when_link_is_down() {
     let mut s = Sim::new(&FabricDesc::parse(NIC_LAB).expect("valid"), 1).expect("builds");
     let fdid: Fdid = "n1:0000:06:00.0".parse().expect("fdid");
-    s.attach_shadow(BORROWER, fdid, bdf("80:00.0"))
-        .expect("hot-add");
+    s.attach_shadow(BORROWER, fdid).expect("hot-add");
     s.link_down(pcipool_fabric::AdapterId {
         node: LENDER,
         index: 0,
@@ -534,6 +539,7 @@ fn qualification_runs_on_simulated_facts() {
 
 #[test]
 fn the_return_enables_the_lenders_vfs_again_and_leaves_present_ones_alone() {
+    use pcipool_agent::Local;
     use pcipool_backend::{Executor, Step, StepContext};
     let mut s = Sim::new(&FabricDesc::parse(NIC_LAB).expect("valid"), 1).expect("builds");
     let pf = bdf("06:00.0");
@@ -543,25 +549,28 @@ fn the_return_enables_the_lenders_vfs_again_and_leaves_present_ones_alone() {
         })
     };
     let ctx = StepContext {
-        lender: LENDER.0,
+        lender: LENDER,
         bdf: pf,
-        borrower: 2,
-        shadow: bdf("80:00.0"),
-        lease: 1,
-        epoch: 1,
+        borrower: BORROWER,
+        attached: None,
+        lease: pcipool_fabric::LeaseId(1),
+        epoch: pcipool_fabric::Epoch(1),
         bars: vec![],
         dma_window: 0,
         driver: None,
         lender_driver: Some("mlx5_core".into()),
         lender_vfs: 4,
+        deadline_ms: 1000,
     };
     // The VFs are gone (the host rebooted, or something reset the PF outside the kernel's restore).
     let before = count(&s);
-    s.run(Step::LenderRestore, &ctx).expect("restore");
+    Local(&mut s)
+        .run(Step::LenderRestore, &ctx)
+        .expect("restore");
     let restored = count(&s);
     let events = s.events().len();
     // A rerun finds them present and leaves them alone (no VF is added again).
-    s.run(Step::LenderRestore, &ctx).expect("rerun");
+    Local(&mut s).run(Step::LenderRestore, &ctx).expect("rerun");
     let readded = s.events()[events..]
         .iter()
         .filter(|e| matches!(e.kind, EventKind::HotAdded { .. }))

@@ -1,0 +1,31 @@
+//! The host side of pcipool's workflows: what each lend and return step means, written once over the
+//! backend primitives (`pcipool-backend`), and how steps are carried out in one process.
+//!
+//! A backend implements primitives only (unbind, reset, hot-add, map a window, ...). The
+//! [`StepRunner`] gives them the workflow's meaning: idempotence checks ("already mapped?"), the
+//! reset fallback (function-level reset, else a bus reset refused while a sibling is busy), and the
+//! verify rules. A new backend plugs in by implementing `DeviceControl` for its hosts and/or
+//! `FabricControl` for its fabric; nothing here changes.
+//!
+//! The agent runtime is a library too: [`Agent`] carries out one host's steps (refusing stale fencing
+//! epochs), registers and heartbeats with the controller, and tears down leases it no longer holds;
+//! [`server::serve`] puts it on a listener the caller binds, until a shutdown the caller owns.
+//!
+//! # Layout
+//! - [`runner`]: [`StepRunner`], the step semantics.
+//! - [`local`]: [`Local`], an executor over every host and the fabric in one process.
+//! - [`runtime`]: [`Agent`], one host's agent, and the [`Reporter`] of its devices.
+//! - [`server`]: the agent's HTTP routes.
+//! - [`simulated`]: [`SimulatedHost`], a host whose hardware is the simulated fabric's process.
+#![deny(missing_docs)]
+
+pub mod local;
+pub mod runner;
+pub mod runtime;
+pub mod server;
+pub mod simulated;
+
+pub use local::Local;
+pub use runner::StepRunner;
+pub use runtime::{Agent, Reporter};
+pub use simulated::SimulatedHost;

@@ -1,0 +1,278 @@
+//! The host agent: one per host. It reports the host's qualified devices to the controller, carries out
+//! the host steps the controller sends (refusing any step whose fencing epoch is older than one it has
+//! already seen for that device, so a controller that was replaced cannot undo its successor's work),
+//! and heartbeats the leases its host borrows, tearing down those the controller no longer grants.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use pcipool_api::client::Client;
+use pcipool_api::types::{
+    AgentHeartbeat, AgentRegistration, LeaseBeat, ReportedDevice, StepRequest,
+};
+use pcipool_backend::{
+    Absent, DeviceControl, Side, Step, StepContext, StepError, StepErrorKind, StepOutput,
+};
+use pcipool_fabric::{Epoch, LeaseId, NodeId};
+use pcipool_pcie::Bdf;
+
+use crate::runner::StepRunner;
+
+/// Where an agent learns what its host offers the pool: the devices that qualified, with the reasons
+/// for the models they did not get.
+pub trait Reporter: Send + Sync {
+    /// The host's devices as the controller should register them.
+    ///
+    /// # Errors
+    /// What stopped the report (the host's hardware process unreachable, an unreadable inventory).
+    fn devices(&self) -> Result<Vec<ReportedDevice>, String>;
+}
+
+/// One host's agent.
+#[derive(Debug)]
+pub struct Agent<D> {
+    node: NodeId,
+    secret: String,
+    /// The host's kernel; held while a step runs, so steps, teardowns and the sweep after a
+    /// registration never interleave on this host.
+    host: Mutex<D>,
+    /// Highest fencing epoch seen per device (lender, function).
+    epochs: Mutex<BTreeMap<(NodeId, Bdf), Epoch>>,
+    /// Leases this host carries as a borrower, with the context to tear them down.
+    carried: Mutex<BTreeMap<LeaseId, StepContext>>,
+}
+
+fn guard<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl<D: DeviceControl> Agent<D> {
+    /// The agent of `node` over its kernel `host`; `secret` is what the controller must present on
+    /// every step call.
+    pub fn new(node: NodeId, secret: String, host: D) -> Self {
+        Self {
+            node,
+            secret,
+            host: Mutex::new(host),
+            epochs: Mutex::new(BTreeMap::new()),
+            carried: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// The host.
+    pub fn node(&self) -> NodeId {
+        self.node
+    }
+
+    /// Whether `token` is the secret this agent gave the controller.
+    pub fn authorises(&self, token: &str) -> bool {
+        token == self.secret
+    }
+
+    /// Carries out one host step on this host.
+    ///
+    /// # Errors
+    /// [`StepErrorKind::StaleEpoch`] for a step older than one already seen for the device; a step
+    /// meant for another host or for the fabric; what the step runner reports.
+    pub fn execute(&self, request: &StepRequest) -> Result<StepOutput, StepError> {
+        let ctx = &request.ctx;
+        if request.step.node(ctx) != Some(self.node) {
+            return Err(StepError::new(
+                StepErrorKind::Unsupported,
+                match request.step.side() {
+                    Side::Fabric => {
+                        format!("{:?} is the fabric's step, not a host's", request.step)
+                    }
+                    Side::Lender | Side::Borrower => format!(
+                        "{:?} of lease {} runs on {:?}, not on {}",
+                        request.step,
+                        ctx.lease.0,
+                        request.step.node(ctx),
+                        self.node
+                    ),
+                },
+            ));
+        }
+        let mut host = guard(&self.host);
+        {
+            let mut epochs = guard(&self.epochs);
+            let seen = epochs.entry((ctx.lender, ctx.bdf)).or_default();
+            if ctx.epoch < *seen {
+                return Err(StepError::new(
+                    StepErrorKind::StaleEpoch,
+                    format!(
+                        "{:?} for lease {} carries epoch {}, but the device has moved on to epoch {}",
+                        request.step, ctx.lease.0, ctx.epoch.0, seen.0
+                    ),
+                ));
+            }
+            *seen = ctx.epoch;
+        }
+        let output = StepRunner::new(&mut *host, Absent).run(request.step, ctx)?;
+        match (request.step, output) {
+            (Step::BorrowerHotAdd, StepOutput::Attached(at)) => {
+                let mut carried = ctx.clone();
+                carried.attached = Some(at);
+                guard(&self.carried).insert(ctx.lease, carried);
+            }
+            (Step::BorrowerBind | Step::BorrowerVerify, _) => {
+                guard(&self.carried)
+                    .entry(ctx.lease)
+                    .or_insert_with(|| ctx.clone());
+            }
+            (Step::BorrowerUnbind | Step::BorrowerHotRemove, _) => {
+                guard(&self.carried).remove(&ctx.lease);
+            }
+            _ => {}
+        }
+        Ok(output)
+    }
+
+    /// The controller no longer grants `lease` (fenced while this host was unreachable, or expired):
+    /// unbind and remove the borrowed device here; the fabric has already cut it off.
+    pub fn tear_down(&self, lease: LeaseId) {
+        let mut host = guard(&self.host);
+        let Some(ctx) = guard(&self.carried).remove(&lease) else {
+            return;
+        };
+        for step in [Step::BorrowerUnbind, Step::BorrowerHotRemove] {
+            if let Err(e) = StepRunner::new(&mut *host, Absent).run(step, &ctx) {
+                eprintln!(
+                    "pcipool agent {}: tearing down {lease}: {step:?}: {}: {}",
+                    self.node,
+                    e.kind.code(),
+                    e.message
+                );
+            }
+        }
+        println!(
+            "pcipool agent {}: {lease} is no longer granted; its device was removed here",
+            self.node
+        );
+    }
+
+    /// After a registration: carry exactly the leases the controller grants this host, and remove any
+    /// other borrowed device still present here (left over from before an agent or controller
+    /// restart). Returns how many were removed.
+    ///
+    /// # Errors
+    /// The host's kernel could not be asked, or a leftover device could not be removed.
+    pub fn adopt(&self, granted: Vec<StepContext>) -> Result<usize, StepError> {
+        let mut host = guard(&self.host);
+        let granted: BTreeMap<LeaseId, StepContext> =
+            granted.into_iter().map(|c| (c.lease, c)).collect();
+        let mut removed = 0;
+        for (at, remote) in host.borrowed()? {
+            let still_granted = granted
+                .values()
+                .any(|c| c.attached == Some(at) || c.device() == remote);
+            if still_granted {
+                continue;
+            }
+            let leftover = StepContext {
+                lender: remote.node,
+                bdf: remote.bdf,
+                borrower: self.node,
+                attached: Some(at),
+                lease: LeaseId(0),
+                epoch: Epoch(0),
+                bars: Vec::new(),
+                dma_window: 0,
+                driver: None,
+                lender_driver: None,
+                lender_vfs: 0,
+                deadline_ms: pcipool_backend::DEFAULT_STEP_DEADLINE_MS,
+            };
+            for step in [Step::BorrowerUnbind, Step::BorrowerHotRemove] {
+                StepRunner::new(&mut *host, Absent).run(step, &leftover)?;
+            }
+            removed += 1;
+        }
+        *guard(&self.carried) = granted;
+        Ok(removed)
+    }
+
+    /// The leases this host carries, as its heartbeat names them.
+    fn beat(&self) -> AgentHeartbeat {
+        AgentHeartbeat {
+            leases: guard(&self.carried)
+                .iter()
+                .map(|(&lease_id, ctx)| LeaseBeat {
+                    lease_id,
+                    epoch: ctx.epoch,
+                })
+                .collect(),
+        }
+    }
+
+    /// Registers, then heartbeats every `every` until `stop` is set; registers again whenever the
+    /// controller asks. Reports each distinct failure once.
+    pub fn announce(
+        &self,
+        client: &Client,
+        reporter: &dyn Reporter,
+        own_url: &str,
+        every: Duration,
+        stop: &AtomicBool,
+    ) {
+        let mut registered = false;
+        let mut last_error = String::new();
+        let mut report = |e: String| {
+            if e != last_error {
+                eprintln!("pcipool agent {}: {e}", self.node);
+                last_error = e;
+            }
+        };
+        while !stop.load(Ordering::Relaxed) {
+            if registered {
+                match client.agent_heartbeat(self.node, &self.beat()) {
+                    Ok(reply) if reply.register => registered = false,
+                    Ok(reply) => {
+                        for id in reply.refused {
+                            self.tear_down(id);
+                        }
+                    }
+                    Err(e) => report(format!("heartbeat: {e}")),
+                }
+            }
+            if !registered {
+                match self.register(client, reporter, own_url) {
+                    Ok((n, borrowed, removed)) => {
+                        println!(
+                            "pcipool agent {}: registered with {n} devices; carries {borrowed} borrowed, removed {removed} no longer granted",
+                            self.node
+                        );
+                        registered = true;
+                    }
+                    Err(e) => report(e),
+                }
+            }
+            std::thread::sleep(every);
+        }
+    }
+
+    fn register(
+        &self,
+        client: &Client,
+        reporter: &dyn Reporter,
+        own_url: &str,
+    ) -> Result<(usize, usize, usize), String> {
+        let devices = reporter.devices()?;
+        let n = devices.len();
+        let reply = client
+            .register_agent(&AgentRegistration {
+                node: self.node,
+                url: own_url.to_owned(),
+                secret: self.secret.clone(),
+                devices,
+            })
+            .map_err(|e| format!("registering: {e}"))?;
+        let borrowed = reply.borrowed.len();
+        let removed = self
+            .adopt(reply.borrowed)
+            .map_err(|e| format!("removing devices no longer granted: {e}"))?;
+        Ok((n, borrowed, removed))
+    }
+}
