@@ -1,0 +1,124 @@
+//! Time and hosts: lease expiry, a lender lost and back, and reconciling the store with the hardware.
+
+use pcipool_backend::Executor;
+use pcipool_fabric::NodeId;
+use pcipool_pool::{DeviceState, Event, Millis, WorkflowId};
+use pcipool_store::Store;
+
+use crate::{ControlError, Controller};
+
+impl<S: Store> Controller<S> {
+    /// A lender stopped answering: every device it lends becomes `Lost` and its borrowers are told.
+    /// Returns how many devices changed.
+    ///
+    /// # Errors
+    /// Store errors.
+    pub fn lender_lost(&self, lender: NodeId, now: Millis) -> Result<usize, ControlError> {
+        let mut changed = 0;
+        for row in self.store.devices()? {
+            let fdid = row.value.info.fdid;
+            if fdid.node != lender || matches!(row.value.state, DeviceState::Lost { .. }) {
+                continue;
+            }
+            match self.transition(fdid, &Event::LenderLost, "controller", now) {
+                Ok(_) => changed += 1,
+                Err(ControlError::Store(e)) => return Err(ControlError::Store(e)),
+                Err(_) => {}
+            }
+        }
+        Ok(changed)
+    }
+
+    /// A lost lender answers again: idle devices return to the pool, leases that were active when it
+    /// vanished are fenced and returned (the borrower may have lost its mappings with the lender).
+    /// Returns how many devices changed.
+    ///
+    /// # Errors
+    /// Store errors.
+    pub fn lender_back(
+        &self,
+        exec: &mut impl Executor,
+        lender: NodeId,
+        now: Millis,
+    ) -> Result<usize, ControlError> {
+        let mut changed = 0;
+        for row in self.store.devices()? {
+            let fdid = row.value.info.fdid;
+            if fdid.node != lender || !matches!(row.value.state, DeviceState::Lost { .. }) {
+                continue;
+            }
+            let workflow = WorkflowId(self.store.next("workflow")?);
+            match self.transition(fdid, &Event::LenderBack { workflow }, "controller", now) {
+                Ok((_, commands)) => {
+                    changed += 1;
+                    self.run_returns(exec, fdid, &commands, now)?;
+                }
+                Err(ControlError::Store(e)) => return Err(ControlError::Store(e)),
+                Err(_) => {}
+            }
+        }
+        Ok(changed)
+    }
+
+    /// Expires leases whose time is up and runs their returns.
+    ///
+    /// # Errors
+    /// Store errors.
+    pub fn tick(&self, exec: &mut impl Executor, now: Millis) -> Result<usize, ControlError> {
+        let mut expired = 0;
+        for row in self.store.devices()? {
+            let due = row.value.state.leases().iter().any(|l| l.expires_at <= now);
+            if !due {
+                continue;
+            }
+            let workflow = self.store.next("workflow")?;
+            if let Ok((_, commands)) = self.transition(
+                row.value.info.fdid,
+                &Event::Tick {
+                    workflow: WorkflowId(workflow),
+                },
+                "controller",
+                now,
+            ) {
+                expired += 1;
+                self.run_returns(exec, row.value.info.fdid, &commands, now)?;
+            }
+        }
+        Ok(expired)
+    }
+
+    /// Checks every lent device against the hardware after a restart: a lease whose borrower can no
+    /// longer reach its device (the lab was restarted, a host rebooted) is fenced and returned, so the store
+    /// never claims a lease the fabric does not carry. Returns how many were fenced.
+    ///
+    /// # Errors
+    /// Store errors.
+    pub fn reconcile(&self, exec: &mut impl Executor, now: Millis) -> Result<usize, ControlError> {
+        let mut fenced = 0;
+        for row in self.store.devices()? {
+            let DeviceState::Lent { lease } = &row.value.state else {
+                continue;
+            };
+            let fdid = row.value.info.fdid;
+            let ctx = self.context(fdid, lease)?;
+            if exec
+                .run(pcipool_backend::Step::BorrowerVerify, &ctx)
+                .is_ok()
+            {
+                continue;
+            }
+            let workflow = self.store.next("workflow")?;
+            let (_, commands) = self.transition(
+                fdid,
+                &Event::Fence {
+                    workflow: WorkflowId(workflow),
+                },
+                "controller",
+                now,
+            )?;
+            self.run_returns(exec, fdid, &commands, now)?;
+            fenced += 1;
+        }
+        Ok(fenced)
+    }
+}
