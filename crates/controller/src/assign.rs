@@ -36,7 +36,7 @@ impl<S: Store> Controller<S> {
         duration_secs: Option<u64>,
         now: Millis,
     ) -> Result<Vec<Granted>, ControlError> {
-        match self.assign(actor, tenant, request, duration_secs, now)? {
+        match self.assign(exec, actor, tenant, request, duration_secs, now)? {
             Assigned::Replayed(granted) => Ok(granted),
             Assigned::New(lends) => self.complete_lends(exec, lends, now),
         }
@@ -51,6 +51,7 @@ impl<S: Store> Controller<S> {
     /// As [`Self::borrow`], except failed lends.
     pub fn assign(
         &self,
+        exec: &mut impl Executor,
         actor: &str,
         tenant: &str,
         request: Request,
@@ -58,7 +59,7 @@ impl<S: Store> Controller<S> {
         now: Millis,
     ) -> Result<Assigned, ControlError> {
         let detail = json(&request);
-        let result = self.assign_inner(actor, tenant, request, duration_secs, now);
+        let result = self.assign_inner(exec, actor, tenant, request, duration_secs, now);
         if let Err(e) = &result {
             self.refused(
                 actor,
@@ -87,7 +88,7 @@ impl<S: Store> Controller<S> {
             return;
         }
         let result = format!("refused {}: {error}", error.code());
-        let _ = self.store.audit(&[AuditEntry {
+        let recorded = self.store.audit(&[AuditEntry {
             at: now,
             actor,
             target,
@@ -96,10 +97,14 @@ impl<S: Store> Controller<S> {
             after: detail,
             result: &result,
         }]);
+        if let Err(e) = recorded {
+            self.log_error("audit_refusal", &format!("{action} {target}: {e}"));
+        }
     }
 
     pub(crate) fn assign_inner(
         &self,
+        exec: &mut impl Executor,
         actor: &str,
         tenant: &str,
         request: Request,
@@ -134,7 +139,7 @@ impl<S: Store> Controller<S> {
         let deadline = std::time::Instant::now() + CLAIM_WAIT;
         let mut attempt = 1;
         loop {
-            match self.assign_once(actor, tenant, request.clone(), duration_secs, now) {
+            match self.assign_once(exec, actor, tenant, request.clone(), duration_secs, now) {
                 // Another device may do: try again at once on the state the winner left.
                 Err(ControlError::Conflict(_) | ControlError::FamilyBusy(_))
                     if request.selector.fdid.is_none() && attempt < ATTEMPTS =>
@@ -157,6 +162,7 @@ impl<S: Store> Controller<S> {
 
     pub(crate) fn assign_once(
         &self,
+        exec: &mut impl Executor,
         actor: &str,
         tenant: &str,
         mut request: Request,
@@ -349,33 +355,30 @@ impl<S: Store> Controller<S> {
                 now,
                 journal.as_ref().map(|j| (j, None)),
             ) {
-                Ok(_) => granted.push((lease, workflow, *fdid, journal)),
+                Ok((_, commands, _)) => {
+                    self.carry_out(exec, *fdid, commands, now)?;
+                    granted.push((lease, workflow, *fdid, journal));
+                }
                 Err(e) => {
-                    // All or nothing: undo the devices this gang already took, finishing their journals.
+                    // All or nothing: undo the devices this gang already took, finishing their journals
+                    // (a lend that never touched the hardware is compensated as it stands).
                     for (l, w, f, j) in &mut granted {
-                        match j {
+                        let undone = match j {
                             Some(journal) => {
                                 journal.outcome =
                                     Some(WorkflowOutcome::Compensated("gang incomplete".into()));
-                                let undo = Event::LendFailed {
-                                    workflow: WorkflowId(*w),
-                                    reason: "gang incomplete".into(),
-                                };
-                                let _ = self.transition_with(
-                                    *f,
-                                    &undo,
-                                    actor,
-                                    now,
-                                    Some((journal, Some(1))),
-                                );
+                                self.conclude(exec, journal, Some(1), now)
                             }
                             None => {
                                 let undo = Event::Release {
                                     lease: l.id,
                                     workflow: WorkflowId(*w),
                                 };
-                                let _ = self.transition(*f, &undo, actor, now);
+                                self.change(exec, *f, &undo, actor, now).map(|_| ())
                             }
+                        };
+                        if let Err(e) = undone {
+                            self.log_error("gang_undo", &format!("{f} lease {}: {e}", l.id.0));
                         }
                     }
                     return Err(match e {

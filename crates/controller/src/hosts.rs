@@ -13,17 +13,22 @@ impl<S: Store> Controller<S> {
     ///
     /// # Errors
     /// Store errors.
-    pub fn lender_lost(&self, lender: NodeId, now: Millis) -> Result<usize, ControlError> {
+    pub fn lender_lost(
+        &self,
+        exec: &mut impl Executor,
+        lender: NodeId,
+        now: Millis,
+    ) -> Result<usize, ControlError> {
         let mut changed = 0;
         for row in self.store.devices()? {
             let fdid = row.value.info.fdid;
             if fdid.node != lender || matches!(row.value.state, DeviceState::Lost { .. }) {
                 continue;
             }
-            match self.transition(fdid, &Event::LenderLost, "controller", now) {
+            match self.change(exec, fdid, &Event::LenderLost, "controller", now) {
                 Ok(_) => changed += 1,
-                Err(ControlError::Store(e)) => return Err(ControlError::Store(e)),
-                Err(_) => {}
+                Err(e @ ControlError::Store(_)) => return Err(e),
+                Err(e) => self.log_error("lender_lost", &format!("{fdid}: {e}")),
             }
         }
         Ok(changed)
@@ -48,13 +53,16 @@ impl<S: Store> Controller<S> {
                 continue;
             }
             let workflow = WorkflowId(self.store.next("workflow")?);
-            match self.transition(fdid, &Event::LenderBack { workflow }, "controller", now) {
-                Ok((_, commands)) => {
-                    changed += 1;
-                    self.run_returns(exec, fdid, &commands, now)?;
-                }
-                Err(ControlError::Store(e)) => return Err(ControlError::Store(e)),
-                Err(_) => {}
+            match self.change(
+                exec,
+                fdid,
+                &Event::LenderBack { workflow },
+                "controller",
+                now,
+            ) {
+                Ok(_) => changed += 1,
+                Err(e @ ControlError::Store(_)) => return Err(e),
+                Err(e) => self.log_error("lender_back", &format!("{fdid}: {e}")),
             }
         }
         Ok(changed)
@@ -71,17 +79,12 @@ impl<S: Store> Controller<S> {
             if !due {
                 continue;
             }
-            let workflow = self.store.next("workflow")?;
-            if let Ok((_, commands)) = self.transition(
-                row.value.info.fdid,
-                &Event::Tick {
-                    workflow: WorkflowId(workflow),
-                },
-                "controller",
-                now,
-            ) {
-                expired += 1;
-                self.run_returns(exec, row.value.info.fdid, &commands, now)?;
+            let fdid = row.value.info.fdid;
+            let workflow = WorkflowId(self.store.next("workflow")?);
+            match self.change(exec, fdid, &Event::Tick { workflow }, "controller", now) {
+                Ok(_) => expired += 1,
+                Err(e @ ControlError::Store(_)) => return Err(e),
+                Err(e) => self.log_error("tick", &format!("{fdid}: {e}")),
             }
         }
         Ok(expired)
@@ -107,16 +110,8 @@ impl<S: Store> Controller<S> {
             {
                 continue;
             }
-            let workflow = self.store.next("workflow")?;
-            let (_, commands) = self.transition(
-                fdid,
-                &Event::Fence {
-                    workflow: WorkflowId(workflow),
-                },
-                "controller",
-                now,
-            )?;
-            self.run_returns(exec, fdid, &commands, now)?;
+            let workflow = WorkflowId(self.store.next("workflow")?);
+            self.change(exec, fdid, &Event::Fence { workflow }, "controller", now)?;
             fenced += 1;
         }
         Ok(fenced)

@@ -53,17 +53,9 @@ impl<S: Store> Controller<S> {
                 }
             }
         }
-        let workflow = self.store.next("workflow")?;
-        let (_, commands) = self.transition(
-            fdid,
-            &Event::Release {
-                lease,
-                workflow: WorkflowId(workflow),
-            },
-            actor,
-            now,
-        )?;
-        self.run_returns(exec, fdid, &commands, now)
+        let workflow = WorkflowId(self.store.next("workflow")?);
+        self.change(exec, fdid, &Event::Release { lease, workflow }, actor, now)?;
+        Ok(())
     }
 
     /// The device and the lease `lease`, when `tenant` (None = operator) may act on it.
@@ -120,6 +112,7 @@ impl<S: Store> Controller<S> {
     /// Unknown lease, another tenant's lease, a lease that is not exclusive.
     pub fn downgrade(
         &self,
+        exec: &mut impl Executor,
         actor: &str,
         tenant: Option<&str>,
         lease: LeaseId,
@@ -127,7 +120,13 @@ impl<S: Store> Controller<S> {
         now: Millis,
     ) -> Result<(), ControlError> {
         let result = self.lease_of(lease, tenant).and_then(|(fdid, _)| {
-            self.transition(fdid, &Event::Downgrade { lease, max_sharers }, actor, now)
+            self.change(
+                exec,
+                fdid,
+                &Event::Downgrade { lease, max_sharers },
+                actor,
+                now,
+            )
         });
         match result {
             Ok(_) => Ok(()),
@@ -143,9 +142,15 @@ impl<S: Store> Controller<S> {
     ///
     /// # Errors
     /// Unknown lease or a stale epoch.
-    pub fn heartbeat(&self, lease: LeaseId, epoch: Epoch, now: Millis) -> Result<(), ControlError> {
+    pub fn heartbeat(
+        &self,
+        exec: &mut impl Executor,
+        lease: LeaseId,
+        epoch: Epoch,
+        now: Millis,
+    ) -> Result<(), ControlError> {
         let (fdid, _) = self.find_lease(lease)?;
-        self.transition(fdid, &Event::Heartbeat { lease, epoch }, "agent", now)
+        self.change(exec, fdid, &Event::Heartbeat { lease, epoch }, "agent", now)
             .map(|_| ())
     }
 
@@ -157,6 +162,7 @@ impl<S: Store> Controller<S> {
     /// Unknown lease, another tenant's lease, a stale epoch (the lease was fenced and granted anew).
     pub fn renew(
         &self,
+        exec: &mut impl Executor,
         actor: &str,
         tenant: Option<&str>,
         lease: LeaseId,
@@ -167,7 +173,7 @@ impl<S: Store> Controller<S> {
         if held.epoch == epoch && held.expires_at.saturating_sub(now) > held.ttl / 2 {
             return Ok(());
         }
-        self.transition(fdid, &Event::Heartbeat { lease, epoch }, actor, now)
+        self.change(exec, fdid, &Event::Heartbeat { lease, epoch }, actor, now)
             .map(|_| ())
     }
 
@@ -194,6 +200,7 @@ impl<S: Store> Controller<S> {
     /// Store errors.
     pub fn borrower_heartbeat(
         &self,
+        exec: &mut impl Executor,
         borrower: NodeId,
         beats: &[(LeaseId, Epoch)],
         now: Millis,
@@ -212,14 +219,16 @@ impl<S: Store> Controller<S> {
                 {
                     true
                 }
-                Some((fdid, _, _)) => match self.transition(
+                Some((fdid, _, _)) => match self.change(
+                    exec,
                     *fdid,
                     &Event::Heartbeat { lease: id, epoch },
                     "agent",
                     now,
                 ) {
                     Ok(_) => true,
-                    Err(ControlError::Store(e)) => return Err(ControlError::Store(e)),
+                    Err(e @ ControlError::Store(_)) => return Err(e),
+                    // Fenced, stale or gone: the answer is "refused", and the agent tears it down.
                     Err(_) => false,
                 },
                 None => false,

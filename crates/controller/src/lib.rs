@@ -13,11 +13,13 @@
 //! - `run`: workflows (journals run step by step, outcomes, resume).
 //! - `leases`: release, downgrade, renewals, what a borrower's agent carries.
 //! - `hosts`: expiry, lenders lost and back, reconciling with the hardware.
+//! - `dispatch`: every command a decision returns, carried out by one exhaustive match.
 //! - `claims`: what this process holds while requests are in flight.
 #![deny(missing_docs)]
 
 mod assign;
 mod claims;
+mod dispatch;
 pub mod error;
 mod hosts;
 mod leases;
@@ -25,7 +27,9 @@ mod run;
 
 pub use error::ControlError;
 
-use pcipool_backend::Capabilities;
+use std::collections::BTreeMap;
+
+use pcipool_backend::{Capabilities, Executor};
 use pcipool_fabric::{Fdid, LeaseId, Topology};
 use pcipool_pcie::Bdf;
 use pcipool_pool::capacity::Ledger;
@@ -89,6 +93,10 @@ pub struct Controller<S> {
     routes: std::sync::Mutex<RouteCache>,
     /// How long a voluntary release waits for the borrower's users to finish before refusing.
     release_wait_ms: u64,
+    /// Errors the controller logged and carried on from, counted per place (none is dropped silently).
+    logged: std::sync::Mutex<BTreeMap<&'static str, u64>>,
+    /// Borrowers told their lease ended (they learn it through their next renewal).
+    notified: std::sync::atomic::AtomicU64,
 }
 
 /// How often a waiting release looks again.
@@ -121,7 +129,39 @@ impl<S: Store> Controller<S> {
             reservations: std::sync::atomic::AtomicU64::new(u64::MAX),
             routes: std::sync::Mutex::new(RouteCache::default()),
             release_wait_ms: 500,
+            logged: std::sync::Mutex::new(BTreeMap::new()),
+            notified: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// Logs an error the controller carries on from, and counts it under `site`.
+    pub(crate) fn log_error(&self, site: &'static str, error: &dyn std::fmt::Display) {
+        tracing::warn!(site, %error, "carried on after an error");
+        *lock(&self.logged).entry(site).or_default() += 1;
+    }
+
+    /// Errors logged and carried on from, per place, since the controller started.
+    pub fn logged_errors(&self) -> BTreeMap<&'static str, u64> {
+        lock(&self.logged).clone()
+    }
+
+    /// Borrowers told that a lease ended, since the controller started.
+    pub fn borrowers_notified(&self) -> u64 {
+        self.notified.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Applies `event` to a device and carries out every command the decision returns.
+    pub(crate) fn change(
+        &self,
+        exec: &mut impl Executor,
+        fdid: Fdid,
+        event: &Event,
+        actor: &str,
+        now: Millis,
+    ) -> Result<DeviceState, ControlError> {
+        let (state, commands) = self.transition(fdid, event, actor, now)?;
+        self.carry_out(exec, fdid, commands, now)?;
+        Ok(state)
     }
 
     /// How long a voluntary release waits for the borrower's users (default 500 ms).
@@ -290,14 +330,13 @@ impl<S: Store> Controller<S> {
     /// Illegal in the device's state, unknown device, conflicts.
     pub fn operate(
         &self,
+        exec: &mut impl Executor,
         fdid: Fdid,
         event: &Event,
         actor: &str,
         now: Millis,
     ) -> Result<&'static str, ControlError> {
-        let result = self
-            .transition(fdid, event, actor, now)
-            .map(|(s, _)| s.name());
+        let result = self.change(exec, fdid, event, actor, now).map(|s| s.name());
         if let Err(e) = &result {
             self.refused(actor, &fdid.to_string(), event.name(), "", e, now);
         }

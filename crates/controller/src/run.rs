@@ -2,7 +2,7 @@
 //! a failed lend step switches to the return steps, a failed reset escalates once; a finished journal's
 //! outcome is applied to its device in the same transaction. A restarted controller resumes them.
 
-use pcipool_backend::{Executor, Side, StepContext};
+use pcipool_backend::{Executor, Side, Step, StepContext};
 use pcipool_fabric::Fdid;
 use pcipool_pool::workflow::{Journal, PlanKind, StepStatus, WorkflowKind, WorkflowOutcome};
 use pcipool_pool::{AuditEntry, DeviceState, Event, Lease, Millis, WorkflowId};
@@ -43,11 +43,16 @@ impl<S: Store> Controller<S> {
                                 "gang member {} failed",
                                 granted.fdid
                             )));
-                            self.conclude(&rest, Some(1), now)?;
+                            self.conclude(exec, &rest, Some(1), now)?;
                         }
                     }
                     for lent in &out {
-                        let _ = self.release(exec, "controller", None, lent.lease_id, now);
+                        if let Err(e) = self.release(exec, "controller", None, lent.lease_id, now) {
+                            self.log_error(
+                                "gang_release",
+                                &format!("lease {} of a failed gang: {e}", lent.lease_id.0),
+                            );
+                        }
                     }
                     return Err(ControlError::LendFailed {
                         fdid: granted.fdid,
@@ -114,17 +119,32 @@ impl<S: Store> Controller<S> {
     }
 
     /// Runs a journal to its end, saving after every step, then applies the outcome to the device.
+    ///
+    /// A failed lend step switches the journal to the return steps (compensation), whose failed reset
+    /// escalates once within the journal; the device learns how the lend ended from the outcome
+    /// (quarantined when even the escalated reset failed). A failed return ends its journal, and the
+    /// device's decision runs the escalated return once, then quarantines.
     pub(crate) fn run(
         &self,
         exec: &mut impl Executor,
         journal: &mut Journal,
         now: Millis,
     ) -> Result<WorkflowOutcome, ControlError> {
+        let span = tracing::info_span!(
+            "workflow",
+            workflow = journal.id,
+            kind = ?journal.kind,
+            fdid = %journal.fdid,
+            lease = journal.ctx.lease.0,
+            epoch = journal.ctx.epoch.0,
+        );
+        let _entered = span.enter();
         let mut version = self.store.workflow(journal.id)?.map(|v| v.version);
         while let Some(i) = journal.next_pending() {
             let step = journal.steps[i].step;
             match exec.run(step, &journal.ctx) {
                 Ok(output) => {
+                    tracing::debug!(?step, ?output, "step done");
                     journal.record_output(i, output);
                     // Progress is flushed by the next durable commit; a rerun after a power loss is harmless.
                     version = Some(self.store.put_workflow_progress(
@@ -134,7 +154,9 @@ impl<S: Store> Controller<S> {
                     )?);
                     continue;
                 }
+                // The fabric's disconnect that follows cuts the borrower off whatever state it is in.
                 Err(e) if journal.returning() && step.side() == Side::Borrower => {
+                    tracing::warn!(?step, kind = ?e.kind, error = %e.message, "borrower-side teardown passed over");
                     journal.steps[i].status = StepStatus::Skipped(e.message);
                     journal.steps[i].error_kind = Some(e.kind);
                     version = Some(self.store.put_workflow_progress(
@@ -145,6 +167,7 @@ impl<S: Store> Controller<S> {
                     continue;
                 }
                 Err(e) => {
+                    tracing::warn!(?step, kind = ?e.kind, error = %e.message, "step failed");
                     let why = e.message;
                     journal.steps[i].status = StepStatus::Failed(why.clone());
                     journal.steps[i].error_kind = Some(e.kind);
@@ -154,47 +177,40 @@ impl<S: Store> Controller<S> {
                             journal.compensating = true;
                             journal.replan(PlanKind::Return);
                         }
-                        (_, _, false) if matches!(step, pcipool_backend::Step::LenderReset) => {
+                        // The compensation of a lend escalates within its journal: the device is
+                        // still `Lending`, and learns the end from the outcome. A return's failure
+                        // goes to the device instead (`ReturnFailed`), whose decision escalates it
+                        // once and then quarantines.
+                        (WorkflowKind::Lend, true, false) if step == Step::LenderReset => {
                             journal.escalated = true;
                             journal.replan(PlanKind::ReturnEscalated);
-                            if journal.kind == WorkflowKind::Return {
-                                // The device records the escalation (Returning, escalated).
-                                let fdid = parse_fdid(&journal.fdid, journal.id)?;
-                                let event = Event::ReturnFailed {
-                                    workflow: WorkflowId(journal.id),
-                                    reason: why,
-                                };
-                                let _ = self.transition(fdid, &event, "controller", now);
-                            }
                         }
                         _ => {
-                            journal.outcome = Some(WorkflowOutcome::Failed(why));
-                            self.conclude(journal, version, now)?;
-                            return Ok(journal
-                                .outcome
-                                .clone()
-                                .unwrap_or(WorkflowOutcome::Failed(String::new())));
+                            let outcome = WorkflowOutcome::Failed(why);
+                            journal.outcome = Some(outcome.clone());
+                            self.conclude(exec, journal, version, now)?;
+                            return Ok(outcome);
                         }
                     }
                 }
             }
             version = Some(self.save(journal, version, now)?);
         }
-        journal.outcome = Some(if journal.compensating {
+        let outcome = if journal.compensating {
             WorkflowOutcome::Compensated("lend step failed; device returned".into())
         } else {
             WorkflowOutcome::Succeeded
-        });
-        self.conclude(journal, version, now)?;
-        Ok(journal
-            .outcome
-            .clone()
-            .unwrap_or(WorkflowOutcome::Succeeded))
+        };
+        journal.outcome = Some(outcome.clone());
+        self.conclude(exec, journal, version, now)?;
+        Ok(outcome)
     }
 
-    /// Writes a finished journal and applies its outcome to the device in one transaction.
+    /// Writes a finished journal and applies its outcome to the device in one transaction, then carries
+    /// out what the decision commands (an escalated return, telling the borrower).
     pub(crate) fn conclude(
         &self,
+        exec: &mut impl Executor,
         journal: &Journal,
         version: Option<u64>,
         now: Millis,
@@ -205,39 +221,35 @@ impl<S: Store> Controller<S> {
             return Ok(());
         };
         match self.transition_with(fdid, &event, "controller", now, Some((journal, version))) {
-            Ok(_) => {}
+            Ok((_, commands, _)) => self.carry_out(exec, fdid, commands, now),
             // The device moved on (an operator, a fence): the journal still has to be finished.
-            Err(ControlError::Transition(_) | ControlError::Conflict(_)) => {
+            Err(e @ (ControlError::Transition(_) | ControlError::Conflict(_))) => {
+                self.log_error("conclude", &format!("workflow {}: {e}", journal.id));
                 self.save(journal, version, now)?;
+                Ok(())
             }
-            Err(e) => return Err(e),
+            Err(e) => Err(e),
         }
-        if let (WorkflowKind::Lend, Some(WorkflowOutcome::Failed(why))) =
-            (&journal.kind, &journal.outcome)
-        {
-            // Even the compensation's escalated reset failed: the device is unsafe to lend again.
-            let fault = Event::Fault {
-                reason: format!("reset failed while undoing a lend: {why}"),
-            };
-            let _ = self.transition(fdid, &fault, "controller", now);
-        }
-        Ok(())
     }
 
     /// The device event a finished journal stands for.
-    pub(crate) fn outcome_event(journal: &Journal) -> Option<Event> {
+    fn outcome_event(journal: &Journal) -> Option<Event> {
         let w = WorkflowId(journal.id);
         Some(match (&journal.kind, journal.outcome.as_ref()?) {
             (WorkflowKind::Lend, WorkflowOutcome::Succeeded) => Event::LendDone {
                 workflow: w,
                 attached: journal.ctx.attached,
             },
-            (
-                WorkflowKind::Lend,
-                WorkflowOutcome::Compensated(why) | WorkflowOutcome::Failed(why),
-            ) => Event::LendFailed {
+            (WorkflowKind::Lend, WorkflowOutcome::Compensated(why)) => Event::LendFailed {
                 workflow: w,
                 reason: why.clone(),
+                quarantine: false,
+            },
+            // Even the compensation's escalated reset failed: the device is unsafe to lend again.
+            (WorkflowKind::Lend, WorkflowOutcome::Failed(why)) => Event::LendFailed {
+                workflow: w,
+                reason: why.clone(),
+                quarantine: true,
             },
             (WorkflowKind::Return, WorkflowOutcome::Succeeded) => Event::ReturnDone { workflow: w },
             (
@@ -246,84 +258,31 @@ impl<S: Store> Controller<S> {
             ) => Event::ReturnFailed {
                 workflow: w,
                 reason: why.clone(),
+                escalated: journal.escalated,
             },
         })
     }
 
-    /// Applies a finished journal's outcome to the device's state (resume, after an older crash window).
-    pub(crate) fn finish(&self, journal: &Journal, now: Millis) -> Result<(), ControlError> {
-        let fdid = parse_fdid(&journal.fdid, journal.id)?;
-        let w = WorkflowId(journal.id);
-        let event = match (&journal.kind, &journal.outcome) {
-            (WorkflowKind::Lend, Some(WorkflowOutcome::Succeeded)) => Event::LendDone {
-                workflow: w,
-                attached: journal.ctx.attached,
-            },
-            (WorkflowKind::Lend, Some(WorkflowOutcome::Compensated(why))) => Event::LendFailed {
-                workflow: w,
-                reason: why.clone(),
-            },
-            (WorkflowKind::Lend, Some(WorkflowOutcome::Failed(why))) => {
-                // Even the compensation's escalated reset failed: the device is unsafe to lend again.
-                let _ = self.transition(
-                    fdid,
-                    &Event::LendFailed {
-                        workflow: w,
-                        reason: why.clone(),
-                    },
-                    "controller",
-                    now,
-                );
-                Event::Fault {
-                    reason: format!("reset failed while undoing a lend: {why}"),
-                }
-            }
-            (WorkflowKind::Return, Some(WorkflowOutcome::Succeeded)) => {
-                Event::ReturnDone { workflow: w }
-            }
-            (
-                WorkflowKind::Return,
-                Some(WorkflowOutcome::Compensated(why) | WorkflowOutcome::Failed(why)),
-            ) => Event::ReturnFailed {
-                workflow: w,
-                reason: why.clone(),
-            },
-            (_, None) => return Ok(()),
-        };
-        match self.transition(fdid, &event, "controller", now) {
-            Ok(_) | Err(ControlError::Transition(_)) => Ok(()),
-            Err(e) => Err(e),
-        }
-    }
-
-    pub(crate) fn run_returns(
+    /// Applies a finished journal's outcome to its device (resume, after a crash between the journal's
+    /// last write and the device's transition).
+    fn finish(
         &self,
         exec: &mut impl Executor,
-        fdid: Fdid,
-        commands: &[pcipool_pool::Command],
+        journal: &Journal,
         now: Millis,
     ) -> Result<(), ControlError> {
-        for c in commands {
-            if let pcipool_pool::Command::StartReturn {
-                leases, workflow, ..
-            } = c
-            {
-                for l in leases {
-                    let ctx = self.context(fdid, l)?;
-                    let mut journal = Journal::new(
-                        workflow.0,
-                        WorkflowKind::Return,
-                        fdid.to_string(),
-                        ctx,
-                        self.fabric.attachment,
-                    );
-                    let existing = self.store.workflow(workflow.0)?.map(|v| v.version);
-                    self.save(&journal, existing, now)?;
-                    self.run(exec, &mut journal, now)?;
-                }
+        let fdid = parse_fdid(&journal.fdid, journal.id)?;
+        let Some(event) = Self::outcome_event(journal) else {
+            return Ok(());
+        };
+        match self.change(exec, fdid, &event, "controller", now) {
+            Ok(_) => Ok(()),
+            Err(e @ ControlError::Transition(_)) => {
+                self.log_error("resume", &format!("workflow {}: {e}", journal.id));
+                Ok(())
             }
+            Err(e) => Err(e),
         }
-        Ok(())
     }
 
     /// Resumes every unfinished workflow from its journal (after a controller restart).
@@ -359,7 +318,7 @@ impl<S: Store> Controller<S> {
                     let journal: Journal = serde_json::from_str(&body.value)
                         .map_err(|_| ControlError::Journal(workflow.0))?;
                     if journal.outcome.is_some() {
-                        self.finish(&journal, now)?;
+                        self.finish(exec, &journal, now)?;
                     }
                 }
                 None => {

@@ -155,10 +155,17 @@ impl Lab {
         if let Hardware::Agents(fleet) = &self.hardware {
             for node in fleet.newly_lost() {
                 eprintln!("pcipool: the agent of {node} stopped answering; its devices are lost");
-                let _ = self.controller.lender_lost(node, now);
+                if let Err(e) = self
+                    .controller
+                    .lender_lost(&mut self.hardware.steps(), node, now)
+                {
+                    eprintln!("pcipool: marking the devices of {node} lost: {e}");
+                }
             }
         }
-        let _ = self.controller.tick(&mut self.hardware.steps(), now);
+        if let Err(e) = self.controller.tick(&mut self.hardware.steps(), now) {
+            eprintln!("pcipool: expiring leases: {e}");
+        }
     }
 }
 
@@ -178,10 +185,14 @@ impl PoolApi for Lab {
             request_id: r.request_id,
         };
         let now = now_ms();
-        match self
-            .controller
-            .assign(actor, tenant, request, r.duration_secs, now)?
-        {
+        match self.controller.assign(
+            &mut self.hardware.steps(),
+            actor,
+            tenant,
+            request,
+            r.duration_secs,
+            now,
+        )? {
             Assigned::Replayed(granted) => Ok(granted),
             Assigned::New(lends) if r.wait => {
                 self.controller
@@ -216,8 +227,14 @@ impl PoolApi for Lab {
         lease: LeaseId,
         max_sharers: u32,
     ) -> Result<(), ControlError> {
-        self.controller
-            .downgrade(actor, tenant, lease, max_sharers, now_ms())
+        self.controller.downgrade(
+            &mut self.hardware.steps(),
+            actor,
+            tenant,
+            lease,
+            max_sharers,
+            now_ms(),
+        )
     }
 
     fn renew(
@@ -227,8 +244,14 @@ impl PoolApi for Lab {
         lease: LeaseId,
         epoch: u64,
     ) -> Result<(), ControlError> {
-        self.controller
-            .renew(actor, tenant, lease, pcipool_pool::Epoch(epoch), now_ms())
+        self.controller.renew(
+            &mut self.hardware.steps(),
+            actor,
+            tenant,
+            lease,
+            pcipool_pool::Epoch(epoch),
+            now_ms(),
+        )
     }
 
     fn record(
@@ -328,7 +351,7 @@ impl PoolApi for Lab {
             DeviceAction::ClearQuarantine => pcipool_pool::Event::ClearQuarantine,
         };
         self.controller
-            .operate(fdid, &event, actor, now_ms())
+            .operate(&mut self.hardware.steps(), fdid, &event, actor, now_ms())
             .map(str::to_owned)
     }
 
@@ -455,7 +478,9 @@ impl PoolApi for Lab {
         }
         let beats: Vec<(LeaseId, pcipool_pool::Epoch)> =
             beat.leases.iter().map(|b| (b.lease_id, b.epoch)).collect();
-        let (renewed, refused) = self.controller.borrower_heartbeat(node, &beats, now)?;
+        let (renewed, refused) =
+            self.controller
+                .borrower_heartbeat(&mut self.hardware.steps(), node, &beats, now)?;
         Ok(HeartbeatReply {
             renewed,
             refused,

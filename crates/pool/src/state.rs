@@ -8,6 +8,7 @@
 //! Shared(1 lease, max 1 = exclusive) --downgrade--> Shared(same lease, max n)
 //! Lent/Shared --release | expiry | fence--> Returning --returned--> Available
 //! Returning --reset failed--> Returning (escalated once) --failed again--> Quarantined
+//! Lending --lend failed--> Available | Quarantined (the compensation's reset failed too)
 //! any --fault--> Quarantined(reason)      Quarantined --clear--> Available
 //! any --lender lost--> Lost               Lost --lender back--> Returning (or Available when idle)
 //! Available --drain--> Maintenance | Local   Maintenance/Local --undrain--> Available
@@ -231,12 +232,16 @@ pub enum Event {
         #[serde(default)]
         attached: Option<Bdf>,
     },
-    /// The lend workflow failed and compensated (device untouched or reset).
+    /// The lend workflow failed and compensated (device untouched or reset); when even the
+    /// compensation's escalated reset failed, the device goes to quarantine in the same transition.
     LendFailed {
         /// The workflow.
         workflow: WorkflowId,
         /// Why.
         reason: String,
+        /// The device could not be reset: unsafe to lend again.
+        #[serde(default)]
+        quarantine: bool,
     },
     /// The scheduler grants a shared lease.
     Share {
@@ -282,12 +287,15 @@ pub enum Event {
         /// The workflow.
         workflow: WorkflowId,
     },
-    /// The return workflow's reset failed.
+    /// The return workflow failed (its reset, or the verify after it).
     ReturnFailed {
         /// The workflow.
         workflow: WorkflowId,
         /// Why.
         reason: String,
+        /// The workflow had already escalated its reset: there is nothing left to try.
+        #[serde(default)]
+        escalated: bool,
     },
     /// A device fault (hang, surprise removal, IOMMU fault storm).
     Fault {
@@ -504,15 +512,22 @@ pub fn apply(state: &DeviceState, event: &Event, now: Millis) -> Outcome {
             },
             vec![],
         )),
-        // Lending --failed (compensated)--> Available
+        // Lending --failed (compensated)--> Available | Quarantined (the compensation's reset failed)
         (
             S::Lending { lease, workflow },
             E::LendFailed {
                 workflow: w,
                 reason,
+                quarantine,
             },
         ) if w == workflow => Ok((
-            S::Available,
+            if *quarantine {
+                S::Quarantined {
+                    reason: format!("reset failed while undoing a lend: {reason}"),
+                }
+            } else {
+                S::Available
+            },
             vec![Command::NotifyBorrower {
                 lease: lease.id,
                 borrower: lease.borrower,
@@ -757,9 +772,10 @@ pub fn apply(state: &DeviceState, event: &Event, now: Millis) -> Outcome {
             E::ReturnFailed {
                 workflow: w,
                 reason: why,
+                escalated: tried,
             },
         ) if w == workflow => {
-            if *escalated {
+            if *escalated || *tried {
                 Ok((
                     S::Quarantined {
                         reason: format!("reset failed after escalation: {why}"),

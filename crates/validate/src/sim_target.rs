@@ -372,6 +372,7 @@ impl Target for SimTarget {
         let now = self.tick();
         self.ctl(|c| {
             c.operate(
+                &mut self.steps(),
                 fdid,
                 &pcipool_pool::Event::Drain { to_local: false },
                 "validate",
@@ -386,9 +387,15 @@ impl Target for SimTarget {
     fn undrain(&self, fdid: Fdid) -> Result<(), String> {
         let now = self.tick();
         self.ctl(|c| {
-            c.operate(fdid, &pcipool_pool::Event::Undrain, "validate", now)
-                .map(|_| ())
-                .map_err(|e| err(&e))
+            c.operate(
+                &mut self.steps(),
+                fdid,
+                &pcipool_pool::Event::Undrain,
+                "validate",
+                now,
+            )
+            .map(|_| ())
+            .map_err(|e| err(&e))
         })
         .unwrap_or_else(|| Err("controller down".to_owned()))
     }
@@ -529,7 +536,7 @@ impl Target for SimTarget {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         for (node, up) in hosts {
             if !up && lost.insert(node) {
-                let _ = self.ctl(|c| c.lender_lost(node, now));
+                let _ = self.ctl(|c| c.lender_lost(&mut self.steps(), node, now));
             } else if up && lost.remove(&node) {
                 let _ = self.ctl(|c| c.lender_back(&mut self.steps(), node, now));
             }
@@ -593,9 +600,15 @@ impl Target for SimTarget {
     fn clear_quarantine(&self, fdid: Fdid) -> Result<(), String> {
         let now = self.tick();
         self.ctl(|c| {
-            c.operate(fdid, &pcipool_pool::Event::ClearQuarantine, "validate", now)
-                .map(|_| ())
-                .map_err(|e| err(&e))
+            c.operate(
+                &mut self.steps(),
+                fdid,
+                &pcipool_pool::Event::ClearQuarantine,
+                "validate",
+                now,
+            )
+            .map(|_| ())
+            .map_err(|e| err(&e))
         })
         .unwrap_or_else(|| Err("controller down".to_owned()))
     }

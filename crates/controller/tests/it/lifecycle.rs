@@ -238,7 +238,12 @@ fn heartbeat_with_stale_epoch_is_refused() {
         .expect("granted")
         .remove(0);
     let err = ctl
-        .heartbeat(g.lease_id, pcipool_pool::Epoch(g.epoch.0 - 1), 1)
+        .heartbeat(
+            &mut Local(&mut sim),
+            g.lease_id,
+            pcipool_pool::Epoch(g.epoch.0 - 1),
+            1,
+        )
         .map_err(|e| e.code());
     assert_eq!(err, Err("STALE_EPOCH"));
 }
@@ -508,16 +513,27 @@ fn borrower_heartbeats_renew_late_and_refuse_what_is_not_theirs() {
     let before = records(&ctl);
     // Early in the lease: alive, nothing written.
     let early = ctl
-        .borrower_heartbeat(BORROWER, &[(g.lease_id, g.epoch)], 1_000)
+        .borrower_heartbeat(
+            &mut Local(&mut sim),
+            BORROWER,
+            &[(g.lease_id, g.epoch)],
+            1_000,
+        )
         .expect("heartbeat");
     let quiet = records(&ctl) == before;
     // Past half of the 10 s lease: renewed from now.
     let late = ctl
-        .borrower_heartbeat(BORROWER, &[(g.lease_id, g.epoch)], 6_000)
+        .borrower_heartbeat(
+            &mut Local(&mut sim),
+            BORROWER,
+            &[(g.lease_id, g.epoch)],
+            6_000,
+        )
         .expect("heartbeat");
     let renewed_to = expiry(&ctl);
     let stale = ctl
         .borrower_heartbeat(
+            &mut Local(&mut sim),
             BORROWER,
             &[(g.lease_id, pcipool_pool::Epoch(g.epoch.0 - 1))],
             6_500,
@@ -525,6 +541,7 @@ fn borrower_heartbeats_renew_late_and_refuse_what_is_not_theirs() {
         .expect("heartbeat");
     let other_host = ctl
         .borrower_heartbeat(
+            &mut Local(&mut sim),
             pcipool_fabric::NodeId(BORROWER.0 + 1),
             &[(g.lease_id, g.epoch)],
             6_500,
@@ -712,6 +729,15 @@ fn a_keyed_request_repeated_gets_the_same_lease() {
     );
 }
 
+/// For decisions that need no hardware (renewals): any step at all fails the test.
+struct NoSteps;
+
+impl Executor for NoSteps {
+    fn run(&mut self, step: Step, _: &StepContext) -> Result<StepOutput, StepError> {
+        panic!("a renewal asked for a step: {step:?}")
+    }
+}
+
 /// Runs steps on a simulator shared by several threads.
 struct Shared<'a>(&'a std::sync::Mutex<Sim>);
 
@@ -801,7 +827,13 @@ fn refused_requests_and_actions_are_audited() {
         1,
     );
     let fdid: Fdid = "n1:0000:03:00.0".parse().expect("fdid");
-    let illegal = ctl.operate(fdid, &pcipool_pool::Event::ClearQuarantine, "ops", 2);
+    let illegal = ctl.operate(
+        &mut Local(&mut sim),
+        fdid,
+        &pcipool_pool::Event::ClearQuarantine,
+        "ops",
+        2,
+    );
     let audit = ctl.store().all_audit().expect("audit");
     let refusals: Vec<(String, String, String)> = audit
         .iter()
@@ -912,8 +944,15 @@ fn concurrent_renewals_of_one_shared_device_all_succeed() {
                     // Each renewal comes when less than half the lease is left, so each one writes.
                     (1..=20u64)
                         .filter(|k| {
-                            ctl.renew("app", Some(&format!("t{i}")), lease, epoch, k * 6_000)
-                                .is_err()
+                            ctl.renew(
+                                &mut NoSteps,
+                                "app",
+                                Some(&format!("t{i}")),
+                                lease,
+                                epoch,
+                                k * 6_000,
+                            )
+                            .is_err()
                         })
                         .count()
                 })
@@ -925,4 +964,77 @@ fn concurrent_renewals_of_one_shared_device_all_succeed() {
             .sum()
     });
     assert_eq!((leases.len(), failures), (4, 0));
+}
+
+/// A lend whose borrower cannot bind the driver, on a device that no reset after the lend's first one
+/// brings back.
+struct UnresettableLend<'a> {
+    sim: &'a mut Sim,
+    resets: u32,
+}
+
+impl Executor for UnresettableLend<'_> {
+    fn run(&mut self, step: Step, ctx: &StepContext) -> Result<StepOutput, StepError> {
+        match step {
+            Step::BorrowerBind => Err(StepError::failed("driver probe failed")),
+            Step::LenderReset | Step::LenderResetEscalated if self.resets > 0 => {
+                Err(StepError::failed("device did not come back"))
+            }
+            Step::LenderReset => {
+                self.resets += 1;
+                Local(&mut *self.sim).run(step, ctx)
+            }
+            _ => Local(&mut *self.sim).run(step, ctx),
+        }
+    }
+}
+
+#[test]
+fn a_lend_whose_compensation_cannot_reset_quarantines_in_one_transition() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (ctl, mut sim) = setup(dir.path());
+    let head = ctl
+        .store()
+        .last_audit()
+        .expect("audit")
+        .map_or(0, |r| r.seq);
+    let err = ctl
+        .borrow(
+            &mut UnresettableLend {
+                sim: &mut sim,
+                resets: 0,
+            },
+            "admin",
+            "t",
+            nvme(1),
+            None,
+            0,
+        )
+        .map_err(|e| e.code());
+    let records = ctl.store().audit_records(head + 1, 10_000).expect("audit");
+    let decisions: Vec<(String, String)> = records
+        .iter()
+        .filter(|r| r.actor == "controller" && !r.action.starts_with("workflow "))
+        .map(|r| (r.action.clone(), r.target.clone()))
+        .collect();
+    let fdid = decisions
+        .first()
+        .map(|(_, t)| t.clone())
+        .unwrap_or_default();
+    let quarantined = ctl
+        .store()
+        .devices()
+        .expect("devices")
+        .iter()
+        .filter(|d| d.value.state.name() == "quarantined")
+        .count();
+    assert_eq!(
+        (err, decisions, quarantined),
+        (
+            Err("LEND_FAILED"),
+            vec![("lend_failed".to_owned(), fdid)],
+            1
+        ),
+        "one decision takes the device from lending to quarantined, with no second write to lose"
+    );
 }

@@ -78,6 +78,7 @@ fn events() -> Vec<E> {
         E::LendFailed {
             workflow: WorkflowId(1),
             reason: "probe failed".into(),
+            quarantine: false,
         },
         E::Share {
             lease: lease(3, 3, 5000),
@@ -107,6 +108,7 @@ fn events() -> Vec<E> {
         E::ReturnFailed {
             workflow: WorkflowId(1),
             reason: "FLR timeout".into(),
+            escalated: false,
         },
         E::Fault {
             reason: "hang".into(),
@@ -335,6 +337,7 @@ fn failed_reset_escalates_once_then_quarantines() {
     let failed = E::ReturnFailed {
         workflow: WorkflowId(1),
         reason: "FLR timeout".into(),
+        escalated: false,
     };
     let (escalated, _) = apply(&returning, &failed, 0).expect("escalates");
     let (quarantined, _) = apply(&escalated, &failed, 0).expect("quarantines");
@@ -432,9 +435,9 @@ proptest! {
                 }
                 Op::Progress { dev, ok } => match &devices[dev] {
                     S::Lending { workflow, .. } if ok => (dev, E::LendDone { workflow: *workflow, attached: None }),
-                    S::Lending { workflow, .. } => (dev, E::LendFailed { workflow: *workflow, reason: "x".into() }),
+                    S::Lending { workflow, .. } => (dev, E::LendFailed { workflow: *workflow, reason: "x".into(), quarantine: false }),
                     S::Returning { workflow, .. } if ok => (dev, E::ReturnDone { workflow: *workflow }),
-                    S::Returning { workflow, .. } => (dev, E::ReturnFailed { workflow: *workflow, reason: "x".into() }),
+                    S::Returning { workflow, .. } => (dev, E::ReturnFailed { workflow: *workflow, reason: "x".into(), escalated: false }),
                     _ => continue,
                 },
                 Op::Release { dev, pick } => {
@@ -503,4 +506,40 @@ proptest! {
             prop_assert!(d.is_settled(), "device stuck in {}", d.name());
         }
     }
+}
+
+#[test]
+fn a_lend_whose_compensation_could_not_reset_is_quarantined_in_one_transition() {
+    let lending = S::Lending {
+        lease: lease(1, 1, 5000),
+        workflow: WorkflowId(1),
+    };
+    let failed = E::LendFailed {
+        workflow: WorkflowId(1),
+        reason: "bus reset failed".into(),
+        quarantine: true,
+    };
+    let (next, commands) = apply(&lending, &failed, 0).expect("legal");
+    assert_eq!(
+        (next.name(), commands.len()),
+        ("quarantined", 1),
+        "quarantined, and the borrower told"
+    );
+}
+
+#[test]
+fn a_return_that_already_escalated_its_reset_is_quarantined_at_once() {
+    let returning = S::Returning {
+        leases: vec![lease(1, 1, 0)],
+        reason: pcipool_pool::ReturnReason::Released,
+        workflow: WorkflowId(1),
+        escalated: false,
+    };
+    let failed = E::ReturnFailed {
+        workflow: WorkflowId(1),
+        reason: "bus reset failed".into(),
+        escalated: true,
+    };
+    let (next, commands) = apply(&returning, &failed, 0).expect("legal");
+    assert_eq!((next.name(), commands), ("quarantined", vec![]));
 }
