@@ -25,8 +25,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use pcipool_api::client::{Client, ClientError};
-use pcipool_api::types::{BorrowRequest, DeviceView};
+use pcipool_client::{Client, ClientError};
 use pcipool_datapath::service::{DeviceMemoryGrant, Grant, WindowGrant};
 use pcipool_datapath::wire::{
     DeviceMemoryRequest, ExportRequest, Holder, Info, InterruptRequest, Mapped, SegmentCreate,
@@ -37,6 +36,7 @@ use pcipool_pool::schedule::{DeviceClass, Selector};
 use pcipool_qualify::AccessModel;
 use pcipool_shm::window::Window;
 use pcipool_shm::{Region, ShmError};
+use pcipool_wire::{BorrowRequest, DeviceView};
 
 pub use pcipool_datapath::service::Placement;
 

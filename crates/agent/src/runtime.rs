@@ -8,15 +8,13 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use pcipool_api::client::Client;
-use pcipool_api::types::{
-    AgentHeartbeat, AgentRegistration, LeaseBeat, ReportedDevice, StepRequest,
-};
 use pcipool_backend::{
     Absent, DeviceControl, Side, Step, StepContext, StepError, StepErrorKind, StepOutput,
 };
+use pcipool_client::Client;
 use pcipool_fabric::{Epoch, LeaseId, NodeId};
 use pcipool_pcie::Bdf;
+use pcipool_wire::{AgentHeartbeat, AgentRegistration, LeaseBeat, ReportedDevice, StepRequest};
 
 use crate::runner::StepRunner;
 

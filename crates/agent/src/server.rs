@@ -9,11 +9,19 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use pcipool_api::server::error_response as error;
-use pcipool_api::types::StepRequest;
 use pcipool_backend::{DeviceControl, StepErrorKind};
+use pcipool_wire::{ApiErrorBody, StepRequest};
 
 use crate::runtime::Agent;
+
+/// A JSON error with a stable code, as every pcipool service answers.
+fn error(status: StatusCode, code: &str, message: String) -> Response {
+    let body = ApiErrorBody {
+        code: code.to_owned(),
+        message,
+    };
+    (status, Json(body)).into_response()
+}
 
 /// The HTTP status a step error travels with.
 pub fn status_of(kind: StepErrorKind) -> StatusCode {

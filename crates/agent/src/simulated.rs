@@ -4,10 +4,10 @@
 
 use std::time::Duration;
 
-use pcipool_api::types::ReportedDevice;
 use pcipool_backend::DeviceError;
 use pcipool_backend::remote::{HostLink, HostOp, HostReply};
 use pcipool_fabric::NodeId;
+use pcipool_wire::ReportedDevice;
 
 use crate::runtime::Reporter;
 

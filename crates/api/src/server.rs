@@ -12,7 +12,7 @@ use axum::{Json, Router};
 use pcipool_controller::{ControlError, Granted};
 use pcipool_fabric::LeaseId;
 
-use crate::types::{
+use pcipool_wire::{
     AgentHeartbeat, AgentRegistration, ApiErrorBody, AuditVerify, AuditView, BorrowRequest,
     DeviceAction, DeviceDetail, DeviceView, HeartbeatReply, HostView, LeaseView, RegistrationReply,
 };
@@ -196,18 +196,10 @@ impl ApiError {
 
 impl From<ControlError> for ApiError {
     fn from(e: ControlError) -> Self {
-        let status = match e.code() {
-            "CONFLICT" | "BUSY" => StatusCode::CONFLICT,
-            "NO_CAPACITY" | "OVER_QUOTA" => StatusCode::SERVICE_UNAVAILABLE,
-            "NO_SUCH_LEASE" | "NO_SUCH_DEVICE" | "NO_SUCH_HOST" => StatusCode::NOT_FOUND,
-            "UNSUPPORTED" => StatusCode::NOT_IMPLEMENTED,
-            "BAD_REQUEST" => StatusCode::BAD_REQUEST,
-            "FORBIDDEN" | "UNKNOWN_TENANT" => StatusCode::FORBIDDEN,
-            "STALE_EPOCH" | "ILLEGAL_TRANSITION" | "POLICY" => StatusCode::UNPROCESSABLE_ENTITY,
-            "LEND_FAILED" => StatusCode::BAD_GATEWAY,
-            _ => StatusCode::INTERNAL_SERVER_ERROR,
-        };
-        Self::new(status, e.code(), e.to_string())
+        let code = e.error_code();
+        let status =
+            StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        Self::new(status, code.as_str(), e.to_string())
     }
 }
 
@@ -330,7 +322,7 @@ async fn downgrade<P: PoolApi>(
     State(state): State<AppState<P>>,
     headers: HeaderMap,
     Path(id): Path<u64>,
-    body: Result<Json<crate::types::DowngradeRequest>, axum::extract::rejection::JsonRejection>,
+    body: Result<Json<pcipool_wire::DowngradeRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<StatusCode, ApiError> {
     let request = json_body(body)?;
     lease_change(&state, &headers, "downgrade", move |d, actor, tenant| {
@@ -343,7 +335,7 @@ async fn renew<P: PoolApi>(
     State(state): State<AppState<P>>,
     headers: HeaderMap,
     Path(id): Path<u64>,
-    body: Result<Json<crate::types::RenewRequest>, axum::extract::rejection::JsonRejection>,
+    body: Result<Json<pcipool_wire::RenewRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<StatusCode, ApiError> {
     let request = json_body(body)?;
     lease_change(&state, &headers, "renew", move |d, actor, tenant| {
@@ -391,7 +383,7 @@ async fn audit_verify<P: PoolApi>(
 async fn audit_record<P: PoolApi>(
     State(state): State<AppState<P>>,
     headers: HeaderMap,
-    body: Result<Json<crate::types::AuditRecord>, axum::extract::rejection::JsonRejection>,
+    body: Result<Json<pcipool_wire::AuditRecord>, axum::extract::rejection::JsonRejection>,
 ) -> Result<StatusCode, ApiError> {
     let who = principal(&state, &headers)?;
     if who.role < Role::Operator {

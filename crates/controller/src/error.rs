@@ -5,6 +5,7 @@ use pcipool_pool::TransitionError;
 use pcipool_pool::policy::PolicyError;
 use pcipool_pool::schedule::PlacementError;
 use pcipool_store::StoreError;
+use pcipool_wire::ErrorCode;
 
 /// Why the controller refused or failed.
 #[derive(Debug, thiserror::Error)]
@@ -76,29 +77,34 @@ pub enum ControlError {
 }
 
 impl ControlError {
-    /// Stable code for API errors.
-    pub fn code(&self) -> &'static str {
+    /// The stable code the API answers with (it also picks the HTTP status).
+    pub fn error_code(&self) -> ErrorCode {
         match self {
-            Self::Store(_) | Self::Journal(_) => "STORE_ERROR",
-            Self::Policy(PolicyError::OverQuota { .. }) => "OVER_QUOTA",
-            Self::Policy(PolicyError::UnknownTenant(_)) => "UNKNOWN_TENANT",
-            Self::Policy(_) => "POLICY",
-            Self::Placement(_) | Self::Capacity(_) => "NO_CAPACITY",
+            Self::Store(_) | Self::Journal(_) => ErrorCode::StoreError,
+            Self::Policy(PolicyError::OverQuota { .. }) => ErrorCode::OverQuota,
+            Self::Policy(PolicyError::UnknownTenant(_)) => ErrorCode::UnknownTenant,
+            Self::Policy(_) => ErrorCode::Policy,
+            Self::Placement(_) | Self::Capacity(_) => ErrorCode::NoCapacity,
             Self::Transition(TransitionError::Conflict { .. })
             | Self::Conflict(_)
             | Self::Held(_)
             | Self::FamilyBusy(_)
-            | Self::RequestInFlight(_) => "CONFLICT",
-            Self::Transition(TransitionError::StaleEpoch { .. }) => "STALE_EPOCH",
-            Self::Transition(_) => "ILLEGAL_TRANSITION",
-            Self::NoLease(_) => "NO_SUCH_LEASE",
-            Self::NotYours(_) => "FORBIDDEN",
-            Self::LendFailed { .. } => "LEND_FAILED",
-            Self::NoDevice(_) => "NO_SUCH_DEVICE",
-            Self::NoHost(_) => "NO_SUCH_HOST",
-            Self::BadReport(_) | Self::BadRequest(_) => "BAD_REQUEST",
-            Self::Busy(_) => "BUSY",
-            Self::Unsupported(_) => "UNSUPPORTED",
+            | Self::RequestInFlight(_) => ErrorCode::Conflict,
+            Self::Transition(TransitionError::StaleEpoch { .. }) => ErrorCode::StaleEpoch,
+            Self::Transition(_) => ErrorCode::IllegalTransition,
+            Self::NoLease(_) => ErrorCode::NoSuchLease,
+            Self::NotYours(_) => ErrorCode::Forbidden,
+            Self::LendFailed { .. } => ErrorCode::LendFailed,
+            Self::NoDevice(_) => ErrorCode::NoSuchDevice,
+            Self::NoHost(_) => ErrorCode::NoSuchHost,
+            Self::BadReport(_) | Self::BadRequest(_) => ErrorCode::BadRequest,
+            Self::Busy(_) => ErrorCode::Busy,
+            Self::Unsupported(_) => ErrorCode::Unsupported,
         }
+    }
+
+    /// The stable code as the wire spells it.
+    pub fn code(&self) -> &'static str {
+        self.error_code().as_str()
     }
 }

@@ -31,12 +31,11 @@ use std::collections::BTreeMap;
 
 use pcipool_backend::{Capabilities, Executor};
 use pcipool_fabric::{Fdid, LeaseId, Topology};
-use pcipool_pcie::Bdf;
 use pcipool_pool::capacity::Ledger;
 use pcipool_pool::policy::Policy;
 use pcipool_pool::schedule::{DeviceInfo, RouteCache};
 use pcipool_pool::workflow::Journal;
-use pcipool_pool::{AuditEntry, DeviceState, Epoch, Event, Lease, Millis, apply};
+use pcipool_pool::{AuditEntry, DeviceState, Event, Lease, Millis, apply};
 use pcipool_store::{DeviceRow, Store, StoreError, WorkflowWrite};
 use serde::Serialize;
 
@@ -54,21 +53,7 @@ pub const DEFAULT_MAX_SHARERS: u32 = 4;
 /// The most sharers a request may allow (each costs BAR and DMA mappings on the adapters).
 pub const MAX_SHARERS: u32 = 64;
 
-/// A granted lease, as `borrow` returns it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
-pub struct Granted {
-    /// Lease id.
-    pub lease_id: LeaseId,
-    /// Device.
-    pub fdid: Fdid,
-    /// Fencing epoch.
-    pub epoch: Epoch,
-    /// Where the borrower's kernel placed the device, as the lend's hot-add reported it (`None` for a
-    /// shared lease, and for a lend that has not finished yet).
-    pub attached: Option<Bdf>,
-    /// Lend workflow id.
-    pub workflow: u64,
-}
+pub use pcipool_wire::Granted;
 
 /// The controller over a store.
 #[derive(Debug)]

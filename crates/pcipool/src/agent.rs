@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use pcipool_agent::{Agent, SimulatedHost};
-use pcipool_api::client::Client;
 use pcipool_backend::remote::RemoteHost;
+use pcipool_client::Client;
 use pcipool_fabric::NodeId;
 
 /// Validated `pcipool agent` arguments.

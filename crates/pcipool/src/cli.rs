@@ -702,7 +702,7 @@ pub enum Command {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClientCall {
     /// Borrow.
-    Borrow(pcipool_api::types::BorrowRequest, OutputFormat),
+    Borrow(pcipool_wire::BorrowRequest, OutputFormat),
     /// Release.
     Release(u64),
     /// Renew a lease (at its current epoch).
@@ -720,7 +720,7 @@ pub enum ClientCall {
     /// List hosts.
     Hosts(OutputFormat),
     /// Operator action on a device.
-    DeviceAction(String, pcipool_api::types::DeviceAction),
+    DeviceAction(String, pcipool_wire::DeviceAction),
     /// Show a workflow (waiting up to N seconds for its outcome).
     Workflow(u64, u64),
     /// Show one device.
@@ -1012,7 +1012,7 @@ impl Cli {
                     return Err(UsageError("give --class or --device".into()));
                 }
                 let request =
-                    pcipool_api::types::BorrowRequest {
+                    pcipool_wire::BorrowRequest {
                         selector,
                         count,
                         model: model.parse().map_err(
@@ -1079,9 +1079,9 @@ impl Cli {
             },
             CliCommand::Drain { api, fdid, local } => {
                 let action = if local {
-                    pcipool_api::types::DeviceAction::DrainLocal
+                    pcipool_wire::DeviceAction::DrainLocal
                 } else {
-                    pcipool_api::types::DeviceAction::Drain
+                    pcipool_wire::DeviceAction::Drain
                 };
                 Command::Client {
                     url: api.url,
@@ -1092,17 +1092,14 @@ impl Cli {
             CliCommand::Undrain { api, fdid } => Command::Client {
                 url: api.url,
                 token: api.token,
-                call: ClientCall::DeviceAction(fdid, pcipool_api::types::DeviceAction::Undrain),
+                call: ClientCall::DeviceAction(fdid, pcipool_wire::DeviceAction::Undrain),
             },
             CliCommand::Quarantine {
                 which: QuarantineCommand::Clear { api, fdid },
             } => Command::Client {
                 url: api.url,
                 token: api.token,
-                call: ClientCall::DeviceAction(
-                    fdid,
-                    pcipool_api::types::DeviceAction::ClearQuarantine,
-                ),
+                call: ClientCall::DeviceAction(fdid, pcipool_wire::DeviceAction::ClearQuarantine),
             },
             CliCommand::Workflow {
                 which: WorkflowCommand::Show { api, id, wait },

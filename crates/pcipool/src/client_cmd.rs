@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 use std::process::ExitCode;
 
-use pcipool_api::client::{Client, ClientError};
+use pcipool_client::{Client, ClientError};
 
 use crate::cli::{ClientCall, OutputFormat};
 use crate::commands::emit;

@@ -16,8 +16,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use pcipool_api::client::{Client, ClientError};
 use pcipool_api::server::{ApiError, json_body};
+use pcipool_client::{Client, ClientError};
 use pcipool_datapath::service::{DataPath, DataPathError, Grant};
 use pcipool_datapath::wire::{
     DeviceMemoryRequest, Events, ExportRequest, Holder, Info, InterruptRequest, Mapped,

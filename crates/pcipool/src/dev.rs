@@ -9,10 +9,6 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
-use pcipool_api::types::{
-    AgentHeartbeat, AgentRegistration, AuditVerify, AuditView, BorrowRequest, DeviceAction,
-    DeviceDetail, DeviceView, HeartbeatReply, LeaseView, RegistrationReply,
-};
 use pcipool_api::{PoolApi, Principal, Role};
 use pcipool_controller::{Assigned, ControlError, Controller, Granted};
 use pcipool_fabric::{Fdid, LeaseId, NodeId};
@@ -23,6 +19,10 @@ use pcipool_pool::workflow::Journal;
 use pcipool_qualify::AccessModel;
 use pcipool_sim::{FabricDesc, Sim};
 use pcipool_store::{SqliteStore, Store};
+use pcipool_wire::{
+    AgentHeartbeat, AgentRegistration, AuditVerify, AuditView, BorrowRequest, DeviceAction,
+    DeviceDetail, DeviceView, HeartbeatReply, LeaseView, RegistrationReply,
+};
 
 use crate::fleet::{AgentFleet, AgentRecord, Hardware, Liveness};
 
@@ -316,13 +316,13 @@ impl PoolApi for Lab {
             .collect())
     }
 
-    fn hosts(&self) -> Result<Vec<pcipool_api::types::HostView>, ControlError> {
+    fn hosts(&self) -> Result<Vec<pcipool_wire::HostView>, ControlError> {
         let devices = self.controller.store().devices()?;
         Ok(self
             .controller
             .topology()
             .hosts()
-            .map(|h| pcipool_api::types::HostView {
+            .map(|h| pcipool_wire::HostView {
                 node: h.node,
                 name: h.name.clone(),
                 adapters: h.adapters.iter().map(|a| a.name.clone()).collect(),
@@ -804,12 +804,12 @@ pub fn bench(fabric: Option<&Path>, clients: usize, cycles: usize) -> anyhow::Re
                 .copied()
                 .unwrap_or(1);
             std::thread::spawn(move || {
-                let client = pcipool_api::client::Client::new(&url, &token);
+                let client = pcipool_client::Client::new(&url, &token);
                 let mut borrow_ms = Vec::with_capacity(per_client);
                 let mut done = 0usize;
                 let mut failed: BTreeMap<String, usize> = BTreeMap::new();
-                let code = |e: &pcipool_api::client::ClientError| match e {
-                    pcipool_api::client::ClientError::Api { code, .. } => code.clone(),
+                let code = |e: &pcipool_client::ClientError| match e {
+                    pcipool_client::ClientError::Api { code, .. } => code.clone(),
                     other => other.to_string(),
                 };
                 for _ in 0..per_client {

@@ -7,10 +7,10 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use pcipool_agent::Local;
-use pcipool_api::types::{ApiErrorBody, StepRequest};
 use pcipool_backend::{Executor, Step, StepContext, StepError, StepErrorKind, StepOutput};
 use pcipool_fabric::NodeId;
 use pcipool_sim::Sim;
+use pcipool_wire::{ApiErrorBody, StepRequest};
 use serde::{Deserialize, Serialize};
 
 /// How the controller reaches one agent; stored so a restarted controller can reach it at once.

@@ -16,7 +16,6 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use pcipool_agent::StepRunner;
 use pcipool_api::server::error_response as error;
-use pcipool_api::types::{ReportedDevice, StepRequest};
 use pcipool_backend::remote::{self, HostOp};
 use pcipool_backend::{Absent, Side, Site as _};
 use pcipool_datapath::service::{DataPath, Idle};
@@ -24,6 +23,7 @@ use pcipool_fabric::NodeId;
 use pcipool_pool::schedule::DeviceClass;
 use pcipool_qualify::AccessModel;
 use pcipool_sim::Sim;
+use pcipool_wire::{ReportedDevice, StepRequest};
 
 use crate::datapath_serve::DataPathState;
 

@@ -9,12 +9,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use pcipool_api::client::{Client, ClientError};
-use pcipool_api::types::BorrowRequest;
+use pcipool_client::{Client, ClientError};
 use pcipool_fabric::{Fdid, LeaseId, NodeId};
 use pcipool_pool::schedule::{DeviceInfo, Selector};
 use pcipool_qualify::AccessModel;
 use pcipool_validate::target::{Audited, Fault, Free, Held, PoolDevice, Target};
+use pcipool_wire::BorrowRequest;
 use serde_json::Value;
 
 use crate::probe::Probe;
@@ -304,14 +304,14 @@ impl Target for RemoteTarget {
 
     fn drain(&self, fdid: Fdid) -> Result<(), String> {
         self.operator
-            .device_action(&fdid.to_string(), pcipool_api::types::DeviceAction::Drain)
+            .device_action(&fdid.to_string(), pcipool_wire::DeviceAction::Drain)
             .map(|_| ())
             .map_err(|e| text(&e))
     }
 
     fn undrain(&self, fdid: Fdid) -> Result<(), String> {
         self.operator
-            .device_action(&fdid.to_string(), pcipool_api::types::DeviceAction::Undrain)
+            .device_action(&fdid.to_string(), pcipool_wire::DeviceAction::Undrain)
             .map(|_| ())
             .map_err(|e| text(&e))
     }
@@ -393,7 +393,7 @@ impl Target for RemoteTarget {
         self.operator
             .device_action(
                 &fdid.to_string(),
-                pcipool_api::types::DeviceAction::ClearQuarantine,
+                pcipool_wire::DeviceAction::ClearQuarantine,
             )
             .map(|_| ())
             .map_err(|e| text(&e))

@@ -8,10 +8,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use pcipool_api::client::{Client, ClientError};
-use pcipool_api::types::BorrowRequest;
+use pcipool_client::{Client, ClientError};
 use pcipool_pool::AuditChain;
 use pcipool_store::Store;
+use pcipool_wire::BorrowRequest;
 
 use crate::cluster::Cluster;
 use crate::support::nvme_for;

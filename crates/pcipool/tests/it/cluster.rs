@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::Child;
 use std::time::{Duration, Instant};
 
-use pcipool_api::client::Client;
+use pcipool_client::Client;
 use pcipool_store::SqliteStore;
 
 /// Spawns `pcipool ARGS` and waits for the stdout line containing `marker`; returns the rest of it.
@@ -245,7 +245,7 @@ impl Cluster {
         Client::new(&self.url, &self.token("admin.token"))
     }
 
-    pub fn devices(&self) -> Vec<pcipool_api::types::DeviceView> {
+    pub fn devices(&self) -> Vec<pcipool_wire::DeviceView> {
         self.client().devices().unwrap_or_default()
     }
 

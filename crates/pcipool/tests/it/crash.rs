@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use pcipool_api::client::Client;
+use pcipool_client::Client;
 use pcipool_pool::AuditChain;
 use pcipool_store::{SqliteStore, Store};
 

@@ -91,8 +91,8 @@ fn sixty_four_clients_race_for_one_device_and_exactly_one_wins() {
         .map(|i| {
             let (url, token) = (dev.url.clone(), dev.token.clone());
             std::thread::spawn(move || {
-                let client = pcipool_api::client::Client::new(&url, &token);
-                let request = pcipool_api::types::BorrowRequest {
+                let client = pcipool_client::Client::new(&url, &token);
+                let request = pcipool_wire::BorrowRequest {
                     selector: pcipool_pool::schedule::Selector {
                         fdid: Some("n1:0000:03:00.0".parse().expect("fdid")),
                         ..Default::default()
@@ -107,7 +107,7 @@ fn sixty_four_clients_race_for_one_device_and_exactly_one_wins() {
                 };
                 match client.borrow(&request) {
                     Ok(_) => "won".to_owned(),
-                    Err(pcipool_api::client::ClientError::Api { code, .. }) => code,
+                    Err(pcipool_client::ClientError::Api { code, .. }) => code,
                     Err(e) => format!("transport: {e}"),
                 }
             })
@@ -429,7 +429,7 @@ fn interrupts_and_device_memory_reach_the_application_and_dropping_the_borrow_re
     memory.read(0, &mut landed).expect("device memory");
     let lease = borrow.lease();
     drop((d, seg, irq, memory, dma, borrow));
-    let admin = pcipool_api::client::Client::new(&dev.url, &dev.token);
+    let admin = pcipool_client::Client::new(&dev.url, &dev.token);
     let until = std::time::Instant::now() + Duration::from_secs(10);
     while admin
         .leases()
@@ -615,7 +615,7 @@ fn lease_downgrade_and_renew_from_the_command_line() {
 #[test]
 fn outside_audit_records_are_for_operators_and_join_the_chain() {
     let dev = start();
-    let admin = pcipool_api::client::Client::new(&dev.url, &dev.token);
+    let admin = pcipool_client::Client::new(&dev.url, &dev.token);
     let ok = admin.record("lease 7", "datapath_teardown", "returned by its holder");
     let bad_action = admin
         .record("lease 7", "Drop Table", "x")

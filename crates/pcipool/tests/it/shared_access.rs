@@ -524,7 +524,7 @@ fn a_host_without_a_mapping_reaches_nothing_and_handles_fault_after_return() {
         .expect("alice borrows again");
     let bar2 = again.map_bar().expect("BAR");
     let live = bar2.read32(CSTS).expect("read");
-    pcipool_api::client::Client::new(&c.url, "admin-secret-0123456789")
+    pcipool_client::Client::new(&c.url, "admin-secret-0123456789")
         .release(again.lease())
         .expect("operator releases");
     let until = Instant::now() + Duration::from_secs(10);
@@ -533,7 +533,7 @@ fn a_host_without_a_mapping_reaches_nothing_and_handles_fault_after_return() {
     }
     let revoked = bar2.read32(CSTS).expect("read");
     // Both teardowns reach the controller's audit chain (reported by the fabric's reconcile thread).
-    let admin = pcipool_api::client::Client::new(&c.url, "admin-secret-0123456789");
+    let admin = pcipool_client::Client::new(&c.url, "admin-secret-0123456789");
     let audited = |l: u64| {
         admin.audit(1, 100_000).is_ok_and(|a| {
             a.iter()
@@ -821,7 +821,7 @@ fn the_fabric_does_not_reconcile_with_a_tenants_view() {
     let still_open = bar.is_open();
     // With an operator's token again, a lease the controller ended is torn down as usual.
     std::fs::write(c.data().join("admin.token"), "admin-secret-0123456789\n").expect("token file");
-    pcipool_api::client::Client::new(&c.url, "admin-secret-0123456789")
+    pcipool_client::Client::new(&c.url, "admin-secret-0123456789")
         .release(borrow.lease())
         .expect("operator releases");
     let until = Instant::now() + Duration::from_secs(10);

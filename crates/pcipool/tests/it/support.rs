@@ -71,8 +71,8 @@ pub fn spawn_until(args: &[&std::ffi::OsStr], marker: &str) -> (std::process::Ch
 }
 
 /// One NVMe drive, lent to `borrower`.
-pub fn nvme_for(borrower: u32) -> pcipool_api::types::BorrowRequest {
-    pcipool_api::types::BorrowRequest {
+pub fn nvme_for(borrower: u32) -> pcipool_wire::BorrowRequest {
+    pcipool_wire::BorrowRequest {
         selector: pcipool_pool::schedule::Selector {
             class: Some(pcipool_pool::schedule::DeviceClass::Nvme),
             ..Default::default()

@@ -1,6 +1,19 @@
-//! Bodies of requests and responses.
+//! The wire: every request and response body of pcipool's HTTP services (the controller's API, the
+//! agents' step calls, the fabric manager), with both serde directions, and [`ErrorCode`], the stable
+//! error codes that also pick each error's HTTP status. Clients build against this crate alone: it pulls
+//! in no HTTP stack, no runtime and no database.
+//!
+//! # Layout
+//! - this file: the bodies, grouped by the route that takes them.
+//! - [`code`]: the [`ErrorCode`] table.
+#![deny(missing_docs)]
 
-use pcipool_fabric::{Fdid, LeaseId, NodeId};
+pub mod code;
+
+pub use code::ErrorCode;
+/// The identifiers the bodies carry.
+pub use pcipool_fabric::{Epoch, Fdid, LeaseId, NodeId};
+use pcipool_pcie::Bdf;
 use pcipool_pool::schedule::Selector;
 use pcipool_qualify::AccessModel;
 use serde::{Deserialize, Serialize};
@@ -35,6 +48,22 @@ pub struct BorrowRequest {
     /// assigned (202: follow each lease's `workflow` with `GET /v1/workflows/{id}?wait_secs=N`).
     #[serde(default = "yes")]
     pub wait: bool,
+}
+
+/// A granted lease, as `POST /v1/leases` answers it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Granted {
+    /// Lease id.
+    pub lease_id: LeaseId,
+    /// Device.
+    pub fdid: Fdid,
+    /// Fencing epoch.
+    pub epoch: Epoch,
+    /// Where the borrower's kernel placed the device, as the lend's hot-add reported it (`None` for a
+    /// shared lease, and for a lend that has not finished yet).
+    pub attached: Option<Bdf>,
+    /// Lend workflow id.
+    pub workflow: u64,
 }
 
 /// `POST /v1/leases/{id}/downgrade`: the exclusive holder lets others share the device.

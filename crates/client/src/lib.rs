@@ -1,11 +1,24 @@
-//! The blocking client the CLI uses.
+//! The blocking client of pcipool's API: the CLI, the agents and applications (`pcipool-access`) use
+//! it. Every call has a timeout (60 s unless [`Client::with_timeout`] says otherwise; a long poll adds
+//! its wait), so a stuck server never hangs a caller.
+//!
+//! # Layout
+//! - [`Client`]: one server and token; typed calls per route, plus [`Client::get`]/[`Client::post`]
+//!   for other pcipool-style services (the fabric's data path).
+//! - [`ClientError`]: what failed, with the server's stable code when it answered.
+#![deny(missing_docs)]
 
+use std::time::Duration;
+
+use pcipool_wire::{
+    AgentHeartbeat, AgentRegistration, ApiErrorBody, AuditVerify, AuditView, BorrowRequest,
+    DeviceAction, DeviceDetail, DeviceView, ErrorCode, Granted, HeartbeatReply, HostView,
+    LeaseView, RegistrationReply,
+};
 use serde::de::DeserializeOwned;
 
-use crate::types::{
-    AgentHeartbeat, AgentRegistration, ApiErrorBody, AuditVerify, AuditView, BorrowRequest,
-    DeviceAction, DeviceDetail, DeviceView, HeartbeatReply, HostView, LeaseView, RegistrationReply,
-};
+/// How long one call may take unless the caller says otherwise.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Why a call failed.
 #[derive(Debug, thiserror::Error)]
@@ -42,25 +55,56 @@ fn path_segment(fdid: &str) -> String {
     fdid.replace('%', "%25").replace('/', "%2F")
 }
 
+impl ClientError {
+    /// The server's stable code, when it answered with one pcipool knows.
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            Self::Api { code, .. } => ErrorCode::parse(code),
+            Self::Transport { .. } | Self::Body { .. } => None,
+        }
+    }
+}
+
 /// A client for one server and token.
 #[derive(Debug, Clone)]
 pub struct Client {
     base: String,
     token: String,
     agent: ureq::Agent,
+    timeout: Duration,
+}
+
+fn agent(timeout: Duration) -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_connect(Some(Duration::from_secs(5)))
+        .timeout_global(Some(timeout))
+        .build()
+        .into()
 }
 
 impl Client {
-    /// A client for `base` (e.g. `http://127.0.0.1:7070`).
+    /// A client for `base` (e.g. `http://127.0.0.1:7070`), with the [`DEFAULT_TIMEOUT`].
     pub fn new(base: &str, token: &str) -> Self {
-        let config = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .build();
         Self {
             base: base.trim_end_matches('/').to_owned(),
             token: token.to_owned(),
-            agent: config.into(),
+            agent: agent(DEFAULT_TIMEOUT),
+            timeout: DEFAULT_TIMEOUT,
         }
+    }
+
+    /// The same client with calls limited to `timeout`.
+    #[must_use]
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.agent = agent(timeout);
+        self.timeout = timeout;
+        self
+    }
+
+    /// The server's base URL.
+    pub fn base(&self) -> &str {
+        &self.base
     }
 
     fn decode<T: DeserializeOwned>(
@@ -164,7 +208,7 @@ impl Client {
     /// [`ClientError`].
     pub fn agent_heartbeat(
         &self,
-        node: pcipool_fabric::NodeId,
+        node: pcipool_wire::NodeId,
         beat: &AgentHeartbeat,
     ) -> Result<HeartbeatReply, ClientError> {
         self.post(&format!("/v1/agents/{node}/heartbeat"), beat)
@@ -174,10 +218,7 @@ impl Client {
     ///
     /// # Errors
     /// [`ClientError`].
-    pub fn borrow(
-        &self,
-        request: &BorrowRequest,
-    ) -> Result<Vec<pcipool_controller::Granted>, ClientError> {
+    pub fn borrow(&self, request: &BorrowRequest) -> Result<Vec<Granted>, ClientError> {
         let url = format!("{}/v1/leases", self.base);
         let resp = self
             .agent
@@ -191,7 +232,7 @@ impl Client {
         }
         let mut resp = resp;
         resp.body_mut()
-            .read_json::<Vec<pcipool_controller::Granted>>()
+            .read_json::<Vec<Granted>>()
             .map_err(|_| ClientError::Body { url })
     }
 
@@ -228,7 +269,7 @@ impl Client {
     pub fn downgrade(&self, lease: u64, max_sharers: u32) -> Result<(), ClientError> {
         self.post_no_content(
             &format!("/v1/leases/{lease}/downgrade"),
-            &crate::types::DowngradeRequest { max_sharers },
+            &pcipool_wire::DowngradeRequest { max_sharers },
         )
     }
 
@@ -239,7 +280,7 @@ impl Client {
     pub fn renew(&self, lease: u64, epoch: u64) -> Result<(), ClientError> {
         self.post_no_content(
             &format!("/v1/leases/{lease}/heartbeat"),
-            &crate::types::RenewRequest { epoch },
+            &pcipool_wire::RenewRequest { epoch },
         )
     }
 
@@ -263,7 +304,7 @@ impl Client {
     pub fn record(&self, target: &str, action: &str, result: &str) -> Result<(), ClientError> {
         self.post_no_content(
             "/v1/audit",
-            &crate::types::AuditRecord {
+            &pcipool_wire::AuditRecord {
                 target: target.to_owned(),
                 action: action.to_owned(),
                 result: result.to_owned(),
@@ -316,7 +357,10 @@ impl Client {
     /// # Errors
     /// [`ClientError`].
     pub fn workflow_wait(&self, id: u64, secs: u64) -> Result<serde_json::Value, ClientError> {
-        self.get(&format!("/v1/workflows/{id}?wait_secs={secs}"))
+        let polling = self
+            .clone()
+            .with_timeout(self.timeout.saturating_add(Duration::from_secs(secs)));
+        polling.get(&format!("/v1/workflows/{id}?wait_secs={secs}"))
     }
 
     /// An operator action on a device.
