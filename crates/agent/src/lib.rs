@@ -25,7 +25,7 @@ pub mod runtime;
 pub mod server;
 pub mod simulated;
 
-pub use local::Local;
+pub use local::{Local, LocalShared};
 pub use runner::StepRunner;
 pub use runtime::{Agent, Reporter};
 pub use simulated::SimulatedHost;

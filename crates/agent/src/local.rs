@@ -2,7 +2,9 @@
 //! tests), or a test's own backend. Host steps go to the host the step names, fabric steps to the
 //! fabric; the step runner gives them their meaning.
 
-use pcipool_backend::{Absent, Executor, Side, Site, Step, StepContext, StepError, StepOutput};
+use pcipool_backend::{
+    Absent, Executor, SharedExecutor, Side, Site, Step, StepContext, StepError, StepOutput,
+};
 
 use crate::runner::StepRunner;
 
@@ -20,5 +22,29 @@ impl<S: Site> Executor for Local<'_, S> {
             }
             Side::Fabric => StepRunner::new(Absent, self.0.fabric_control()).run(step, ctx),
         }
+    }
+}
+
+/// A [`Site`] that concurrent requests share: each step locks it for as long as the step runs.
+#[derive(Debug)]
+pub struct LocalShared<S>(std::sync::Mutex<S>);
+
+impl<S> LocalShared<S> {
+    /// Shares `site`.
+    pub fn new(site: S) -> Self {
+        Self(std::sync::Mutex::new(site))
+    }
+
+    /// Locks the site (for a look at the hardware between steps).
+    pub fn lock(&self) -> std::sync::MutexGuard<'_, S> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl<S: Site + Send + std::fmt::Debug> SharedExecutor for LocalShared<S> {
+    fn run_step(&self, step: Step, ctx: &StepContext) -> Result<StepOutput, StepError> {
+        Local(&mut *self.lock()).run(step, ctx)
     }
 }

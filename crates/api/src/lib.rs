@@ -8,10 +8,13 @@
 //!
 //! # Layout
 //! - [`server`]: routes, auth, errors.
+//! - `service`: the controller's `Service` as the [`PoolApi`].
 //! - [`tokens`]: the token file (secrets and roles).
 #![deny(missing_docs)]
 
 pub mod server;
+mod service;
 pub mod tokens;
 
 pub use server::{PoolApi, Principal, Role, serve};
+pub use service::serve_service;

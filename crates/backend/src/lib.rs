@@ -29,6 +29,6 @@ pub use inventory::{
     BlockDevice, DeviceRecord, HostInventory, Inventory, KernelLink, ResetMethodSource, SriovState,
 };
 pub use step::{
-    DEFAULT_STEP_DEADLINE_MS, Executor, Side, Step, StepContext, StepError, StepErrorKind,
-    StepOutput,
+    DEFAULT_STEP_DEADLINE_MS, Executor, SharedExecutor, Side, Step, StepContext, StepError,
+    StepErrorKind, StepOutput,
 };

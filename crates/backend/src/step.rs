@@ -273,3 +273,19 @@ pub trait Executor {
     /// [`StepError`] with the kind the controller acts on.
     fn run(&mut self, step: Step, ctx: &StepContext) -> Result<StepOutput, StepError>;
 }
+
+/// An executor that concurrent requests share: each step takes what it needs (a lock on the simulated
+/// hardware, a connection to an agent), so steps of different devices interleave.
+pub trait SharedExecutor: Send + Sync + std::fmt::Debug {
+    /// Runs one step.
+    ///
+    /// # Errors
+    /// [`StepError`] with the kind the controller acts on.
+    fn run_step(&self, step: Step, ctx: &StepContext) -> Result<StepOutput, StepError>;
+}
+
+impl<T: SharedExecutor + ?Sized> Executor for &T {
+    fn run(&mut self, step: Step, ctx: &StepContext) -> Result<StepOutput, StepError> {
+        (**self).run_step(step, ctx)
+    }
+}

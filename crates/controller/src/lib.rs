@@ -15,17 +15,23 @@
 //! - `hosts`: expiry, lenders lost and back, reconciling with the hardware.
 //! - `dispatch`: every command a decision returns, carried out by one exhaustive match.
 //! - `claims`: what this process holds while requests are in flight.
+//! - [`service`]: [`Service`], the controller running: hardware, clock, lend queue, tick, agents.
+//! - [`fleet`]: [`AgentFleet`], the hosts' agents and the fabric manager over HTTP.
 #![deny(missing_docs)]
 
 mod assign;
 mod claims;
 mod dispatch;
 pub mod error;
+pub mod fleet;
 mod hosts;
 mod leases;
 mod run;
+pub mod service;
 
 pub use error::ControlError;
+pub use fleet::{AgentFleet, AgentRecord, Liveness};
+pub use service::{Clock, Hardware, Service, SystemClock, spawn_lend_worker};
 
 use std::collections::BTreeMap;
 

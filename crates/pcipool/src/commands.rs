@@ -52,12 +52,14 @@ pub fn execute(command: Command) -> anyhow::Result<ExitCode> {
         } => crate::sim_cmd::sim_run(fabric.as_deref(), seed, steps, &faults, output),
         Command::BenchSim { fabric } => crate::sim_cmd::bench(fabric.as_deref()),
         Command::BenchDatapath { ios } => crate::bench::datapath(ios),
-        Command::BenchRestart { leases, audit } => crate::dev::bench_restart(leases, audit),
+        Command::BenchRestart { leases, audit } => {
+            crate::bench_control::bench_restart(leases, audit)
+        }
         Command::BenchApi {
             fabric,
             clients,
             cycles,
-        } => crate::dev::bench(fabric.as_deref(), clients, cycles),
+        } => crate::bench_control::bench(fabric.as_deref(), clients, cycles),
         Command::BenchSchedule { fabric, decisions } => {
             crate::sim_cmd::bench_schedule(fabric.as_deref(), decisions)
         }

@@ -6,10 +6,9 @@
 //! # Layout
 //! - [`cli`]: clap definitions and validation.
 //! - [`commands`]: one function per command.
-//! - [`dev`]: `pcipool dev` (controller + store + simulated lab + HTTP API).
+//! - [`dev`]: `pcipool dev` (the controller's service + store + simulated lab + HTTP API).
 //! - [`server`]: `pcipool server` (controller whose hosts are reached through agents).
 //! - [`agent`]: `pcipool agent` (one per host).
-//! - [`fleet`]: where steps run (in process, or agents over HTTP).
 //! - [`probe`]: the simulated fabric's test port (what remote validation sees and does).
 //! - [`sim_serve`]: `pcipool sim serve` (the simulated fabric as a process of its own).
 //! - [`validate_cmd`]: `pcipool validate` (validation suites and their report).
@@ -19,15 +18,16 @@
 //! - [`render`]: text output.
 //! - [`sim_cmd`]: the simulator commands.
 //! - [`bench`]: benchmarks that measure pcipool against a reference side by side.
+//! - [`bench_control`]: the control plane's benchmarks (API cycles, restart).
 
 mod agent;
 mod bench;
+mod bench_control;
 mod cli;
 mod client_cmd;
 mod commands;
 mod datapath_serve;
 mod dev;
-mod fleet;
 mod probe;
 mod qualify_cmd;
 mod render;

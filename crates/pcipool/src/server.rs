@@ -4,13 +4,18 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use pcipool_api::{Principal, Role};
+use pcipool_controller::{
+    AgentFleet, AgentRecord, Clock, Controller, Hardware, Service, SystemClock,
+};
 use pcipool_pool::policy::Policy;
+use pcipool_store::{SqliteStore, Store as _};
 
-use crate::dev::{Lab, random_token, serve_lab};
+use crate::dev::{random_token, serve_lab};
 
 /// Validated `pcipool server` arguments.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,13 +104,23 @@ pub fn run(o: &ServerOptions) -> anyhow::Result<ExitCode> {
             )
         }
     };
-    let lab = Lab::with_agents(
-        &o.data_dir,
-        desc.topology,
-        policy,
+    let store = SqliteStore::open(&o.data_dir.join("pool.db")).context("opening the store")?;
+    let mut records = Vec::new();
+    for (node, body) in store.agents().context("reading agent records")? {
+        let record: AgentRecord = serde_json::from_str(&body)
+            .map_err(|e| crate::BadInput(format!("agent record of {node} in the store: {e}")))?;
+        records.push((node, record));
+    }
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let fleet = AgentFleet::new(
+        records,
         o.fabric_url.clone(),
         o.agent_timeout,
-    )?;
+        clock.clone(),
+    );
+    let controller = Controller::new(store, policy, desc.topology);
+    let lab = Service::start(controller, Hardware::Agents(fleet), clock)
+        .context("starting the controller")?;
     serve_lab(lab, &o.listen, tokens, |addr| {
         println!("pcipool server: controller at http://{addr}");
         println!("  store:  {}", o.data_dir.join("pool.db").display());

@@ -234,4 +234,12 @@ pub trait Store {
     /// # Errors
     /// Database errors.
     fn audit_records(&self, from_seq: u64, limit: usize) -> Result<Vec<AuditRecord>, StoreError>;
+
+    /// Every audit record, for verification.
+    ///
+    /// # Errors
+    /// Database errors.
+    fn all_audit(&self) -> Result<Vec<AuditRecord>, StoreError> {
+        self.audit_records(1, usize::MAX)
+    }
 }

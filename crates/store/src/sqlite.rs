@@ -386,14 +386,6 @@ impl SqliteStore {
             .optional()?)
         })
     }
-
-    /// Every audit record, for verification.
-    ///
-    /// # Errors
-    /// Database errors.
-    pub fn all_audit(&self) -> Result<Vec<AuditRecord>, StoreError> {
-        self.audit_records(1, usize::MAX)
-    }
 }
 
 fn decode(fdid: &str, version: i64, body: &str) -> Result<Versioned<DeviceRow>, StoreError> {

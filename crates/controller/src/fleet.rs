@@ -1,17 +1,19 @@
-//! Where workflow steps run: the simulated lab inside this process (`pcipool dev`), or the hosts' agents
-//! and the fabric manager over HTTP (`pcipool server`). One enum, so the controller's generic executor
-//! stays a plain value.
+//! The hosts' agents and the fabric manager, reached over HTTP: where a controller whose hosts are
+//! other machines sends each step, and how it knows which agents are alive.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use pcipool_agent::Local;
-use pcipool_backend::{Executor, Step, StepContext, StepError, StepErrorKind, StepOutput};
+use pcipool_backend::{SharedExecutor, Step, StepContext, StepError, StepErrorKind, StepOutput};
 use pcipool_fabric::NodeId;
-use pcipool_sim::Sim;
+
+use pcipool_pool::Millis;
 use pcipool_wire::{ApiErrorBody, StepRequest};
 use serde::{Deserialize, Serialize};
+
+use crate::service::Clock;
 
 /// How the controller reaches one agent; stored so a restarted controller can reach it at once.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -26,7 +28,8 @@ pub struct AgentRecord {
 #[derive(Debug)]
 struct AgentLink {
     record: AgentRecord,
-    last_seen: Instant,
+    /// When it was last heard from, on the service's clock.
+    last_seen: Millis,
     lost: bool,
 }
 
@@ -40,6 +43,7 @@ pub struct AgentFleet {
     http: ureq::Agent,
     /// An agent silent for this long is lost (its devices go `Lost`).
     pub timeout: Duration,
+    clock: Arc<dyn Clock>,
 }
 
 /// What changed in the fleet's view of one agent.
@@ -60,12 +64,13 @@ impl AgentFleet {
         records: Vec<(NodeId, AgentRecord)>,
         fabric: Option<String>,
         timeout: Duration,
+        clock: Arc<dyn Clock>,
     ) -> Self {
         let config = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(Duration::from_secs(30)))
             .build();
-        let now = Instant::now();
+        let now = clock.now_ms();
         Self {
             agents: Mutex::new(
                 records
@@ -85,6 +90,7 @@ impl AgentFleet {
             fabric,
             http: config.into(),
             timeout,
+            clock,
         }
     }
 
@@ -96,13 +102,14 @@ impl AgentFleet {
 
     /// Records a (re-)registration; returns whether the agent had been lost.
     pub fn register(&self, node: NodeId, record: AgentRecord) -> bool {
+        let now = self.clock.now_ms();
         let mut agents = self.links();
         let was_lost = agents.get(&node).is_some_and(|l| l.lost);
         agents.insert(
             node,
             AgentLink {
                 record,
-                last_seen: Instant::now(),
+                last_seen: now,
                 lost: false,
             },
         );
@@ -111,10 +118,11 @@ impl AgentFleet {
 
     /// Records a heartbeat.
     pub fn heard(&self, node: NodeId) -> Liveness {
+        let now = self.clock.now_ms();
         match self.links().get_mut(&node) {
             None => Liveness::Unknown,
             Some(link) => {
-                link.last_seen = Instant::now();
+                link.last_seen = now;
                 if link.lost {
                     link.lost = false;
                     Liveness::Back
@@ -136,10 +144,11 @@ impl AgentFleet {
 
     /// Agents silent past the timeout that were not yet reported lost; marks them lost.
     pub fn newly_lost(&self) -> Vec<NodeId> {
-        let timeout = self.timeout;
+        let timeout = u64::try_from(self.timeout.as_millis()).unwrap_or(u64::MAX);
+        let now = self.clock.now_ms();
         self.links()
             .iter_mut()
-            .filter(|(_, l)| !l.lost && l.last_seen.elapsed() > timeout)
+            .filter(|(_, l)| !l.lost && now.saturating_sub(l.last_seen) > timeout)
             .map(|(node, l)| {
                 l.lost = true;
                 *node
@@ -166,7 +175,7 @@ impl AgentFleet {
 
     /// Sends one step where it runs: a host step to that host's agent, a fabric step to the fabric
     /// manager.
-    fn run_step(&self, step: Step, ctx: &StepContext) -> Result<StepOutput, StepError> {
+    fn send_step(&self, step: Step, ctx: &StepContext) -> Result<StepOutput, StepError> {
         let request = StepRequest {
             step,
             ctx: ctx.clone(),
@@ -226,37 +235,8 @@ impl AgentFleet {
     }
 }
 
-/// The hardware a controller drives; shared by concurrent requests.
-#[derive(Debug)]
-pub enum Hardware {
-    /// The simulated lab in this process (`pcipool dev`): a restart of the process is a power cycle. Each
-    /// step takes the lock on its own, so requests for different devices interleave their steps.
-    InProcess(Box<Mutex<Sim>>),
-    /// Agents on the hosts (`pcipool server`): the hardware outlives a controller restart.
-    Agents(AgentFleet),
-}
-
-impl Hardware {
-    /// An executor over this hardware for one request.
-    pub fn steps(&self) -> Steps<'_> {
-        Steps(self)
-    }
-}
-
-/// The controller's executor for one request: a handle on the shared hardware.
-#[derive(Debug)]
-pub struct Steps<'a>(&'a Hardware);
-
-impl Executor for Steps<'_> {
-    fn run(&mut self, step: Step, ctx: &StepContext) -> Result<StepOutput, StepError> {
-        match self.0 {
-            Hardware::InProcess(sim) => {
-                let mut sim = sim
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                Local(&mut *sim).run(step, ctx)
-            }
-            Hardware::Agents(fleet) => fleet.run_step(step, ctx),
-        }
+impl SharedExecutor for AgentFleet {
+    fn run_step(&self, step: Step, ctx: &StepContext) -> Result<StepOutput, StepError> {
+        self.send_step(step, ctx)
     }
 }
