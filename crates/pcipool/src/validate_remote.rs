@@ -13,7 +13,7 @@ use pcipool_client::{Client, ClientError};
 use pcipool_fabric::{Fdid, LeaseId, NodeId};
 use pcipool_pool::schedule::{DeviceInfo, Selector};
 use pcipool_qualify::AccessModel;
-use pcipool_validate::target::{Audited, Fault, Free, Held, PoolDevice, Target};
+use pcipool_validate::target::{Audited, Fault, Free, Held, PoolDevice, Seen, Target};
 use pcipool_wire::BorrowRequest;
 use serde_json::Value;
 
@@ -114,15 +114,28 @@ impl RemoteTarget {
         self.probe(&Probe::Device { node, bdf }).ok()
     }
 
-    fn fabric_state(&self) -> Value {
-        self.probe(&Probe::Fabric).unwrap_or_default()
+    /// The fabric's state as its test port shows it; an unreachable port or a body without `field` is
+    /// "cannot tell", never an empty answer.
+    fn fabric_field(&self, field: &str) -> Seen<Value> {
+        let state = self.probe(&Probe::Fabric)?;
+        state
+            .get(field)
+            .cloned()
+            .ok_or_else(|| format!("the fabric's state has no {field}"))
     }
 
-    fn mappings(&self) -> Vec<Value> {
-        self.fabric_state()["mappings"]
+    fn fabric_count(&self, field: &str) -> Seen<usize> {
+        self.fabric_field(field)?
+            .as_u64()
+            .and_then(|v| usize::try_from(v).ok())
+            .ok_or_else(|| format!("the fabric's {field} is not a count"))
+    }
+
+    fn mappings(&self) -> Seen<Vec<Value>> {
+        self.fabric_field("mappings")?
             .as_array()
             .cloned()
-            .unwrap_or_default()
+            .ok_or_else(|| "the fabric's mappings are not a list".to_owned())
     }
 }
 
@@ -214,29 +227,39 @@ impl Target for RemoteTarget {
         Some(d["driver"].as_str().map(str::to_owned))
     }
 
-    fn mapped_leases(&self) -> BTreeSet<u64> {
-        self.mappings()
+    fn mapped_leases(&self) -> Seen<BTreeSet<u64>> {
+        self.mappings()?
             .iter()
-            .filter_map(|m| m["lease"].as_u64())
+            .map(|m| {
+                m["lease"]
+                    .as_u64()
+                    .ok_or_else(|| format!("a mapping without a lease: {m}"))
+            })
             .collect()
     }
 
-    fn free_resources(&self) -> BTreeMap<String, Free> {
-        let state = self.fabric_state();
-        state["free"]
+    fn free_resources(&self) -> Seen<BTreeMap<String, Free>> {
+        let free = self.fabric_field("free")?;
+        let adapters = free
             .as_object()
-            .map(|m| {
-                m.iter()
-                    .filter_map(|(a, v)| {
-                        Some((a.clone(), (v[0].as_u64()?, v[1].as_u64()?, v[2].as_u64()?)))
-                    })
-                    .collect()
-            })
-            .unwrap_or_default()
+            .ok_or_else(|| "the fabric's free resources are not a map".to_owned())?;
+        adapters
+            .iter()
+            .map(
+                |(a, v)| match (v[0].as_u64(), v[1].as_u64(), v[2].as_u64()) {
+                    (Some(windows), Some(lut), Some(aperture)) => {
+                        Ok((a.clone(), (windows, lut, aperture)))
+                    }
+                    _ => Err(format!(
+                        "adapter {a}: free resources {v} are not three counts"
+                    )),
+                },
+            )
+            .collect()
     }
 
     fn bar_address(&self, lease: LeaseId) -> Option<(NodeId, u64)> {
-        self.mappings().iter().find_map(|m| {
+        self.mappings().ok()?.iter().find_map(|m| {
             (m["lease"].as_u64() == Some(lease.0)
                 && m["kind"] == "bar"
                 && m["bar"].as_u64() == Some(0))
@@ -251,7 +274,7 @@ impl Target for RemoteTarget {
     }
 
     fn dma_window(&self, lease: LeaseId) -> Option<(u64, u64)> {
-        self.mappings().iter().find_map(|m| {
+        self.mappings().ok()?.iter().find_map(|m| {
             (m["lease"].as_u64() == Some(lease.0) && m["kind"] == "dma")
                 .then(|| Some((m["host_addr"].as_u64()?, m["size"].as_u64()?)))
                 .flatten()
@@ -276,17 +299,15 @@ impl Target for RemoteTarget {
             .ok()
     }
 
-    fn faults_recorded(&self) -> usize {
-        self.fabric_state()["faults"]
-            .as_u64()
-            .and_then(|v| usize::try_from(v).ok())
-            .unwrap_or(0)
+    fn faults_recorded(&self) -> Seen<usize> {
+        self.fabric_count("faults")
     }
 
-    fn audit_after(&self, seq: u64) -> Vec<Audited> {
-        self.operator
+    fn audit_after(&self, seq: u64) -> Seen<Vec<Audited>> {
+        Ok(self
+            .operator
             .audit(seq + 1, 10_000)
-            .unwrap_or_default()
+            .map_err(|e| text(&e))?
             .into_iter()
             .map(|a| Audited {
                 seq: a.seq,
@@ -295,7 +316,7 @@ impl Target for RemoteTarget {
                 target: a.target,
                 result: a.result,
             })
-            .collect()
+            .collect())
     }
 
     fn audit_head(&self) -> u64 {
@@ -349,24 +370,29 @@ impl Target for RemoteTarget {
             .as_bool()
     }
 
-    fn siblings(&self, fdid: Fdid) -> Vec<Fdid> {
-        pcipool_validate::target::siblings_among(self.infos.keys(), fdid)
+    fn siblings(&self, fdid: Fdid) -> Seen<Vec<Fdid>> {
+        Ok(pcipool_validate::target::siblings_among(
+            self.infos.keys(),
+            fdid,
+        ))
     }
 
-    fn event_mark(&self) -> usize {
-        self.fabric_state()["events"]
-            .as_u64()
-            .and_then(|v| usize::try_from(v).ok())
-            .unwrap_or(0)
+    fn event_mark(&self) -> Seen<usize> {
+        self.fabric_count("events")
     }
 
-    fn bus_resets_since(&self, mark: usize) -> Vec<Fdid> {
-        self.probe(&Probe::BusResets { since: mark })
-            .ok()
-            .and_then(|v| v["fdids"].as_array().cloned())
-            .unwrap_or_default()
+    fn bus_resets_since(&self, mark: usize) -> Seen<Vec<Fdid>> {
+        let answer = self.probe(&Probe::BusResets { since: mark })?;
+        let fdids = answer["fdids"]
+            .as_array()
+            .ok_or_else(|| format!("bus resets: not a list: {answer}"))?;
+        fdids
             .iter()
-            .filter_map(|f| f.as_str()?.parse().ok())
+            .map(|f| {
+                f.as_str()
+                    .and_then(|f| f.parse().ok())
+                    .ok_or_else(|| format!("bus resets: {f} is not a fabric device id"))
+            })
             .collect()
     }
 
@@ -399,11 +425,11 @@ impl Target for RemoteTarget {
             .map_err(|e| text(&e))
     }
 
-    fn leases_of(&self, fdid: Fdid) -> Vec<LeaseId> {
+    fn leases_of(&self, fdid: Fdid) -> Seen<Vec<LeaseId>> {
         self.operator
             .device(&fdid.to_string())
             .map(|d| d.leases.iter().map(|l| l.lease_id).collect())
-            .unwrap_or_default()
+            .map_err(|e| text(&e))
     }
 
     fn audit_intact(&self) -> bool {

@@ -16,7 +16,7 @@ use pcipool_qualify::AccessModel;
 use pcipool_sim::{EventKind, FabricDesc, Sim};
 use pcipool_store::{SqliteStore, Store};
 
-use crate::target::{Audited, Fault, Free, Held, PoolDevice, Target};
+use crate::target::{Audited, Fault, Free, Held, PoolDevice, Seen, Target};
 
 /// How long a release waits for a busy borrower here (short: the suites wait for it on purpose).
 const RELEASE_WAIT_MS: u64 = 200;
@@ -40,6 +40,9 @@ pub enum Breakage {
     /// The lender's reset always uses a secondary bus reset, whatever else the device offers and whoever
     /// else sits on the bus.
     PrefersBusReset,
+    /// The fabric cannot be observed (as a remote pool whose fabric test port does not answer): every
+    /// observation of it says "cannot tell", and the checks that need one must fail, not pass.
+    BlindFabric,
 }
 
 /// Why the lab could not be set up.
@@ -177,6 +180,14 @@ impl SimTarget {
         }
     }
 
+    /// Whether the fabric can be observed here.
+    fn see_fabric(&self) -> Seen<()> {
+        match self.breakage {
+            Breakage::BlindFabric => Err("the fabric's test port does not answer".into()),
+            _ => Ok(()),
+        }
+    }
+
     /// Controller time: a millisecond per call, so leases never expire during a run by accident.
     fn tick(&self) -> u64 {
         self.now.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
@@ -308,17 +319,20 @@ impl Target for SimTarget {
         self.sim().device(f.node, f.bdf).map(|d| d.driver.clone())
     }
 
-    fn mapped_leases(&self) -> BTreeSet<u64> {
-        self.sim().fabric.mappings().map(|m| m.lease.0).collect()
+    fn mapped_leases(&self) -> Seen<BTreeSet<u64>> {
+        self.see_fabric()?;
+        Ok(self.sim().fabric.mappings().map(|m| m.lease.0).collect())
     }
 
-    fn free_resources(&self) -> BTreeMap<String, Free> {
+    fn free_resources(&self) -> Seen<BTreeMap<String, Free>> {
+        self.see_fabric()?;
         let sim = self.sim();
-        sim.fabric
+        Ok(sim
+            .fabric
             .topology()
             .adapters()
             .filter_map(|(a, _)| Some((a.to_string(), sim.fabric.space(a)?.free_counts())))
-            .collect()
+            .collect())
     }
 
     fn bar_address(&self, lease: LeaseId) -> Option<(NodeId, u64)> {
@@ -346,26 +360,26 @@ impl Target for SimTarget {
         self.sim().device_dma(f, addr).ok().map(|(node, _)| node)
     }
 
-    fn faults_recorded(&self) -> usize {
-        self.sim().faults_recorded()
+    fn faults_recorded(&self) -> Seen<usize> {
+        self.see_fabric()?;
+        Ok(self.sim().faults_recorded())
     }
 
-    fn audit_after(&self, seq: u64) -> Vec<Audited> {
-        self.ctl(|c| {
-            c.store()
-                .audit_records(seq + 1, 100_000)
-                .unwrap_or_default()
-        })
-        .unwrap_or_default()
-        .into_iter()
-        .map(|r| Audited {
-            seq: r.seq,
-            actor: r.actor,
-            action: r.action,
-            target: r.target,
-            result: r.result,
-        })
-        .collect()
+    fn audit_after(&self, seq: u64) -> Seen<Vec<Audited>> {
+        let records = self
+            .ctl(|c| c.store().audit_records(seq + 1, 100_000))
+            .ok_or_else(|| "controller down".to_owned())?
+            .map_err(|e| e.to_string())?;
+        Ok(records
+            .into_iter()
+            .map(|r| Audited {
+                seq: r.seq,
+                actor: r.actor,
+                action: r.action,
+                target: r.target,
+                result: r.result,
+            })
+            .collect())
     }
 
     fn drain(&self, fdid: Fdid) -> Result<(), String> {
@@ -450,16 +464,19 @@ impl Target for SimTarget {
         Some(u32::from_le_bytes(back) & !0xf == addr & !0xf)
     }
 
-    fn siblings(&self, fdid: Fdid) -> Vec<Fdid> {
-        crate::target::siblings_among(self.infos.keys(), fdid)
+    fn siblings(&self, fdid: Fdid) -> Seen<Vec<Fdid>> {
+        Ok(crate::target::siblings_among(self.infos.keys(), fdid))
     }
 
-    fn event_mark(&self) -> usize {
-        self.sim().events().len()
+    fn event_mark(&self) -> Seen<usize> {
+        self.see_fabric()?;
+        Ok(self.sim().events().len())
     }
 
-    fn bus_resets_since(&self, mark: usize) -> Vec<Fdid> {
-        self.sim()
+    fn bus_resets_since(&self, mark: usize) -> Seen<Vec<Fdid>> {
+        self.see_fabric()?;
+        Ok(self
+            .sim()
             .events()
             .iter()
             .skip(mark)
@@ -474,7 +491,7 @@ impl Target for SimTarget {
                 }),
                 _ => None,
             })
-            .collect()
+            .collect())
     }
 
     fn inject(&self, fault: Fault) -> Result<(), String> {
@@ -613,11 +630,14 @@ impl Target for SimTarget {
         .unwrap_or_else(|| Err("controller down".to_owned()))
     }
 
-    fn leases_of(&self, fdid: Fdid) -> Vec<LeaseId> {
-        self.ctl(|c| c.store().device(fdid).ok().flatten())
-            .flatten()
+    fn leases_of(&self, fdid: Fdid) -> Seen<Vec<LeaseId>> {
+        let row = self
+            .ctl(|c| c.store().device(fdid))
+            .ok_or_else(|| "controller down".to_owned())?
+            .map_err(|e| e.to_string())?;
+        Ok(row
             .map(|d| d.value.state.leases().iter().map(|l| l.id).collect())
-            .unwrap_or_default()
+            .unwrap_or_default())
     }
 
     fn audit_intact(&self) -> bool {

@@ -135,11 +135,19 @@ fn whole_lendable(t: &dyn Target, o: &Options) -> Vec<Fdid> {
 
 /// Audit records about `target` after `seq`, as evidence lines.
 fn audit_evidence(t: &dyn Target, seq: u64, target: &str) -> Vec<String> {
-    t.audit_after(seq)
-        .into_iter()
-        .filter(|a| a.target == target)
-        .map(|a| format!("audit #{} {} {}: {}", a.seq, a.actor, a.action, a.result))
-        .collect()
+    match t.audit_after(seq) {
+        Ok(records) => records
+            .into_iter()
+            .filter(|a| a.target == target)
+            .map(|a| format!("audit #{} {} {}: {}", a.seq, a.actor, a.action, a.result))
+            .collect(),
+        Err(why) => vec![format!("audit records: cannot tell: {why}")],
+    }
+}
+
+/// The evidence line of an observation the target could not make.
+fn cannot_tell(what: &str, why: &str) -> String {
+    format!("{what}: cannot tell: {why}")
 }
 
 /// `cycles`: N assign/release cycles per device and model. After each: the device is `available`
@@ -209,6 +217,21 @@ pub fn cycles(
                     vec![format!("state {state}, expected {expected}")],
                     lend_us,
                 );
+                // The positive control of "no mapping left behind": a lent device is mapped while held
+                // (a shared lease's windows are the data path's, not the fabric's lend mappings).
+                if model != AccessModel::Shared {
+                    let mapped = t.mapped_leases().map(|m| m.contains(&held.lease.0));
+                    r.check(
+                        "mapped while held",
+                        &name,
+                        mapped == Ok(true),
+                        vec![match &mapped {
+                            Ok(mapped) => format!("{} has fabric mappings: {mapped}", held.lease),
+                            Err(why) => cannot_tell("fabric mappings", why),
+                        }],
+                        0,
+                    );
+                }
                 let started = Instant::now();
                 let released = t.release(Some(TENANT), held.lease);
                 let return_us = micros(started);
@@ -236,20 +259,27 @@ pub fn cycles(
                         0,
                     );
                 }
-                let mapped = t.mapped_leases().contains(&held.lease.0);
+                let mapped = t.mapped_leases().map(|m| m.contains(&held.lease.0));
                 r.check(
                     "no mapping left behind",
                     &name,
-                    !mapped,
-                    evidence(format!("{} still has fabric mappings", held.lease)),
+                    mapped == Ok(false),
+                    evidence(match &mapped {
+                        Ok(true) => format!("{} still has fabric mappings", held.lease),
+                        Ok(false) => format!("{} has no fabric mapping", held.lease),
+                        Err(why) => cannot_tell("fabric mappings", why),
+                    }),
                     0,
                 );
-                let free_after = t.free_resources();
-                let leaked: Vec<String> = free_before
-                    .iter()
-                    .filter(|(a, f)| free_after.get(*a) != Some(f))
-                    .map(|(a, f)| format!("{a}: free {f:?} before, {:?} after", free_after.get(a)))
-                    .collect();
+                let leaked: Vec<String> = match (&free_before, t.free_resources()) {
+                    (Ok(before), Ok(after)) => before
+                        .iter()
+                        .filter(|(a, f)| after.get(*a) != Some(f))
+                        .map(|(a, f)| format!("{a}: free {f:?} before, {:?} after", after.get(a)))
+                        .collect(),
+                    (Err(why), _) => vec![cannot_tell("free adapter resources", why)],
+                    (_, Err(why)) => vec![cannot_tell("free adapter resources", &why)],
+                };
                 r.check(
                     "no window, LUT entry or aperture leaked",
                     &name,
@@ -348,14 +378,20 @@ pub fn isolation(
         let blocked = |r: &mut Recorder<'_>, what: &str, attempt: &dyn Fn() -> bool| {
             let faults = t.faults_recorded();
             let got_through = attempt();
-            let recorded = t.faults_recorded() > faults;
+            let recorded = match (faults, t.faults_recorded()) {
+                (Ok(before), Ok(after)) => Ok(after > before),
+                (Err(why), _) | (_, Err(why)) => Err(why),
+            };
             r.check(
                 what,
                 &name,
-                !got_through && recorded,
-                vec![format!(
-                    "got through: {got_through}, fault recorded: {recorded}"
-                )],
+                !got_through && recorded == Ok(true),
+                vec![match &recorded {
+                    Ok(recorded) => {
+                        format!("got through: {got_through}, fault recorded: {recorded}")
+                    }
+                    Err(why) => cannot_tell("fault recorded", why),
+                }],
                 0,
             );
         };
@@ -366,10 +402,11 @@ pub fn isolation(
             t.device_dma(fdid, dma + size + 0x1000).is_some()
         });
         let intruder = t.release(Some("intruder"), held.lease);
-        let audited = t
-            .audit_after(head)
-            .iter()
-            .any(|a| a.target == held.lease.to_string() && a.result.starts_with("refused"));
+        let audited = t.audit_after(head).is_ok_and(|records| {
+            records
+                .iter()
+                .any(|a| a.target == held.lease.to_string() && a.result.starts_with("refused"))
+        });
         r.check(
             "another tenant cannot release the lease",
             &name,
@@ -464,7 +501,19 @@ pub fn reset(
             r.check("back in the pool", &name, false, vec![e], 0);
         }
         // A bus reset resets the whole bus: with a sibling lent, the device's own reset must not be one.
-        let siblings = t.siblings(fdid);
+        let siblings = match t.siblings(fdid) {
+            Ok(siblings) => siblings,
+            Err(why) => {
+                r.check(
+                    "no bus reset while a sibling is lent",
+                    &name,
+                    false,
+                    vec![cannot_tell("siblings on the bus", &why)],
+                    0,
+                );
+                Vec::new()
+            }
+        };
         if let Some(sibling) = siblings.first().copied() {
             let borrower = t.borrowers(sibling).first().copied();
             let sibling_held =
@@ -475,14 +524,19 @@ pub fn reset(
                     t.borrow(TENANT, fdid, AccessModel::Lend, b)
                         .and_then(|h| t.release(Some(TENANT), h.lease))
                 });
-                let bus_reset = t.bus_resets_since(mark).contains(&fdid);
+                let bus_reset = mark
+                    .and_then(|mark| t.bus_resets_since(mark))
+                    .map(|reset| reset.contains(&fdid));
                 r.check(
                     "no bus reset while a sibling is lent",
                     &name,
-                    !bus_reset,
-                    vec![format!(
-                        "{fdid} was bus-reset while its sibling {sibling} was lent (cycle: {cycled:?})"
-                    )],
+                    bus_reset == Ok(false),
+                    vec![match &bus_reset {
+                        Ok(reset) => format!(
+                            "{fdid} bus-reset while its sibling {sibling} was lent: {reset} (cycle: {cycled:?})"
+                        ),
+                        Err(why) => cannot_tell("bus resets", why),
+                    }],
                     0,
                 );
                 let _ = t.release(Some(TENANT), sibling_held.lease);
@@ -517,17 +571,23 @@ fn settled(
     r.check(
         &format!("{scenario}: no lease left"),
         &name,
-        leases.is_empty(),
-        vec![format!("leases {leases:?}")],
+        leases.as_ref().is_ok_and(Vec::is_empty),
+        vec![match &leases {
+            Ok(leases) => format!("leases {leases:?}"),
+            Err(why) => cannot_tell("leases", why),
+        }],
         0,
     );
     if let Some(lease) = lease {
-        let mapped = t.mapped_leases().contains(&lease.0);
+        let mapped = t.mapped_leases().map(|m| m.contains(&lease.0));
         r.check(
             &format!("{scenario}: no mapping left"),
             &name,
-            !mapped,
-            vec![format!("{lease} still mapped on the fabric")],
+            mapped == Ok(false),
+            vec![match &mapped {
+                Ok(mapped) => format!("{lease} still mapped on the fabric: {mapped}"),
+                Err(why) => cannot_tell("fabric mappings", why),
+            }],
             0,
         );
     }
@@ -675,8 +735,9 @@ pub fn rebind(
         let started = Instant::now();
         let refused = t.release(Some(TENANT), held.lease);
         let waited = micros(started);
-        let kept = t.leases_of(fdid).contains(&held.lease);
-        let mapped = t.mapped_leases().contains(&held.lease.0);
+        // Each must be seen to hold: "cannot tell" fails the check.
+        let kept = t.leases_of(fdid).is_ok_and(|l| l.contains(&held.lease));
+        let mapped = t.mapped_leases().is_ok_and(|m| m.contains(&held.lease.0));
         let reach = t
             .bar_address(held.lease)
             .map(|(node, addr)| t.host_read(node, addr) != u32::MAX);
@@ -861,8 +922,9 @@ pub fn load(
             let outcome = lent.and_then(|h| t.release(Some(TENANT), h.lease).map(|()| h));
             let took = micros(t0);
             let state = t.state(under_test).unwrap_or_default();
+            // Unmapped as seen by the fabric: "cannot tell" is not clean.
             let clean = match &outcome {
-                Ok(h) => !t.mapped_leases().contains(&h.lease.0),
+                Ok(h) => t.mapped_leases().is_ok_and(|m| !m.contains(&h.lease.0)),
                 Err(_) => false,
             };
             r.check(
@@ -1056,8 +1118,7 @@ fn recover_device(t: &dyn Target, r: &mut Recorder<'_>, fdid: Fdid) {
         let _ = t.release(Some(TENANT), lease);
         let escalated = t
             .audit_after(head)
-            .iter()
-            .any(|a| a.action == "return_failed");
+            .is_ok_and(|a| a.iter().any(|a| a.action == "return_failed"));
         r.check(
             "reset failure: the return escalated",
             &name,
@@ -1129,16 +1190,17 @@ fn recover_device(t: &dyn Target, r: &mut Recorder<'_>, fdid: Fdid) {
     // lend from its journal; the lease is then released normally.
     match t.kill_controller_during_lend(fdid, borrower, pcipool_backend::Step::BorrowerHotAdd) {
         Ok(()) => {
-            let leases = t.leases_of(fdid);
+            let seen = t.leases_of(fdid);
+            let leases = seen.clone().unwrap_or_default();
             let state = t.state(fdid).unwrap_or_default();
             let mapped = leases
                 .first()
-                .is_some_and(|l| t.mapped_leases().contains(&l.0));
+                .is_some_and(|l| t.mapped_leases().is_ok_and(|m| m.contains(&l.0)));
             r.check(
                 "controller killed mid-lend: the next controller finished the lend",
                 &name,
                 state == "lent" && leases.len() == 1 && mapped,
-                vec![format!("state {state}, leases {leases:?}, mapped {mapped}")],
+                vec![format!("state {state}, leases {seen:?}, mapped {mapped}")],
                 0,
             );
             let lease = leases.first().copied();

@@ -19,6 +19,10 @@ pub struct PoolDevice {
     pub state: String,
 }
 
+/// What a target observed, or why it cannot tell. A check that needs an observation the target cannot
+/// make fails with the reason: "cannot tell" never passes.
+pub type Seen<T> = Result<T, String>;
+
 /// A lease the suites hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Held {
@@ -125,9 +129,15 @@ pub trait Target: Sync {
     /// The driver bound to the device on its lender (outer None: cannot tell).
     fn local_driver(&self, fdid: Fdid) -> Option<Option<String>>;
     /// Leases with at least one fabric mapping.
-    fn mapped_leases(&self) -> BTreeSet<u64>;
+    ///
+    /// # Errors
+    /// The hardware cannot be asked: the check that needed it fails ("cannot tell" never passes).
+    fn mapped_leases(&self) -> Seen<BTreeSet<u64>>;
     /// Free resources per adapter.
-    fn free_resources(&self) -> BTreeMap<String, Free>;
+    ///
+    /// # Errors
+    /// The hardware cannot be asked.
+    fn free_resources(&self) -> Seen<BTreeMap<String, Free>>;
     /// Where the borrower reaches BAR 0 of a lease: (borrower, address on the borrower).
     fn bar_address(&self, lease: LeaseId) -> Option<(NodeId, u64)>;
     /// The device-side DMA window of a lease: (start, size).
@@ -137,9 +147,15 @@ pub trait Target: Sync {
     /// The device DMAs to `addr`: whose memory it reaches, if any.
     fn device_dma(&self, fdid: Fdid, addr: u64) -> Option<NodeId>;
     /// Access and IOMMU faults the hardware has recorded so far.
-    fn faults_recorded(&self) -> usize;
+    ///
+    /// # Errors
+    /// The hardware cannot be asked.
+    fn faults_recorded(&self) -> Seen<usize>;
     /// Audit records after `seq`.
-    fn audit_after(&self, seq: u64) -> Vec<Audited>;
+    ///
+    /// # Errors
+    /// The controller cannot be asked.
+    fn audit_after(&self, seq: u64) -> Seen<Vec<Audited>>;
     /// The last audit sequence number.
     fn audit_head(&self) -> u64;
     /// Takes a device out of the pool (so no lease is granted while a suite works on it).
@@ -164,11 +180,20 @@ pub trait Target: Sync {
     /// BAR 0 takes an address and reads it back (then is cleared again). None: no memory BAR 0.
     fn bar_restorable(&self, fdid: Fdid) -> Option<bool>;
     /// Pooled devices on the same bus (what a bus reset would also reset).
-    fn siblings(&self, fdid: Fdid) -> Vec<Fdid>;
+    ///
+    /// # Errors
+    /// The hardware cannot be asked.
+    fn siblings(&self, fdid: Fdid) -> Seen<Vec<Fdid>>;
     /// A mark in the hardware's event log.
-    fn event_mark(&self) -> usize;
+    ///
+    /// # Errors
+    /// The hardware cannot be asked.
+    fn event_mark(&self) -> Seen<usize>;
     /// Devices that got a bus reset since `mark`.
-    fn bus_resets_since(&self, mark: usize) -> Vec<Fdid>;
+    ///
+    /// # Errors
+    /// The hardware cannot be asked.
+    fn bus_resets_since(&self, mark: usize) -> Seen<Vec<Fdid>>;
     /// Injects a fault.
     ///
     /// # Errors
@@ -194,7 +219,10 @@ pub trait Target: Sync {
     /// The controller's refusal.
     fn clear_quarantine(&self, fdid: Fdid) -> Result<(), String>;
     /// The active leases on a device.
-    fn leases_of(&self, fdid: Fdid) -> Vec<LeaseId>;
+    ///
+    /// # Errors
+    /// The controller cannot be asked.
+    fn leases_of(&self, fdid: Fdid) -> Seen<Vec<LeaseId>>;
     /// The audit hash chain verifies.
     fn audit_intact(&self) -> bool;
     /// The native driver the device binds to.

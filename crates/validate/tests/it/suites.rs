@@ -103,6 +103,28 @@ fn cycles_catch_an_unmap_that_is_skipped() {
 }
 
 #[test]
+fn cycles_fail_when_the_fabric_cannot_be_observed() {
+    let report = run(Breakage::BlindFabric, &[Suite::Cycles], 1);
+    let failed = failed_checks(&report);
+    let cannot_tell = report
+        .checks
+        .iter()
+        .filter(|c| !c.passed && c.evidence.iter().any(|e| e.contains("cannot tell")))
+        .count();
+    assert_eq!(
+        (
+            failed.contains(&"no mapping left behind".to_owned()),
+            failed.contains(&"no window, LUT entry or aperture leaked".to_owned()),
+            failed.contains(&"mapped while held".to_owned()),
+            cannot_tell > 0,
+        ),
+        (true, true, true, true),
+        "{}",
+        report.summary_table()
+    );
+}
+
+#[test]
 fn cycles_catch_a_reset_that_does_not_reset() {
     let report = run(Breakage::ResetSkipped, &[Suite::Cycles], 1);
     let failed = failed_checks(&report);
