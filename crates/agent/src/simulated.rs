@@ -22,12 +22,8 @@ pub struct SimulatedHost {
 impl SimulatedHost {
     /// Host `node` of the simulated fabric at `url`.
     pub fn new(url: &str, node: NodeId) -> Self {
-        let config = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(30)))
-            .build();
         Self {
-            http: config.into(),
+            http: pcipool_client::http_agent(Duration::from_secs(30)),
             url: url.trim_end_matches('/').to_owned(),
             node,
         }

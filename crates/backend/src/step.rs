@@ -105,6 +105,12 @@ fn default_deadline() -> u64 {
     DEFAULT_STEP_DEADLINE_MS
 }
 
+// serde's skip_serializing_if hands the field by reference.
+#[allow(clippy::trivially_copy_pass_by_ref)]
+fn is_default_deadline(ms: &u64) -> bool {
+    *ms == DEFAULT_STEP_DEADLINE_MS
+}
+
 /// What a step needs to know.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StepContext {
@@ -115,7 +121,7 @@ pub struct StepContext {
     /// The borrower.
     pub borrower: NodeId,
     /// Where the borrower's kernel placed the device, once the hot-add reported it.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attached: Option<Bdf>,
     /// The lease (fabric mappings are tagged with it).
     pub lease: LeaseId,
@@ -135,7 +141,10 @@ pub struct StepContext {
     #[serde(default)]
     pub lender_vfs: u16,
     /// The most one step may take, in milliseconds; the transport to a remote host gives up after it.
-    #[serde(default = "default_deadline")]
+    #[serde(
+        default = "default_deadline",
+        skip_serializing_if = "is_default_deadline"
+    )]
     pub deadline_ms: u64,
 }
 

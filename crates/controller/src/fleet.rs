@@ -66,10 +66,6 @@ impl AgentFleet {
         timeout: Duration,
         clock: Arc<dyn Clock>,
     ) -> Self {
-        let config = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(30)))
-            .build();
         let now = clock.now_ms();
         Self {
             agents: Mutex::new(
@@ -88,7 +84,7 @@ impl AgentFleet {
                     .collect(),
             ),
             fabric,
-            http: config.into(),
+            http: pcipool_client::http_agent(Duration::from_secs(30)),
             timeout,
             clock,
         }
@@ -202,12 +198,10 @@ impl AgentFleet {
             },
         };
         let url = format!("{}/v1/steps", url.trim_end_matches('/'));
-        let mut call = self
-            .http
-            .post(&url)
-            .config()
-            .timeout_global(Some(Duration::from_millis(ctx.deadline_ms.max(1))))
-            .build();
+        let mut call = pcipool_client::with_timeout(
+            self.http.post(&url),
+            Duration::from_millis(ctx.deadline_ms.max(1)),
+        );
         if let Some(secret) = &secret {
             call = call.header("authorization", &format!("Bearer {secret}"));
         }

@@ -61,11 +61,7 @@ impl RemoteTarget {
             .into_iter()
             .map(|h| h.node)
             .collect();
-        let http: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(30)))
-            .build()
-            .into();
+        let http = pcipool_client::http_agent(Duration::from_secs(30));
         Ok(Self {
             operator,
             intruder: intruder_token.map(|t| Client::new(url, t)),

@@ -73,6 +73,12 @@ pub enum PlanKind {
     ReturnEscalated,
 }
 
+// serde's skip_serializing_if hands the field by reference.
+#[allow(clippy::trivially_copy_pass_by_ref)]
+fn is_windows(a: &Attachment) -> bool {
+    *a == Attachment::Windows
+}
+
 /// A step's progress.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "status", content = "error", rename_all = "snake_case")]
@@ -96,7 +102,8 @@ pub struct StepRecord {
     pub step: Step,
     /// Its progress.
     pub status: StepStatus,
-    /// What the step reported when it finished (where the device appeared, the reset method used).
+    /// What the step reported when it finished, when it said more than "done" (where the device
+    /// appeared, the reset method used, found already done).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output: Option<StepOutput>,
     /// The kind of its failure, when it failed or was passed over.
@@ -145,7 +152,7 @@ pub struct Journal {
     /// The reset was escalated.
     pub escalated: bool,
     /// How the fabric connects the borrower (the plans follow from it).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_windows")]
     pub attachment: Attachment,
     /// Set when finished.
     pub outcome: Option<WorkflowOutcome>,
@@ -209,7 +216,9 @@ impl Journal {
         }
         if let Some(record) = self.steps.get_mut(i) {
             record.status = StepStatus::Done;
-            record.output = Some(output);
+            // A plain "done" says nothing the status does not: only outputs with content are kept, so
+            // the journal (written after every step) stays small.
+            record.output = (output != StepOutput::Done).then_some(output);
             record.error_kind = None;
         }
     }
