@@ -210,41 +210,39 @@ impl<D: DeviceControl, F: FabricControl> StepRunner<D, F> {
             .collect())
     }
 
-    /// Where the device is on this (borrowing) host, asking the kernel when the journal does not know.
-    fn find_borrowed(&self, ctx: &StepContext) -> Result<Option<Bdf>, StepError> {
+    /// Where the device is on this (borrowing) host, asked of its kernel. The journal's address is
+    /// preferred, but only while the device there is still this one: an address is reused once its
+    /// device is gone, and a late teardown must never remove the device a newer lease put there.
+    fn find_borrowed(&self, ctx: &StepContext) -> Result<Option<Bdf>, DeviceError> {
         let fdid = ctx.device();
-        Ok(self
+        let here: Vec<Bdf> = self
             .host
             .borrowed()?
             .into_iter()
-            .find_map(|(at, of)| (of == fdid).then_some(at)))
+            .filter_map(|(at, of)| (of == fdid).then_some(at))
+            .collect();
+        Ok(match ctx.attached {
+            Some(at) if here.contains(&at) => Some(at),
+            _ => here.first().copied(),
+        })
     }
 
     /// Where the device is; a step that needs it fails when it is not there.
     fn attached(&self, ctx: &StepContext) -> Result<Bdf, StepError> {
-        match ctx.attached {
-            Some(at) => Ok(at),
-            None => self.find_borrowed(ctx)?.ok_or_else(|| {
-                StepError::failed(format!(
-                    "{} is not attached to {}",
-                    ctx.device(),
-                    ctx.borrower
-                ))
-            }),
-        }
+        self.find_borrowed(ctx)?.ok_or_else(|| {
+            StepError::failed(format!(
+                "{} is not attached to {}",
+                ctx.device(),
+                ctx.borrower
+            ))
+        })
     }
 
     /// Where the device is, or `None` when the borrower is down or no longer has it (teardown).
     fn attached_or_gone(&self, ctx: &StepContext) -> Result<Option<Bdf>, StepError> {
-        if ctx.attached.is_some() {
-            return Ok(ctx.attached);
-        }
-        match self.host.borrowed() {
-            Ok(list) => Ok(list
-                .into_iter()
-                .find_map(|(at, of)| (of == ctx.device()).then_some(at))),
+        match self.find_borrowed(ctx) {
             Err(DeviceError::HostDown) => Ok(None),
-            Err(e) => Err(e.into()),
+            other => Ok(other?),
         }
     }
 }

@@ -163,9 +163,8 @@ impl<D: DeviceControl> Agent<D> {
             granted.into_iter().map(|c| (c.lease, c)).collect();
         let mut removed = 0;
         for (at, remote) in host.borrowed()? {
-            let still_granted = granted
-                .values()
-                .any(|c| c.attached == Some(at) || c.device() == remote);
+            // By the device's identity, not its address: addresses are reused.
+            let still_granted = granted.values().any(|c| c.device() == remote);
             if still_granted {
                 continue;
             }

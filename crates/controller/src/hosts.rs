@@ -68,7 +68,7 @@ impl<S: Store> Controller<S> {
         Ok(changed)
     }
 
-    /// Expires leases whose time is up and runs their returns.
+    /// Expires leases whose time is up and runs their returns. Returns how many devices had leases end.
     ///
     /// # Errors
     /// Store errors.
@@ -82,6 +82,8 @@ impl<S: Store> Controller<S> {
             let fdid = row.value.info.fdid;
             let workflow = WorkflowId(self.store.next("workflow")?);
             match self.change(exec, fdid, &Event::Tick { workflow }, "controller", now) {
+                // A lost device keeps its leases until its lender is back: nothing expired.
+                Ok(next) if next == row.value.state => {}
                 Ok(_) => expired += 1,
                 Err(e @ ControlError::Store(_)) => return Err(e),
                 Err(e) => self.log_error("tick", &format!("{fdid}: {e}")),

@@ -492,9 +492,31 @@ pub enum SimCommand {
         #[arg(long, short, value_enum, default_value_t)]
         output: OutputFormat,
     },
-    /// Drive a random workload of leases, releases and faults; check the invariants after every step.
-    /// Exit code 1 on a violation, with the command that replays it.
+    /// The whole system under a seeded random workload: the real controller, its service and store
+    /// (in memory), the step runner and the simulated fabric, with a virtual clock: borrows of every
+    /// model and gangs, releases, renewals, expiry, host and agent crashes, failing resets, link faults
+    /// and controller restarts. The invariants are checked after every step; the same seed gives the
+    /// same last line. Exit code 1 on a violation, with the command that replays it.
     Run {
+        /// Fabric description (TOML); default: the built-in 4-host lab.
+        #[arg(long, value_name = "FILE")]
+        fabric: Option<PathBuf>,
+        /// Seed (default: $PCIPOOL_SIM_SEED, else 1).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Steps.
+        #[arg(long, default_value_t = 10_000)]
+        steps: u64,
+        /// Faults: all (hosts, agents, resets, links, controller restarts) or none.
+        #[arg(long, value_enum, default_value_t = SystemFaults::All)]
+        faults: SystemFaults,
+        /// A bug planted on purpose, to see the invariants catch it: none, skip-unmap, drop-quarantine.
+        #[arg(long, default_value = "none")]
+        mutant: pcipool_sim_system::Mutant,
+    },
+    /// The fabric model alone (no controller) under a random workload of mappings and faults; checks its
+    /// invariants after every step. Exit code 1 on a violation, with the command that replays it.
+    FabricRun {
         /// Fabric description (TOML); default: the built-in 4-host lab.
         #[arg(long, value_name = "FILE")]
         fabric: Option<PathBuf>,
@@ -512,6 +534,28 @@ pub enum SimCommand {
         #[arg(long, short, value_enum, default_value_t)]
         output: OutputFormat,
     },
+}
+
+/// The seed: the flag, else `$PCIPOOL_SIM_SEED`, else 1.
+fn sim_seed(seed: Option<u64>) -> Result<u64, UsageError> {
+    match seed {
+        Some(s) => Ok(s),
+        None => match std::env::var("PCIPOOL_SIM_SEED") {
+            Ok(v) => v
+                .parse()
+                .map_err(|_| UsageError(format!("PCIPOOL_SIM_SEED='{v}' is not a number"))),
+            Err(_) => Ok(1),
+        },
+    }
+}
+
+/// Which faults the whole-system simulation injects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SystemFaults {
+    /// Hosts, agents, resets, links and controller restarts.
+    All,
+    /// None: the workload alone.
+    None,
 }
 
 /// Benchmarks.
@@ -642,6 +686,19 @@ pub enum Command {
         output: OutputFormat,
     },
     /// Simulator run.
+    SystemRun {
+        /// Description file, or None for the built-in lab.
+        fabric: Option<PathBuf>,
+        /// Seed.
+        seed: u64,
+        /// Steps.
+        steps: u64,
+        /// Inject faults.
+        faults: bool,
+        /// Planted bug.
+        mutant: pcipool_sim_system::Mutant,
+    },
+    /// The fabric model's workload.
     SimRun {
         /// Description file, or None for the built-in lab.
         fabric: Option<PathBuf>,
@@ -1138,26 +1195,31 @@ impl Cli {
                         seed,
                         steps,
                         faults,
+                        mutant,
+                    },
+            } => Command::SystemRun {
+                fabric,
+                seed: sim_seed(seed)?,
+                steps,
+                faults: faults == SystemFaults::All,
+                mutant,
+            },
+            CliCommand::Sim {
+                which:
+                    SimCommand::FabricRun {
+                        fabric,
+                        seed,
+                        steps,
+                        faults,
                         output,
                     },
-            } => {
-                let seed = match seed {
-                    Some(s) => s,
-                    None => match std::env::var("PCIPOOL_SIM_SEED") {
-                        Ok(v) => v.parse().map_err(|_| {
-                            UsageError(format!("PCIPOOL_SIM_SEED='{v}' is not a number"))
-                        })?,
-                        Err(_) => 1,
-                    },
-                };
-                Command::SimRun {
-                    fabric,
-                    seed,
-                    steps,
-                    faults: faults.parse().map_err(|e| UsageError(format!("{e}")))?,
-                    output,
-                }
-            }
+            } => Command::SimRun {
+                fabric,
+                seed: sim_seed(seed)?,
+                steps,
+                faults: faults.parse().map_err(|e| UsageError(format!("{e}")))?,
+                output,
+            },
             CliCommand::Bench {
                 which: BenchCommand::Sim { fabric },
             } => Command::BenchSim { fabric },

@@ -50,6 +50,13 @@ pub fn execute(command: Command) -> anyhow::Result<ExitCode> {
             faults,
             output,
         } => crate::sim_cmd::sim_run(fabric.as_deref(), seed, steps, &faults, output),
+        Command::SystemRun {
+            fabric,
+            seed,
+            steps,
+            faults,
+            mutant,
+        } => crate::sim_cmd::system_run(fabric.as_deref(), seed, steps, faults, mutant),
         Command::BenchSim { fabric } => crate::sim_cmd::bench(fabric.as_deref()),
         Command::BenchDatapath { ios } => crate::bench::datapath(ios),
         Command::BenchRestart { leases, audit } => {

@@ -174,8 +174,9 @@ pub fn sim_run(
     let fabric_arg = fabric
         .map(|p| format!(" --fabric {}", p.display()))
         .unwrap_or_default();
-    let replay =
-        format!("pcipool sim run{fabric_arg} --seed {seed} --steps {steps} --faults {faults}");
+    let replay = format!(
+        "pcipool sim fabric-run{fabric_arg} --seed {seed} --steps {steps} --faults {faults}"
+    );
     match output {
         OutputFormat::Json => {
             let mut t = serde_json::to_string_pretty(&summary).context("serialising JSON")?;
@@ -430,4 +431,67 @@ pub fn bench_schedule(fabric: Option<&Path>, decisions: u64) -> anyhow::Result<E
     );
     println!("  ratio index/scan {:.1}x", rate / scan_rate.max(1e-9));
     Ok(ExitCode::SUCCESS)
+}
+
+/// `pcipool sim run`: the whole system under the seeded workload.
+///
+/// # Errors
+/// Bad description (exit 3); a violated invariant is exit 1 with its replay command.
+pub fn system_run(
+    fabric: Option<&Path>,
+    seed: u64,
+    steps: u64,
+    faults: bool,
+    mutant: pcipool_sim_system::Mutant,
+) -> anyhow::Result<ExitCode> {
+    let (_, desc) = load(fabric)?;
+    let config = pcipool_sim_system::Config {
+        seed,
+        steps,
+        desc,
+        faults,
+        mutant,
+    };
+    let started = Instant::now();
+    match pcipool_sim_system::run(&config) {
+        Ok(summary) => {
+            let refused: Vec<String> = summary
+                .refused
+                .iter()
+                .map(|(code, n)| format!("{n} {code}"))
+                .collect();
+            let faults: Vec<String> = summary
+                .faults
+                .iter()
+                .map(|(kind, n)| format!("{n} {kind}"))
+                .collect();
+            let mut out = String::new();
+            let _ = writeln!(out, "refused: {}", refused.join(", "));
+            let _ = writeln!(out, "faults: {}", faults.join(", "));
+            let _ = writeln!(out, "wall time {:.2} s", started.elapsed().as_secs_f64());
+            let _ = writeln!(out, "{}", summary.last_line());
+            emit(&out)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(pcipool_sim_system::RunError::Violation(v)) => {
+            let fabric_arg = fabric
+                .map(|p| format!(" --fabric {}", p.display()))
+                .unwrap_or_default();
+            let faults_arg = if faults { "" } else { " --faults none" };
+            let mutant_arg = match mutant {
+                pcipool_sim_system::Mutant::None => String::new(),
+                pcipool_sim_system::Mutant::SkipUnmap => " --mutant skip-unmap".into(),
+                pcipool_sim_system::Mutant::DropQuarantine => " --mutant drop-quarantine".into(),
+            };
+            emit(&format!(
+                "invariant violated: {v}\nversion {}\nreplay: pcipool sim run{fabric_arg} --seed {seed} --steps {}{faults_arg}{mutant_arg}\n",
+                env!("CARGO_PKG_VERSION"),
+                v.steps_to_replay()
+            ))?;
+            Ok(ExitCode::from(1))
+        }
+        Err(e @ pcipool_sim_system::RunError::Setup(_)) => {
+            Err(crate::BadInput(e.to_string()).into())
+        }
+    }
 }

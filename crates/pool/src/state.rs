@@ -10,7 +10,8 @@
 //! Returning --reset failed--> Returning (escalated once) --failed again--> Quarantined
 //! Lending --lend failed--> Available | Quarantined (the compensation's reset failed too)
 //! any --fault--> Quarantined(reason)      Quarantined --clear--> Available
-//! any --lender lost--> Lost               Lost --lender back--> Returning (or Available when idle)
+//! in the pool --lender lost--> Lost      Lost --lender back--> Returning (or Available when idle)
+//! (quarantined, drained, rejected or unqualified devices keep their state while the lender is lost)
 //! Available --drain--> Maintenance | Local   Maintenance/Local --undrain--> Available
 //! ```
 //! Every lease carries a fencing epoch; a command with an older epoch than the device's current one is
@@ -830,20 +831,25 @@ pub fn apply(state: &DeviceState, event: &Event, now: Millis) -> Outcome {
             },
             vec![],
         )),
-        // Lender lost: whatever it was doing, the device is Lost; borrowers are told.
-        (S::Lost { .. }, E::LenderLost) => Ok((state.clone(), vec![])),
+        // Lender lost: a device in the pool is Lost, whatever it was doing; borrowers are told. A device
+        // outside the pool keeps the state an operator or qualification gave it (a quarantine, a drain,
+        // a rejection must survive the lender's absence: Lost comes back as Available).
         (
-            S::Discovered
+            S::Lost { .. }
+            | S::Discovered
             | S::Qualified { .. }
             | S::Rejected { .. }
-            | S::Available
-            | S::Lending { .. }
-            | S::Lent { .. }
-            | S::Shared { .. }
-            | S::Returning { .. }
             | S::Quarantined { .. }
             | S::Maintenance
             | S::Local,
+            E::LenderLost,
+        ) => Ok((state.clone(), vec![])),
+        (
+            S::Available
+            | S::Lending { .. }
+            | S::Lent { .. }
+            | S::Shared { .. }
+            | S::Returning { .. },
             E::LenderLost,
         ) => {
             let leases: Vec<Lease> = state.leases().into_iter().cloned().collect();

@@ -93,8 +93,8 @@ pub struct HostDevice {
     pub users: u32,
     /// Fault: the next unbind hangs.
     pub unbind_hangs: bool,
-    /// Fault: the next reset fails.
-    pub reset_fails: bool,
+    /// Fault: how many of the next resets fail.
+    pub resets_failing: u32,
     /// IOMMU group.
     pub iommu_group: u32,
     /// Per-VF BAR sizes, for a physical function with SR-IOV.
@@ -115,7 +115,7 @@ impl HostDevice {
             driver,
             users: 0,
             unbind_hangs: false,
-            reset_fails: false,
+            resets_failing: 0,
             iommu_group,
             vf_bar_sizes: [None; 6],
             physfn: None,
@@ -501,8 +501,8 @@ impl Sim {
             return Err(DeviceError::ResetUnsupported { bdf, method });
         }
         let hangs = method == ResetMethod::Flr && d.dev.reset == ResetBehaviour::FlrHangs;
-        if hangs || d.reset_fails {
-            d.reset_fails = false;
+        if hangs || d.resets_failing > 0 {
+            d.resets_failing = d.resets_failing.saturating_sub(1);
             d.dev.hung = true;
             self.advance(STEP_DEADLINE);
             self.log(node, EventKind::ResetFailed { bdf, method });
@@ -865,6 +865,8 @@ impl Sim {
             && !h.up
         {
             h.up = true;
+            // Borrowed devices do not survive a reboot: the kernel that had them is gone.
+            h.devices.retain(|_, d| d.remote.is_none());
             for d in h.devices.values_mut() {
                 d.present = true;
                 d.users = 0;
@@ -903,12 +905,33 @@ impl Sim {
 
     /// The next reset of the device fails.
     pub fn fail_next_reset(&mut self, node: NodeId, bdf: Bdf) {
+        self.fail_resets(node, bdf, 1);
+    }
+
+    /// The next `count` resets of the device fail (2: the function-level reset and the escalated bus
+    /// reset both fail, and the device is lost to the pool until repaired).
+    pub fn fail_resets(&mut self, node: NodeId, bdf: Bdf, count: u32) {
         if let Some(d) = self
             .hosts
             .get_mut(&node)
             .and_then(|h| h.devices.get_mut(&bdf))
         {
-            d.reset_fails = true;
+            d.resets_failing = count;
+        }
+    }
+
+    /// An operator repairs the device (reseats it, power-cycles its slot): present, responding, at its
+    /// power-on state, no pending faults.
+    pub fn repair(&mut self, node: NodeId, bdf: Bdf) {
+        if let Some(d) = self
+            .hosts
+            .get_mut(&node)
+            .and_then(|h| h.devices.get_mut(&bdf))
+        {
+            d.present = true;
+            d.resets_failing = 0;
+            d.unbind_hangs = false;
+            d.dev.apply_reset();
         }
     }
 

@@ -9,8 +9,10 @@
 //! # Layout
 //! - [`Store`], [`DeviceRow`], [`StoreError`]: the interface.
 //! - [`sqlite`]: the embedded default (one file, WAL, synchronous commits, schema migrations).
+//! - [`mem`]: the same semantics in memory, for the whole-system simulation.
 #![deny(missing_docs)]
 
+pub mod mem;
 pub mod sqlite;
 
 use pcipool_fabric::Fdid;
@@ -18,6 +20,7 @@ use pcipool_pool::schedule::DeviceInfo;
 use pcipool_pool::{AuditEntry, AuditRecord, DeviceState};
 use serde::{Deserialize, Serialize};
 
+pub use mem::MemStore;
 pub use sqlite::SqliteStore;
 
 /// One device as stored.

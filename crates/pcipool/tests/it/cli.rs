@@ -231,13 +231,78 @@ fn help_documents_exit_codes() {
 }
 
 #[test]
-fn sim_run_is_reproducible_from_its_seed() {
-    let a = stdout(&pcipool(&["sim", "run", "--seed", "5", "--steps", "500"]));
-    let b = stdout(&pcipool(&["sim", "run", "--seed", "5", "--steps", "500"]));
+fn sim_fabric_run_is_reproducible_from_its_seed() {
+    let a = stdout(&pcipool(&[
+        "sim",
+        "fabric-run",
+        "--seed",
+        "5",
+        "--steps",
+        "500",
+    ]));
+    let b = stdout(&pcipool(&[
+        "sim",
+        "fabric-run",
+        "--seed",
+        "5",
+        "--steps",
+        "500",
+    ]));
     let last = |t: &str| t.lines().last().unwrap_or("").to_owned();
     assert_eq!(
         (last(&a), last(&a).starts_with("seed 5 event-log hash ")),
         (last(&b), true)
+    );
+}
+
+#[test]
+fn sim_run_over_the_controller_is_reproducible_from_its_seed() {
+    let a = stdout(&pcipool(&["sim", "run", "--seed", "5", "--steps", "300"]));
+    let b = stdout(&pcipool(&["sim", "run", "--seed", "5", "--steps", "300"]));
+    let last = |t: &str| t.lines().last().unwrap_or("").to_owned();
+    assert_eq!(
+        (
+            last(&a),
+            last(&a).starts_with("sim run: seed 5 · 300 steps")
+        ),
+        (last(&b), true)
+    );
+}
+
+#[test]
+fn sim_run_with_a_planted_bug_exits_1_with_the_replay_command() {
+    let out = pcipool(&[
+        "sim",
+        "run",
+        "--seed",
+        "3",
+        "--steps",
+        "300",
+        "--mutant",
+        "skip-unmap",
+    ]);
+    let text = stdout(&out);
+    let replay = text
+        .lines()
+        .find_map(|l| l.strip_prefix("replay: "))
+        .unwrap_or_default()
+        .to_owned();
+    let args: Vec<&str> = replay.split_whitespace().skip(1).collect();
+    let again = pcipool(&args);
+    assert_eq!(
+        (
+            out.status.code(),
+            replay.starts_with("pcipool sim run --seed 3 --steps "),
+            again.status.code(),
+            stdout(&again).lines().next().map(str::to_owned),
+        ),
+        (
+            Some(1),
+            true,
+            Some(1),
+            text.lines().next().map(str::to_owned)
+        ),
+        "{text}"
     );
 }
 
@@ -261,7 +326,7 @@ fn sim_bad_fabric_file_exits_3() {
 
 #[test]
 fn sim_unknown_fault_is_usage_error() {
-    let out = pcipool(&["sim", "run", "--faults", "meteor"]);
+    let out = pcipool(&["sim", "fabric-run", "--faults", "meteor"]);
     assert_eq!(out.status.code(), Some(2));
 }
 

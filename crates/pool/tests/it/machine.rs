@@ -543,3 +543,26 @@ fn a_return_that_already_escalated_its_reset_is_quarantined_at_once() {
     let (next, commands) = apply(&returning, &failed, 0).expect("legal");
     assert_eq!((next.name(), commands), ("quarantined", vec![]));
 }
+
+/// Found by the whole-system simulation (`pcipool sim run --seed 1`): a quarantined device whose
+/// lender was lost came back `available`, still hung. Outside the pool, a lost lender changes nothing.
+#[test]
+fn a_lost_lender_keeps_quarantines_drains_and_rejections() {
+    let kept: Vec<&str> = [
+        S::Quarantined {
+            reason: "reset failed".into(),
+        },
+        S::Maintenance,
+        S::Local,
+        S::Rejected {
+            reasons: vec!["no FLR".into()],
+        },
+    ]
+    .iter()
+    .map(|s| apply(s, &E::LenderLost, 0).map_or("refused", |(next, _)| next.name()))
+    .collect();
+    assert_eq!(
+        kept,
+        vec!["quarantined", "maintenance", "local", "rejected"]
+    );
+}

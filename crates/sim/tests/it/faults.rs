@@ -577,3 +577,37 @@ fn the_return_enables_the_lenders_vfs_again_and_leaves_present_ones_alone() {
         .count();
     assert_eq!((before, restored, count(&s), readded), (0, 4, 4, 0));
 }
+
+/// Found by the whole-system simulation (`pcipool sim run --seed 12`): a borrower-side teardown that ran
+/// late removed the device a newer lease had put at the same, reused, address.
+#[test]
+fn a_late_teardown_leaves_the_device_now_at_its_old_address_alone() {
+    use pcipool_agent::Local;
+    use pcipool_backend::{Executor, Step, StepContext};
+    let mut s = sim();
+    let first: Fdid = "n1:0000:03:00.0".parse().expect("fdid");
+    let second: Fdid = "n1:0000:04:00.0".parse().expect("fdid");
+    let at = s.attach_shadow(BORROWER, first).expect("first lend");
+    s.detach_shadow(BORROWER, at)
+        .expect("first device gone (its borrower's agent cleaned up)");
+    let reused = s.attach_shadow(BORROWER, second).expect("second lend");
+    let late = StepContext {
+        lender: LENDER,
+        bdf: first.bdf,
+        borrower: BORROWER,
+        attached: Some(at),
+        lease: LeaseId(1),
+        epoch: pcipool_fabric::Epoch(1),
+        bars: vec![],
+        dma_window: 0,
+        driver: None,
+        lender_driver: None,
+        lender_vfs: 0,
+        deadline_ms: 1000,
+    };
+    let removed = Local(&mut s).run(Step::BorrowerHotRemove, &late);
+    assert_eq!(
+        (reused, removed.ok(), s.borrowed_at(BORROWER, second)),
+        (at, Some(pcipool_backend::StepOutput::AlreadyDone), Some(at))
+    );
+}

@@ -6,11 +6,11 @@ use pcipool_pool::{AuditChain, AuditEntry, DeviceState};
 use pcipool_qualify::AccessModel;
 use pcipool_store::{DeviceRow, SqliteStore, Store, StoreError};
 
-fn fdid() -> Fdid {
+pub fn fdid() -> Fdid {
     "n1:0000:03:00.0".parse().expect("fdid")
 }
 
-fn row(state: DeviceState) -> DeviceRow {
+pub fn row(state: DeviceState) -> DeviceRow {
     DeviceRow {
         info: DeviceInfo {
             fdid: fdid(),
@@ -33,7 +33,7 @@ fn row(state: DeviceState) -> DeviceRow {
     }
 }
 
-fn entry(action: &str) -> AuditEntry<'_> {
+pub fn entry(action: &str) -> AuditEntry<'_> {
     AuditEntry {
         at: 1,
         actor: "test",
