@@ -230,8 +230,8 @@ pub fn datapath(ios: u64) -> anyhow::Result<ExitCode> {
     const BLOCKS: u64 = 65_536; // 32 MiB of 512-byte blocks
     const DEV: &str = "n1:0000:03:00.0";
     const SHARERS: usize = 4;
-    let dir =
-        crate::sim_serve::shm_root().join(format!("pcipool-bench-datapath-{}", std::process::id()));
+    let dir = pcipool_sim_server::shm_root()
+        .join(format!("pcipool-bench-datapath-{}", std::process::id()));
     let shm = |e: pcipool_shm::ShmError| anyhow::anyhow!("{e}");
     let dpe = |e: pcipool_datapath::service::DataPathError| anyhow::anyhow!("{e}");
     let drv = |e: pcipool_datapath::driver::DriverError| anyhow::anyhow!("{e}");

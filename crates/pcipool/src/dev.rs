@@ -116,14 +116,15 @@ fn datapath_routes(
     desc: &pcipool_sim::FabricDesc,
     dir: &Path,
 ) -> anyhow::Result<DatapathRoutes<impl FnOnce(std::net::SocketAddr) -> axum::Router + use<>>> {
-    let datapath = crate::sim_serve::serve_datapath(desc, &dir.join("datapath"))?;
+    let datapath = pcipool_sim_server::serve_datapath(desc, &dir.join("datapath"))
+        .context("serving the lab's data path")?;
     let token_path = dir.join("admin.token");
     Ok(DatapathRoutes {
         devices: datapath.devices(),
         router: move |addr: std::net::SocketAddr| {
             let state = datapath.with_controller(format!("http://{addr}"));
             state.reconcile_with(token_path);
-            crate::datapath_serve::router(state)
+            pcipool_sim_server::datapath::router(state)
         },
     })
 }

@@ -9,10 +9,9 @@
 //! - [`dev`]: `pcipool dev` (the controller's service + store + simulated lab + HTTP API).
 //! - [`server`]: `pcipool server` (controller whose hosts are reached through agents).
 //! - [`agent`]: `pcipool agent` (one per host).
-//! - [`probe`]: the simulated fabric's test port (what remote validation sees and does).
-//! - [`sim_serve`]: `pcipool sim serve` (the simulated fabric as a process of its own).
+//! - [`sim_serve`]: `pcipool sim serve` (the simulated fabric as a process of its own; the server is
+//!   `pcipool-sim-server`).
 //! - [`validate_cmd`]: `pcipool validate` (validation suites and their report).
-//! - [`validate_remote`]: the suites against a running simulated pool over HTTP.
 //! - [`client_cmd`]: the CLI commands that talk to the API.
 //! - [`qualify_cmd`]: the qualification report.
 //! - [`render`]: text output.
@@ -26,16 +25,13 @@ mod bench_control;
 mod cli;
 mod client_cmd;
 mod commands;
-mod datapath_serve;
 mod dev;
-mod probe;
 mod qualify_cmd;
 mod render;
 mod server;
 mod sim_cmd;
 mod sim_serve;
 mod validate_cmd;
-mod validate_remote;
 
 use std::process::ExitCode;
 

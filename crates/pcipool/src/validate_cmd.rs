@@ -70,12 +70,15 @@ pub fn run(o: &ValidateOptions) -> anyhow::Result<ExitCode> {
     let dir = std::env::temp_dir().join(format!("pcipool-validate-{}", std::process::id()));
     let (target, fabric_name): (Box<dyn pcipool_validate::Target>, String) = match &o.remote {
         Some(r) => (
-            Box::new(crate::validate_remote::RemoteTarget::connect(
-                &r.url,
-                &r.token,
-                r.intruder_token.as_deref(),
-                &r.fabric_url,
-            )?),
+            Box::new(
+                pcipool_validate::remote_target::RemoteTarget::connect(
+                    &r.url,
+                    &r.token,
+                    r.intruder_token.as_deref(),
+                    &r.fabric_url,
+                )
+                .map_err(|e| anyhow::anyhow!("connecting to the pool at {}: {e}", r.url))?,
+            ),
             format!("running pool at {} (fabric {})", r.url, r.fabric_url),
         ),
         None => {

@@ -10,12 +10,15 @@
 //! - [`html`]: the report as a self-contained page.
 //! - [`target`]: what the suites need from a pool.
 //! - [`suites`]: the suites.
+//! - [`remote_target`]: a running simulated pool over HTTP (the controller's API and the fabric's
+//!   test port) as a [`Target`].
 //! - [`datapath`]: the data-path suite (through `pcipool-access`, over HTTP).
 //! - [`sim_target`]: the simulated lab as a target.
 #![deny(missing_docs)]
 
 pub mod datapath;
 pub mod html;
+pub mod remote_target;
 pub mod report;
 pub mod sim_target;
 pub mod suites;

@@ -131,8 +131,9 @@ fn a_killed_lender_agent_makes_its_devices_lost_until_it_returns() {
     let granted = client.borrow(&nvme_for(3)).expect("borrow");
     let fdid = granted[0].fdid.to_string();
     c.kill_agent(1);
+    // The controller marks the lender's devices lost one after another: wait for the last one too.
     c.wait_for(
-        |c| state_of(c, &fdid) == "lost",
+        |c| state_of(c, &fdid) == "lost" && state_of(c, "n1:0000:05:00.0") == "lost",
         "the lender's devices lost",
     );
     let idle_lost = state_of(&c, "n1:0000:05:00.0");
@@ -140,7 +141,7 @@ fn a_killed_lender_agent_makes_its_devices_lost_until_it_returns() {
     // Back: the lease that was active while the lender was gone is fenced and returned; idle devices
     // go straight back to the pool.
     c.wait_for(
-        |c| state_of(c, &fdid) == "available",
+        |c| state_of(c, &fdid) == "available" && state_of(c, "n1:0000:05:00.0") == "available",
         "the lender's devices back",
     );
     let leases = client.leases().expect("leases");

@@ -9,15 +9,15 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use crate::target::{Audited, Fault, Free, Held, PoolDevice, Seen, Target};
 use pcipool_client::{Client, ClientError};
 use pcipool_fabric::{Fdid, LeaseId, NodeId};
 use pcipool_pool::schedule::{DeviceInfo, Selector};
 use pcipool_qualify::AccessModel;
-use pcipool_validate::target::{Audited, Fault, Free, Held, PoolDevice, Seen, Target};
 use pcipool_wire::BorrowRequest;
 use serde_json::Value;
 
-use crate::probe::Probe;
+use pcipool_sim_server::probe::Probe;
 
 /// A running pool reached over HTTP.
 pub struct RemoteTarget {
@@ -46,18 +46,16 @@ impl RemoteTarget {
         token: &str,
         intruder_token: Option<&str>,
         fabric: &str,
-    ) -> anyhow::Result<Self> {
+    ) -> Result<Self, String> {
         let operator = Client::new(url, token);
         let mut infos = BTreeMap::new();
-        for d in operator.devices().map_err(|e| anyhow::anyhow!(text(&e)))? {
-            let detail = operator
-                .device(&d.fdid.to_string())
-                .map_err(|e| anyhow::anyhow!(text(&e)))?;
+        for d in operator.devices().map_err(|e| text(&e))? {
+            let detail = operator.device(&d.fdid.to_string()).map_err(|e| text(&e))?;
             infos.insert(d.fdid, detail.info);
         }
         let hosts = operator
             .hosts()
-            .map_err(|e| anyhow::anyhow!(text(&e)))?
+            .map_err(|e| text(&e))?
             .into_iter()
             .map(|h| h.node)
             .collect();
@@ -367,10 +365,7 @@ impl Target for RemoteTarget {
     }
 
     fn siblings(&self, fdid: Fdid) -> Seen<Vec<Fdid>> {
-        Ok(pcipool_validate::target::siblings_among(
-            self.infos.keys(),
-            fdid,
-        ))
+        Ok(crate::target::siblings_among(self.infos.keys(), fdid))
     }
 
     fn event_mark(&self) -> Seen<usize> {
