@@ -8,7 +8,7 @@
 //! for a pool whose fabric is `pcipool sim serve`.
 
 use pcipool_access::{Config, Filter, Mode, Pool};
-use pcipool_datapath::driver::{BlockIo as _, Driver, SharedClient, layout};
+use pcipool_sim_datapath::driver::{BlockIo as _, Driver, SharedClient, layout};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let controller =

@@ -26,19 +26,19 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use pcipool_client::{Client, ClientError};
-use pcipool_datapath::service::{DeviceMemoryGrant, Grant, WindowGrant};
-use pcipool_datapath::wire::{
-    DeviceMemoryRequest, ExportRequest, Holder, Info, InterruptRequest, Mapped, SegmentCreate,
-    SegmentMade, SegmentRequest,
-};
 use pcipool_fabric::{Fdid, NodeId};
 use pcipool_pool::schedule::{DeviceClass, Selector};
 use pcipool_qualify::AccessModel;
-use pcipool_shm::window::Window;
-use pcipool_shm::{Region, ShmError};
+use pcipool_sim_datapath::service::{DeviceMemoryGrant, Grant, WindowGrant};
+use pcipool_sim_datapath::wire::{
+    DeviceMemoryRequest, ExportRequest, Holder, Info, InterruptRequest, Mapped, SegmentCreate,
+    SegmentMade, SegmentRequest,
+};
+use pcipool_sim_shm::window::Window;
+use pcipool_sim_shm::{Region, ShmError};
 use pcipool_wire::{BorrowRequest, DeviceView};
 
-pub use pcipool_datapath::service::Placement;
+pub use pcipool_sim_datapath::service::Placement;
 
 /// Why an access call failed.
 #[derive(Debug, thiserror::Error)]
@@ -737,7 +737,7 @@ impl BarMap {
     }
 }
 
-impl pcipool_datapath::driver::Bar for BarMap {
+impl pcipool_sim_datapath::driver::Bar for BarMap {
     fn read32(&self, offset: u64) -> Result<u32, ShmError> {
         self.window.read_u32(offset)
     }

@@ -126,7 +126,7 @@ pub fn decode(dumps: usize, rounds: usize, keep_file: Option<&Path>) -> anyhow::
 /// One cell of the data-path benchmark: `n` I/Os of 4 KiB at depth `qd` by one driver; returns each
 /// I/O's latency (submission to reaped completion) in nanoseconds.
 fn datapath_cell(
-    d: &mut impl pcipool_datapath::driver::BlockIo,
+    d: &mut impl pcipool_sim_datapath::driver::BlockIo,
     next_lba: &mut dyn FnMut() -> u64,
     write: bool,
     qd: u16,
@@ -222,19 +222,19 @@ fn per_mille(sorted: &[u64], pm: usize) -> u64 {
 /// # Errors
 /// Setup failures.
 pub fn datapath(ios: u64) -> anyhow::Result<ExitCode> {
-    use pcipool_datapath::driver::{Driver, SharedClient, layout};
-    use pcipool_datapath::service::{DataPath, Idle};
-    use pcipool_shm::Region;
-    use pcipool_shm::window::Window;
+    use pcipool_sim_datapath::driver::{Driver, SharedClient, layout};
+    use pcipool_sim_datapath::service::{DataPath, Idle};
+    use pcipool_sim_shm::Region;
+    use pcipool_sim_shm::window::Window;
 
     const BLOCKS: u64 = 65_536; // 32 MiB of 512-byte blocks
     const DEV: &str = "n1:0000:03:00.0";
     const SHARERS: usize = 4;
     let dir = pcipool_sim_server::shm_root()
         .join(format!("pcipool-bench-datapath-{}", std::process::id()));
-    let shm = |e: pcipool_shm::ShmError| anyhow::anyhow!("{e}");
-    let dpe = |e: pcipool_datapath::service::DataPathError| anyhow::anyhow!("{e}");
-    let drv = |e: pcipool_datapath::driver::DriverError| anyhow::anyhow!("{e}");
+    let shm = |e: pcipool_sim_shm::ShmError| anyhow::anyhow!("{e}");
+    let dpe = |e: pcipool_sim_datapath::service::DataPathError| anyhow::anyhow!("{e}");
+    let drv = |e: pcipool_sim_datapath::driver::DriverError| anyhow::anyhow!("{e}");
     let result = (|| -> anyhow::Result<ExitCode> {
         let mut dp = DataPath::new(&dir).map_err(dpe)?;
         let bar = dp.add_nvme(DEV, 512, BLOCKS, Idle::Spin).map_err(dpe)?;

@@ -30,7 +30,7 @@ pub fn open_lab(
     let sim = Sim::new(desc, 1).map_err(|e| crate::BadInput(e.to_string()))?;
     let controller = Controller::new(store, policy, desc.topology.clone());
     let clock = SystemClock;
-    for (info, reasons) in pcipool_lab::qualified_devices(&sim, None) {
+    for (info, reasons) in pcipool_sim_lab::qualified_devices(&sim, None) {
         controller
             .register(info, reasons, clock.now_ms())
             .context("registering devices")?;

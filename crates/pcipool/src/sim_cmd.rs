@@ -313,7 +313,7 @@ pub fn bench_schedule(fabric: Option<&Path>, decisions: u64) -> anyhow::Result<E
                 bdf: d.bdf,
                 vf: None,
             };
-            infos.push(pcipool_lab::describe(
+            infos.push(pcipool_sim_lab::describe(
                 &d,
                 fdid,
                 vec![AccessModel::Lend, AccessModel::Vf, AccessModel::Shared],

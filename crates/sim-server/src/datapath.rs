@@ -1,4 +1,4 @@
-//! The data path of `pcipool sim serve`: the HTTP face of [`pcipool_datapath::service::DataPath`].
+//! The data path of `pcipool sim serve`: the HTTP face of [`pcipool_sim_datapath::service::DataPath`].
 //! Every mapping request is checked with the controller under the caller's own token (the lease
 //! must be visible to the caller, for that device and borrower host, shared-model or lent); a
 //! background thread asks the controller for every lease under the fabric's operator token, tears
@@ -18,12 +18,12 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use pcipool_api::server::{ApiError, json_body};
 use pcipool_client::{Client, ClientError};
-use pcipool_datapath::service::{DataPath, DataPathError, Grant};
-use pcipool_datapath::wire::{
+use pcipool_qualify::AccessModel;
+use pcipool_sim_datapath::service::{DataPath, DataPathError, Grant};
+use pcipool_sim_datapath::wire::{
     DeviceMemoryRequest, Events, ExportRequest, Holder, Info, InterruptRequest, Mapped,
     SegmentCreate, SegmentMade, SegmentRequest,
 };
-use pcipool_qualify::AccessModel;
 
 /// How often the fabric compares its mappings with the controller's leases.
 const RECONCILE_EVERY: Duration = Duration::from_millis(250);

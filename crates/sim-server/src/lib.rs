@@ -7,7 +7,7 @@
 //! # Layout
 //! - this file: the hardware and fabric-manager routes, [`router`], [`serve_datapath`].
 //! - [`probe`]: the test port's one request type and its answers.
-//! - [`datapath`]: the data path's routes over `pcipool-datapath`'s service.
+//! - [`datapath`]: the data path's routes over `pcipool-sim-datapath`'s service.
 #![deny(missing_docs)]
 
 pub mod datapath;
@@ -25,11 +25,11 @@ use pcipool_agent::StepRunner;
 use pcipool_api::server::error_response as error;
 use pcipool_backend::remote::{self, HostOp};
 use pcipool_backend::{Absent, Side, Site as _};
-use pcipool_datapath::service::{DataPath, DataPathError, Idle};
 use pcipool_fabric::NodeId;
 use pcipool_pool::schedule::DeviceClass;
 use pcipool_qualify::AccessModel;
 use pcipool_sim::Sim;
+use pcipool_sim_datapath::service::{DataPath, DataPathError, Idle};
 use pcipool_wire::{ReportedDevice, StepRequest};
 
 pub use datapath::DataPathState;
@@ -66,7 +66,7 @@ async fn devices(State(sim): State<Shared>, UrlPath(node): UrlPath<String>) -> R
             format!("no host {node} in the simulated fabric"),
         );
     }
-    let report: Vec<ReportedDevice> = pcipool_lab::qualified_devices(&sim, Some(node))
+    let report: Vec<ReportedDevice> = pcipool_sim_lab::qualified_devices(&sim, Some(node))
         .into_iter()
         .map(|(info, reasons)| ReportedDevice { info, reasons })
         .collect();
@@ -205,7 +205,7 @@ pub fn serve_datapath(
 ) -> Result<DataPathState, SimServerError> {
     let sim = Sim::new(desc, 1).map_err(|e| SimServerError::Description(e.to_string()))?;
     let mut service = DataPath::new(dir)?;
-    for (info, _) in pcipool_lab::qualified_devices(&sim, None) {
+    for (info, _) in pcipool_sim_lab::qualified_devices(&sim, None) {
         if DeviceClass::of(info.class) == DeviceClass::Nvme
             && info.fdid.vf.is_none()
             && (info.models.contains(&AccessModel::Shared)

@@ -184,7 +184,7 @@ impl System {
         clock.advance(1_000);
         {
             let controller = Controller::new(store.clone(), Policy::default(), topology.clone());
-            for (info, reasons) in pcipool_lab::qualified_devices(&sim, None) {
+            for (info, reasons) in pcipool_sim_lab::qualified_devices(&sim, None) {
                 controller
                     .register(info, reasons, clock.now_ms())
                     .map_err(|e| format!("registering: {e}"))?;

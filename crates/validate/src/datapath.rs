@@ -15,8 +15,8 @@
 use std::time::{Duration, Instant};
 
 use pcipool_access::{AccessError, Config, Mode, Pool};
-use pcipool_datapath::driver::{BlockIo, Driver, SharedClient, layout};
 use pcipool_fabric::{Fdid, NodeId};
+use pcipool_sim_datapath::driver::{BlockIo, Driver, SharedClient, layout};
 
 use crate::report::{Check, Suite};
 use crate::suites::{Options, Progress, Recorder, micros};
@@ -324,7 +324,7 @@ fn device(
 
     // Returns: the sharer's kept handles reach nothing; the device goes back to the pool.
     let gave = joined.give_back();
-    let stale = sd.reg(pcipool_nvme::regs::CAP).unwrap_or(0);
+    let stale = sd.reg(pcipool_sim_nvme::regs::CAP).unwrap_or(0);
     r.check(
         "a returned borrow's handles read all ones",
         &name,

@@ -135,7 +135,7 @@ impl SimTarget {
         let controller = Controller::new(store, policy.clone(), desc.topology.clone())
             .with_release_wait(RELEASE_WAIT_MS);
         let mut infos = BTreeMap::new();
-        for (info, reasons) in pcipool_lab::qualified_devices(&sim, None) {
+        for (info, reasons) in pcipool_sim_lab::qualified_devices(&sim, None) {
             infos.insert(info.fdid, info.clone());
             controller.register(info, reasons, 0)?;
         }

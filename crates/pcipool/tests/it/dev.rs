@@ -343,7 +343,7 @@ fn app(dev: &Dev, host: &str) -> pcipool_access::Pool {
 /// What a driver over a borrow holds: the driver (BAR window, queues in its segment), and the segment
 /// and its DMA mapping, which must live as long as it does.
 type Session = (
-    pcipool_datapath::driver::Driver<pcipool_access::BarMap>,
+    pcipool_sim_datapath::driver::Driver<pcipool_access::BarMap>,
     pcipool_access::Segment,
     pcipool_access::DmaMapping,
 );
@@ -355,7 +355,7 @@ fn driver(
     borrow: &pcipool_access::Borrow,
     vector: Option<u16>,
 ) -> Session {
-    use pcipool_datapath::driver::{Driver, layout};
+    use pcipool_sim_datapath::driver::{Driver, layout};
     let seg = pool.segment("drv", layout::SEGMENT).expect("segment");
     let dma = borrow.map_for_dma(&seg).expect("DMA");
     let base = dma.device_addr();
@@ -403,7 +403,7 @@ fn interrupts_and_device_memory_reach_the_application_and_dropping_the_borrow_re
     use std::time::Duration;
 
     use pcipool_access::{Mode, Placement};
-    use pcipool_datapath::driver::layout;
+    use pcipool_sim_datapath::driver::layout;
 
     let dev = start();
     let pool = app(&dev, "n4");
@@ -466,7 +466,7 @@ fn interrupts_and_device_memory_reach_the_application_and_dropping_the_borrow_re
 #[test]
 fn a_device_writes_into_a_peers_exported_segment() {
     use pcipool_access::Mode;
-    use pcipool_datapath::driver::layout;
+    use pcipool_sim_datapath::driver::layout;
 
     let dev = start();
     let (n4, n3) = (app(&dev, "n4"), app(&dev, "n3"));

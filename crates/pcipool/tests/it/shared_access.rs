@@ -9,9 +9,9 @@ use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use pcipool_access::{AccessError, Config, Filter, Mode, Placement, Pool};
-use pcipool_datapath::driver::{BlockIo, Driver, SharedClient, layout};
-use pcipool_nvme::regs::CSTS;
 use pcipool_pool::schedule::DeviceClass;
+use pcipool_sim_datapath::driver::{BlockIo, Driver, SharedClient, layout};
+use pcipool_sim_nvme::regs::CSTS;
 
 use crate::cluster::{Cluster, Spec};
 
@@ -404,7 +404,7 @@ fn intruder_process() {
             &serde_json::json!({ "fdid": fdid, "host": host }),
         )
     };
-    let forged = pcipool_shm::window::Window::attach(
+    let forged = pcipool_sim_shm::window::Window::attach(
         Path::new(&env("SA_DIR")),
         "windows",
         0,
@@ -618,7 +618,7 @@ fn a_host_without_a_mapping_reaches_nothing_and_handles_fault_after_return() {
 /// fabric grants for the lease; when the lease ends at the controller the window goes with it.
 #[test]
 fn a_lent_device_is_driven_by_the_borrowers_native_driver_until_the_lease_ends() {
-    use pcipool_nvme::regs::{ADMIN_IDENTIFY, CNS_CONTROLLER};
+    use pcipool_sim_nvme::regs::{ADMIN_IDENTIFY, CNS_CONTROLLER};
 
     let c = Cluster::launch(&Spec {
         tokens: None,

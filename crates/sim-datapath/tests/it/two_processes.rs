@@ -1,12 +1,12 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use pcipool_datapath::SharedNvme;
-use pcipool_datapath::driver::{BlockIo, Driver, SharedClient, layout};
-use pcipool_nvme::regs::*;
-use pcipool_nvme::{Controller, Medium, RamMedium};
-use pcipool_shm::Region;
-use pcipool_shm::window::{Window, WindowTable};
+use pcipool_sim_datapath::SharedNvme;
+use pcipool_sim_datapath::driver::{BlockIo, Driver, SharedClient, layout};
+use pcipool_sim_nvme::regs::*;
+use pcipool_sim_nvme::{Controller, Medium, RamMedium};
+use pcipool_sim_shm::Region;
+use pcipool_sim_shm::window::{Window, WindowTable};
 
 /// Where the device sees the driver's segment (its DMA window).
 const DEVICE_BASE: u64 = 0x1_0000_0000;

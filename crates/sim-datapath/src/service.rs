@@ -24,9 +24,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use pcipool_nvme::Controller;
-use pcipool_shm::window::WindowTable;
-use pcipool_shm::{Region, ShmError};
+use pcipool_sim_nvme::Controller;
+use pcipool_sim_shm::window::WindowTable;
+use pcipool_sim_shm::{Region, ShmError};
 
 use crate::{FileMedium, SharedNvme};
 
@@ -120,7 +120,7 @@ pub enum Placement {
 }
 
 /// A window onto a region: what an application attaches to with
-/// [`pcipool_shm::window::Window::attach`].
+/// [`pcipool_sim_shm::window::Window::attach`].
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct WindowGrant {
     /// The window table's file name.
@@ -784,7 +784,7 @@ impl DataPath {
     /// # Errors
     /// No such device, or the medium failed.
     pub fn read_medium(&self, fdid: &str, lba: u64, buf: &mut [u8]) -> Result<(), DataPathError> {
-        use pcipool_nvme::Medium as _;
+        use pcipool_sim_nvme::Medium as _;
         let dev = self
             .devices
             .get(fdid)

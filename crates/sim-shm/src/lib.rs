@@ -8,12 +8,13 @@
 //! process may change.
 //!
 //! # Layout
-//! - [`map`]: the one module with unsafe code: the mapping and the raw accesses.
+//! - `map` (private): the one module with unsafe code: the mapping and the raw accesses, reached only
+//!   through the bounds-checked `Region` and window calls, so no safe function relies on its caller.
 //! - [`Region`], [`ShmError`]: the safe interface.
 //! - [`window`]: revocable windows onto a region (the fabric's view of a mapping).
 #![deny(missing_docs)]
 
-pub mod map;
+mod map;
 pub mod window;
 
 use std::path::{Path, PathBuf};

@@ -32,11 +32,6 @@ impl Mapping {
         self.map.len() as u64
     }
 
-    /// Always false for a mapping of a non-empty file.
-    pub fn is_empty(&self) -> bool {
-        self.map.len() == 0
-    }
-
     fn ptr(&self, at: usize) -> *mut u8 {
         // `wrapping_add` stays within the mapping because every caller passed `Region::check`.
         self.map.as_mut_ptr().wrapping_add(at)

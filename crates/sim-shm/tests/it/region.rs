@@ -1,4 +1,4 @@
-use pcipool_shm::{Region, ShmError};
+use pcipool_sim_shm::{Region, ShmError};
 
 #[test]
 fn two_mappings_of_one_region_see_each_others_stores() {

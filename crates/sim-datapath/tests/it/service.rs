@@ -3,11 +3,11 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use pcipool_datapath::driver::{Driver, DriverError, layout};
-use pcipool_datapath::service::{DataPath, DataPathError, Grant, Idle, Placement};
-use pcipool_nvme::regs::{CSTS, CSTS_RDY};
-use pcipool_shm::Region;
-use pcipool_shm::window::Window;
+use pcipool_sim_datapath::driver::{Driver, DriverError, layout};
+use pcipool_sim_datapath::service::{DataPath, DataPathError, Grant, Idle, Placement};
+use pcipool_sim_nvme::regs::{CSTS, CSTS_RDY};
+use pcipool_sim_shm::Region;
+use pcipool_sim_shm::window::Window;
 
 const DEV: &str = "n1:0000:03:00.0";
 
@@ -256,7 +256,7 @@ fn reconcile_ends_leases_the_controller_no_longer_holds_but_not_newer_ones() {
 /// it gives back can be had again.
 #[test]
 fn a_lease_cannot_take_every_window() {
-    use pcipool_datapath::service::WINDOWS_PER_LEASE;
+    use pcipool_sim_datapath::service::WINDOWS_PER_LEASE;
     let (_dir, mut dp) = service();
     let slots: Vec<u32> = (0..WINDOWS_PER_LEASE)
         .map(|_| dp.map_bar(8, DEV, "n2", APP).expect("window").slot)

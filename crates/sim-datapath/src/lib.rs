@@ -4,7 +4,7 @@
 //! moves data straight between the medium and the segments: no copy through any intermediary, as on a
 //! real NTB where the device's DMA crosses the fabric to the borrower's memory.
 //!
-//! A driver in another process writes the BAR through a [`pcipool_shm::window::Window`] (so the lender
+//! A driver in another process writes the BAR through a [`pcipool_sim_shm::window::Window`] (so the lender
 //! side can revoke it) and keeps its queues and buffers in its own segment.
 //!
 //! # Layout
@@ -23,9 +23,9 @@ pub mod wire;
 
 use std::path::Path;
 
-use pcipool_nvme::regs::{ACQ, AQA, ASQ, CAP, CC, CSTS, DOORBELLS, VS};
-use pcipool_nvme::{Controller, DmaFault, HostMemory, Medium};
-use pcipool_shm::{Region, ShmError};
+use pcipool_sim_nvme::regs::{ACQ, AQA, ASQ, CAP, CC, CSTS, DOORBELLS, VS};
+use pcipool_sim_nvme::{Controller, DmaFault, HostMemory, Medium};
+use pcipool_sim_shm::{Region, ShmError};
 
 /// BAR 0 size: registers and the doorbells of up to 256 queue pairs.
 pub const BAR_SIZE: u64 = 0x2000;

@@ -1,5 +1,5 @@
-use pcipool_shm::Region;
-use pcipool_shm::window::{Window, WindowTable};
+use pcipool_sim_shm::Region;
+use pcipool_sim_shm::window::{Window, WindowTable};
 
 #[test]
 fn a_closed_window_reads_all_ones_drops_writes_and_counts_faults() {

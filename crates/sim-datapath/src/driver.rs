@@ -10,8 +10,8 @@
 
 use std::time::{Duration, Instant};
 
-use pcipool_nvme::regs::*;
-use pcipool_shm::{Region, ShmError};
+use pcipool_sim_nvme::regs::*;
+use pcipool_sim_shm::{Region, ShmError};
 
 /// Register access to BAR 0: directly (the driver on the lender) or through a fabric window (a borrower).
 pub trait Bar {
@@ -36,7 +36,7 @@ impl Bar for Region {
     }
 }
 
-impl Bar for pcipool_shm::window::Window {
+impl Bar for pcipool_sim_shm::window::Window {
     fn read32(&self, offset: u64) -> Result<u32, ShmError> {
         self.read_u32(offset)
     }

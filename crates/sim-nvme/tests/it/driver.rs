@@ -1,5 +1,5 @@
-use pcipool_nvme::regs::*;
-use pcipool_nvme::{Controller, DmaFault, HostMemory, Medium, RamMedium};
+use pcipool_sim_nvme::regs::*;
+use pcipool_sim_nvme::{Controller, DmaFault, HostMemory, Medium, RamMedium};
 
 /// Host memory for the tests: one flat buffer at a base address; anything else faults.
 struct Ram {
