@@ -17,6 +17,7 @@ pub mod capacity;
 pub mod policy;
 pub mod schedule;
 pub mod state;
+pub mod transition;
 pub mod workflow;
 
 pub use audit::{AuditChain, AuditEntry, AuditError, AuditRecord};
