@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 /// Environment variable naming the `pciutils-tests` directory (the opt-in corpus lookup).
 pub const CORPUS_ENV: &str = "PCIPOOL_CORPUS";
 
-/// The `pciutils-tests` directory: `$PCIPOOL_CORPUS` when set, else the optional checkout of the shared
-/// material beside the repository (`../shared/corpus/pciutils-tests`, found by walking up from this crate).
+/// The `pciutils-tests` directory: `$PCIPOOL_CORPUS` when set, else an optional checkout of the
+/// corpus beside the repository (`shared/corpus/pciutils-tests`, optional, found walking up from here).
 ///
 /// # Errors
 /// `Ok(None)` when neither is there (the caller skips, saying so); an error when `$PCIPOOL_CORPUS` is set
