@@ -156,7 +156,7 @@ impl<S: Store> Controller<S> {
                 }
                 // The fabric's disconnect that follows cuts the borrower off whatever state it is in.
                 Err(e) if journal.returning() && step.side() == Side::Borrower => {
-                    tracing::warn!(?step, kind = ?e.kind, error = %e.message, "borrower-side teardown passed over");
+                    tracing::info!(?step, kind = ?e.kind, error = %e.message, "borrower-side teardown passed over");
                     journal.steps[i].status = StepStatus::Skipped(e.message);
                     journal.steps[i].error_kind = Some(e.kind);
                     version = Some(self.store.put_workflow_progress(
@@ -167,7 +167,7 @@ impl<S: Store> Controller<S> {
                     continue;
                 }
                 Err(e) => {
-                    tracing::warn!(?step, kind = ?e.kind, error = %e.message, "step failed");
+                    tracing::info!(?step, kind = ?e.kind, error = %e.message, "step failed");
                     let why = e.message;
                     journal.steps[i].status = StepStatus::Failed(why.clone());
                     journal.steps[i].error_kind = Some(e.kind);

@@ -83,7 +83,21 @@ fn broken_pipe(err: &anyhow::Error) -> bool {
     })
 }
 
+/// Structured logs to stderr (stdout stays the commands' output): `PCIPOOL_LOG` filters them
+/// (`info`, `pcipool_controller=debug`, ...), warnings and errors by default.
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PCIPOOL_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    // A second initialisation (there is none) would only be refused; nothing to report.
+    let _already_set = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}
+
 fn main() -> ExitCode {
+    init_logging();
     match run() {
         Ok(code) => code,
         Err(err) if broken_pipe(&err) => ExitCode::SUCCESS,
