@@ -17,9 +17,11 @@
 //! - [`runtime`]: [`Agent`], one host's agent, and the [`Reporter`] of its devices.
 //! - [`server`]: the agent's HTTP routes.
 //! - [`simulated`]: [`SimulatedHost`], a host whose hardware is the simulated fabric's process.
+//! - [`process`]: `pcipool agent` as a process (listener, heartbeats, shutdown).
 #![deny(missing_docs)]
 
 pub mod local;
+pub mod process;
 pub mod runner;
 pub mod runtime;
 pub mod server;

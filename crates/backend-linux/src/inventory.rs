@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use pcipool_backend::{
     BlockDevice, DeviceRecord, HostInventory, Inventory, KernelLink, ResetMethodSource, SriovState,
 };
-use pcipool_ids::PciIds;
+use pcipool_describe::PciIds;
 use pcipool_pcie::{Bdf, BusPosition, DeviceFacts, KnownSizes, ResetMethod};
 
 use crate::procfs::{self, Mount};

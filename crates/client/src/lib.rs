@@ -6,7 +6,10 @@
 //! - [`Client`]: one server and token; typed calls per route, plus [`Client::get`]/[`Client::post`]
 //!   for other pcipool-style services (the fabric's data path).
 //! - [`ClientError`]: what failed, with the server's stable code when it answered.
+//! - [`text`]: how the answers read as text (the CLI's tables).
 #![deny(missing_docs)]
+
+pub mod text;
 
 use std::time::Duration;
 

@@ -34,7 +34,7 @@ impl ClassCode {
     }
 
     /// Built-in name of the (base, sub) pair, falling back to the base-class name. `None` for unknown classes.
-    /// A full `pci.ids` lookup (crate `pcipool-ids`) may give finer names; these are enough without it.
+    /// A full `pci.ids` lookup (crate `pcipool-describe`) may give finer names; these are enough without it.
     pub fn name(self) -> Option<&'static str> {
         CLASS_NAMES
             .iter()

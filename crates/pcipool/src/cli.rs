@@ -1,13 +1,14 @@
-//! Command-line surface: clap derive, parsed into a validated [`Command`] before any work starts.
+//! Command-line surface (clap derive). Arguments parse straight into the domain's types (addresses,
+//! fabric device ids, node ids, access models, suites), so a bad value is a usage error (exit 2) before
+//! any work starts, with clap's message naming the argument.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand, ValueEnum};
+use pcipool_fabric::{Fdid, NodeId};
 use pcipool_pcie::Bdf;
-
-mod validated;
-
-pub use validated::{ClientCall, Command, UsageError};
+use pcipool_pool::schedule::DeviceClass;
+use pcipool_qualify::AccessModel;
 
 /// Exit codes, shown in `--help` and in docs/cli.md.
 pub const EXIT_CODES: &str = "\
@@ -64,7 +65,7 @@ pub enum CliCommand {
     /// Show everything pcipool decodes about one function of this host.
     Inspect {
         /// PCI address, e.g. 0000:03:00.0 or 03:00.0.
-        bdf: String,
+        bdf: Bdf,
         #[command(flatten)]
         host: HostArgs,
         /// Output format.
@@ -81,36 +82,7 @@ pub enum CliCommand {
     },
     /// Decide, per device and access model, whether it may be pooled, and say why. Exit code: 0 when
     /// everything asked for passes (warnings allowed), 1 on warnings with --strict, 2 on failures.
-    Qualify {
-        /// Devices to qualify (default: every function).
-        bdfs: Vec<String>,
-        /// Access models to judge (repeatable; default: lend, vf and shared).
-        #[arg(long = "model", value_name = "lend|vf|shared")]
-        models: Vec<String>,
-        /// NTB adapter profile: a built-in name or a TOML file.
-        #[arg(long, value_name = "FILE|NAME", default_value = "dolphin-pxh830-32g")]
-        adapter_profile: String,
-        /// The borrower's modules.alias, or its /lib/modules/<release> directory.
-        #[arg(long, value_name = "PATH")]
-        borrower_modules: Option<PathBuf>,
-        /// DMA window the borrower will ask for (e.g. 256M, 1G).
-        #[arg(long, value_name = "SIZE", default_value = "256M")]
-        dma_window: String,
-        /// Pool policy file (TOML) with [[override]] entries.
-        #[arg(long, value_name = "FILE")]
-        policy: Option<PathBuf>,
-        /// The lender's NTB adapter, when it is not bound to an ntb_hw_* driver.
-        #[arg(long, value_name = "BDF")]
-        ntb_adapter: Option<String>,
-        #[command(flatten)]
-        host: HostArgs,
-        /// Report format.
-        #[arg(long, short, value_enum, default_value_t)]
-        output: crate::qualify_cmd::ReportFormat,
-        /// Treat warnings as failures of the run (exit 1).
-        #[arg(long)]
-        strict: bool,
-    },
+    Qualify(QualifyArgs),
     /// The simulated fabric: inspect it, or drive a seeded workload of leases and faults against it.
     Sim {
         /// What to do.
@@ -119,80 +91,50 @@ pub enum CliCommand {
     },
     /// Start the controller with a SQLite store and the simulated 4-host lab (agents in-process), serving
     /// the HTTP API; prints the address, an admin token and example commands.
-    Dev {
-        /// Where the store and admin.token live (default: a fresh temp directory).
-        #[arg(long, value_name = "DIR")]
-        data_dir: Option<PathBuf>,
-        /// Address to listen on.
-        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7070")]
-        listen: String,
-        /// Fabric description (default: the built-in lab).
-        #[arg(long, value_name = "FILE")]
-        fabric: Option<PathBuf>,
-    },
+    Dev(DevArgs),
     /// Run the controller: SQLite store in --data-dir, HTTP API, hosts reached through their agents
     /// (`pcipool agent`). Without --tokens it writes admin.token and agent.token into the data directory.
-    Server {
-        /// Where the store (pool.db) and generated tokens live.
-        #[arg(long, value_name = "DIR")]
-        data_dir: PathBuf,
-        /// Address to listen on.
-        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7070")]
-        listen: String,
-        /// Fabric description: the hosts, adapters and links (default: the built-in 4-host lab).
-        #[arg(long, value_name = "FILE")]
-        fabric: Option<PathBuf>,
-        /// Token file (TOML [[token]] entries with name, role and token).
-        #[arg(long, value_name = "FILE")]
-        tokens: Option<PathBuf>,
-        /// Pool policy (TOML: tenants, quotas, lease caps, maintenance windows, overrides).
-        #[arg(long, value_name = "FILE")]
-        policy: Option<PathBuf>,
-        /// Seconds without a heartbeat before a host's agent counts as lost.
-        #[arg(long, value_name = "SECS", default_value_t = 5)]
-        agent_timeout: u64,
-        /// The fabric manager that carries out fabric steps (map, unmap): for the simulated fabric, the
-        /// `pcipool sim serve` address.
-        #[arg(long, value_name = "URL")]
-        fabric_url: Option<String>,
-    },
+    Server(ServerArgs),
     /// Run a host's agent: reports the host's devices to the controller, carries out workflow steps
     /// (refusing stale fencing epochs) and heartbeats the leases the host borrows.
-    Agent {
-        /// The host this agent runs on (node id, e.g. n1).
-        #[arg(long, value_name = "NODE")]
-        node: String,
-        /// The simulated fabric process (`pcipool sim serve`) that plays this host's hardware.
-        #[arg(long, value_name = "URL")]
-        fabric_url: String,
-        /// Address the agent listens on for the controller's step calls.
-        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
-        listen: String,
-        /// Heartbeat interval, milliseconds.
-        #[arg(long, value_name = "MS", default_value_t = 1000)]
-        heartbeat_ms: u64,
-        #[command(flatten)]
-        api: ApiArgs,
+    Agent(AgentArgs),
+    /// The pool's API: borrow, release, leases, devices, hosts, drains, workflows, audit.
+    #[command(flatten)]
+    Client(ClientCommand),
+    /// Prove a pool before trusting it: run validation suites against the simulated lab and write a
+    /// report. Exit code 1 when any check fails.
+    Validate(ValidateArgs),
+    /// Benchmarks that print ratios measured side by side in one run.
+    Bench {
+        /// Which benchmark.
+        #[command(subcommand)]
+        which: BenchCommand,
     },
+}
+
+/// Commands that talk to the controller's API ($PCIPOOL_URL with $PCIPOOL_TOKEN).
+#[derive(Debug, Subcommand)]
+pub enum ClientCommand {
     /// Borrow devices from the pool (talks to $PCIPOOL_URL with $PCIPOOL_TOKEN).
+    #[command(group(clap::ArgGroup::new("what").required(true).multiple(true).args(["class", "device"])))]
     Borrow {
         #[command(flatten)]
         api: ApiArgs,
         /// Device class: nvme, gpu, nic, fpga.
         #[arg(long)]
-        class: Option<String>,
+        class: Option<DeviceClass>,
         /// One specific device (fabric device id, e.g. n1:0000:03:00.0).
         #[arg(long, value_name = "FDID")]
-        device: Option<String>,
+        device: Option<Fdid>,
         /// Borrower host (node id, e.g. n3).
         #[arg(long, value_name = "NODE")]
-        host: String,
+        host: NodeId,
         /// How many (all or nothing).
         #[arg(long, default_value_t = 1)]
         count: u32,
         /// Access model: lend, vf or shared.
         #[arg(long, default_value = "lend")]
-        model: String,
+        model: AccessModel,
         /// Lease duration in seconds.
         #[arg(long)]
         duration: Option<u64>,
@@ -243,7 +185,7 @@ pub enum CliCommand {
         #[command(flatten)]
         api: ApiArgs,
         /// Device (fabric device id) or host (node id, e.g. n1).
-        fdid: String,
+        target: DeviceOrHost,
         /// Give it back to the lender's own use instead of maintenance.
         #[arg(long)]
         local: bool,
@@ -253,7 +195,7 @@ pub enum CliCommand {
         #[command(flatten)]
         api: ApiArgs,
         /// Device (fabric device id) or host (node id).
-        fdid: String,
+        target: DeviceOrHost,
     },
     /// Quarantined devices.
     Quarantine {
@@ -273,60 +215,148 @@ pub enum CliCommand {
         #[command(subcommand)]
         which: AuditCommand,
     },
-    /// Prove a pool before trusting it: run validation suites against the simulated lab and write a
-    /// report. Exit code 1 when any check fails.
-    Validate {
-        /// Suites to run (repeatable): cycles, reset, rebind, load, isolation, recovery, datapath
-        /// (default: all).
-        #[arg(long = "suite", value_name = "NAME")]
-        suites: Vec<String>,
-        /// Profile: `short` (3 cycles per device and model; what CI runs) or `long` (200: thousands of
-        /// cycles on the lab).
-        #[arg(long, default_value = "short", value_parser = ["short", "long"])]
-        profile: String,
-        /// Assign/release cycles per device and access model (overrides the profile's).
-        #[arg(long)]
-        cycles: Option<u32>,
-        /// Only these devices (repeatable; fabric device ids).
-        #[arg(long = "device", value_name = "FDID")]
-        devices: Vec<String>,
-        /// Only the devices of these hosts (repeatable; node ids).
-        #[arg(long = "host", value_name = "NODE")]
-        hosts: Vec<String>,
-        /// Seed of the simulated run (the report records it; the same seed repeats the run).
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
-        /// Fabric description (default: the built-in 4-host lab).
-        #[arg(long, value_name = "FILE")]
-        fabric: Option<PathBuf>,
-        /// Pool policy file.
-        #[arg(long, value_name = "FILE")]
-        policy: Option<PathBuf>,
-        /// Write the report to FILE.json (JSON) or FILE.html (a self-contained page); repeatable.
-        #[arg(long = "report", value_name = "FILE")]
-        reports: Vec<PathBuf>,
-        /// Validate a running simulated pool instead of the embedded lab: its fabric's URL (`pcipool sim
-        /// serve`); the controller is $PCIPOOL_URL with an operator token in $PCIPOOL_TOKEN.
-        #[arg(long, value_name = "URL")]
-        fabric_url: Option<String>,
-        /// A tenant token that does not own the suites' leases (the isolation suite tries to release them
-        /// with it); needed to run isolation against a running pool.
-        #[arg(
-            long,
-            value_name = "TOKEN",
-            env = "PCIPOOL_INTRUDER_TOKEN",
-            hide_env_values = true
-        )]
-        intruder_token: Option<String>,
-        #[command(flatten)]
-        api: ApiArgs,
-    },
-    /// Benchmarks that print ratios measured side by side in one run.
-    Bench {
-        /// Which benchmark.
-        #[command(subcommand)]
-        which: BenchCommand,
-    },
+}
+
+/// `pcipool qualify`.
+#[derive(Debug, clap::Args)]
+pub struct QualifyArgs {
+    /// Devices to qualify (default: every function).
+    pub bdfs: Vec<Bdf>,
+    /// Access models to judge (repeatable; default: lend, vf and shared).
+    #[arg(long = "model", value_name = "lend|vf|shared")]
+    pub models: Vec<AccessModel>,
+    /// NTB adapter profile: a built-in name or a TOML file.
+    #[arg(long, value_name = "FILE|NAME", default_value = "dolphin-pxh830-32g")]
+    pub adapter_profile: String,
+    /// The borrower's modules.alias, or its /lib/modules/<release> directory.
+    #[arg(long, value_name = "PATH")]
+    pub borrower_modules: Option<PathBuf>,
+    /// DMA window the borrower will ask for (e.g. 256M, 1G).
+    #[arg(long, value_name = "SIZE", default_value = "256M", value_parser = pcipool_describe::text::parse_size)]
+    pub dma_window: u64,
+    /// Pool policy file (TOML) with [[override]] entries.
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+    /// The lender's NTB adapter, when it is not bound to an ntb_hw_* driver.
+    #[arg(long, value_name = "BDF")]
+    pub ntb_adapter: Option<Bdf>,
+    #[command(flatten)]
+    pub host: HostArgs,
+    /// Report format.
+    #[arg(long, short, value_enum, default_value_t)]
+    pub output: crate::qualify_cmd::ReportFormat,
+    /// Treat warnings as failures of the run (exit 1).
+    #[arg(long)]
+    pub strict: bool,
+}
+
+/// `pcipool validate`.
+#[derive(Debug, clap::Args)]
+pub struct ValidateArgs {
+    /// Suites to run (repeatable): cycles, reset, rebind, load, isolation, recovery, datapath
+    /// (default: all).
+    #[arg(long = "suite", value_name = "NAME")]
+    pub suites: Vec<pcipool_validate::Suite>,
+    /// Profile: `short` (3 cycles per device and model; what CI runs) or `long` (200: thousands of
+    /// cycles on the lab).
+    #[arg(long, value_enum, default_value_t = Profile::Short)]
+    pub profile: Profile,
+    /// Assign/release cycles per device and access model (overrides the profile's).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub cycles: Option<u32>,
+    /// Only these devices (repeatable; fabric device ids).
+    #[arg(long = "device", value_name = "FDID")]
+    pub devices: Vec<Fdid>,
+    /// Only the devices of these hosts (repeatable; node ids).
+    #[arg(long = "host", value_name = "NODE")]
+    pub hosts: Vec<NodeId>,
+    /// Seed of the simulated run (the report records it; the same seed repeats the run).
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Fabric description (default: the built-in 4-host lab).
+    #[arg(long, value_name = "FILE")]
+    pub fabric: Option<PathBuf>,
+    /// Pool policy file.
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+    /// Write the report to FILE.json (JSON) or FILE.html (a self-contained page); repeatable.
+    #[arg(long = "report", value_name = "FILE", value_parser = report_path)]
+    pub reports: Vec<PathBuf>,
+    /// Validate a running simulated pool instead of the embedded lab: its fabric's URL (`pcipool sim
+    /// serve`); the controller is $PCIPOOL_URL with an operator token in $PCIPOOL_TOKEN.
+    #[arg(long, value_name = "URL")]
+    pub fabric_url: Option<String>,
+    /// A tenant token that does not own the suites' leases (the isolation suite tries to release them
+    /// with it); needed to run isolation against a running pool.
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "PCIPOOL_INTRUDER_TOKEN",
+        hide_env_values = true
+    )]
+    pub intruder_token: Option<String>,
+    #[command(flatten)]
+    pub api: ApiArgs,
+}
+
+/// `pcipool server`.
+#[derive(Debug, clap::Args)]
+pub struct ServerArgs {
+    /// Where the store (pool.db) and generated tokens live.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: PathBuf,
+    /// Address to listen on.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7070")]
+    pub listen: String,
+    /// Fabric description: the hosts, adapters and links (default: the built-in 4-host lab).
+    #[arg(long, value_name = "FILE")]
+    pub fabric: Option<PathBuf>,
+    /// Token file (TOML [[token]] entries with name, role and token).
+    #[arg(long, value_name = "FILE")]
+    pub tokens: Option<PathBuf>,
+    /// Pool policy (TOML: tenants, quotas, lease caps, maintenance windows, overrides).
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+    /// Seconds without a heartbeat before a host's agent counts as lost.
+    #[arg(long, value_name = "SECS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
+    pub agent_timeout: u64,
+    /// The fabric manager that carries out fabric steps (map, unmap): for the simulated fabric, the
+    /// `pcipool sim serve` address.
+    #[arg(long, value_name = "URL")]
+    pub fabric_url: Option<String>,
+}
+
+/// `pcipool agent`.
+#[derive(Debug, clap::Args)]
+pub struct AgentArgs {
+    /// The host this agent runs on (node id, e.g. n1).
+    #[arg(long, value_name = "NODE")]
+    pub node: NodeId,
+    /// The simulated fabric process (`pcipool sim serve`) that plays this host's hardware.
+    #[arg(long, value_name = "URL")]
+    pub fabric_url: String,
+    /// Address the agent listens on for the controller's step calls.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
+    pub listen: String,
+    /// Heartbeat interval, milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub heartbeat_ms: u64,
+    #[command(flatten)]
+    pub api: ApiArgs,
+}
+
+/// `pcipool dev`.
+#[derive(Debug, clap::Args)]
+pub struct DevArgs {
+    /// Where the store and admin.token live (default: a fresh temp directory).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Address to listen on.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7070")]
+    pub listen: String,
+    /// Fabric description (default: the built-in lab).
+    #[arg(long, value_name = "FILE")]
+    pub fabric: Option<PathBuf>,
 }
 
 /// Where the API is.
@@ -397,7 +427,7 @@ pub enum DeviceCommand {
         #[command(flatten)]
         api: ApiArgs,
         /// Device (fabric device id, e.g. n1:0000:03:00.0).
-        fdid: String,
+        fdid: Fdid,
         /// Output format.
         #[arg(long, short, value_enum, default_value_t)]
         output: OutputFormat,
@@ -419,8 +449,8 @@ pub enum QuarantineCommand {
     Clear {
         #[command(flatten)]
         api: ApiArgs,
-        /// Device.
-        fdid: String,
+        /// Device (fabric device id), or every quarantined device of a host (node id).
+        target: DeviceOrHost,
     },
 }
 
@@ -505,9 +535,9 @@ pub enum SimCommand {
         /// Fabric description (TOML); default: the built-in 4-host lab.
         #[arg(long, value_name = "FILE")]
         fabric: Option<PathBuf>,
-        /// Seed (default: $PCIPOOL_SIM_SEED, else 1).
-        #[arg(long)]
-        seed: Option<u64>,
+        /// Seed.
+        #[arg(long, env = "PCIPOOL_SIM_SEED", default_value_t = 1)]
+        seed: u64,
         /// Steps.
         #[arg(long, default_value_t = 10_000)]
         steps: u64,
@@ -524,33 +554,20 @@ pub enum SimCommand {
         /// Fabric description (TOML); default: the built-in 4-host lab.
         #[arg(long, value_name = "FILE")]
         fabric: Option<PathBuf>,
-        /// Seed (default: $PCIPOOL_SIM_SEED, else 1).
-        #[arg(long)]
-        seed: Option<u64>,
+        /// Seed.
+        #[arg(long, env = "PCIPOOL_SIM_SEED", default_value_t = 1)]
+        seed: u64,
         /// Steps.
         #[arg(long, default_value_t = 10_000)]
         steps: u64,
         /// Faults to inject: all, none, or a comma list (crash, link, hang, reset-fail, surprise-remove,
         /// unbind-hang, slow, stray-dma).
         #[arg(long, default_value = "all")]
-        faults: String,
+        faults: pcipool_sim::run::FaultSet,
         /// Output format.
         #[arg(long, short, value_enum, default_value_t)]
         output: OutputFormat,
     },
-}
-
-/// The seed: the flag, else `$PCIPOOL_SIM_SEED`, else 1.
-fn sim_seed(seed: Option<u64>) -> Result<u64, UsageError> {
-    match seed {
-        Some(s) => Ok(s),
-        None => match std::env::var("PCIPOOL_SIM_SEED") {
-            Ok(v) => v
-                .parse()
-                .map_err(|_| UsageError(format!("PCIPOOL_SIM_SEED='{v}' is not a number"))),
-            Err(_) => Ok(1),
-        },
-    }
 }
 
 /// Which faults the whole-system simulation injects.
@@ -570,8 +587,8 @@ pub enum BenchCommand {
     /// (through a fabric window), and by 2 and 4 hosts sharing it (each its own window and queue pair),
     /// interleaved; prints IOPS, MB/s, latency percentiles and the lent/local ratios.
     Datapath {
-        /// I/Os per cell (pattern, depth, kind, mode), in 5 interleaved rounds.
-        #[arg(long, default_value_t = 20_000)]
+        /// I/Os per cell (pattern, depth, kind, mode), in 7 interleaved rounds.
+        #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(7..))]
         ios: u64,
     },
     /// Durable borrow+release cycles per second through the HTTP API (in-process server, real clients).
@@ -580,7 +597,7 @@ pub enum BenchCommand {
         #[arg(long, value_name = "FILE")]
         fabric: Option<PathBuf>,
         /// Concurrent clients.
-        #[arg(long, default_value_t = 8)]
+        #[arg(long, default_value_t = 8, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1024))]
         clients: usize,
         /// Cycles in total.
         #[arg(long, default_value_t = 2000)]
@@ -613,13 +630,126 @@ pub enum BenchCommand {
     /// `pcipool decode` against `lspci -F ... -vvv` on the same file of N dumps, as whole processes.
     Decode {
         /// Dumps in the generated file.
-        #[arg(long, default_value_t = 1000)]
+        #[arg(long, default_value_t = 1000, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=100_000))]
         dumps: usize,
         /// Timed rounds per tool (alternating, the median is reported).
-        #[arg(long, default_value_t = 15)]
+        #[arg(long, default_value_t = 15, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1000))]
         rounds: usize,
         /// Write the generated dump file here and keep it (to rerun either tool by hand).
         #[arg(long, value_name = "PATH")]
         keep_file: Option<PathBuf>,
     },
+}
+
+/// How long the validation suites run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Profile {
+    /// 3 cycles per device and model: what CI runs.
+    Short,
+    /// 200 cycles per device and model: thousands of cycles on the lab.
+    Long,
+}
+
+impl Profile {
+    /// Cycles per device and model.
+    pub fn cycles(self) -> u32 {
+        match self {
+            Self::Short => 3,
+            Self::Long => 200,
+        }
+    }
+}
+
+/// A device, or every device of a host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceOrHost {
+    /// One device.
+    Device(Fdid),
+    /// Every device of this host.
+    Host(NodeId),
+}
+
+impl std::str::FromStr for DeviceOrHost {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if let Ok(node) = s.parse() {
+            return Ok(Self::Host(node));
+        }
+        s.parse()
+            .map(Self::Device)
+            .map_err(|e| format!("neither a node id (n1) nor a fabric device id: {e}"))
+    }
+}
+
+impl std::fmt::Display for DeviceOrHost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Device(fdid) => fdid.fmt(f),
+            Self::Host(node) => node.fmt(f),
+        }
+    }
+}
+
+/// A report file: its name says the format.
+fn report_path(text: &str) -> Result<PathBuf, String> {
+    let path = PathBuf::from(text);
+    match path.extension().and_then(|e| e.to_str()) {
+        Some("json" | "html") => Ok(path),
+        _ => Err(format!("{text}: the file must end in .json or .html")),
+    }
+}
+
+impl HostArgs {
+    /// The host's roots: procfs defaults to `proc` beside a non-default sysfs root.
+    pub fn paths(&self) -> pcipool_backend_linux::HostPaths {
+        let proc = match &self.proc_root {
+            Some(p) => p.clone(),
+            None if self.sysfs_root == Path::new("/sys") => PathBuf::from("/proc"),
+            None => self
+                .sysfs_root
+                .parent()
+                .map_or_else(|| PathBuf::from("/proc"), |p| p.join("proc")),
+        };
+        pcipool_backend_linux::HostPaths {
+            sys: self.sysfs_root.clone(),
+            proc,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn a_bad_address_is_refused_by_the_parser() {
+        let e = Cli::try_parse_from(["pcipool", "inspect", "zz:zz"]).expect_err("refused");
+        assert_eq!(e.kind(), clap::error::ErrorKind::ValueValidation);
+    }
+
+    #[test]
+    fn proc_root_defaults_beside_fake_sysfs() {
+        let cli = Cli::parse_from(["pcipool", "inventory", "--sysfs-root", "/tmp/x/sys"]);
+        let CliCommand::Inventory { host, .. } = cli.command else {
+            panic!("inventory command expected");
+        };
+        assert_eq!(host.paths().proc, PathBuf::from("/tmp/x/proc"));
+    }
+
+    #[test]
+    fn a_target_is_a_host_or_a_device() {
+        assert!(matches!("n1".parse(), Ok(DeviceOrHost::Host(_))));
+        assert!(matches!(
+            "n1:0000:03:00.0".parse(),
+            Ok(DeviceOrHost::Device(_))
+        ));
+        let _refused = "what".parse::<DeviceOrHost>().expect_err("neither");
+    }
 }

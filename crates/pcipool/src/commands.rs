@@ -7,77 +7,150 @@ use std::process::ExitCode;
 use anyhow::Context;
 use pcipool_backend::Inventory;
 use pcipool_backend_linux::{HostPaths, LinuxHost};
-use pcipool_ids::PciIds;
+use pcipool_describe::PciIds;
+use pcipool_pcie::Bdf;
 use pcipool_pcie::dump::parse_dump;
-use pcipool_pcie::{Bdf, DeviceFacts, ResetMethod};
 use serde::Serialize;
 
-use crate::cli::{Command, OutputFormat};
-use crate::{BadInput, NotFound, bench, render};
+use std::time::Duration;
 
-/// Runs a validated command.
+use pcipool_agent::process::AgentProcess;
+use pcipool_serve::server::ServerConfig;
+use pcipool_sim_server::process::FabricProcess;
+use pcipool_validate::session::{Remote, Session};
+
+use crate::cli::{BenchCommand, CliCommand, OutputFormat, SimCommand, SystemFaults};
+use crate::{BadInput, NotFound, serve_cmd, sim_cmd};
+
+/// Runs one command.
 ///
 /// # Errors
 /// Whatever the command fails with; the caller maps it to an exit code.
-pub fn execute(command: Command) -> anyhow::Result<ExitCode> {
+pub fn execute(command: CliCommand) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Inventory { sys, proc, output } => inventory(&HostPaths { sys, proc }, output),
-        Command::Inspect {
-            bdf,
-            sys,
-            proc,
-            output,
-        } => inspect(&HostPaths { sys, proc }, bdf, output),
-        Command::Decode { file, output } => decode(&file, output),
-        Command::Qualify(options) => crate::qualify_cmd::run(&options),
-        Command::Dev {
-            data_dir,
-            listen,
-            fabric,
-        } => crate::dev::run(data_dir, &listen, fabric.as_deref()),
-        Command::Server(options) => crate::server::run(&options),
-        Command::Validate(options) => crate::validate_cmd::run(&options),
-        Command::Agent(options) => crate::agent::run(&options),
-        Command::SimServe(o) => crate::sim_serve::run(&o),
-        Command::Client { url, token, call } => crate::client_cmd::run(&url, &token, call),
-        Command::SimInventory { fabric, output } => {
-            crate::sim_cmd::inventory(fabric.as_deref(), output)
+        CliCommand::Inventory { host, output } => inventory(&host.paths(), output),
+        CliCommand::Inspect { bdf, host, output } => inspect(&host.paths(), bdf, output),
+        CliCommand::Decode { file, output } => decode(&file, output),
+        CliCommand::Qualify(args) => crate::qualify_cmd::run(&args),
+        CliCommand::Dev(args) => {
+            serve_cmd::dev(args.data_dir, &args.listen, args.fabric.as_deref())
         }
-        Command::SimRun {
-            fabric,
-            seed,
-            steps,
-            faults,
-            output,
-        } => crate::sim_cmd::sim_run(fabric.as_deref(), seed, steps, &faults, output),
-        Command::SystemRun {
-            fabric,
-            seed,
-            steps,
-            faults,
-            mutant,
-        } => crate::sim_cmd::system_run(fabric.as_deref(), seed, steps, faults, mutant),
-        Command::BenchSim { fabric } => crate::sim_cmd::bench(fabric.as_deref()),
-        Command::BenchDatapath { ios } => crate::bench::datapath(ios),
-        Command::BenchRestart { leases, audit } => {
-            crate::bench_control::bench_restart(leases, audit)
+        CliCommand::Server(a) => serve_cmd::server(
+            &ServerConfig {
+                data_dir: a.data_dir,
+                fabric: a.fabric,
+                tokens: a.tokens,
+                policy: a.policy,
+                agent_timeout: Duration::from_secs(a.agent_timeout),
+                fabric_url: a.fabric_url,
+            },
+            &a.listen,
+        ),
+        CliCommand::Agent(a) => serve_cmd::agent(AgentProcess {
+            node: a.node,
+            fabric_url: a.fabric_url,
+            listen: a.listen,
+            heartbeat: Duration::from_millis(a.heartbeat_ms),
+            controller: a.api.url,
+            token: a.api.token,
+            secret: String::new(),
+        }),
+        CliCommand::Validate(a) => {
+            let session = Session {
+                cycles: a.cycles.unwrap_or_else(|| a.profile.cycles()),
+                suites: a.suites,
+                profile: format!("{:?}", a.profile).to_lowercase(),
+                devices: a.devices,
+                hosts: a.hosts,
+                seed: a.seed,
+                fabric: a.fabric,
+                policy: serve_cmd::policy(a.policy.as_deref())?,
+                remote: a.fabric_url.map(|fabric_url| Remote {
+                    url: a.api.url,
+                    token: a.api.token,
+                    fabric_url,
+                    intruder_token: a.intruder_token,
+                }),
+                scratch: std::env::temp_dir()
+                    .join(format!("pcipool-validate-{}", std::process::id())),
+            };
+            crate::validate_cmd::run(&session, &a.reports)
         }
-        Command::BenchApi {
-            fabric,
-            clients,
-            cycles,
-        } => crate::bench_control::bench(fabric.as_deref(), clients, cycles),
-        Command::BenchSchedule { fabric, decisions } => {
-            crate::sim_cmd::bench_schedule(fabric.as_deref(), decisions)
+        CliCommand::Sim { which } => match which {
+            SimCommand::Serve {
+                fabric,
+                listen,
+                controller,
+                controller_token_file,
+                datapath_dir,
+            } => serve_cmd::sim_serve(FabricProcess {
+                desc: sim_cmd::load(fabric.as_deref())?.desc,
+                listen,
+                controller,
+                controller_token_file,
+                datapath_dir,
+            }),
+            SimCommand::Inventory { fabric, output } => {
+                sim_cmd::inventory(fabric.as_deref(), output)
+            }
+            SimCommand::Run {
+                fabric,
+                seed,
+                steps,
+                faults,
+                mutant,
+            } => sim_cmd::system_run(
+                fabric.as_deref(),
+                seed,
+                steps,
+                faults == SystemFaults::All,
+                mutant,
+            ),
+            SimCommand::FabricRun {
+                fabric,
+                seed,
+                steps,
+                faults,
+                output,
+            } => sim_cmd::fabric_run(fabric.as_deref(), seed, steps, &faults, output),
+        },
+        CliCommand::Bench { which } => {
+            let report = match which {
+                BenchCommand::Datapath { ios } => pcipool_bench::datapath::run(ios),
+                BenchCommand::Api {
+                    fabric,
+                    clients,
+                    cycles,
+                } => pcipool_bench::api::run(fabric.as_deref(), clients, cycles),
+                BenchCommand::Restart { leases, audit } => {
+                    pcipool_bench::restart::run(leases, audit)
+                }
+                BenchCommand::Schedule { fabric, decisions } => {
+                    pcipool_bench::fabric::schedule(fabric.as_deref(), decisions)
+                }
+                BenchCommand::Sim { fabric } => pcipool_bench::fabric::load(fabric.as_deref()),
+                BenchCommand::Decode {
+                    dumps,
+                    rounds,
+                    keep_file,
+                } => {
+                    let exe = std::env::current_exe().context("locating the pcipool binary")?;
+                    pcipool_bench::decode::run(&exe, dumps, rounds, keep_file.as_deref())
+                }
+            };
+            emit(&report.map_err(|e| match e {
+                pcipool_bench::BenchError::Fabric(e @ pcipool_sim::LoadError::Invalid { .. }) => {
+                    BadInput(e.to_string()).into()
+                }
+                other => anyhow::Error::new(other),
+            })?)?;
+            Ok(ExitCode::SUCCESS)
         }
-        Command::BenchDecode {
-            dumps,
-            rounds,
-            keep_file,
-        } => bench::decode(dumps, rounds, keep_file.as_deref()),
+        CliCommand::Client(command) => crate::client_cmd::run(command),
     }
 }
 
+/// Prints `text` to stdout.
 pub fn emit(text: &str) -> anyhow::Result<()> {
     let mut stdout = std::io::stdout().lock();
     stdout
@@ -86,7 +159,8 @@ pub fn emit(text: &str) -> anyhow::Result<()> {
     stdout.flush().context("writing to stdout")
 }
 
-fn emit_json(value: &impl Serialize) -> anyhow::Result<()> {
+/// Prints `value` as pretty JSON.
+pub fn emit_json(value: &impl Serialize) -> anyhow::Result<()> {
     let mut text = serde_json::to_string_pretty(value).context("serialising JSON")?;
     text.push('\n');
     emit(&text)
@@ -102,7 +176,10 @@ fn inventory(paths: &HostPaths, output: OutputFormat) -> anyhow::Result<ExitCode
     let inv = read_host(paths)?;
     match output {
         OutputFormat::Json => emit_json(&inv)?,
-        OutputFormat::Table => emit(&render::inventory_table(PciIds::system(), &inv))?,
+        OutputFormat::Table => emit(&pcipool_describe::text::inventory_table(
+            PciIds::system(),
+            &inv,
+        ))?,
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -119,22 +196,11 @@ fn inspect(paths: &HostPaths, bdf: Bdf, output: OutputFormat) -> anyhow::Result<
         OutputFormat::Json => emit_json(device)?,
         OutputFormat::Table => {
             let mut text = String::new();
-            render::record(&mut text, PciIds::system(), device);
+            pcipool_describe::text::record(&mut text, PciIds::system(), device);
             emit(&text)?;
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// One device of a decoded dump, as JSON.
-#[derive(Debug, Serialize)]
-struct DecodedDevice<'a> {
-    bdf: Bdf,
-    line: usize,
-    #[serde(flatten)]
-    facts: Option<&'a DeviceFacts>,
-    reset_methods: Vec<ResetMethod>,
-    error: Option<String>,
 }
 
 /// Dumps are ASCII; a stray non-UTF-8 byte (a vendor name in Latin-1) must not fail the read.
@@ -155,55 +221,15 @@ fn decode(file: &Path, output: OutputFormat) -> anyhow::Result<ExitCode> {
     };
     let devices =
         parse_dump(&text).map_err(|e| BadInput(format!("{name}:{}: {}", e.line, e.kind)))?;
-    let decoded: Vec<_> = devices
-        .iter()
-        .map(|d| pcipool_pcie::decode(&d.bytes))
-        .collect();
-    let ids = PciIds::system();
-    let mut failures = 0usize;
+    let decoded = pcipool_describe::dump::decode_all(&devices);
+    let failures = pcipool_describe::dump::failures(&decoded);
     match output {
-        OutputFormat::Json => {
-            let rows: Vec<DecodedDevice<'_>> = devices
-                .iter()
-                .zip(&decoded)
-                .map(|(d, r)| DecodedDevice {
-                    bdf: d.bdf,
-                    line: d.line,
-                    facts: r.as_ref().ok(),
-                    // Bus position is unknown in a dump, so no bus reset is claimed.
-                    reset_methods: r
-                        .as_ref()
-                        .map(|f| pcipool_pcie::derive_reset_methods(f, None))
-                        .unwrap_or_default(),
-                    error: r.as_ref().err().map(ToString::to_string),
-                })
-                .collect();
-            failures = rows.iter().filter(|r| r.error.is_some()).count();
-            emit_json(&rows)?;
-        }
-        OutputFormat::Table => {
-            let mut out = String::with_capacity(devices.len() * 1024);
-            for (d, r) in devices.iter().zip(&decoded) {
-                match r {
-                    Ok(facts) => {
-                        out.push_str(&render::title(ids, d.bdf, facts));
-                        out.push('\n');
-                        render::facts_body(
-                            &mut out,
-                            ids,
-                            facts,
-                            &pcipool_pcie::derive_reset_methods(facts, None),
-                        );
-                    }
-                    Err(e) => {
-                        failures += 1;
-                        out.push_str(&format!("{} <{name}:{}: {e}>\n", d.bdf, d.line));
-                    }
-                }
-                out.push('\n');
-            }
-            emit(&out)?;
-        }
+        OutputFormat::Json => emit_json(&pcipool_describe::dump::rows(&decoded))?,
+        OutputFormat::Table => emit(&pcipool_describe::dump::text(
+            PciIds::system(),
+            &name,
+            &decoded,
+        ))?,
     }
     if failures > 0 {
         return Err(BadInput(format!(

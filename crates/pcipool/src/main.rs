@@ -1,36 +1,21 @@
 //! `pcipool`: pool PCIe devices across hosts joined by an NTB or PCIe switch fabric.
 //!
-//! This binary is the edge: it parses arguments (two phases, see [`cli`]), runs one command, prints
-//! the result, and maps failures to the exit codes in [`cli::EXIT_CODES`].
+//! This binary is the edge: it parses arguments into the domain's types ([`cli`]), runs one command
+//! from the libraries, prints the result, and maps failures to the exit codes in [`cli::EXIT_CODES`].
 //!
 //! # Layout
-//! - [`cli`]: clap definitions and validation.
-//! - [`commands`]: one function per command.
-//! - [`dev`]: `pcipool dev` (the controller's service + store + simulated lab + HTTP API).
-//! - [`server`]: `pcipool server` (controller whose hosts are reached through agents).
-//! - [`agent`]: `pcipool agent` (one per host).
-//! - [`sim_serve`]: `pcipool sim serve` (the simulated fabric as a process of its own; the server is
-//!   `pcipool-sim-server`).
-//! - [`validate_cmd`]: `pcipool validate` (validation suites and their report).
-//! - [`client_cmd`]: the CLI commands that talk to the API.
-//! - [`qualify_cmd`]: the qualification report.
-//! - [`render`]: text output.
-//! - [`sim_cmd`]: the simulator commands.
-//! - [`bench`]: benchmarks that measure pcipool against a reference side by side.
-//! - [`bench_control`]: the control plane's benchmarks (API cycles, restart).
+//! - [`cli`]: clap definitions.
+//! - [`commands`]: the dispatch, and the commands that read this host (inventory, inspect, decode).
+//! - [`serve_cmd`]: the long-running commands (`dev`, `server`, `agent`, `sim serve`).
+//! - [`client_cmd`]: the commands that talk to the API.
+//! - [`qualify_cmd`], [`validate_cmd`], [`sim_cmd`]: qualification, validation, the simulator.
 
-mod agent;
-mod bench;
-mod bench_control;
 mod cli;
 mod client_cmd;
 mod commands;
-mod dev;
 mod qualify_cmd;
-mod render;
-mod server;
+mod serve_cmd;
 mod sim_cmd;
-mod sim_serve;
 mod validate_cmd;
 
 use std::process::ExitCode;
@@ -38,34 +23,26 @@ use std::process::ExitCode;
 use clap::Parser;
 
 /// Input that was read but is not valid (exit code 3).
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
 pub struct BadInput(pub String);
 
-impl std::fmt::Display for BadInput {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-impl std::error::Error for BadInput {}
-
 /// A named thing that does not exist (exit code 4).
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
 pub struct NotFound(pub String);
 
-impl std::fmt::Display for NotFound {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-impl std::error::Error for NotFound {}
+/// A request clap accepted whose parts do not fit together (exit code 2).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
 
 fn run() -> anyhow::Result<ExitCode> {
-    let command = cli::Cli::parse().validate()?;
-    commands::execute(command)
+    commands::execute(cli::Cli::parse().command)
 }
 
 fn exit_code_for(err: &anyhow::Error) -> u8 {
-    if err.chain().any(|e| e.is::<cli::UsageError>()) {
+    if err.chain().any(|e| e.is::<UsageError>()) {
         2
     } else if err.chain().any(|e| e.is::<BadInput>()) {
         3

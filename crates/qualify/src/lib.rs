@@ -23,6 +23,7 @@ pub mod facts;
 pub mod finding;
 pub mod gather;
 pub mod modalias;
+pub mod report;
 /// Adapter profiles live in the fabric model; re-exported here because rules speak of them.
 pub use pcipool_fabric::profile;
 pub mod rules;

@@ -8,10 +8,12 @@
 //! - this file: the hardware and fabric-manager routes, [`router`], [`serve_datapath`].
 //! - [`probe`]: the test port's one request type and its answers.
 //! - [`datapath`]: the data path's routes over `pcipool-sim-datapath`'s service.
+//! - [`process`]: `pcipool sim serve` as a process.
 #![deny(missing_docs)]
 
 pub mod datapath;
 pub mod probe;
+pub mod process;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};

@@ -27,6 +27,23 @@ pub enum Mutant {
     DropQuarantine,
 }
 
+impl Mutant {
+    /// Its name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::SkipUnmap => "skip-unmap",
+            Self::DropQuarantine => "drop-quarantine",
+        }
+    }
+}
+
+impl std::fmt::Display for Mutant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 impl std::str::FromStr for Mutant {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {

@@ -50,6 +50,19 @@ pub struct Config {
     pub mutant: Mutant,
 }
 
+impl Config {
+    /// The arguments of `pcipool sim run` that replay this run's first `steps` steps (the fabric file,
+    /// when there is one, is the caller's to add).
+    pub fn replay_args(&self, steps: u64) -> String {
+        let faults = if self.faults { "" } else { " --faults none" };
+        let mutant = match self.mutant {
+            Mutant::None => String::new(),
+            m => format!(" --mutant {m}"),
+        };
+        format!("--seed {} --steps {steps}{faults}{mutant}", self.seed)
+    }
+}
+
 /// How a run went.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Summary {

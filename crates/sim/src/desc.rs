@@ -176,12 +176,83 @@ pub struct FabricDesc {
     pub hosts: Vec<HostSpec>,
 }
 
+/// The built-in 4-host lab (`fabrics/lab-4.toml`): what `pcipool dev`, `server` and `validate` run on
+/// when no description is given.
+pub const LAB_4: &str = include_str!("../../../fabrics/lab-4.toml");
+
+/// The built-in 64-host rack (`fabrics/rack-64.toml`): the API benchmark's default.
+pub const RACK_64: &str = include_str!("../../../fabrics/rack-64.toml");
+
+/// Why a description could not be loaded from a file.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The file could not be read.
+    #[error("reading {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file was read but does not describe a fabric.
+    #[error("{name}: {source}")]
+    Invalid {
+        /// The file, or the built-in description's name.
+        name: String,
+        /// What is wrong.
+        source: DescError,
+    },
+}
+
+/// A description and the name it was loaded under (a path, or `built-in lab-4`).
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    /// The file's path, or the built-in description's name.
+    pub name: String,
+    /// The description.
+    pub desc: FabricDesc,
+}
+
 /// Hard limits that keep a hostile file from exhausting memory.
 pub const MAX_HOSTS: u32 = 65_536;
 /// Devices per host.
 pub const MAX_DEVICES_PER_HOST: u32 = 4096;
 
 impl FabricDesc {
+    /// Reads and parses `file`, or the built-in lab when there is none.
+    ///
+    /// # Errors
+    /// [`LoadError`] naming the file.
+    pub fn load(file: Option<&std::path::Path>) -> Result<Loaded, LoadError> {
+        Self::load_or(file, "built-in lab-4", LAB_4)
+    }
+
+    /// Reads and parses `file`, or the built-in `default` text (named `default_name`) when there is none.
+    ///
+    /// # Errors
+    /// [`LoadError`] naming the file.
+    pub fn load_or(
+        file: Option<&std::path::Path>,
+        default_name: &str,
+        default: &str,
+    ) -> Result<Loaded, LoadError> {
+        let (name, text) = match file {
+            Some(p) => (
+                p.display().to_string(),
+                std::fs::read_to_string(p).map_err(|source| LoadError::Read {
+                    path: p.display().to_string(),
+                    source,
+                })?,
+            ),
+            None => (default_name.to_owned(), default.to_owned()),
+        };
+        let desc = Self::parse(&text).map_err(|source| LoadError::Invalid {
+            name: name.clone(),
+            source,
+        })?;
+        Ok(Loaded { name, desc })
+    }
+
     /// Parses a description.
     ///
     /// # Errors

@@ -21,11 +21,12 @@
 pub mod backend;
 pub mod desc;
 pub mod device;
+pub mod inventory;
 pub mod presets;
 pub mod rng;
 pub mod run;
 pub mod sim;
 
 pub use backend::{DMA_BASE, FabricManager, HostControl, HostView};
-pub use desc::{DescError, FabricDesc};
+pub use desc::{DescError, FabricDesc, LAB_4, LoadError, Loaded, RACK_64};
 pub use sim::{Event, EventKind, Sim};

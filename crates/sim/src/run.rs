@@ -144,6 +144,61 @@ pub struct RunSummary {
     pub violation: Option<Violation>,
 }
 
+impl RunSummary {
+    /// The run as text: what ran, what was injected, and the violation with its replay command.
+    ///
+    /// # Errors
+    /// Never in practice (formatting into a `String`).
+    pub fn text(
+        &self,
+        name: &str,
+        faults: &FaultSet,
+        seed: u64,
+        wall: std::time::Duration,
+        replay: &str,
+    ) -> Result<String, std::fmt::Error> {
+        use std::fmt::Write as _;
+        let mut out = String::new();
+        writeln!(out, "fabric {name}, faults {faults}")?;
+        writeln!(
+            out,
+            "steps {}  granted {}  released {}  fenced {}  refused {}  quarantined {}",
+            self.steps, self.granted, self.released, self.fenced, self.refused, self.quarantined
+        )?;
+        let faults_line: Vec<String> = self
+            .faults
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        writeln!(
+            out,
+            "faults injected: {}",
+            if faults_line.is_empty() {
+                "none".into()
+            } else {
+                faults_line.join(" ")
+            }
+        )?;
+        writeln!(
+            out,
+            "events {}  virtual time {:.3} s  wall time {:.3} s",
+            self.events,
+            self.virtual_ns as f64 / 1e9,
+            wall.as_secs_f64()
+        )?;
+        if let Some(v) = &self.violation {
+            writeln!(
+                out,
+                "INVARIANT VIOLATED at step {}: {}\n  while: {}",
+                v.step, v.detail, v.action
+            )?;
+            writeln!(out, "  replay: {replay}")?;
+        }
+        writeln!(out, "seed {seed} event-log hash {:016x}", self.hash)?;
+        Ok(out)
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Lease {
     grant: Grant,

@@ -20,6 +20,7 @@ pub mod datapath;
 pub mod html;
 pub mod remote_target;
 pub mod report;
+pub mod session;
 pub mod sim_target;
 pub mod suites;
 pub mod target;

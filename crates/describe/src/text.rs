@@ -1,9 +1,9 @@
-//! Human-readable text for decoded facts and inventories.
+//! lspci-style text for decoded facts, device records and host inventories.
 
 use std::fmt::Write as _;
 
+use crate::PciIds;
 use pcipool_backend::{DeviceRecord, HostInventory};
-use pcipool_ids::PciIds;
 use pcipool_pcie::caps::{CapabilityDetail, PciExpress};
 use pcipool_pcie::ecaps::{AcsBits, ExtCapabilityDetail};
 use pcipool_pcie::{Bar, BarKind, Bdf, DeviceFacts, ResetMethod};
@@ -18,6 +18,29 @@ pub fn human_size(bytes: u64) -> String {
         unit += 1;
     }
     format!("{value}{}", UNITS[unit])
+}
+
+/// `256M`, `1G`, `4096`, `2GiB` -> bytes (the inverse of [`human_size`]).
+///
+/// # Errors
+/// Text that is not a size, an unknown unit, or a size past `u64`.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (n, unit) = t.split_at(digits);
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("'{text}' is not a size (e.g. 256M, 1G)"))?;
+    let shift = match unit.trim().to_ascii_uppercase().as_str() {
+        "" | "B" => 0,
+        "K" | "KB" | "KIB" => 10,
+        "M" | "MB" | "MIB" => 20,
+        "G" | "GB" | "GIB" => 30,
+        "T" | "TB" | "TIB" => 40,
+        _ => return Err(format!("'{text}': unknown unit (use K, M, G or T)")),
+    };
+    n.checked_mul(1 << shift)
+        .ok_or_else(|| format!("'{text}' is too large"))
 }
 
 fn flag(on: bool) -> char {
@@ -499,6 +522,15 @@ pub fn inventory_table(ids: &PciIds, inv: &HostInventory) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_parse_with_units_and_refuse_overflow() {
+        assert_eq!(parse_size("256M"), Ok(256 << 20));
+        assert_eq!(parse_size("2GiB"), Ok(2 << 30));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        let _too_large = parse_size("99999999T").expect_err("too large");
+        let _unknown_unit = parse_size("12X").expect_err("unknown unit");
+    }
 
     #[test]
     fn human_size_uses_largest_exact_unit() {

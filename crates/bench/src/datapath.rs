@@ -1,127 +1,12 @@
-//! Benchmarks that print ratios measured side by side in one run. Timing lives here, never in tests.
+//! The simulated data path: 4 KiB sequential and random reads and writes at queue depths 1 and 32
+//! through the NVMe-like device, by a driver on the lender (direct BAR access), by a borrower (through a
+//! fabric window) and by 2 and 4 hosts sharing it, interleaved; IOPS, MB/s, latency percentiles and
+//! the lent/local ratios.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode, Stdio};
+use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
-use pcipool_pcie::Bdf;
-use pcipool_pcie::dump::{parse_dump, write_dump};
-
-/// The optional pciutils corpus of real dumps: `$PCIPOOL_CORPUS`, else a `shared/corpus/pciutils-tests`
-/// beside the checkout when one is there (optional; the benchmark runs on the presets alone without it).
-fn corpus_dir() -> Option<PathBuf> {
-    if let Some(dir) = std::env::var_os("PCIPOOL_CORPUS") {
-        return Some(PathBuf::from(dir)).filter(|p| p.is_dir());
-    }
-    let exe = std::env::current_exe().ok()?;
-    let cwd = std::env::current_dir().ok()?;
-    exe.ancestors()
-        .chain(cwd.ancestors())
-        .map(|a| a.join("shared/corpus/pciutils-tests")) // optional corpus lookup
-        .find(|p| p.is_dir())
-}
-
-/// Config spaces to cycle through: the builder presets plus every real device of the corpus.
-fn sample_configs() -> Vec<Vec<u8>> {
-    let mut configs: Vec<Vec<u8>> = pcipool_pcie::presets::all()
-        .into_iter()
-        .map(|(_, b)| b.build().bytes)
-        .collect();
-    if let Some(dir) = corpus_dir()
-        && let Ok(entries) = std::fs::read_dir(dir)
-    {
-        let mut files: Vec<PathBuf> = entries.filter_map(Result::ok).map(|e| e.path()).collect();
-        files.sort();
-        for file in files {
-            let Ok(text) = std::fs::read_to_string(&file) else {
-                continue;
-            };
-            if let Ok(devices) = parse_dump(&text) {
-                configs.extend(devices.into_iter().map(|d| d.bytes));
-            }
-        }
-    }
-    configs
-}
-
-fn write_bench_file(path: &Path, dumps: usize) -> anyhow::Result<usize> {
-    let configs = sample_configs();
-    let mut text = String::with_capacity(dumps * 13_000);
-    for i in 0..dumps {
-        let bus = u8::try_from(i / 32 % 256).unwrap_or(0);
-        let dev = u8::try_from(i % 32).unwrap_or(0);
-        let domain = u32::try_from(i / (32 * 256)).unwrap_or(0);
-        let bdf = Bdf::new(domain, bus, dev, 0).context("benchmark address")?;
-        write_dump(&mut text, bdf, "Device", &configs[i % configs.len()]);
-    }
-    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
-    Ok(configs.len())
-}
-
-fn time_once(program: &Path, args: &[&str]) -> anyhow::Result<Duration> {
-    let start = Instant::now();
-    let status = Command::new(program)
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .with_context(|| format!("starting {}", program.display()))?;
-    let elapsed = start.elapsed();
-    if !status.success() {
-        bail!("{} {} failed: {status}", program.display(), args.join(" "));
-    }
-    Ok(elapsed)
-}
-
-fn median(mut samples: Vec<Duration>) -> Duration {
-    samples.sort();
-    samples[samples.len() / 2]
-}
-
-/// `pcipool decode FILE` vs `lspci -F FILE -vvv`, whole processes, alternating rounds.
-///
-/// # Errors
-/// When lspci is missing or either tool fails on the file.
-pub fn decode(dumps: usize, rounds: usize, keep_file: Option<&Path>) -> anyhow::Result<ExitCode> {
-    let lspci = ["/usr/bin/lspci", "/bin/lspci", "/usr/sbin/lspci"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists())
-        .context("lspci not found: install pciutils (apt-get install pciutils)")?;
-    let exe = std::env::current_exe().context("locating the pcipool binary")?;
-    let dir = std::env::temp_dir().join(format!("pcipool-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let file = keep_file.map_or_else(|| dir.join("dumps.txt"), Path::to_path_buf);
-    let distinct = write_bench_file(&file, dumps)?;
-    let file_arg = file.to_string_lossy().into_owned();
-
-    // One untimed run each warms the page cache and pci.ids.
-    time_once(&exe, &["decode", &file_arg])?;
-    time_once(&lspci, &["-F", &file_arg, "-vvv"])?;
-    let mut ours = Vec::with_capacity(rounds);
-    let mut theirs = Vec::with_capacity(rounds);
-    for _ in 0..rounds {
-        ours.push(time_once(&exe, &["decode", &file_arg])?);
-        theirs.push(time_once(&lspci, &["-F", &file_arg, "-vvv"])?);
-    }
-    let _ = std::fs::remove_dir_all(&dir);
-    let (ours, theirs) = (median(ours), median(theirs));
-    let ratio = theirs.as_secs_f64() / ours.as_secs_f64().max(1e-9);
-    println!(
-        "decode benchmark: {dumps} dumps ({distinct} distinct config spaces), {rounds} alternating rounds, medians"
-    );
-    println!(
-        "  pcipool decode FILE     {:>9.2} ms",
-        ours.as_secs_f64() * 1e3
-    );
-    println!(
-        "  lspci -F FILE -vvv      {:>9.2} ms",
-        theirs.as_secs_f64() * 1e3
-    );
-    println!("  ratio lspci/pcipool     {ratio:>9.2}x   (target >= 5x)");
-    Ok(ExitCode::SUCCESS)
-}
+use crate::{BenchError, per_mille};
 
 /// One cell of the data-path benchmark: `n` I/Os of 4 KiB at depth `qd` by one driver; returns each
 /// I/O's latency (submission to reaped completion) in nanoseconds.
@@ -131,7 +16,7 @@ fn datapath_cell(
     write: bool,
     qd: u16,
     n: u64,
-) -> anyhow::Result<Vec<u64>> {
+) -> Result<Vec<u64>, BenchError> {
     let mut latencies = Vec::with_capacity(usize::try_from(n).unwrap_or(0));
     let mut free: Vec<u64> = (0..u64::from(qd)).collect();
     let mut in_flight: Vec<(u16, u64, Instant)> = Vec::with_capacity(usize::from(qd));
@@ -149,17 +34,23 @@ fn datapath_cell(
             } else {
                 d.submit_read(lba, 8, slot * 4096)
             }
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+            .map_err(|e| BenchError::Failed(e.to_string()))?;
             in_flight.push((cid, slot, t));
             submitted += 1;
         }
-        match d.reap().map_err(|e| anyhow::anyhow!("{e}"))? {
+        match d.reap().map_err(|e| BenchError::Failed(e.to_string()))? {
             Some(c) => {
                 if c.status != 0 {
-                    bail!("I/O failed with status {:#x}", c.status);
+                    return Err(BenchError::Failed(format!(
+                        "I/O failed with status {:#x}",
+                        c.status
+                    )));
                 }
                 let Some(i) = in_flight.iter().position(|f| f.0 == c.cid) else {
-                    bail!("completion for unknown command {}", c.cid);
+                    return Err(BenchError::Failed(format!(
+                        "completion for unknown command {}",
+                        c.cid
+                    )));
                 };
                 let (_, slot, t) = in_flight.swap_remove(i);
                 latencies.push(u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX));
@@ -174,7 +65,9 @@ fn datapath_cell(
                     std::thread::yield_now();
                     spins = 0;
                     if last_progress.elapsed() > Duration::from_secs(10) {
-                        bail!("the device stopped completing I/O");
+                        return Err(BenchError::Failed(
+                            "the device stopped completing I/O".into(),
+                        ));
                     }
                 } else {
                     std::hint::spin_loop();
@@ -204,16 +97,7 @@ fn lba_source(random: bool, seed: u64, start: u64, blocks: u64) -> impl FnMut() 
     }
 }
 
-/// Percentile (per mille) of sorted samples.
-fn per_mille(sorted: &[u64], pm: usize) -> u64 {
-    let n = sorted.len();
-    sorted
-        .get((n * pm / 1000).min(n.saturating_sub(1)))
-        .copied()
-        .unwrap_or(0)
-}
-
-/// `pcipool bench datapath`: the same I/Os by a driver on the lender (BAR region mapped directly), by a
+/// The same I/Os by a driver on the lender (BAR region mapped directly), by a
 /// borrower (BAR through a fabric window, which checks the mapping on every register access), and by
 /// 2 and 4 hosts sharing the device (each through its own window and queue pair), against one NVMe-like
 /// device served by the fabric's data-path service on its own thread. Cells are interleaved in rounds
@@ -221,7 +105,7 @@ fn per_mille(sorted: &[u64], pm: usize) -> u64 {
 ///
 /// # Errors
 /// Setup failures.
-pub fn datapath(ios: u64) -> anyhow::Result<ExitCode> {
+pub fn run(ios: u64) -> Result<String, BenchError> {
     use pcipool_sim_datapath::driver::{Driver, SharedClient, layout};
     use pcipool_sim_datapath::service::{DataPath, Idle};
     use pcipool_sim_shm::Region;
@@ -232,14 +116,15 @@ pub fn datapath(ios: u64) -> anyhow::Result<ExitCode> {
     const SHARERS: usize = 4;
     let dir = pcipool_sim_server::shm_root()
         .join(format!("pcipool-bench-datapath-{}", std::process::id()));
-    let shm = |e: pcipool_sim_shm::ShmError| anyhow::anyhow!("{e}");
-    let dpe = |e: pcipool_sim_datapath::service::DataPathError| anyhow::anyhow!("{e}");
-    let drv = |e: pcipool_sim_datapath::driver::DriverError| anyhow::anyhow!("{e}");
-    let result = (|| -> anyhow::Result<ExitCode> {
+    let shm = |e: pcipool_sim_shm::ShmError| BenchError::Failed(e.to_string());
+    let dpe = |e: pcipool_sim_datapath::service::DataPathError| BenchError::Failed(e.to_string());
+    let drv = |e: pcipool_sim_datapath::driver::DriverError| BenchError::Failed(e.to_string());
+    let mut out = String::new();
+    let result = (|| -> Result<(), BenchError> {
         let mut dp = DataPath::new(&dir).map_err(dpe)?;
         let bar = dp.add_nvme(DEV, 512, BLOCKS, Idle::Spin).map_err(dpe)?;
         let segment =
-            |dp: &mut DataPath, lease: u64, host: &str| -> anyhow::Result<(Region, u64)> {
+            |dp: &mut DataPath, lease: u64, host: &str| -> Result<(Region, u64), BenchError> {
                 let file = dp
                     .create_segment(host, host, "bench", layout::SEGMENT)
                     .map_err(dpe)?;
@@ -269,7 +154,7 @@ pub fn datapath(ios: u64) -> anyhow::Result<ExitCode> {
         }
         let mut windows = windows.into_iter();
         let Some((w, seg, base, qid)) = windows.next() else {
-            bail!("no window for the borrower");
+            return Err(BenchError::Failed("no window for the borrower".into()));
         };
         let mut lent = Driver::new(w, seg, base, qid);
         let mut sharers: Vec<SharedClient<Window>> = windows
@@ -323,7 +208,7 @@ pub fn datapath(ios: u64) -> anyhow::Result<ExitCode> {
                         _ => {
                             let hosts = if mode == 2 { 2 } else { SHARERS };
                             let each = (per_round / hosts as u64).max(1);
-                            let results: Vec<anyhow::Result<Vec<u64>>> =
+                            let results: Vec<Result<Vec<u64>, BenchError>> =
                                 std::thread::scope(|scope| {
                                     let handles: Vec<_> = sharers[..hosts]
                                         .iter_mut()
@@ -347,7 +232,9 @@ pub fn datapath(ios: u64) -> anyhow::Result<ExitCode> {
                                         .into_iter()
                                         .map(|h| {
                                             h.join().unwrap_or_else(|_| {
-                                                Err(anyhow::anyhow!("a sharer thread panicked"))
+                                                Err(BenchError::Failed(
+                                                    "a sharer thread panicked".to_owned(),
+                                                ))
                                             })
                                         })
                                         .collect()
@@ -369,16 +256,18 @@ pub fn datapath(ios: u64) -> anyhow::Result<ExitCode> {
         drop(local);
         drop(dp);
 
-        println!(
+        writeln!(
+            out,
             "datapath benchmark: 4 KiB I/O, {per_round} I/Os per cell in each of {rounds} interleaved rounds \
              (IOPS: median of the rounds; latency: all I/Os); device model on its own thread ({} CPUs here; \
              sharers contend for them)",
             std::thread::available_parallelism().map_or(0, std::num::NonZero::get)
-        );
-        println!(
+        )?;
+        writeln!(
+            out,
             "  {:<10} {:>3} {:<5} {:<9} {:>9} {:>8} {:>8} {:>8}",
             "pattern", "qd", "kind", "mode", "IOPS", "MB/s", "p50 us", "p99 us"
-        );
+        )?;
         let modes = ["local", "lent", "shared-2", "shared-4"];
         let mut summary = Vec::new();
         let mut all_met = true;
@@ -392,7 +281,8 @@ pub fn datapath(ios: u64) -> anyhow::Result<ExitCode> {
                 r.sort_by(f64::total_cmp);
                 iops[mode] = r.get(r.len() / 2).copied().unwrap_or(0.0);
                 p50[mode] = per_mille(s, 500);
-                println!(
+                writeln!(
+                    out,
                     "  {:<10} {:>3} {:<5} {:<9} {:>9.0} {:>8.1} {:>8.2} {:>8.2}",
                     if random { "random" } else { "sequential" },
                     qd,
@@ -402,7 +292,7 @@ pub fn datapath(ios: u64) -> anyhow::Result<ExitCode> {
                     iops[mode] * 4096.0 / 1e6,
                     p50[mode] as f64 / 1e3,
                     per_mille(s, 990) as f64 / 1e3
-                );
+                )?;
             }
             let ratio = iops[1] / iops[0].max(1e-9);
             let added = i128::from(p50[1]) - i128::from(p50[0]);
@@ -416,20 +306,27 @@ pub fn datapath(ios: u64) -> anyhow::Result<ExitCode> {
                 if met { "" } else { "   <- target missed" }
             ));
         }
-        println!("ratios (target: lent/local throughput >= 0.95 and added p50 < 1,000 ns):");
+        writeln!(
+            out,
+            "ratios (target: lent/local throughput >= 0.95 and added p50 < 1,000 ns):"
+        )?;
         for line in summary {
-            println!("{line}");
+            writeln!(out, "{line}")?;
         }
-        println!(
+        writeln!(
+            out,
             "targets {}",
             if all_met {
                 "met in every cell"
             } else {
                 "NOT met in every cell (see above; rerun on a quieter machine to tell noise from cost)"
             }
-        );
-        Ok(ExitCode::SUCCESS)
+        )?;
+        Ok(())
     })();
-    let _ = std::fs::remove_dir_all(&dir);
-    result
+    // The device's files are this run's scratch; a failure to remove them is worth a word, not a failure.
+    if let Err(e) = std::fs::remove_dir_all(&dir) {
+        writeln!(out, "(could not remove {}: {e})", dir.display())?;
+    }
+    result.map(|()| out)
 }

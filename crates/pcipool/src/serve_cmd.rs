@@ -1,0 +1,179 @@
+//! The long-running commands: `pcipool dev`, `server`, `agent` and `sim serve`. Each assembles its
+//! runtime from a library, prints where it serves, and runs until SIGINT or SIGTERM.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use pcipool_serve::ServeError;
+
+use crate::BadInput;
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = term => {}
+    }
+}
+
+/// Prints lines and flushes, so a supervisor reading a pipe sees them before the first request.
+fn announce(lines: &[String]) {
+    let mut out = std::io::stdout().lock();
+    for line in lines {
+        // A closed stdout must not stop a server: it keeps serving without its banner.
+        let _banner_lost = writeln!(out, "{line}");
+    }
+    let _banner_lost = out.flush();
+}
+
+fn serve_error(e: ServeError) -> anyhow::Error {
+    match e {
+        ServeError::BadInput(m) => BadInput(m).into(),
+        other => anyhow::Error::new(other),
+    }
+}
+
+/// `pcipool dev`.
+///
+/// # Errors
+/// Store, bind or description errors.
+pub fn dev(
+    data_dir: Option<PathBuf>,
+    listen: &str,
+    fabric: Option<&Path>,
+) -> anyhow::Result<ExitCode> {
+    let dir = data_dir.unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("pcipool-dev-{}", std::process::id()))
+    });
+    let loaded = crate::sim_cmd::load(fabric)?;
+    let pool = pcipool_serve::dev::DevPool::open(&loaded.desc, &dir).map_err(serve_error)?;
+    let (token, token_path, store) = (
+        pool.token.clone(),
+        pool.token_path.clone(),
+        pool.store_path.clone(),
+    );
+    let served = pool.datapath_devices();
+    let hosts = loaded.desc.hosts.len();
+    pool.serve(
+        listen,
+        |addr| {
+            announce(&[
+                format!("pcipool dev: the {hosts}-host simulated lab ({}) is served at http://{addr}", loaded.name),
+                format!("  data path:   {served} NVMe device(s) for shared access (pcipool-access: fabric = controller = this address)"),
+                format!("  store:       {}", store.display()),
+                format!("  admin token: {token}   (also in {})", token_path.display()),
+                "Try, in another shell:".into(),
+                format!("  export PCIPOOL_URL=http://{addr} PCIPOOL_TOKEN={token}"),
+                "  pcipool borrow --class nvme --host n3".into(),
+                "  pcipool lease list".into(),
+                "  pcipool audit verify".into(),
+            ]);
+        },
+        shutdown_signal(),
+    )
+    .map_err(serve_error)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `pcipool server`.
+///
+/// # Errors
+/// Bad files (exit 3), store or bind failures.
+pub fn server(
+    config: &pcipool_serve::server::ServerConfig,
+    listen: &str,
+) -> anyhow::Result<ExitCode> {
+    let server = pcipool_serve::server::open(config).map_err(serve_error)?;
+    let fabric_steps = config
+        .fabric_url
+        .clone()
+        .unwrap_or_else(|| "no fabric manager (--fabric-url): lends cannot map".into());
+    let (store, tokens_from) = (server.store_path.clone(), server.tokens_from.clone());
+    pcipool_serve::serve(
+        server.service,
+        listen,
+        server.tokens,
+        |_| axum::Router::new(),
+        |addr| {
+            announce(&[
+                format!("pcipool server: controller at http://{addr}"),
+                format!("  store:  {}", store.display()),
+                format!("  {tokens_from}"),
+                format!("Agents: pcipool agent --node nN --url http://{addr} --token <agent token> --fabric-url <sim>"),
+                format!("  fabric steps: {fabric_steps}"),
+            ]);
+        },
+        shutdown_signal(),
+    )
+    .map_err(serve_error)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `pcipool agent`.
+///
+/// # Errors
+/// Bind or serve failures.
+pub fn agent(mut process: pcipool_agent::process::AgentProcess) -> anyhow::Result<ExitCode> {
+    process.secret = pcipool_serve::tokens::random_token().map_err(serve_error)?;
+    let node = process.node;
+    pcipool_agent::process::run(
+        &process,
+        |addr| {
+            announce(&[format!(
+                "pcipool agent {node}: steps served at http://{addr}"
+            )])
+        },
+        shutdown_signal(),
+    )
+    .context("the agent")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `pcipool sim serve`.
+///
+/// # Errors
+/// Bad description (exit 3), bind failures.
+pub fn sim_serve(process: pcipool_sim_server::process::FabricProcess) -> anyhow::Result<ExitCode> {
+    pcipool_sim_server::process::run(
+        process,
+        |b| {
+            announce(&[
+                format!(
+                    "pcipool sim serve: data path of {} NVMe device(s) in {}",
+                    b.datapath_devices,
+                    b.datapath_dir.display()
+                ),
+                format!(
+                    "pcipool sim serve: the simulated fabric ({} hosts) at http://{}",
+                    b.hosts, b.addr
+                ),
+            ]);
+        },
+        shutdown_signal(),
+    )
+    .map_err(|e| match e {
+        pcipool_sim_server::process::ProcessError::Setup(
+            pcipool_sim_server::SimServerError::Description(d),
+        ) => BadInput(d).into(),
+        other => anyhow::Error::new(other),
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Reads a policy file (or the default), as `server` and `validate` do.
+///
+/// # Errors
+/// Unreadable file, or bad input (exit 3).
+pub fn policy(file: Option<&Path>) -> anyhow::Result<(String, pcipool_pool::policy::Policy)> {
+    pcipool_serve::load_policy(file).map_err(serve_error)
+}

@@ -1,0 +1,186 @@
+//! The embedded lab: the controller's service over the simulated fabric in this process, with a SQLite
+//! store, one admin token and the data path of the lab's NVMe devices, all on one loopback address.
+//! `pcipool dev` serves it until a signal; [`DevServer`] serves it from a thread until dropped (the
+//! validation suites' data-path lab).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use pcipool_agent::LocalShared;
+use pcipool_controller::{Clock as _, Controller, Hardware, Service, SystemClock};
+use pcipool_pool::policy::Policy;
+use pcipool_sim::{FabricDesc, Sim};
+use pcipool_store::SqliteStore;
+
+use crate::ServeError;
+use crate::tokens::{admin_only, token_file};
+
+/// The controller's service over the simulated lab `desc` in this process, with its store in
+/// `data_dir/pool.db`: every qualified device registered, unfinished workflows resumed, leases the
+/// restarted lab no longer carries fenced.
+///
+/// # Errors
+/// Store or description errors.
+pub fn open_service(
+    data_dir: &Path,
+    desc: &FabricDesc,
+    policy: Policy,
+) -> Result<Service<SqliteStore>, ServeError> {
+    let store = SqliteStore::open(&data_dir.join("pool.db"))?;
+    let sim = Sim::new(desc, 1).map_err(|e| ServeError::BadInput(e.to_string()))?;
+    let controller = Controller::new(store, policy, desc.topology.clone());
+    let clock = SystemClock;
+    for (info, reasons) in pcipool_sim_lab::qualified_devices(&sim, None) {
+        controller.register(info, reasons, clock.now_ms())?;
+    }
+    let hardware = Hardware::InProcess(Box::new(LocalShared::new(sim)));
+    Ok(Service::start(controller, hardware, Arc::new(clock))?)
+}
+
+/// An embedded lab ready to serve: its service, its admin token and its data path.
+pub struct DevPool {
+    service: Service<SqliteStore>,
+    datapath: pcipool_sim_server::DataPathState,
+    /// The admin token.
+    pub token: String,
+    /// The file holding it (`DIR/admin.token`).
+    pub token_path: PathBuf,
+    /// The SQLite store (`DIR/pool.db`).
+    pub store_path: PathBuf,
+}
+
+impl DevPool {
+    /// Opens the lab `desc` with its store, token and data-path files under `dir` (created if
+    /// missing). The data path lives in `DIR/datapath`, so a killed lab leaves nothing elsewhere and the
+    /// drives' contents outlive a restart.
+    ///
+    /// # Errors
+    /// Store, description or file errors.
+    pub fn open(desc: &FabricDesc, dir: &Path) -> Result<Self, ServeError> {
+        std::fs::create_dir_all(dir)
+            .map_err(ServeError::io(format!("creating {}", dir.display())))?;
+        let service = open_service(dir, desc, Policy::default())?;
+        let token = token_file(dir, "admin.token")?;
+        let datapath = pcipool_sim_server::serve_datapath(desc, &dir.join("datapath")).map_err(
+            |e| match e {
+                pcipool_sim_server::SimServerError::Description(d) => ServeError::BadInput(d),
+                other => ServeError::BadInput(format!("the lab's data path: {other}")),
+            },
+        )?;
+        Ok(Self {
+            service,
+            datapath,
+            token,
+            token_path: dir.join("admin.token"),
+            store_path: dir.join("pool.db"),
+        })
+    }
+
+    /// NVMe devices whose data path is served.
+    #[must_use]
+    pub fn datapath_devices(&self) -> usize {
+        self.datapath.devices()
+    }
+
+    /// Serves the API and the data path on `listen` until `shutdown`; `banner` runs once bound. The
+    /// data path checks leases with this controller (the fabric URL for `pcipool-access` is the
+    /// controller's own) and reconciles with the admin token.
+    ///
+    /// # Errors
+    /// Bind or serve failures.
+    pub fn serve(
+        self,
+        listen: &str,
+        banner: impl FnOnce(SocketAddr),
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServeError> {
+        let Self {
+            service,
+            datapath,
+            token,
+            token_path,
+            ..
+        } = self;
+        crate::serve(
+            service,
+            listen,
+            admin_only(&token),
+            move |addr| {
+                let state = datapath.with_controller(format!("http://{addr}"));
+                state.reconcile_with(token_path);
+                pcipool_sim_server::datapath::router(state)
+            },
+            banner,
+            shutdown,
+        )
+    }
+}
+
+/// An embedded lab served from a thread of this process until dropped: what `pcipool validate` runs the
+/// data-path suite against when it validates the embedded lab.
+pub struct DevServer {
+    /// The controller's (and the data path's) URL.
+    pub url: String,
+    /// The admin token.
+    pub token: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<Result<(), ServeError>>>,
+}
+
+impl DevServer {
+    /// Starts it on a free loopback port with its files under `dir`.
+    ///
+    /// # Errors
+    /// Store, description or bind failures.
+    pub fn start(desc: &FabricDesc, dir: &Path) -> Result<Self, ServeError> {
+        let pool = DevPool::open(desc, dir)?;
+        let token = pool.token.clone();
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            pool.serve(
+                "127.0.0.1:0",
+                move |addr| {
+                    // The receiver waits for this address; if it gave up, there is no one to tell.
+                    let _gone = addr_tx.send(addr);
+                },
+                async move {
+                    // A dropped sender means the same as a sent stop.
+                    let _either = stopped.await;
+                },
+            )
+        });
+        let Ok(addr) = addr_rx.recv_timeout(std::time::Duration::from_secs(30)) else {
+            return Err(match thread.join() {
+                Ok(Err(e)) => e,
+                Ok(Ok(())) => {
+                    ServeError::BadInput("the lab server stopped before it served".into())
+                }
+                Err(_) => ServeError::BadInput("the lab server panicked".into()),
+            });
+        };
+        Ok(Self {
+            url: format!("http://{addr}"),
+            token,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for DevServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            // The server may have stopped on its own; then there is nothing to stop.
+            let _already_stopped = stop.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            match t.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "the embedded lab server failed"),
+                Err(_) => tracing::warn!("the embedded lab server panicked"),
+            }
+        }
+    }
+}
