@@ -137,18 +137,13 @@ impl<D: DeviceControl> Agent<D> {
         };
         for step in [Step::BorrowerUnbind, Step::BorrowerHotRemove] {
             if let Err(e) = StepRunner::new(&mut *host, Absent).run(step, &ctx) {
-                eprintln!(
-                    "pcipool agent {}: tearing down {lease}: {step:?}: {}: {}",
-                    self.node,
-                    e.kind.code(),
-                    e.message
+                tracing::warn!(
+                    node = %self.node, %lease, ?step, kind = e.kind.code(), error = %e.message,
+                    "tearing down a lease no longer granted"
                 );
             }
         }
-        println!(
-            "pcipool agent {}: {lease} is no longer granted; its device was removed here",
-            self.node
-        );
+        tracing::warn!(node = %self.node, %lease, "no longer granted; its device was removed here");
     }
 
     /// After a registration: carry exactly the leases the controller grants this host, and remove any
@@ -218,7 +213,7 @@ impl<D: DeviceControl> Agent<D> {
         let mut last_error = String::new();
         let mut report = |e: String| {
             if e != last_error {
-                eprintln!("pcipool agent {}: {e}", self.node);
+                tracing::warn!(node = %self.node, error = %e, "cannot reach the controller");
                 last_error = e;
             }
         };
@@ -237,9 +232,11 @@ impl<D: DeviceControl> Agent<D> {
             if !registered {
                 match self.register(client, reporter, own_url) {
                     Ok((n, borrowed, removed)) => {
-                        println!(
-                            "pcipool agent {}: registered with {n} devices; carries {borrowed} borrowed, removed {removed} no longer granted",
-                            self.node
+                        // A warning so operators see it at the default level: it happens once per
+                        // start of either side.
+                        tracing::warn!(
+                            node = %self.node, devices = n, borrowed, removed,
+                            "registered with the controller"
                         );
                         registered = true;
                     }

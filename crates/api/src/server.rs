@@ -158,11 +158,24 @@ pub trait PoolApi: Send + Sync + 'static {
         node: pcipool_fabric::NodeId,
         beat: AgentHeartbeat,
     ) -> Result<HeartbeatReply, ControlError>;
+    /// A receiver woken by every change the domain commits (see
+    /// `pcipool_controller::Controller::subscribe_changes`): long polls wait on it.
+    fn subscribe_changes(&self) -> tokio::sync::watch::Receiver<u64>;
 }
+
+/// How many domain calls run at once on blocking threads. Every domain call blocks (the store is
+/// synchronous, a lend waits for its steps); more requests than this queue here instead of growing
+/// tokio's blocking pool without bound.
+pub const MAX_BLOCKING_CALLS: usize = 64;
+
+/// How often a long poll reads its workflow again although nothing in this process changed: another
+/// controller sharing the store may have finished it.
+const LONG_POLL_RECHECK: std::time::Duration = std::time::Duration::from_secs(1);
 
 struct AppState<P> {
     pool: Arc<P>,
     tokens: Arc<BTreeMap<String, Principal>>,
+    blocking: Arc<tokio::sync::Semaphore>,
 }
 
 impl<P> Clone for AppState<P> {
@@ -170,8 +183,32 @@ impl<P> Clone for AppState<P> {
         Self {
             pool: self.pool.clone(),
             tokens: self.tokens.clone(),
+            blocking: self.blocking.clone(),
         }
     }
+}
+
+/// The one way a handler calls the domain: on a blocking thread, at most [`MAX_BLOCKING_CALLS`] at
+/// once, so the async workers only parse, authorise and answer.
+async fn call<P: PoolApi, T: Send + 'static>(
+    state: &AppState<P>,
+    f: impl FnOnce(&P) -> Result<T, ControlError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let internal = |why: String| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", why);
+    let permit = state
+        .blocking
+        .clone()
+        .acquire_owned()
+        .await
+        .map_err(|e| internal(e.to_string()))?;
+    let pool = state.pool.clone();
+    let answer = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        f(&pool)
+    })
+    .await
+    .map_err(|e| internal(e.to_string()))?;
+    Ok(answer?)
 }
 
 /// An API error: status plus JSON body.
@@ -245,12 +282,6 @@ fn principal<P>(state: &AppState<P>, headers: &HeaderMap) -> Result<Principal, A
         .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", "unknown token"))
 }
 
-/// The domain. It is shared, not locked: concurrent requests run side by side, and the store's
-/// compare-and-swap decides between requests that race for the same device.
-fn domain<P>(state: &AppState<P>) -> &P {
-    &state.pool
-}
-
 async fn borrow<P: PoolApi>(
     State(state): State<AppState<P>>,
     headers: HeaderMap,
@@ -266,13 +297,7 @@ async fn borrow<P: PoolApi>(
         ));
     }
     let wait = request.wait;
-    let state2 = state.clone();
-    let granted =
-        tokio::task::spawn_blocking(move || domain(&state2).borrow(&who.name, &who.name, request))
-            .await
-            .map_err(|e| {
-                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", e.to_string())
-            })??;
+    let granted = call(&state, move |d| d.borrow(&who.name, &who.name, request)).await?;
     let status = if wait {
         StatusCode::CREATED
     } else {
@@ -282,7 +307,7 @@ async fn borrow<P: PoolApi>(
 }
 
 /// Runs `change` on a lease for its tenant or an operator (agents carry out steps; changing or ending a
-/// lease is not theirs to do), off the async runtime; 204 when it succeeds.
+/// lease is not theirs to do); 204 when it succeeds.
 async fn lease_change<P: PoolApi>(
     state: &AppState<P>,
     headers: &HeaderMap,
@@ -298,12 +323,7 @@ async fn lease_change<P: PoolApi>(
         ));
     }
     let tenant = (who.role == Role::Tenant).then(|| who.name.clone());
-    let state = state.clone();
-    tokio::task::spawn_blocking(move || change(domain(&state), &who.name, tenant.as_deref()))
-        .await
-        .map_err(|e| {
-            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", e.to_string())
-        })??;
+    call(state, move |d| change(d, &who.name, tenant.as_deref())).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -349,7 +369,7 @@ async fn leases<P: PoolApi>(
     headers: HeaderMap,
 ) -> Result<Json<Vec<LeaseView>>, ApiError> {
     let who = principal(&state, &headers)?;
-    let all = domain(&state).leases()?;
+    let all = call(&state, P::leases).await?;
     let visible = all
         .into_iter()
         .filter(|l| who.role != Role::Tenant || l.tenant == who.name)
@@ -362,7 +382,7 @@ async fn devices<P: PoolApi>(
     headers: HeaderMap,
 ) -> Result<Json<Vec<DeviceView>>, ApiError> {
     principal(&state, &headers)?;
-    Ok(Json(domain(&state).devices()?))
+    Ok(Json(call(&state, P::devices).await?))
 }
 
 async fn audit_verify<P: PoolApi>(
@@ -377,7 +397,7 @@ async fn audit_verify<P: PoolApi>(
             "operators and admins only",
         ));
     }
-    Ok(Json(domain(&state).audit_verify()?))
+    Ok(Json(call(&state, P::audit_verify).await?))
 }
 
 async fn audit_record<P: PoolApi>(
@@ -394,12 +414,10 @@ async fn audit_record<P: PoolApi>(
         ));
     }
     let r = json_body(body)?;
-    let state2 = state.clone();
-    tokio::task::spawn_blocking(move || {
-        domain(&state2).record(&who.name, &r.target, &r.action, &r.result)
+    call(&state, move |d| {
+        d.record(&who.name, &r.target, &r.action, &r.result)
     })
-    .await
-    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", e.to_string()))??;
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -422,7 +440,7 @@ async fn audit_list<P: PoolApi>(
         .and_then(|v| v.parse().ok())
         .unwrap_or(100usize)
         .min(10_000);
-    Ok(Json(domain(&state).audit(from, limit)?))
+    Ok(Json(call(&state, move |d| d.audit(from, limit)).await?))
 }
 
 async fn hosts<P: PoolApi>(
@@ -430,7 +448,7 @@ async fn hosts<P: PoolApi>(
     headers: HeaderMap,
 ) -> Result<Json<Vec<HostView>>, ApiError> {
     principal(&state, &headers)?;
-    Ok(Json(domain(&state).hosts()?))
+    Ok(Json(call(&state, P::hosts).await?))
 }
 
 async fn device_action<P: PoolApi>(
@@ -451,13 +469,7 @@ async fn device_action<P: PoolApi>(
     let fdid = fdid.parse().map_err(|e: pcipool_fabric::IdError| {
         ApiError::new(StatusCode::BAD_REQUEST, "BAD_REQUEST", e.to_string())
     })?;
-    let state2 = state.clone();
-    let state_name =
-        tokio::task::spawn_blocking(move || domain(&state2).device_action(&who.name, fdid, action))
-            .await
-            .map_err(|e| {
-                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", e.to_string())
-            })??;
+    let state_name = call(&state, move |d| d.device_action(&who.name, fdid, action)).await?;
     Ok(Json(
         serde_json::json!({ "fdid": fdid.to_string(), "state": state_name }),
     ))
@@ -472,7 +484,7 @@ async fn device<P: PoolApi>(
     let fdid = fdid.parse().map_err(|e: pcipool_fabric::IdError| {
         ApiError::new(StatusCode::BAD_REQUEST, "BAD_REQUEST", e.to_string())
     })?;
-    let mut detail = domain(&state).device(fdid)?;
+    let mut detail = call(&state, move |d| d.device(fdid)).await?;
     if who.role == Role::Tenant {
         detail.leases.retain(|l| l.tenant == who.name);
     }
@@ -503,12 +515,7 @@ async fn register_agent<P: PoolApi>(
     let who = principal(&state, &headers)?;
     let registration = json_body(body)?;
     agents_only(&who, registration.node)?;
-    let state2 = state.clone();
-    let reply = tokio::task::spawn_blocking(move || {
-        domain(&state2).register_agent(&who.name, registration)
-    })
-    .await
-    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", e.to_string()))??;
+    let reply = call(&state, move |d| d.register_agent(&who.name, registration)).await?;
     Ok(Json(reply))
 }
 
@@ -524,12 +531,7 @@ async fn agent_heartbeat<P: PoolApi>(
     })?;
     agents_only(&who, node)?;
     let beat = json_body(body)?;
-    let state2 = state.clone();
-    let reply = tokio::task::spawn_blocking(move || domain(&state2).agent_heartbeat(node, beat))
-        .await
-        .map_err(|e| {
-            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", e.to_string())
-        })??;
+    let reply = call(&state, move |d| d.agent_heartbeat(node, beat)).await?;
     Ok(Json(reply))
 }
 
@@ -553,26 +555,34 @@ async fn workflow<P: PoolApi>(
         })?,
     };
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(wait_secs.min(300));
+    // Subscribed before the first read, so a change between the read and the wait still wakes it.
+    let mut changes = state.pool.subscribe_changes();
     loop {
-        let journal = domain(&state).workflow(id)?.ok_or_else(|| {
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                "NO_SUCH_WORKFLOW",
-                format!("no workflow {id}"),
-            )
-        })?;
+        let journal = call(&state, move |d| d.workflow(id))
+            .await?
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    "NO_SUCH_WORKFLOW",
+                    format!("no workflow {id}"),
+                )
+            })?;
         let finished = !journal["outcome"].is_null();
-        if finished || tokio::time::Instant::now() >= deadline {
+        let now = tokio::time::Instant::now();
+        if finished || now >= deadline {
             return Ok(Json(journal));
         }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        let wake = deadline.min(now + LONG_POLL_RECHECK);
+        // A change, the re-check time or the deadline: read again. A closed channel (the domain is
+        // going away) waits out the re-check time instead of spinning.
+        if let Ok(Err(_)) = tokio::time::timeout_at(wake, changes.changed()).await {
+            tokio::time::sleep_until(wake).await;
+        }
     }
 }
 
 async fn metrics<P: PoolApi>(State(state): State<AppState<P>>) -> Result<String, ApiError> {
-    let pool = domain(&state);
-    let devices = pool.devices()?;
-    let leases = pool.leases()?;
+    let (devices, leases) = call(&state, |d| Ok((d.devices()?, d.leases()?))).await?;
     let mut by_state: BTreeMap<String, usize> = BTreeMap::new();
     for d in &devices {
         *by_state.entry(d.state.clone()).or_default() += 1;
@@ -604,6 +614,7 @@ pub fn router<P: PoolApi>(pool: Arc<P>, tokens: BTreeMap<String, Principal>) -> 
     let state = AppState {
         pool,
         tokens: Arc::new(tokens),
+        blocking: Arc::new(tokio::sync::Semaphore::new(MAX_BLOCKING_CALLS)),
     };
     Router::new()
         .route("/v1/openapi.json", get(openapi))

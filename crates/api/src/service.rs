@@ -203,6 +203,10 @@ impl<S: Store + Send + Sync + 'static> PoolApi for Service<S> {
         Service::agent_heartbeat(self, node, &beat)
     }
 
+    fn subscribe_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.controller().subscribe_changes()
+    }
+
     fn audit_verify(&self) -> Result<AuditVerify, ControlError> {
         let records = self.controller().store().all_audit()?;
         Ok(match AuditChain::verify(&records) {

@@ -30,6 +30,22 @@ impl HostPaths {
         }
     }
 
+    /// The roots an operator gave: procfs defaults to `proc` beside a sysfs root other than `/sys`
+    /// (a fake tree holds both), else `/proc`.
+    pub fn given(sys: &Path, proc: Option<&Path>) -> Self {
+        let proc = match proc {
+            Some(p) => p.to_path_buf(),
+            None if sys == Path::new("/sys") => PathBuf::from("/proc"),
+            None => sys
+                .parent()
+                .map_or_else(|| PathBuf::from("/proc"), |p| p.join("proc")),
+        };
+        Self {
+            sys: sys.to_path_buf(),
+            proc,
+        }
+    }
+
     /// `<sys>/bus/pci/devices`.
     pub fn pci_devices(&self) -> PathBuf {
         self.sys.join("bus/pci/devices")
@@ -207,6 +223,15 @@ pub fn bdfs_in_path(path: &Path) -> Vec<Bdf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn proc_defaults_beside_a_fake_sysfs_and_to_proc_for_the_real_one() {
+        let fake = HostPaths::given(Path::new("/tmp/x/sys"), None);
+        assert_eq!(fake.proc, PathBuf::from("/tmp/x/proc"));
+        assert_eq!(HostPaths::given(Path::new("/sys"), None), HostPaths::real());
+        let given = HostPaths::given(Path::new("/tmp/x/sys"), Some(Path::new("/p")));
+        assert_eq!(given.proc, PathBuf::from("/p"));
+    }
 
     #[test]
     fn parse_resource_reads_sizes_and_rom() {

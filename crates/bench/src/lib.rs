@@ -16,6 +16,94 @@ pub mod restart;
 
 use std::fmt::Display;
 
+/// A benchmark and its parameters: `pcipool bench <name> [options]`.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Benchmark {
+    /// The simulated data path: 4 KiB sequential and random reads and writes at queue depths 1 and 32
+    /// through the NVMe-like device, by a driver on the lender (direct BAR access), by a borrower
+    /// (through a fabric window), and by 2 and 4 hosts sharing it (each its own window and queue pair),
+    /// interleaved; prints IOPS, MB/s, latency percentiles and the lent/local ratios.
+    Datapath {
+        /// I/Os per cell (pattern, depth, kind, mode), in 7 interleaved rounds.
+        #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(7..))]
+        ios: u64,
+    },
+    /// Durable borrow+release cycles per second through the HTTP API (in-process server, real clients).
+    Api {
+        /// Fabric description (default: the built-in 64-host rack).
+        #[arg(long, value_name = "FILE")]
+        fabric: Option<std::path::PathBuf>,
+        /// Concurrent clients.
+        #[arg(long, default_value_t = 8, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1024))]
+        clients: usize,
+        /// Cycles in total.
+        #[arg(long, default_value_t = 2000)]
+        cycles: usize,
+    },
+    /// Controller restart time with a large store (leases and audit records).
+    Restart {
+        /// Active leases in the store.
+        #[arg(long, default_value_t = 100_000)]
+        leases: u64,
+        /// Audit records in the store.
+        #[arg(long, default_value_t = 1_000_000)]
+        audit: u64,
+    },
+    /// Scheduler placement decisions per second against every device of a fabric.
+    Schedule {
+        /// Fabric description (default: fabrics/fabric-1024.toml beside the checkout, else the lab).
+        #[arg(long, value_name = "FILE")]
+        fabric: Option<std::path::PathBuf>,
+        /// Decisions to time.
+        #[arg(long, default_value_t = 20000)]
+        decisions: u64,
+    },
+    /// Load a fabric description and walk every host's inventory; prints both times.
+    Sim {
+        /// Fabric description (default: fabrics/fabric-1024.toml beside the binary's checkout, else the lab).
+        #[arg(long, value_name = "FILE")]
+        fabric: Option<std::path::PathBuf>,
+    },
+    /// `pcipool decode` against `lspci -F ... -vvv` on the same file of N dumps, as whole processes.
+    Decode {
+        /// Dumps in the generated file.
+        #[arg(long, default_value_t = 1000, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=100_000))]
+        dumps: usize,
+        /// Timed rounds per tool (alternating, the median is reported).
+        #[arg(long, default_value_t = 15, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1000))]
+        rounds: usize,
+        /// Write the generated dump file here and keep it (to rerun either tool by hand).
+        #[arg(long, value_name = "PATH")]
+        keep_file: Option<std::path::PathBuf>,
+    },
+}
+
+/// Runs `benchmark` and returns its report. `pcipool` is the binary the decode benchmark times
+/// (normally the running one).
+///
+/// # Errors
+/// [`BenchError`].
+pub fn run(benchmark: &Benchmark, pcipool: &std::path::Path) -> Result<String, BenchError> {
+    match benchmark {
+        Benchmark::Datapath { ios } => datapath::run(*ios),
+        Benchmark::Api {
+            fabric,
+            clients,
+            cycles,
+        } => api::run(fabric.as_deref(), *clients, *cycles),
+        Benchmark::Restart { leases, audit } => restart::run(*leases, *audit),
+        Benchmark::Schedule { fabric, decisions } => {
+            fabric::schedule(fabric.as_deref(), *decisions)
+        }
+        Benchmark::Sim { fabric } => fabric::load(fabric.as_deref()),
+        Benchmark::Decode {
+            dumps,
+            rounds,
+            keep_file,
+        } => decode::run(pcipool, *dumps, *rounds, keep_file.as_deref()),
+    }
+}
+
 /// Why a benchmark could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum BenchError {

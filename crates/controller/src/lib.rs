@@ -88,6 +88,9 @@ pub struct Controller<S> {
     logged: std::sync::Mutex<BTreeMap<&'static str, u64>>,
     /// Borrowers told their lease ended (they learn it through their next renewal).
     notified: std::sync::atomic::AtomicU64,
+    /// Counts the device and workflow writes this controller committed, so waiters (a long poll on a
+    /// workflow) are woken by a change instead of reading the store in a loop.
+    changes: tokio::sync::watch::Sender<u64>,
 }
 
 /// How often a waiting release looks again.
@@ -122,7 +125,20 @@ impl<S: Store> Controller<S> {
             release_wait_ms: 500,
             logged: std::sync::Mutex::new(BTreeMap::new()),
             notified: std::sync::atomic::AtomicU64::new(0),
+            changes: tokio::sync::watch::Sender::new(0),
         }
+    }
+
+    /// A receiver that sees every write this controller commits (a counter). Subscribe before reading
+    /// what you wait on, then wait for `changed()`: no change between the two can be missed. Writes of
+    /// other processes sharing the store are not seen; a waiter that cares re-reads now and then.
+    pub fn subscribe_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    /// Tells waiters a write committed.
+    fn committed(&self) {
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     /// Logs an error the controller carries on from, and counts it under `site`.
@@ -214,7 +230,11 @@ impl<S: Store> Controller<S> {
             result: "ok",
         }];
         match self.store.put_device(fdid, None, &row, &audit) {
-            Ok(_) | Err(StoreError::Conflict { .. }) => Ok(()),
+            Ok(_) => {
+                self.committed();
+                Ok(())
+            }
+            Err(StoreError::Conflict { .. }) => Ok(()),
             Err(e) => Err(e.into()),
         }
     }
@@ -309,7 +329,10 @@ impl<S: Store> Controller<S> {
             }
         };
         match written {
-            Ok(w) => Ok((next, commands, w)),
+            Ok(w) => {
+                self.committed();
+                Ok((next, commands, w))
+            }
             Err(StoreError::Conflict { .. }) => Err(ControlError::Conflict(fdid)),
             Err(e) => Err(e.into()),
         }

@@ -109,13 +109,15 @@ impl<S: Store> Controller<S> {
             after: &body,
             result: &result,
         }];
-        Ok(self.store.put_workflow(
+        let version = self.store.put_workflow(
             journal.id,
             expected,
             &body,
             journal.outcome.is_some(),
             &audit,
-        )?)
+        )?;
+        self.committed();
+        Ok(version)
     }
 
     /// Runs a journal to its end, saving after every step, then applies the outcome to the device.
@@ -152,6 +154,7 @@ impl<S: Store> Controller<S> {
                         version,
                         &json(journal),
                     )?);
+                    self.committed();
                     continue;
                 }
                 // The fabric's disconnect that follows cuts the borrower off whatever state it is in.
@@ -164,6 +167,7 @@ impl<S: Store> Controller<S> {
                         version,
                         &json(journal),
                     )?);
+                    self.committed();
                     continue;
                 }
                 Err(e) => {

@@ -67,6 +67,23 @@ pub fn class_name(ids: &PciIds, facts: &DeviceFacts) -> String {
         )
 }
 
+/// "Vendor Device" from pci.ids, else the class name with the ids in hex.
+#[must_use]
+pub fn device_name(ids: &PciIds, facts: &DeviceFacts) -> String {
+    match (
+        ids.vendor(facts.vendor_id),
+        ids.device(facts.vendor_id, facts.device_id),
+    ) {
+        (Some(v), Some(name)) => format!("{v} {name}"),
+        _ => format!(
+            "{} [{:04x}:{:04x}]",
+            class_name(ids, facts),
+            facts.vendor_id,
+            facts.device_id
+        ),
+    }
+}
+
 fn bar_kind(bar: &Bar) -> String {
     match bar.kind {
         BarKind::Io => "I/O ports".to_owned(),

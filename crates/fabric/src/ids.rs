@@ -17,6 +17,9 @@ pub enum IdError {
         "'{0}' is not a fabric device id (expected n<node>:<bdf>[/vf<index>], e.g. n2:0000:03:00.0/vf1)"
     )]
     Fdid(String),
+    /// Neither a node id nor a fabric device id.
+    #[error("'{0}' is neither a node id (n1) nor a fabric device id (n1:0000:03:00.0)")]
+    DeviceOrHost(String),
 }
 
 macro_rules! text_serde {
@@ -145,9 +148,50 @@ impl fmt::Display for MappingId {
     }
 }
 
+/// A device, or every device of a host: what an operator's drain, undrain or quarantine clear names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceOrHost {
+    /// One device.
+    Device(Fdid),
+    /// Every device of this host.
+    Host(NodeId),
+}
+
+impl FromStr for DeviceOrHost {
+    type Err = IdError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if let Ok(node) = s.parse() {
+            return Ok(Self::Host(node));
+        }
+        s.parse()
+            .map(Self::Device)
+            .map_err(|_| IdError::DeviceOrHost(s.to_owned()))
+    }
+}
+
+impl fmt::Display for DeviceOrHost {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Device(fdid) => fdid.fmt(f),
+            Self::Host(node) => node.fmt(f),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_target_is_a_host_or_a_device() {
+        assert!(matches!("n1".parse(), Ok(DeviceOrHost::Host(NodeId(1)))));
+        assert!(matches!(
+            "n1:0000:03:00.0".parse(),
+            Ok(DeviceOrHost::Device(_))
+        ));
+        let _refused = "what".parse::<DeviceOrHost>().expect_err("neither");
+    }
 
     #[test]
     fn fdid_with_vf_round_trips() {

@@ -29,6 +29,6 @@ pub use fabric::{
     AccessFault, BarTarget, DmaTarget, Fabric, Grant, IsolationViolation, MapError, Mapping,
     MappingKind,
 };
-pub use ids::{AdapterId, Epoch, Fdid, IdError, LeaseId, MappingId, NodeId};
+pub use ids::{AdapterId, DeviceOrHost, Epoch, Fdid, IdError, LeaseId, MappingId, NodeId};
 pub use profile::AdapterProfile;
 pub use topology::{Host, Link, Port, Route, Topology, TopologyError};

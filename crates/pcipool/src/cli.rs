@@ -2,10 +2,10 @@
 //! fabric device ids, node ids, access models, suites), so a bad value is a usage error (exit 2) before
 //! any work starts, with clap's message naming the argument.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use pcipool_fabric::{Fdid, NodeId};
+use pcipool_fabric::{DeviceOrHost, Fdid, NodeId};
 use pcipool_pcie::Bdf;
 use pcipool_pool::schedule::DeviceClass;
 use pcipool_qualify::AccessModel;
@@ -26,6 +26,9 @@ pub struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub command: CliCommand,
+    /// Where the controller's API is (for the commands that talk to it).
+    #[command(flatten)]
+    pub api: ApiArgs,
 }
 
 /// Output format.
@@ -84,11 +87,8 @@ pub enum CliCommand {
     /// everything asked for passes (warnings allowed), 1 on warnings with --strict, 2 on failures.
     Qualify(QualifyArgs),
     /// The simulated fabric: inspect it, or drive a seeded workload of leases and faults against it.
-    Sim {
-        /// What to do.
-        #[command(subcommand)]
-        which: SimCommand,
-    },
+    #[command(subcommand)]
+    Sim(SimCommand),
     /// Start the controller with a SQLite store and the simulated 4-host lab (agents in-process), serving
     /// the HTTP API; prints the address, an admin token and example commands.
     Dev(DevArgs),
@@ -105,11 +105,8 @@ pub enum CliCommand {
     /// report. Exit code 1 when any check fails.
     Validate(ValidateArgs),
     /// Benchmarks that print ratios measured side by side in one run.
-    Bench {
-        /// Which benchmark.
-        #[command(subcommand)]
-        which: BenchCommand,
-    },
+    #[command(subcommand)]
+    Bench(pcipool_bench::Benchmark),
 }
 
 /// Commands that talk to the controller's API ($PCIPOOL_URL with $PCIPOOL_TOKEN).
@@ -118,8 +115,6 @@ pub enum ClientCommand {
     /// Borrow devices from the pool (talks to $PCIPOOL_URL with $PCIPOOL_TOKEN).
     #[command(group(clap::ArgGroup::new("what").required(true).multiple(true).args(["class", "device"])))]
     Borrow {
-        #[command(flatten)]
-        api: ApiArgs,
         /// Device class: nvme, gpu, nic, fpga.
         #[arg(long)]
         class: Option<DeviceClass>,
@@ -156,34 +151,21 @@ pub enum ClientCommand {
     },
     /// Release a lease.
     Release {
-        #[command(flatten)]
-        api: ApiArgs,
         /// Lease id.
         lease: u64,
     },
     /// Leases.
-    Lease {
-        /// What to do.
-        #[command(subcommand)]
-        which: LeaseCommand,
-    },
+    #[command(subcommand)]
+    Lease(LeaseCommand),
     /// Pooled devices.
-    Device {
-        /// What to do.
-        #[command(subcommand)]
-        which: DeviceCommand,
-    },
+    #[command(subcommand)]
+    Device(DeviceCommand),
     /// Fabric hosts.
-    Host {
-        /// What to do.
-        #[command(subcommand)]
-        which: ListCommand,
-    },
+    #[command(subcommand)]
+    Host(ListCommand),
     /// Take a device, or every device of a host, out of the pool (maintenance, or back to the lender's
     /// own use with --local). Busy devices are left alone and reported (exit code 1).
     Drain {
-        #[command(flatten)]
-        api: ApiArgs,
         /// Device (fabric device id) or host (node id, e.g. n1).
         target: DeviceOrHost,
         /// Give it back to the lender's own use instead of maintenance.
@@ -192,29 +174,18 @@ pub enum ClientCommand {
     },
     /// Put a drained device, or every drained device of a host, back into the pool.
     Undrain {
-        #[command(flatten)]
-        api: ApiArgs,
         /// Device (fabric device id) or host (node id).
         target: DeviceOrHost,
     },
     /// Quarantined devices.
-    Quarantine {
-        /// What to do.
-        #[command(subcommand)]
-        which: QuarantineCommand,
-    },
+    #[command(subcommand)]
+    Quarantine(QuarantineCommand),
     /// Workflows.
-    Workflow {
-        /// What to do.
-        #[command(subcommand)]
-        which: WorkflowCommand,
-    },
+    #[command(subcommand)]
+    Workflow(WorkflowCommand),
     /// The audit log.
-    Audit {
-        /// What to do.
-        #[command(subcommand)]
-        which: AuditCommand,
-    },
+    #[command(subcommand)]
+    Audit(AuditCommand),
 }
 
 /// `pcipool qualify`.
@@ -259,8 +230,8 @@ pub struct ValidateArgs {
     pub suites: Vec<pcipool_validate::Suite>,
     /// Profile: `short` (3 cycles per device and model; what CI runs) or `long` (200: thousands of
     /// cycles on the lab).
-    #[arg(long, value_enum, default_value_t = Profile::Short)]
-    pub profile: Profile,
+    #[arg(long, default_value = "short")]
+    pub profile: pcipool_validate::Profile,
     /// Assign/release cycles per device and access model (overrides the profile's).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     pub cycles: Option<u32>,
@@ -295,8 +266,6 @@ pub struct ValidateArgs {
         hide_env_values = true
     )]
     pub intruder_token: Option<String>,
-    #[command(flatten)]
-    pub api: ApiArgs,
 }
 
 /// `pcipool server`.
@@ -341,8 +310,6 @@ pub struct AgentArgs {
     /// Heartbeat interval, milliseconds.
     #[arg(long, value_name = "MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
     pub heartbeat_ms: u64,
-    #[command(flatten)]
-    pub api: ApiArgs,
 }
 
 /// `pcipool dev`.
@@ -359,15 +326,22 @@ pub struct DevArgs {
     pub fabric: Option<PathBuf>,
 }
 
-/// Where the API is.
+/// Where the API is: before or after the subcommand (`pcipool --url U borrow ...` or
+/// `pcipool borrow --url U ...`), else the environment.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ApiArgs {
     /// Controller URL.
-    #[arg(long, env = "PCIPOOL_URL", default_value = "http://127.0.0.1:7070")]
+    #[arg(
+        long,
+        global = true,
+        env = "PCIPOOL_URL",
+        default_value = "http://127.0.0.1:7070"
+    )]
     pub url: String,
     /// Bearer token.
     #[arg(
         long,
+        global = true,
         env = "PCIPOOL_TOKEN",
         hide_env_values = true,
         default_value = ""
@@ -380,8 +354,6 @@ pub struct ApiArgs {
 pub enum ListCommand {
     /// List them.
     List {
-        #[command(flatten)]
-        api: ApiArgs,
         /// Output format.
         #[arg(long, short, value_enum, default_value_t)]
         output: OutputFormat,
@@ -393,8 +365,6 @@ pub enum ListCommand {
 pub enum LeaseCommand {
     /// List them.
     List {
-        #[command(flatten)]
-        api: ApiArgs,
         /// Output format.
         #[arg(long, short, value_enum, default_value_t)]
         output: OutputFormat,
@@ -402,15 +372,11 @@ pub enum LeaseCommand {
     /// Renew a lease for another lease period (applications keep shared-model leases alive so; agents
     /// renew what their host's kernel holds).
     Renew {
-        #[command(flatten)]
-        api: ApiArgs,
         /// Lease id.
         lease: u64,
     },
     /// Let others share a device borrowed exclusively (`borrow --model shared --max-sharers 1`).
     Downgrade {
-        #[command(flatten)]
-        api: ApiArgs,
         /// Lease id.
         lease: u64,
         /// How many hosts may share it from now on (2-64).
@@ -424,8 +390,6 @@ pub enum LeaseCommand {
 pub enum DeviceCommand {
     /// Show one device: what its agent reported, its state, leases and version.
     Show {
-        #[command(flatten)]
-        api: ApiArgs,
         /// Device (fabric device id, e.g. n1:0000:03:00.0).
         fdid: Fdid,
         /// Output format.
@@ -434,8 +398,6 @@ pub enum DeviceCommand {
     },
     /// List them.
     List {
-        #[command(flatten)]
-        api: ApiArgs,
         /// Output format.
         #[arg(long, short, value_enum, default_value_t)]
         output: OutputFormat,
@@ -447,8 +409,6 @@ pub enum DeviceCommand {
 pub enum QuarantineCommand {
     /// Clear a device's quarantine after fixing the cause.
     Clear {
-        #[command(flatten)]
-        api: ApiArgs,
         /// Device (fabric device id), or every quarantined device of a host (node id).
         target: DeviceOrHost,
     },
@@ -459,8 +419,6 @@ pub enum QuarantineCommand {
 pub enum WorkflowCommand {
     /// Show a workflow's journal (steps and their status).
     Show {
-        #[command(flatten)]
-        api: ApiArgs,
         /// Workflow id.
         id: u64,
         /// Wait up to this many seconds for the workflow to finish (at most 300).
@@ -474,8 +432,6 @@ pub enum WorkflowCommand {
 pub enum AuditCommand {
     /// List audit records.
     List {
-        #[command(flatten)]
-        api: ApiArgs,
         /// First sequence number.
         #[arg(long, default_value_t = 1)]
         from: u64,
@@ -487,10 +443,7 @@ pub enum AuditCommand {
         output: OutputFormat,
     },
     /// Verify the hash chain; exit 1 when it is broken.
-    Verify {
-        #[command(flatten)]
-        api: ApiArgs,
-    },
+    Verify,
 }
 
 /// Simulator subcommands.
@@ -579,118 +532,6 @@ pub enum SystemFaults {
     None,
 }
 
-/// Benchmarks.
-#[derive(Debug, Subcommand)]
-pub enum BenchCommand {
-    /// The simulated data path: 4 KiB sequential and random reads and writes at queue depths 1 and 32
-    /// through the NVMe-like device, by a driver on the lender (direct BAR access), by a borrower
-    /// (through a fabric window), and by 2 and 4 hosts sharing it (each its own window and queue pair),
-    /// interleaved; prints IOPS, MB/s, latency percentiles and the lent/local ratios.
-    Datapath {
-        /// I/Os per cell (pattern, depth, kind, mode), in 7 interleaved rounds.
-        #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(7..))]
-        ios: u64,
-    },
-    /// Durable borrow+release cycles per second through the HTTP API (in-process server, real clients).
-    Api {
-        /// Fabric description (default: the built-in 64-host rack).
-        #[arg(long, value_name = "FILE")]
-        fabric: Option<PathBuf>,
-        /// Concurrent clients.
-        #[arg(long, default_value_t = 8, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1024))]
-        clients: usize,
-        /// Cycles in total.
-        #[arg(long, default_value_t = 2000)]
-        cycles: usize,
-    },
-    /// Controller restart time with a large store (leases and audit records).
-    Restart {
-        /// Active leases in the store.
-        #[arg(long, default_value_t = 100_000)]
-        leases: u64,
-        /// Audit records in the store.
-        #[arg(long, default_value_t = 1_000_000)]
-        audit: u64,
-    },
-    /// Scheduler placement decisions per second against every device of a fabric.
-    Schedule {
-        /// Fabric description (default: fabrics/fabric-1024.toml beside the checkout, else the lab).
-        #[arg(long, value_name = "FILE")]
-        fabric: Option<PathBuf>,
-        /// Decisions to time.
-        #[arg(long, default_value_t = 20000)]
-        decisions: u64,
-    },
-    /// Load a fabric description and walk every host's inventory; prints both times.
-    Sim {
-        /// Fabric description (default: fabrics/fabric-1024.toml beside the binary's checkout, else the lab).
-        #[arg(long, value_name = "FILE")]
-        fabric: Option<PathBuf>,
-    },
-    /// `pcipool decode` against `lspci -F ... -vvv` on the same file of N dumps, as whole processes.
-    Decode {
-        /// Dumps in the generated file.
-        #[arg(long, default_value_t = 1000, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=100_000))]
-        dumps: usize,
-        /// Timed rounds per tool (alternating, the median is reported).
-        #[arg(long, default_value_t = 15, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1000))]
-        rounds: usize,
-        /// Write the generated dump file here and keep it (to rerun either tool by hand).
-        #[arg(long, value_name = "PATH")]
-        keep_file: Option<PathBuf>,
-    },
-}
-
-/// How long the validation suites run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Profile {
-    /// 3 cycles per device and model: what CI runs.
-    Short,
-    /// 200 cycles per device and model: thousands of cycles on the lab.
-    Long,
-}
-
-impl Profile {
-    /// Cycles per device and model.
-    pub fn cycles(self) -> u32 {
-        match self {
-            Self::Short => 3,
-            Self::Long => 200,
-        }
-    }
-}
-
-/// A device, or every device of a host.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DeviceOrHost {
-    /// One device.
-    Device(Fdid),
-    /// Every device of this host.
-    Host(NodeId),
-}
-
-impl std::str::FromStr for DeviceOrHost {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if let Ok(node) = s.parse() {
-            return Ok(Self::Host(node));
-        }
-        s.parse()
-            .map(Self::Device)
-            .map_err(|e| format!("neither a node id (n1) nor a fabric device id: {e}"))
-    }
-}
-
-impl std::fmt::Display for DeviceOrHost {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Device(fdid) => fdid.fmt(f),
-            Self::Host(node) => node.fmt(f),
-        }
-    }
-}
-
 /// A report file: its name says the format.
 fn report_path(text: &str) -> Result<PathBuf, String> {
     let path = PathBuf::from(text);
@@ -701,20 +542,9 @@ fn report_path(text: &str) -> Result<PathBuf, String> {
 }
 
 impl HostArgs {
-    /// The host's roots: procfs defaults to `proc` beside a non-default sysfs root.
+    /// The host's roots.
     pub fn paths(&self) -> pcipool_backend_linux::HostPaths {
-        let proc = match &self.proc_root {
-            Some(p) => p.clone(),
-            None if self.sysfs_root == Path::new("/sys") => PathBuf::from("/proc"),
-            None => self
-                .sysfs_root
-                .parent()
-                .map_or_else(|| PathBuf::from("/proc"), |p| p.join("proc")),
-        };
-        pcipool_backend_linux::HostPaths {
-            sys: self.sysfs_root.clone(),
-            proc,
-        }
+        pcipool_backend_linux::HostPaths::given(&self.sysfs_root, self.proc_root.as_deref())
     }
 }
 
@@ -732,24 +562,5 @@ mod tests {
     fn a_bad_address_is_refused_by_the_parser() {
         let e = Cli::try_parse_from(["pcipool", "inspect", "zz:zz"]).expect_err("refused");
         assert_eq!(e.kind(), clap::error::ErrorKind::ValueValidation);
-    }
-
-    #[test]
-    fn proc_root_defaults_beside_fake_sysfs() {
-        let cli = Cli::parse_from(["pcipool", "inventory", "--sysfs-root", "/tmp/x/sys"]);
-        let CliCommand::Inventory { host, .. } = cli.command else {
-            panic!("inventory command expected");
-        };
-        assert_eq!(host.paths().proc, PathBuf::from("/tmp/x/proc"));
-    }
-
-    #[test]
-    fn a_target_is_a_host_or_a_device() {
-        assert!(matches!("n1".parse(), Ok(DeviceOrHost::Host(_))));
-        assert!(matches!(
-            "n1:0000:03:00.0".parse(),
-            Ok(DeviceOrHost::Device(_))
-        ));
-        let _refused = "what".parse::<DeviceOrHost>().expect_err("neither");
     }
 }

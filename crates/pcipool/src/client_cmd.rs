@@ -4,12 +4,13 @@ use std::fmt::Write as _;
 use std::process::ExitCode;
 
 use pcipool_client::{Client, ClientError, text};
+use pcipool_fabric::DeviceOrHost;
 use pcipool_wire::DeviceAction;
 use serde::Serialize;
 
 use crate::cli::{
-    AuditCommand, ClientCommand, DeviceCommand, DeviceOrHost, LeaseCommand, ListCommand,
-    OutputFormat, QuarantineCommand, WorkflowCommand,
+    ApiArgs, AuditCommand, ClientCommand, DeviceCommand, LeaseCommand, ListCommand, OutputFormat,
+    QuarantineCommand, WorkflowCommand,
 };
 use crate::commands::{emit, emit_json};
 use crate::{BadInput, NotFound};
@@ -46,12 +47,11 @@ fn said(line: String) -> anyhow::Result<ExitCode> {
 ///
 /// # Errors
 /// Transport and API errors.
-pub fn run(command: ClientCommand) -> anyhow::Result<ExitCode> {
+pub fn run(api: &ApiArgs, command: ClientCommand) -> anyhow::Result<ExitCode> {
     use ClientCommand as C;
-    let client = |api: &crate::cli::ApiArgs| Client::new(&api.url, &api.token);
+    let client = Client::new(&api.url, &api.token);
     match command {
         C::Borrow {
-            api,
             class,
             device,
             host,
@@ -77,22 +77,21 @@ pub fn run(command: ClientCommand) -> anyhow::Result<ExitCode> {
                 request_id,
                 wait: !no_wait,
             };
-            let granted = client(&api).borrow(&request).map_err(map_err)?;
+            let granted = client.borrow(&request).map_err(map_err)?;
             show(output, granted.as_slice(), text::granted)
         }
-        C::Release { api, lease } => {
-            client(&api).release(lease).map_err(map_err)?;
+        C::Release { lease } => {
+            client.release(lease).map_err(map_err)?;
             said(format!("lease {lease} released"))
         }
-        C::Lease { which } => match which {
-            LeaseCommand::List { api, output } => {
-                show(output, &client(&api).leases().map_err(map_err)?, |l| {
+        C::Lease(which) => match which {
+            LeaseCommand::List { output } => {
+                show(output, &client.leases().map_err(map_err)?, |l| {
                     text::leases(l)
                 })
             }
-            LeaseCommand::Renew { api, lease } => {
+            LeaseCommand::Renew { lease } => {
                 // Renewals present the lease's current epoch: a fenced lease is refused, not revived.
-                let client = client(&api);
                 let held = client.leases().map_err(map_err)?;
                 let Some(l) = held.iter().find(|l| l.lease_id.0 == lease) else {
                     return Err(NotFound(format!("no lease {lease}")).into());
@@ -100,51 +99,42 @@ pub fn run(command: ClientCommand) -> anyhow::Result<ExitCode> {
                 client.renew(lease, l.epoch).map_err(map_err)?;
                 said(format!("lease {lease} renewed"))
             }
-            LeaseCommand::Downgrade {
-                api,
-                lease,
-                max_sharers,
-            } => {
-                client(&api)
-                    .downgrade(lease, max_sharers)
-                    .map_err(map_err)?;
+            LeaseCommand::Downgrade { lease, max_sharers } => {
+                client.downgrade(lease, max_sharers).map_err(map_err)?;
                 said(format!(
                     "lease {lease} downgraded: up to {max_sharers} hosts may share its device"
                 ))
             }
         },
-        C::Device { which } => match which {
-            DeviceCommand::List { api, output } => {
-                show(output, &client(&api).devices().map_err(map_err)?, |d| {
+        C::Device(which) => match which {
+            DeviceCommand::List { output } => {
+                show(output, &client.devices().map_err(map_err)?, |d| {
                     text::devices(d)
                 })
             }
-            DeviceCommand::Show { api, fdid, output } => {
-                let d = client(&api).device(&fdid.to_string()).map_err(map_err)?;
+            DeviceCommand::Show { fdid, output } => {
+                let d = client.device(&fdid.to_string()).map_err(map_err)?;
                 show(output, &d, text::device)
             }
         },
-        C::Host {
-            which: ListCommand::List { api, output },
-        } => show(output, &client(&api).hosts().map_err(map_err)?, |h| {
-            text::hosts(h)
-        }),
-        C::Drain { api, target, local } => {
+        C::Host(ListCommand::List { output }) => {
+            show(output, &client.hosts().map_err(map_err)?, |h| {
+                text::hosts(h)
+            })
+        }
+        C::Drain { target, local } => {
             let action = if local {
                 DeviceAction::DrainLocal
             } else {
                 DeviceAction::Drain
             };
-            device_action(&client(&api), target, action)
+            device_action(&client, target, action)
         }
-        C::Undrain { api, target } => device_action(&client(&api), target, DeviceAction::Undrain),
-        C::Quarantine {
-            which: QuarantineCommand::Clear { api, target },
-        } => device_action(&client(&api), target, DeviceAction::ClearQuarantine),
-        C::Workflow {
-            which: WorkflowCommand::Show { api, id, wait },
-        } => {
-            let client = client(&api);
+        C::Undrain { target } => device_action(&client, target, DeviceAction::Undrain),
+        C::Quarantine(QuarantineCommand::Clear { target }) => {
+            device_action(&client, target, DeviceAction::ClearQuarantine)
+        }
+        C::Workflow(WorkflowCommand::Show { id, wait }) => {
             let v = if wait == 0 {
                 client.workflow(id)
             } else {
@@ -154,18 +144,17 @@ pub fn run(command: ClientCommand) -> anyhow::Result<ExitCode> {
             emit_json(&v)?;
             Ok(ExitCode::SUCCESS)
         }
-        C::Audit { which } => match which {
+        C::Audit(which) => match which {
             AuditCommand::List {
-                api,
                 from,
                 limit,
                 output,
             } => {
-                let records = client(&api).audit(from, limit).map_err(map_err)?;
+                let records = client.audit(from, limit).map_err(map_err)?;
                 show(output, &records, |r| text::audit(r))
             }
-            AuditCommand::Verify { api } => {
-                let v = client(&api).audit_verify().map_err(map_err)?;
+            AuditCommand::Verify => {
+                let v = client.audit_verify().map_err(map_err)?;
                 if v.ok {
                     return said(format!("audit chain intact: {} records", v.records));
                 }

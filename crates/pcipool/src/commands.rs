@@ -1,35 +1,35 @@
-//! One function per command. Each prints to stdout and returns the exit code.
+//! The dispatch of every command, and the commands that read this host (inventory, inspect, decode).
+//! Each prints to stdout and returns the exit code.
 
 use std::io::{Read, Write};
 use std::path::Path;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
+use pcipool_agent::process::AgentProcess;
 use pcipool_backend::Inventory;
 use pcipool_backend_linux::{HostPaths, LinuxHost};
 use pcipool_describe::PciIds;
 use pcipool_pcie::Bdf;
 use pcipool_pcie::dump::parse_dump;
-use serde::Serialize;
-
-use std::time::Duration;
-
-use pcipool_agent::process::AgentProcess;
 use pcipool_serve::server::ServerConfig;
 use pcipool_sim_server::process::FabricProcess;
 use pcipool_validate::session::{Remote, Session};
+use serde::Serialize;
 
-use crate::cli::{BenchCommand, CliCommand, OutputFormat, SimCommand, SystemFaults};
+use crate::cli::{Cli, CliCommand, OutputFormat, SimCommand, SystemFaults};
 use crate::{BadInput, NotFound, serve_cmd, sim_cmd};
 
 /// Runs one command.
 ///
 /// # Errors
 /// Whatever the command fails with; the caller maps it to an exit code.
-pub fn execute(command: CliCommand) -> anyhow::Result<ExitCode> {
-    match command {
-        CliCommand::Inventory { host, output } => inventory(&host.paths(), output),
-        CliCommand::Inspect { bdf, host, output } => inspect(&host.paths(), bdf, output),
+pub fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
+    let api = cli.api;
+    match cli.command {
+        CliCommand::Inventory { host, output } => inventory(&host.paths(), None, output),
+        CliCommand::Inspect { bdf, host, output } => inventory(&host.paths(), Some(bdf), output),
         CliCommand::Decode { file, output } => decode(&file, output),
         CliCommand::Qualify(args) => crate::qualify_cmd::run(&args),
         CliCommand::Dev(args) => {
@@ -51,23 +51,23 @@ pub fn execute(command: CliCommand) -> anyhow::Result<ExitCode> {
             fabric_url: a.fabric_url,
             listen: a.listen,
             heartbeat: Duration::from_millis(a.heartbeat_ms),
-            controller: a.api.url,
-            token: a.api.token,
+            controller: api.url,
+            token: api.token,
             secret: String::new(),
         }),
         CliCommand::Validate(a) => {
             let session = Session {
                 cycles: a.cycles.unwrap_or_else(|| a.profile.cycles()),
                 suites: a.suites,
-                profile: format!("{:?}", a.profile).to_lowercase(),
+                profile: a.profile.name().to_owned(),
                 devices: a.devices,
                 hosts: a.hosts,
                 seed: a.seed,
                 fabric: a.fabric,
                 policy: serve_cmd::policy(a.policy.as_deref())?,
                 remote: a.fabric_url.map(|fabric_url| Remote {
-                    url: a.api.url,
-                    token: a.api.token,
+                    url: api.url,
+                    token: api.token,
                     fabric_url,
                     intruder_token: a.intruder_token,
                 }),
@@ -76,7 +76,7 @@ pub fn execute(command: CliCommand) -> anyhow::Result<ExitCode> {
             };
             crate::validate_cmd::run(&session, &a.reports)
         }
-        CliCommand::Sim { which } => match which {
+        CliCommand::Sim(which) => match which {
             SimCommand::Serve {
                 fabric,
                 listen,
@@ -114,39 +114,18 @@ pub fn execute(command: CliCommand) -> anyhow::Result<ExitCode> {
                 output,
             } => sim_cmd::fabric_run(fabric.as_deref(), seed, steps, &faults, output),
         },
-        CliCommand::Bench { which } => {
-            let report = match which {
-                BenchCommand::Datapath { ios } => pcipool_bench::datapath::run(ios),
-                BenchCommand::Api {
-                    fabric,
-                    clients,
-                    cycles,
-                } => pcipool_bench::api::run(fabric.as_deref(), clients, cycles),
-                BenchCommand::Restart { leases, audit } => {
-                    pcipool_bench::restart::run(leases, audit)
-                }
-                BenchCommand::Schedule { fabric, decisions } => {
-                    pcipool_bench::fabric::schedule(fabric.as_deref(), decisions)
-                }
-                BenchCommand::Sim { fabric } => pcipool_bench::fabric::load(fabric.as_deref()),
-                BenchCommand::Decode {
-                    dumps,
-                    rounds,
-                    keep_file,
-                } => {
-                    let exe = std::env::current_exe().context("locating the pcipool binary")?;
-                    pcipool_bench::decode::run(&exe, dumps, rounds, keep_file.as_deref())
-                }
-            };
-            emit(&report.map_err(|e| match e {
+        CliCommand::Bench(benchmark) => {
+            let exe = std::env::current_exe().context("locating the pcipool binary")?;
+            let report = pcipool_bench::run(&benchmark, &exe).map_err(|e| match e {
                 pcipool_bench::BenchError::Fabric(e @ pcipool_sim::LoadError::Invalid { .. }) => {
                     BadInput(e.to_string()).into()
                 }
                 other => anyhow::Error::new(other),
-            })?)?;
+            })?;
+            emit(&report)?;
             Ok(ExitCode::SUCCESS)
         }
-        CliCommand::Client(command) => crate::client_cmd::run(command),
+        CliCommand::Client(command) => crate::client_cmd::run(&api, command),
     }
 }
 
@@ -166,37 +145,31 @@ pub fn emit_json(value: &impl Serialize) -> anyhow::Result<()> {
     emit(&text)
 }
 
-fn read_host(paths: &HostPaths) -> anyhow::Result<pcipool_backend::HostInventory> {
-    LinuxHost::new(paths.clone())
+/// `pcipool inventory` (every function) and `pcipool inspect` (`only` one).
+fn inventory(
+    paths: &HostPaths,
+    only: Option<Bdf>,
+    output: OutputFormat,
+) -> anyhow::Result<ExitCode> {
+    let sys = paths.sys.display();
+    let inv = LinuxHost::new(paths.clone())
         .inventory()
-        .with_context(|| format!("reading PCI inventory under {}", paths.sys.display()))
-}
-
-fn inventory(paths: &HostPaths, output: OutputFormat) -> anyhow::Result<ExitCode> {
-    let inv = read_host(paths)?;
-    match output {
-        OutputFormat::Json => emit_json(&inv)?,
-        OutputFormat::Table => emit(&pcipool_describe::text::inventory_table(
-            PciIds::system(),
-            &inv,
-        ))?,
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-fn inspect(paths: &HostPaths, bdf: Bdf, output: OutputFormat) -> anyhow::Result<ExitCode> {
-    let inv = read_host(paths)?;
-    let device = inv.devices.iter().find(|d| d.bdf == bdf).ok_or_else(|| {
-        NotFound(format!(
-            "no PCI function {bdf} under {}",
-            paths.sys.display()
-        ))
-    })?;
+        .with_context(|| format!("reading PCI inventory under {sys}"))?;
+    let ids = PciIds::system();
+    let Some(bdf) = only else {
+        match output {
+            OutputFormat::Json => emit_json(&inv)?,
+            OutputFormat::Table => emit(&pcipool_describe::text::inventory_table(ids, &inv))?,
+        }
+        return Ok(ExitCode::SUCCESS);
+    };
+    let device = inv.devices.iter().find(|d| d.bdf == bdf);
+    let device = device.ok_or_else(|| NotFound(format!("no PCI function {bdf} under {sys}")))?;
     match output {
         OutputFormat::Json => emit_json(device)?,
         OutputFormat::Table => {
             let mut text = String::new();
-            pcipool_describe::text::record(&mut text, PciIds::system(), device);
+            pcipool_describe::text::record(&mut text, ids, device);
             emit(&text)?;
         }
     }

@@ -38,7 +38,7 @@ pub struct NotFound(pub String);
 pub struct UsageError(pub String);
 
 fn run() -> anyhow::Result<ExitCode> {
-    commands::execute(cli::Cli::parse().command)
+    commands::execute(cli::Cli::parse())
 }
 
 fn exit_code_for(err: &anyhow::Error) -> u8 {

@@ -46,21 +46,6 @@ fn load_profile(spec: &str) -> anyhow::Result<AdapterProfile> {
     toml::from_str(&text).map_err(|e| BadInput(format!("{spec}: {e}")).into())
 }
 
-fn name_of(ids: &PciIds, d: &DeviceRecord) -> String {
-    match (
-        ids.vendor(d.facts.vendor_id),
-        ids.device(d.facts.vendor_id, d.facts.device_id),
-    ) {
-        (Some(v), Some(name)) => format!("{v} {name}"),
-        _ => format!(
-            "{} [{:04x}:{:04x}]",
-            pcipool_describe::text::class_name(ids, &d.facts),
-            d.facts.vendor_id,
-            d.facts.device_id
-        ),
-    }
-}
-
 /// Runs the command. Exit 0 when everything asked for passes, 1 on warnings with `--strict`, 2 on failures.
 ///
 /// # Errors
@@ -110,7 +95,9 @@ pub fn run(a: &QualifyArgs) -> anyhow::Result<ExitCode> {
         overrides: &overrides,
     };
     let ids = PciIds::system();
-    let report = Report::judge(&inv, &chosen, judging, |d| name_of(ids, d));
+    let report = Report::judge(&inv, &chosen, judging, |d| {
+        pcipool_describe::text::device_name(ids, &d.facts)
+    });
     match a.output {
         ReportFormat::Table => crate::commands::emit(&report.table())?,
         ReportFormat::Markdown => crate::commands::emit(&report.markdown())?,

@@ -56,32 +56,15 @@ pub fn dev(
         std::env::temp_dir().join(format!("pcipool-dev-{}", std::process::id()))
     });
     let loaded = crate::sim_cmd::load(fabric)?;
-    let pool = pcipool_serve::dev::DevPool::open(&loaded.desc, &dir).map_err(serve_error)?;
-    let (token, token_path, store) = (
-        pool.token.clone(),
-        pool.token_path.clone(),
-        pool.store_path.clone(),
-    );
-    let served = pool.datapath_devices();
     let hosts = loaded.desc.hosts.len();
-    pool.serve(
-        listen,
-        |addr| {
-            announce(&[
-                format!("pcipool dev: the {hosts}-host simulated lab ({}) is served at http://{addr}", loaded.name),
-                format!("  data path:   {served} NVMe device(s) for shared access (pcipool-access: fabric = controller = this address)"),
-                format!("  store:       {}", store.display()),
-                format!("  admin token: {token}   (also in {})", token_path.display()),
-                "Try, in another shell:".into(),
-                format!("  export PCIPOOL_URL=http://{addr} PCIPOOL_TOKEN={token}"),
-                "  pcipool borrow --class nvme --host n3".into(),
-                "  pcipool lease list".into(),
-                "  pcipool audit verify".into(),
-            ]);
-        },
-        shutdown_signal(),
-    )
-    .map_err(serve_error)?;
+    pcipool_serve::dev::DevPool::open(&loaded.desc, &dir)
+        .map_err(serve_error)?
+        .serve(
+            listen,
+            |info, addr| announce(&info.banner(addr, &loaded.name, hosts)),
+            shutdown_signal(),
+        )
+        .map_err(serve_error)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -93,29 +76,10 @@ pub fn server(
     config: &pcipool_serve::server::ServerConfig,
     listen: &str,
 ) -> anyhow::Result<ExitCode> {
-    let server = pcipool_serve::server::open(config).map_err(serve_error)?;
-    let fabric_steps = config
-        .fabric_url
-        .clone()
-        .unwrap_or_else(|| "no fabric manager (--fabric-url): lends cannot map".into());
-    let (store, tokens_from) = (server.store_path.clone(), server.tokens_from.clone());
-    pcipool_serve::serve(
-        server.service,
-        listen,
-        server.tokens,
-        |_| axum::Router::new(),
-        |addr| {
-            announce(&[
-                format!("pcipool server: controller at http://{addr}"),
-                format!("  store:  {}", store.display()),
-                format!("  {tokens_from}"),
-                format!("Agents: pcipool agent --node nN --url http://{addr} --token <agent token> --fabric-url <sim>"),
-                format!("  fabric steps: {fabric_steps}"),
-            ]);
-        },
-        shutdown_signal(),
-    )
-    .map_err(serve_error)?;
+    pcipool_serve::server::open(config)
+        .map_err(serve_error)?
+        .serve(listen, |lines| announce(&lines), shutdown_signal())
+        .map_err(serve_error)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -146,19 +110,7 @@ pub fn agent(mut process: pcipool_agent::process::AgentProcess) -> anyhow::Resul
 pub fn sim_serve(process: pcipool_sim_server::process::FabricProcess) -> anyhow::Result<ExitCode> {
     pcipool_sim_server::process::run(
         process,
-        |b| {
-            announce(&[
-                format!(
-                    "pcipool sim serve: data path of {} NVMe device(s) in {}",
-                    b.datapath_devices,
-                    b.datapath_dir.display()
-                ),
-                format!(
-                    "pcipool sim serve: the simulated fabric ({} hosts) at http://{}",
-                    b.hosts, b.addr
-                ),
-            ]);
-        },
+        |bound| announce(&bound.banner()),
         shutdown_signal(),
     )
     .map_err(|e| match e {

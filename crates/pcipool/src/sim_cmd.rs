@@ -96,28 +96,14 @@ pub fn system_run(
     let started = Instant::now();
     match pcipool_sim_system::run(&config) {
         Ok(summary) => {
-            let counts = |m: &std::collections::BTreeMap<&str, u64>| {
-                let list: Vec<String> = m.iter().map(|(k, n)| format!("{n} {k}")).collect();
-                list.join(", ")
-            };
-            emit(&format!(
-                "refused: {}\nfaults: {}\nwall time {:.2} s\n{}\n",
-                counts(&summary.refused),
-                counts(&summary.faults),
-                started.elapsed().as_secs_f64(),
-                summary.last_line()
-            ))?;
+            emit(&summary.report(started.elapsed()))?;
             Ok(ExitCode::SUCCESS)
         }
         Err(pcipool_sim_system::RunError::Violation(v)) => {
             let fabric_arg = fabric
                 .map(|p| format!(" --fabric {}", p.display()))
                 .unwrap_or_default();
-            emit(&format!(
-                "invariant violated: {v}\nversion {}\nreplay: pcipool sim run{fabric_arg} {}\n",
-                env!("CARGO_PKG_VERSION"),
-                config.replay_args(v.steps_to_replay())
-            ))?;
+            emit(&config.violation_report(&v, &fabric_arg))?;
             Ok(ExitCode::from(1))
         }
         Err(e @ pcipool_sim_system::RunError::Setup(_)) => Err(BadInput(e.to_string()).into()),

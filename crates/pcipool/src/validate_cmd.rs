@@ -23,21 +23,8 @@ pub fn run(session: &Session, reports: &[PathBuf]) -> anyhow::Result<ExitCode> {
         if !live {
             return;
         }
-        let width = 30u64;
-        let filled = (p.done * width).checked_div(p.total).unwrap_or(width);
-        let bar: String = (0..width)
-            .map(|i| if i < filled { '#' } else { '.' })
-            .collect();
         // Progress on a terminal is a courtesy: a failed write must not stop the run.
-        let _courtesy = write!(
-            stderr,
-            "\r{:<10} [{bar}] {}/{}  failed {}   ",
-            p.suite.name(),
-            p.done,
-            p.total,
-            p.failed
-        )
-        .and_then(|()| stderr.flush());
+        let _courtesy = write!(stderr, "{}", p.bar()).and_then(|()| stderr.flush());
     })
     .map_err(|e| match e {
         SessionError::Usage(m) => anyhow::Error::new(UsageError(m)),

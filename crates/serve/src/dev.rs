@@ -38,16 +38,52 @@ pub fn open_service(
     Ok(Service::start(controller, hardware, Arc::new(clock))?)
 }
 
-/// An embedded lab ready to serve: its service, its admin token and its data path.
-pub struct DevPool {
-    service: Service<SqliteStore>,
-    datapath: pcipool_sim_server::DataPathState,
+/// Where an embedded lab's things are, for the operator.
+#[derive(Debug, Clone)]
+pub struct DevInfo {
     /// The admin token.
     pub token: String,
     /// The file holding it (`DIR/admin.token`).
     pub token_path: PathBuf,
     /// The SQLite store (`DIR/pool.db`).
     pub store_path: PathBuf,
+    /// NVMe devices whose data path is served.
+    pub datapath_devices: usize,
+}
+
+impl DevInfo {
+    /// What `pcipool dev` prints once it serves at `addr`: where everything is, and what to try.
+    #[must_use]
+    pub fn banner(&self, addr: SocketAddr, fabric: &str, hosts: usize) -> Vec<String> {
+        let token = &self.token;
+        vec![
+            format!(
+                "pcipool dev: the {hosts}-host simulated lab ({fabric}) is served at http://{addr}"
+            ),
+            format!(
+                "  data path:   {} NVMe device(s) for shared access (pcipool-access: fabric = controller = this address)",
+                self.datapath_devices
+            ),
+            format!("  store:       {}", self.store_path.display()),
+            format!(
+                "  admin token: {token}   (also in {})",
+                self.token_path.display()
+            ),
+            "Try, in another shell:".into(),
+            format!("  export PCIPOOL_URL=http://{addr} PCIPOOL_TOKEN={token}"),
+            "  pcipool borrow --class nvme --host n3".into(),
+            "  pcipool lease list".into(),
+            "  pcipool audit verify".into(),
+        ]
+    }
+}
+
+/// An embedded lab ready to serve: its service, its data path, and where its things are.
+pub struct DevPool {
+    service: Service<SqliteStore>,
+    datapath: pcipool_sim_server::DataPathState,
+    /// Where its things are.
+    pub info: DevInfo,
 }
 
 impl DevPool {
@@ -68,19 +104,17 @@ impl DevPool {
                 other => ServeError::BadInput(format!("the lab's data path: {other}")),
             },
         )?;
-        Ok(Self {
-            service,
-            datapath,
+        let info = DevInfo {
             token,
             token_path: dir.join("admin.token"),
             store_path: dir.join("pool.db"),
+            datapath_devices: datapath.devices(),
+        };
+        Ok(Self {
+            service,
+            datapath,
+            info,
         })
-    }
-
-    /// NVMe devices whose data path is served.
-    #[must_use]
-    pub fn datapath_devices(&self) -> usize {
-        self.datapath.devices()
     }
 
     /// Serves the API and the data path on `listen` until `shutdown`; `banner` runs once bound. The
@@ -92,26 +126,25 @@ impl DevPool {
     pub fn serve(
         self,
         listen: &str,
-        banner: impl FnOnce(SocketAddr),
+        banner: impl FnOnce(&DevInfo, SocketAddr),
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServeError> {
         let Self {
             service,
             datapath,
-            token,
-            token_path,
-            ..
+            info,
         } = self;
+        let token_path = info.token_path.clone();
         crate::serve(
             service,
             listen,
-            admin_only(&token),
+            admin_only(&info.token),
             move |addr| {
                 let state = datapath.with_controller(format!("http://{addr}"));
                 state.reconcile_with(token_path);
                 pcipool_sim_server::datapath::router(state)
             },
-            banner,
+            move |addr| banner(&info, addr),
             shutdown,
         )
     }
@@ -135,13 +168,13 @@ impl DevServer {
     /// Store, description or bind failures.
     pub fn start(desc: &FabricDesc, dir: &Path) -> Result<Self, ServeError> {
         let pool = DevPool::open(desc, dir)?;
-        let token = pool.token.clone();
+        let token = pool.info.token.clone();
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {
             pool.serve(
                 "127.0.0.1:0",
-                move |addr| {
+                move |_, addr| {
                     // The receiver waits for this address; if it gave up, there is no one to tell.
                     let _gone = addr_tx.send(addr);
                 },

@@ -43,6 +43,8 @@ pub struct Server {
     pub tokens_from: String,
     /// The store file.
     pub store_path: PathBuf,
+    /// The fabric manager fabric steps go to.
+    pub fabric_url: Option<String>,
 }
 
 fn generated_tokens(dir: &Path) -> Result<(BTreeMap<String, Principal>, String), ServeError> {
@@ -66,6 +68,63 @@ fn generated_tokens(dir: &Path) -> Result<(BTreeMap<String, Principal>, String),
         dir.join("agent.token").display()
     );
     Ok((tokens, from))
+}
+
+impl Server {
+    /// Serves on `listen` until `shutdown`; `banner` hears what `pcipool server` prints once bound.
+    ///
+    /// # Errors
+    /// Bind or serve failures.
+    pub fn serve(
+        self,
+        listen: &str,
+        banner: impl FnOnce(Vec<String>),
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServeError> {
+        let Self {
+            service,
+            tokens,
+            tokens_from,
+            store_path,
+            fabric_url,
+        } = self;
+        let lines = move |addr: std::net::SocketAddr| {
+            banner(Self::banner(
+                addr,
+                &store_path,
+                &tokens_from,
+                fabric_url.as_deref(),
+            ));
+        };
+        crate::serve(
+            service,
+            listen,
+            tokens,
+            |_| axum::Router::new(),
+            lines,
+            shutdown,
+        )
+    }
+
+    fn banner(
+        addr: std::net::SocketAddr,
+        store_path: &Path,
+        tokens_from: &str,
+        fabric_url: Option<&str>,
+    ) -> Vec<String> {
+        vec![
+            format!("pcipool server: controller at http://{addr}"),
+            format!("  store:  {}", store_path.display()),
+            format!("  {tokens_from}"),
+            format!(
+                "Agents: pcipool agent --node nN --url http://{addr} --token <agent token> --fabric-url <sim>"
+            ),
+            format!(
+                "  fabric steps: {}",
+                fabric_url.unwrap_or("no fabric manager (--fabric-url): lends cannot map")
+            ),
+        ]
+    }
 }
 
 /// Opens the store, reads the policy, tokens and the agents recorded before, and starts the service.
@@ -104,5 +163,6 @@ pub fn open(config: &ServerConfig) -> Result<Server, ServeError> {
         tokens,
         tokens_from,
         store_path,
+        fabric_url: config.fabric_url.clone(),
     })
 }

@@ -375,18 +375,22 @@ impl DataPathState {
         lock(&self.service).devices().count()
     }
 
-    /// Starts the thread that tears down the mappings of leases the controller no longer holds.
+    /// Starts the thread that tears down the mappings of leases the controller no longer holds. It
+    /// ends by itself once the data path is gone (the server that served it stopped and dropped it).
     pub fn reconcile_with(&self, token_file: PathBuf) {
         let Some(controller) = self.controller.clone() else {
             return;
         };
-        let service = self.service.clone();
+        let weak = Arc::downgrade(&self.service);
         std::thread::spawn(move || {
             // Whether the token read last is an operator's: a tenant sees only its own leases, and
             // reconciling with its view would tear down everyone else's mappings.
             let mut vetted: Option<(String, bool)> = None;
             loop {
                 std::thread::sleep(RECONCILE_EVERY);
+                let Some(service) = weak.upgrade() else {
+                    return;
+                };
                 let Some(token) = read_token(&token_file) else {
                     continue;
                 };
@@ -401,9 +405,9 @@ impl DataPathState {
                         Err(ClientError::Api {
                             status: 401 | 403, ..
                         }) => {
-                            eprintln!(
-                                "pcipool sim serve: {} is not an operator's token; not reconciling with it",
-                                token_file.display()
+                            tracing::warn!(
+                                token_file = %token_file.display(),
+                                "not an operator's token; not reconciling with it"
                             );
                             vetted = Some((token.clone(), false));
                             false

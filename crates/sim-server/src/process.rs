@@ -39,6 +39,24 @@ pub struct Bound {
     pub datapath_dir: PathBuf,
 }
 
+impl Bound {
+    /// What `pcipool sim serve` prints once bound.
+    #[must_use]
+    pub fn banner(&self) -> Vec<String> {
+        vec![
+            format!(
+                "pcipool sim serve: data path of {} NVMe device(s) in {}",
+                self.datapath_devices,
+                self.datapath_dir.display()
+            ),
+            format!(
+                "pcipool sim serve: the simulated fabric ({} hosts) at http://{}",
+                self.hosts, self.addr
+            ),
+        ]
+    }
+}
+
 /// Why the process stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum ProcessError {

@@ -61,6 +61,16 @@ impl Config {
         };
         format!("--seed {} --steps {steps}{faults}{mutant}", self.seed)
     }
+
+    /// What a run that broke an invariant prints: the violation, the version, and the command that
+    /// replays it (`fabric_arg`: ` --fabric FILE` when the run had one).
+    pub fn violation_report(&self, v: &Violation, fabric_arg: &str) -> String {
+        format!(
+            "invariant violated: {v}\nversion {}\nreplay: pcipool sim run{fabric_arg} {}\n",
+            env!("CARGO_PKG_VERSION"),
+            self.replay_args(v.steps_to_replay())
+        )
+    }
 }
 
 /// How a run went.
@@ -87,6 +97,21 @@ pub struct Summary {
 }
 
 impl Summary {
+    /// What a run that held prints: refusals and faults by kind, the wall time, the last line.
+    pub fn report(&self, wall: std::time::Duration) -> String {
+        let counts = |m: &BTreeMap<&str, u64>| {
+            let list: Vec<String> = m.iter().map(|(k, n)| format!("{n} {k}")).collect();
+            list.join(", ")
+        };
+        format!(
+            "refused: {}\nfaults: {}\nwall time {:.2} s\n{}\n",
+            counts(&self.refused),
+            counts(&self.faults),
+            wall.as_secs_f64(),
+            self.last_line()
+        )
+    }
+
     /// The run's last line: the same seed gives the same line.
     pub fn last_line(&self) -> String {
         let refused: u64 = self.refused.values().sum();

@@ -26,7 +26,7 @@ pub mod suites;
 pub mod target;
 
 pub use report::{Check, Report, RunInfo, Suite};
-pub use suites::{Options, Progress};
+pub use suites::{Options, Profile, Progress};
 pub use target::Target;
 
 /// Runs the chosen suites in order.

@@ -42,6 +42,67 @@ pub struct Progress {
     pub failed: usize,
 }
 
+impl Progress {
+    /// One line of a terminal progress bar (`\r`-led, to overwrite the last).
+    #[must_use]
+    pub fn bar(&self) -> String {
+        let width = 30u64;
+        let filled = (self.done * width).checked_div(self.total).unwrap_or(width);
+        let bar: String = (0..width)
+            .map(|i| if i < filled { '#' } else { '.' })
+            .collect();
+        format!(
+            "\r{:<10} [{bar}] {}/{}  failed {}   ",
+            self.suite.name(),
+            self.done,
+            self.total,
+            self.failed
+        )
+    }
+}
+
+/// How long a validation runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Profile {
+    /// 3 cycles per device and model: what CI runs.
+    #[default]
+    Short,
+    /// 200 cycles per device and model: thousands of cycles on the lab.
+    Long,
+}
+
+impl Profile {
+    /// Cycles per device and model.
+    #[must_use]
+    pub fn cycles(self) -> u32 {
+        match self {
+            Self::Short => 3,
+            Self::Long => 200,
+        }
+    }
+
+    /// Its name.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Short => "short",
+            Self::Long => "long",
+        }
+    }
+}
+
+impl std::str::FromStr for Profile {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "short" => Ok(Self::Short),
+            "long" => Ok(Self::Long),
+            other => Err(format!("unknown profile '{other}' (short, long)")),
+        }
+    }
+}
+
 /// The suites built so far (the others are refused by name until they are).
 pub const BUILT: [Suite; 7] = Suite::ALL;
 
