@@ -1,20 +1,27 @@
 //! The Linux backend: a host seen through its sysfs (and a little procfs).
 //!
 //! Every path is taken relative to a [`HostPaths`] root, so the same code reads the real `/sys` on a
-//! lender and a fake tree in tests. This crate only *reads* so far: inventory and the facts
-//! qualification needs. Writes (unbind, bind, reset, remove/rescan) will only ever go through the
-//! same roots, and tests drive them against fake trees.
+//! lender and a fake tree in tests. Reads give the inventory and the facts qualification needs;
+//! writes (unbind, bind, reset, remove/rescan, SR-IOV) go only through [`write::Writer`], which keeps
+//! them inside the agent's pool, gives each a deadline and records them (a dry run only records).
 //!
 //! # Layout
 //! - [`sysfs`]: typed reads of sysfs attribute files and links, with [`SysfsError`].
+//! - [`write`]: the write path: [`write::Scope`], [`write::Writer`], deadlines, the record of writes.
+//! - [`quiesce`]: what holds a function (mounts, open files, mappings, routed interfaces).
+//! - [`control`]: [`LinuxControl`], the device-control primitives over the two above.
 //! - [`procfs`]: mount table and routing table parsing (pure functions plus readers).
 //! - [`inventory`]: the [`LinuxHost`] inventory.
 #![deny(missing_docs)]
 
+pub mod control;
 pub mod inventory;
 pub mod procfs;
 pub mod qualify_facts;
+pub mod quiesce;
 pub mod sysfs;
+pub mod write;
 
+pub use control::LinuxControl;
 pub use inventory::LinuxHost;
 pub use sysfs::{HostPaths, SysfsError};

@@ -39,6 +39,36 @@ pub enum DeviceError {
         /// Open users.
         users: u32,
     },
+    /// Something on the host holds the device (a mount, an open file, a process mapping its BARs, an
+    /// interface carrying traffic); each holder says what, and which process where one does.
+    #[error("{bdf} is in use: {}", holders.join("; "))]
+    Held {
+        /// Device.
+        bdf: Bdf,
+        /// What holds it, one line each (`/dev/nvme0n1 mounted on /mnt`, `pid 812 (dd) has /dev/nvme0n1 open`).
+        holders: Vec<String>,
+    },
+    /// The kernel refused a write to one of its attribute files (EINVAL, EBUSY, ENODEV, ...).
+    #[error("{bdf}: the kernel refused '{value}' in {attribute}: {reason}")]
+    Refused {
+        /// Device.
+        bdf: Bdf,
+        /// The attribute file.
+        attribute: String,
+        /// What was written.
+        value: String,
+        /// The kernel's answer.
+        reason: String,
+    },
+    /// This agent may not act on the device (not in its pool, it backs the root filesystem or the
+    /// default route, or it did not qualify).
+    #[error("{bdf}: not allowed: {why}")]
+    NotAllowed {
+        /// Device.
+        bdf: Bdf,
+        /// Why.
+        why: String,
+    },
     /// The step did not finish within its deadline (an unbind or reset that hangs).
     #[error("{bdf}: {step} timed out after {after_ms} ms")]
     Timeout {

@@ -246,13 +246,15 @@ impl From<DeviceError> for StepError {
     fn from(e: DeviceError) -> Self {
         let kind = match &e {
             DeviceError::HostDown | DeviceError::Unreachable(_) => StepErrorKind::HostDown,
-            DeviceError::Busy { .. } => StepErrorKind::Busy,
+            DeviceError::Busy { .. } | DeviceError::Held { .. } => StepErrorKind::Busy,
             DeviceError::Timeout { .. } => StepErrorKind::Timeout,
             DeviceError::ResetUnsupported { .. }
             | DeviceError::Unsupported { .. }
             | DeviceError::NotHere => StepErrorKind::Unsupported,
             DeviceError::NoDevice(_)
             | DeviceError::ResetFailed { .. }
+            | DeviceError::Refused { .. }
+            | DeviceError::NotAllowed { .. }
             | DeviceError::NoMatchingDriver { .. }
             | DeviceError::ConfigRange { .. }
             | DeviceError::BadReply(_)

@@ -96,6 +96,12 @@ impl FakeDevice {
         self
     }
 
+    /// Exposes SR-IOV with `total` VFs, `enabled` of them on.
+    pub fn sriov(mut self, total: u16, enabled: u16) -> Self {
+        self.sriov = Some((total, enabled));
+        self
+    }
+
     /// Writes a `reset_method` file.
     pub fn reset_method(mut self, methods: &str) -> Self {
         self.reset_method = Some(methods.to_owned());
@@ -120,6 +126,21 @@ pub struct SysfsTreeBuilder {
     mounts: Vec<(String, String)>,
     default_route: Option<String>,
     kernel_release: String,
+    processes: Vec<FakeProcess>,
+    drivers: Vec<String>,
+}
+
+/// A process in the fake `/proc`: what it has open (`fd/N` links) and mapped (`maps` paths).
+#[derive(Debug, Clone)]
+pub struct FakeProcess {
+    /// Process id.
+    pub pid: u32,
+    /// `comm`.
+    pub comm: String,
+    /// Targets of its open file descriptors.
+    pub open: Vec<String>,
+    /// Paths in its memory maps.
+    pub maps: Vec<String>,
 }
 
 /// Path from directory `from` to `to`, both absolute: what `ln -s` would store for a relative link.
@@ -177,7 +198,21 @@ impl SysfsTreeBuilder {
             mounts: Vec::new(),
             default_route: None,
             kernel_release: "6.1.0-fake".to_owned(),
+            processes: Vec::new(),
+            drivers: Vec::new(),
         }
+    }
+
+    /// Adds a process to the fake `/proc`.
+    pub fn process(mut self, process: FakeProcess) -> Self {
+        self.processes.push(process);
+        self
+    }
+
+    /// Registers a driver nothing is bound to yet (`bus/pci/drivers/NAME/`), as a loaded module does.
+    pub fn loaded_driver(mut self, name: &str) -> Self {
+        self.drivers.push(name.to_owned());
+        self
     }
 
     /// Adds a device.
@@ -233,6 +268,29 @@ impl SysfsTreeBuilder {
         write(&sys.join("bus/pci/rescan"), "")?;
         for dev in &self.devices {
             self.write_device(&sys, dev)?;
+        }
+        for name in &self.drivers {
+            let drv = sys.join("bus/pci/drivers").join(name);
+            write(&drv.join("bind"), "")?;
+            write(&drv.join("unbind"), "")?;
+        }
+        for p in &self.processes {
+            let dir = proc.join(p.pid.to_string());
+            write(&dir.join("comm"), format!("{}\n", p.comm))?;
+            std::fs::create_dir_all(dir.join("fd"))?;
+            for (n, target) in p.open.iter().enumerate() {
+                std::os::unix::fs::symlink(target, dir.join("fd").join((n + 3).to_string()))?;
+            }
+            let mut maps = String::new();
+            for (n, path) in p.maps.iter().enumerate() {
+                let start = 0x7f00_0000_0000u64 + (n as u64) * 0x10_0000;
+                let _ = writeln!(
+                    maps,
+                    "{start:x}-{:x} rw-s 00000000 00:14 1234 {path}",
+                    start + 0x4000
+                );
+            }
+            write(&dir.join("maps"), maps)?;
         }
         let mut mountinfo = String::new();
         for (i, (dev, mount_point)) in self.mounts.iter().enumerate() {

@@ -2,6 +2,8 @@
 //! read-only `/sys` of the machine running the tests.
 
 #[cfg(test)]
+mod control;
+#[cfg(test)]
 mod fake_tree;
 #[cfg(test)]
 mod real_host;
