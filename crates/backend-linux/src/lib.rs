@@ -10,11 +10,13 @@
 //! - [`write`]: the write path: [`write::Scope`], [`write::Writer`], deadlines, the record of writes.
 //! - [`quiesce`]: what holds a function (mounts, open files, mappings, routed interfaces).
 //! - [`control`]: [`LinuxControl`], the device-control primitives over the two above.
+//! - [`host`]: the operator's one-host operations (`pcipool host ...`) with their safety checks.
 //! - [`procfs`]: mount table and routing table parsing (pure functions plus readers).
 //! - [`inventory`]: the [`LinuxHost`] inventory.
 #![deny(missing_docs)]
 
 pub mod control;
+pub mod host;
 pub mod inventory;
 pub mod procfs;
 pub mod qualify_facts;

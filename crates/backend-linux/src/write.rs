@@ -232,6 +232,13 @@ pub enum Mode {
     DryRun,
 }
 
+impl Mode {
+    /// [`Mode::DryRun`] when `dry_run`, else [`Mode::Live`].
+    pub fn dry_run(dry_run: bool) -> Self {
+        if dry_run { Self::DryRun } else { Self::Live }
+    }
+}
+
 /// Writes attribute files within a [`Scope`], with a deadline each, keeping the list of writes.
 #[derive(Debug)]
 pub struct Writer {

@@ -35,6 +35,23 @@ pub struct Row<'a> {
     pub error: Option<String>,
 }
 
+/// Reads a dump file (`-` for stdin). Dumps are ASCII; a stray non-UTF-8 byte (a vendor name in
+/// Latin-1) must not fail the read.
+///
+/// # Errors
+/// The file or stdin cannot be read.
+pub fn read_source(path: &std::path::Path) -> std::io::Result<String> {
+    let bytes = if path == std::path::Path::new("-") {
+        let mut buf = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf)?;
+        buf
+    } else {
+        std::fs::read(path)?
+    };
+    Ok(String::from_utf8(bytes)
+        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()))
+}
+
 /// Decodes every device of a parsed dump.
 #[must_use]
 pub fn decode_all(devices: &[DumpedDevice]) -> Vec<Decoded> {

@@ -45,11 +45,11 @@ pub enum OutputFormat {
 #[derive(Debug, Clone, clap::Args)]
 pub struct HostArgs {
     /// Root of the sysfs tree to read (a fake tree in tests).
-    #[arg(long, value_name = "PATH", default_value = "/sys")]
+    #[arg(long, value_name = "PATH", default_value = "/sys", global = true)]
     pub sysfs_root: PathBuf,
     /// Root of the procfs tree (mount and route tables). Defaults to `proc` beside a non-default
     /// `--sysfs-root`, else /proc.
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", global = true)]
     pub proc_root: Option<PathBuf>,
 }
 
@@ -86,6 +86,10 @@ pub enum CliCommand {
     /// Decide, per device and access model, whether it may be pooled, and say why. Exit code: 0 when
     /// everything asked for passes (warnings allowed), 1 on warnings with --strict, 2 on failures.
     Qualify(QualifyArgs),
+    /// The pool's hosts (`list`, from the API), or change one function of this host as the agent
+    /// would. Exit code of a change: 0 done, 1 error, 2 busy (what holds it is printed), 3 refused
+    /// (backs / or the default route, or outside the pool), 4 timed out.
+    Host(HostCommandArgs),
     /// The simulated fabric: inspect it, or drive a seeded workload of leases and faults against it.
     #[command(subcommand)]
     Sim(SimCommand),
@@ -107,6 +111,24 @@ pub enum CliCommand {
     /// Benchmarks that print ratios measured side by side in one run.
     #[command(subcommand)]
     Bench(pcipool_bench::Benchmark),
+}
+
+/// `pcipool host`: the pool's hosts, or an operation on this host and how to run it.
+#[derive(Debug, clap::Args)]
+pub struct HostCommandArgs {
+    #[command(subcommand)]
+    pub command: HostCommand,
+    #[command(flatten)]
+    pub host: HostArgs,
+    /// Print the exact writes (path and value) in order; change nothing.
+    #[arg(long, global = true)]
+    pub dry_run: bool,
+    /// Seconds one attribute write may take before it is abandoned as timed out.
+    #[arg(long, value_name = "SECS", default_value_t = 10, global = true)]
+    pub write_deadline: u64,
+    /// Output format.
+    #[arg(long, short, value_enum, default_value_t, global = true)]
+    pub output: OutputFormat,
 }
 
 /// Commands that talk to the controller's API ($PCIPOOL_URL with $PCIPOOL_TOKEN).
@@ -160,9 +182,6 @@ pub enum ClientCommand {
     /// Pooled devices.
     #[command(subcommand)]
     Device(DeviceCommand),
-    /// Fabric hosts.
-    #[command(subcommand)]
-    Host(ListCommand),
     /// Take a device, or every device of a host, out of the pool (maintenance, or back to the lender's
     /// own use with --local). Busy devices are left alone and reported (exit code 1).
     Drain {
@@ -349,15 +368,13 @@ pub struct ApiArgs {
     pub token: String,
 }
 
-/// `list` subcommands.
+/// `pcipool host` subcommands.
 #[derive(Debug, Subcommand)]
-pub enum ListCommand {
-    /// List them.
-    List {
-        /// Output format.
-        #[arg(long, short, value_enum, default_value_t)]
-        output: OutputFormat,
-    },
+pub enum HostCommand {
+    /// List the pool's hosts (from the controller's API).
+    List,
+    #[command(flatten)]
+    Local(pcipool_backend_linux::host::HostOp),
 }
 
 /// Lease subcommands.

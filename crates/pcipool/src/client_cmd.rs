@@ -6,13 +6,12 @@ use std::process::ExitCode;
 use pcipool_client::{Client, ClientError, text};
 use pcipool_fabric::DeviceOrHost;
 use pcipool_wire::DeviceAction;
-use serde::Serialize;
 
 use crate::cli::{
-    ApiArgs, AuditCommand, ClientCommand, DeviceCommand, LeaseCommand, ListCommand, OutputFormat,
+    ApiArgs, AuditCommand, ClientCommand, DeviceCommand, LeaseCommand, OutputFormat,
     QuarantineCommand, WorkflowCommand,
 };
-use crate::commands::{emit, emit_json};
+use crate::commands::{emit, emit_json, show};
 use crate::{BadInput, NotFound};
 
 fn map_err(e: ClientError) -> anyhow::Error {
@@ -23,19 +22,6 @@ fn map_err(e: ClientError) -> anyhow::Error {
         ClientError::Api { code, .. } if code == "BAD_REQUEST" => BadInput(e.to_string()).into(),
         _ => anyhow::Error::new(e),
     }
-}
-
-/// Prints an answer as JSON or as its text.
-fn show<T: Serialize + ?Sized>(
-    output: OutputFormat,
-    answer: &T,
-    as_text: impl FnOnce(&T) -> String,
-) -> anyhow::Result<ExitCode> {
-    match output {
-        OutputFormat::Json => emit_json(&answer)?,
-        OutputFormat::Table => emit(&as_text(answer))?,
-    }
-    Ok(ExitCode::SUCCESS)
 }
 
 fn said(line: String) -> anyhow::Result<ExitCode> {
@@ -117,11 +103,6 @@ pub fn run(api: &ApiArgs, command: ClientCommand) -> anyhow::Result<ExitCode> {
                 show(output, &d, text::device)
             }
         },
-        C::Host(ListCommand::List { output }) => {
-            show(output, &client.hosts().map_err(map_err)?, |h| {
-                text::hosts(h)
-            })
-        }
         C::Drain { target, local } => {
             let action = if local {
                 DeviceAction::DrainLocal
@@ -212,4 +193,13 @@ fn device_action(
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// `pcipool host list`.
+///
+/// # Errors
+/// Transport and API errors.
+pub fn hosts(api: &ApiArgs, output: OutputFormat) -> anyhow::Result<ExitCode> {
+    let hosts = Client::new(&api.url, &api.token).hosts().map_err(map_err)?;
+    show(output, &hosts, |h| text::hosts(h))
 }

@@ -1,7 +1,7 @@
 //! The dispatch of every command, and the commands that read this host (inventory, inspect, decode).
 //! Each prints to stdout and returns the exit code.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -32,6 +32,7 @@ pub fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
         CliCommand::Inspect { bdf, host, output } => inventory(&host.paths(), Some(bdf), output),
         CliCommand::Decode { file, output } => decode(&file, output),
         CliCommand::Qualify(args) => crate::qualify_cmd::run(&args),
+        CliCommand::Host(args) => host(&api, args),
         CliCommand::Dev(args) => {
             serve_cmd::dev(args.data_dir, &args.listen, args.fabric.as_deref())
         }
@@ -138,6 +139,19 @@ pub fn emit(text: &str) -> anyhow::Result<()> {
     stdout.flush().context("writing to stdout")
 }
 
+/// Prints an answer as JSON or as its text.
+pub fn show<T: Serialize + ?Sized>(
+    output: OutputFormat,
+    answer: &T,
+    as_text: impl FnOnce(&T) -> String,
+) -> anyhow::Result<ExitCode> {
+    match output {
+        OutputFormat::Json => emit_json(&answer)?,
+        OutputFormat::Table => emit(&as_text(answer))?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// Prints `value` as pretty JSON.
 pub fn emit_json(value: &impl Serialize) -> anyhow::Result<()> {
     let mut text = serde_json::to_string_pretty(value).context("serialising JSON")?;
@@ -157,41 +171,23 @@ fn inventory(
         .with_context(|| format!("reading PCI inventory under {sys}"))?;
     let ids = PciIds::system();
     let Some(bdf) = only else {
-        match output {
-            OutputFormat::Json => emit_json(&inv)?,
-            OutputFormat::Table => emit(&pcipool_describe::text::inventory_table(ids, &inv))?,
-        }
-        return Ok(ExitCode::SUCCESS);
+        return show(output, &inv, |i| {
+            pcipool_describe::text::inventory_table(ids, i)
+        });
     };
     let device = inv.devices.iter().find(|d| d.bdf == bdf);
     let device = device.ok_or_else(|| NotFound(format!("no PCI function {bdf} under {sys}")))?;
-    match output {
-        OutputFormat::Json => emit_json(device)?,
-        OutputFormat::Table => {
-            let mut text = String::new();
-            pcipool_describe::text::record(&mut text, ids, device);
-            emit(&text)?;
-        }
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-/// Dumps are ASCII; a stray non-UTF-8 byte (a vendor name in Latin-1) must not fail the read.
-fn text_of(bytes: Vec<u8>) -> String {
-    String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+    show(output, device, |d| {
+        let mut text = String::new();
+        pcipool_describe::text::record(&mut text, ids, d);
+        text
+    })
 }
 
 fn decode(file: &Path, output: OutputFormat) -> anyhow::Result<ExitCode> {
     let name = file.display().to_string();
-    let text = if name == "-" {
-        let mut buf = Vec::new();
-        std::io::stdin()
-            .read_to_end(&mut buf)
-            .context("reading stdin")?;
-        text_of(buf)
-    } else {
-        text_of(std::fs::read(file).with_context(|| format!("reading {name}"))?)
-    };
+    let text =
+        pcipool_describe::dump::read_source(file).with_context(|| format!("reading {name}"))?;
     let devices =
         parse_dump(&text).map_err(|e| BadInput(format!("{name}:{}: {}", e.line, e.kind)))?;
     let decoded = pcipool_describe::dump::decode_all(&devices);
@@ -212,4 +208,23 @@ fn decode(file: &Path, output: OutputFormat) -> anyhow::Result<ExitCode> {
         .into());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn host(api: &crate::cli::ApiArgs, a: crate::cli::HostCommandArgs) -> anyhow::Result<ExitCode> {
+    let crate::cli::HostCommand::Local(op) = a.command else {
+        return crate::client_cmd::hosts(api, a.output);
+    };
+    let mode = pcipool_backend_linux::write::Mode::dry_run(a.dry_run);
+    let deadline = std::time::Duration::from_secs(a.write_deadline);
+    match pcipool_backend_linux::host::run(&a.host.paths(), &op, mode, deadline) {
+        Ok(report) => show(
+            a.output,
+            &report,
+            pcipool_backend_linux::host::HostReport::text,
+        ),
+        Err(e) => {
+            eprintln!("error: {e}");
+            Ok(ExitCode::from(e.exit_code()))
+        }
+    }
 }

@@ -1,6 +1,5 @@
 //! `pcipool qualify`: gather a host's facts (read-only), judge its devices, print the report.
 
-use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -8,8 +7,8 @@ use pcipool_backend::{DeviceRecord, Inventory};
 use pcipool_backend_linux::LinuxHost;
 use pcipool_backend_linux::qualify_facts::{load_aliases, platform_facts};
 use pcipool_describe::PciIds;
-use pcipool_qualify::report::{Judging, Report, parse_overrides};
-use pcipool_qualify::{AdapterProfile, Verdict};
+use pcipool_qualify::Verdict;
+use pcipool_qualify::report::{Judging, ProfileError, Report, load_profile, parse_overrides};
 
 use crate::cli::QualifyArgs;
 use crate::{BadInput, NotFound};
@@ -26,33 +25,16 @@ pub enum ReportFormat {
     Markdown,
 }
 
-fn load_profile(spec: &str) -> anyhow::Result<AdapterProfile> {
-    if let Some(p) = AdapterProfile::named(spec) {
-        return Ok(p);
-    }
-    let path = Path::new(spec);
-    if !path.exists() {
-        let names: Vec<String> = AdapterProfile::builtin()
-            .into_iter()
-            .map(|p| p.name)
-            .collect();
-        return Err(NotFound(format!(
-            "no adapter profile '{spec}' (built-in: {}; or give a TOML file)",
-            names.join(", ")
-        ))
-        .into());
-    }
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {spec}"))?;
-    toml::from_str(&text).map_err(|e| BadInput(format!("{spec}: {e}")).into())
-}
-
 /// Runs the command. Exit 0 when everything asked for passes, 1 on warnings with `--strict`, 2 on failures.
 ///
 /// # Errors
 /// Unreadable host, profile, policy or module list; an unknown device.
 pub fn run(a: &QualifyArgs) -> anyhow::Result<ExitCode> {
     let paths = a.host.paths();
-    let profile = load_profile(&a.adapter_profile)?;
+    let profile = load_profile(&a.adapter_profile).map_err(|e| match e {
+        ProfileError::Unknown { .. } => anyhow::Error::new(NotFound(e.to_string())),
+        other => BadInput(other.to_string()).into(),
+    })?;
     let overrides = match &a.policy {
         Some(p) => {
             let text =

@@ -31,14 +31,9 @@ fn build(desc: &FabricDesc, seed: u64) -> anyhow::Result<Sim> {
 pub fn inventory(fabric: Option<&Path>, output: OutputFormat) -> anyhow::Result<ExitCode> {
     let sim = build(&load(fabric)?.desc, 0)?;
     let rows = pcipool_sim::inventory::hosts(&sim).context("simulated inventory")?;
-    match output {
-        OutputFormat::Json => emit_json(&rows)?,
-        OutputFormat::Table => {
-            let links = sim.fabric.topology().links().len();
-            emit(&pcipool_sim::inventory::table(&rows, links)?)?;
-        }
-    }
-    Ok(ExitCode::SUCCESS)
+    let links = sim.fabric.topology().links().len();
+    let table = pcipool_sim::inventory::table(&rows, links)?;
+    crate::commands::show(output, &rows, |_| table)
 }
 
 /// `pcipool sim fabric-run`: the fabric model alone under the seeded workload.

@@ -36,6 +36,65 @@ pub fn parse_overrides(text: &str) -> Result<Vec<Override>, String> {
     Ok(policy.overrides)
 }
 
+/// Why an adapter profile could not be had.
+#[derive(Debug, thiserror::Error)]
+pub enum ProfileError {
+    /// Neither a built-in name nor an existing file.
+    #[error("no adapter profile '{spec}' (built-in: {builtin}; or give a TOML file)")]
+    Unknown {
+        /// What was asked for.
+        spec: String,
+        /// The built-in names.
+        builtin: String,
+    },
+    /// The file could not be read.
+    #[error("reading {spec}: {source}")]
+    Unreadable {
+        /// The file.
+        spec: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not a profile.
+    #[error("{spec}: {why}")]
+    Invalid {
+        /// The file.
+        spec: String,
+        /// What is wrong.
+        why: String,
+    },
+}
+
+/// A built-in adapter profile by name, or one from a TOML file.
+///
+/// # Errors
+/// [`ProfileError`].
+pub fn load_profile(spec: &str) -> Result<AdapterProfile, ProfileError> {
+    if let Some(p) = AdapterProfile::named(spec) {
+        return Ok(p);
+    }
+    let path = std::path::Path::new(spec);
+    if !path.exists() {
+        let names: Vec<String> = AdapterProfile::builtin()
+            .into_iter()
+            .map(|p| p.name)
+            .collect();
+        return Err(ProfileError::Unknown {
+            spec: spec.to_owned(),
+            builtin: names.join(", "),
+        });
+    }
+    let text = std::fs::read_to_string(path).map_err(|source| ProfileError::Unreadable {
+        spec: spec.to_owned(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|e| ProfileError::Invalid {
+        spec: spec.to_owned(),
+        why: e.to_string(),
+    })
+}
+
 /// One device's verdicts.
 #[derive(Debug, Serialize)]
 pub struct DeviceReport {

@@ -14,6 +14,8 @@ mod dev;
 #[cfg(test)]
 mod host;
 #[cfg(test)]
+mod host_ops;
+#[cfg(test)]
 mod lspci_text;
 #[cfg(test)]
 mod parity;
