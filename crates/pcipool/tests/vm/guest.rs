@@ -1,0 +1,95 @@
+//! One guest for a test: tools, kernel, initramfs with this build's `pcipool`, disk images.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use pcipool_vm::initramfs::{self, Contents};
+use pcipool_vm::kernel::Kernel;
+use pcipool_vm::vm::{Ran, Spec, Vm};
+use pcipool_vm::{VmError, cache_dir, tools};
+
+/// Modules the guests load at boot (dependencies come along).
+const MODULES: [&str; 6] = [
+    "nvme",
+    "vfio-pci",
+    "virtio_pci",
+    "virtio_net",
+    "ext4",
+    "crc32c_generic",
+];
+
+/// A booted guest and the directory holding its files.
+pub struct Guest {
+    pub vm: Vm,
+    pub dir: tempfile::TempDir,
+}
+
+impl Guest {
+    /// Runs a command; a guest that does not answer fails the test.
+    pub fn sh(&mut self, command: &str) -> Ran {
+        match self.vm.run(command) {
+            Ok(ran) => ran,
+            Err(e) => panic!("guest command {command:?}: {e}"),
+        }
+    }
+
+    /// The trimmed output of a command that must succeed.
+    pub fn ok(&mut self, command: &str) -> String {
+        let ran = self.sh(command);
+        assert_eq!(ran.status, 0, "{command}: {}", ran.output);
+        ran.output.trim().to_owned()
+    }
+}
+
+/// A raw image of `mib` MiB starting with `marker`.
+pub fn image(dir: &Path, name: &str, mib: u64, marker: &str) -> PathBuf {
+    let path = dir.join(name);
+    let mut file = std::fs::File::create(&path).expect("image");
+    file.write_all(marker.as_bytes()).expect("marker");
+    file.set_len(mib << 20).expect("size");
+    path
+}
+
+/// Boots a guest whose machine `spec` builds from the guest's directory; `None` (after a SKIPPED
+/// line) when QEMU cannot be had on this machine.
+pub fn boot(test: &str, spec: impl FnOnce(&Path) -> Spec) -> Option<Guest> {
+    match tools::ensure() {
+        Ok(()) => {}
+        Err(VmError::Unavailable(why)) => {
+            pcipool_testkit::skip::skipped(test, &why);
+            return None;
+        }
+        Err(e) => panic!("{test}: {e}"),
+    }
+    let kernel = Kernel::fetch(&cache_dir()).unwrap_or_else(|e| panic!("{test}: kernel: {e}"));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let initrd = dir.path().join("initramfs.cpio");
+    let pcipool = PathBuf::from(env!("CARGO_BIN_EXE_pcipool"));
+    let programs = [pcipool.as_path()];
+    initramfs::build(
+        &Contents {
+            kernel: &kernel,
+            modules: &MODULES,
+            programs: &programs,
+        },
+        dir.path(),
+        &initrd,
+    )
+    .unwrap_or_else(|e| panic!("{test}: initramfs: {e}"));
+    let spec = spec(dir.path());
+    let vm = Vm::boot(
+        &kernel.image,
+        &initrd,
+        &spec,
+        &dir.path().join("vm"),
+        Duration::from_secs(120),
+    )
+    .unwrap_or_else(|e| panic!("{test}: boot: {e}"));
+    eprintln!(
+        "{test}: guest booted in {:.1} s (kernel {})",
+        vm.boot_time.as_secs_f64(),
+        kernel.version
+    );
+    Some(Guest { vm, dir })
+}
