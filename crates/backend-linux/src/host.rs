@@ -56,6 +56,16 @@ pub enum HostOp {
         /// The function.
         bdf: Bdf,
     },
+    /// Quiesce check, hold, and take the function off the bus (sysfs `remove`).
+    Remove {
+        /// The function.
+        bdf: Bdf,
+    },
+    /// Rescan below a bridge (a root port), so that removed or hot-plugged functions appear.
+    Rescan {
+        /// The bridge.
+        bdf: Bdf,
+    },
 }
 
 impl HostOp {
@@ -67,6 +77,8 @@ impl HostOp {
             Self::Reset { .. } => "reset",
             Self::Vfs { .. } => "vfs",
             Self::Vfio { .. } => "vfio",
+            Self::Remove { .. } => "remove",
+            Self::Rescan { .. } => "rescan",
         }
     }
 
@@ -77,7 +89,9 @@ impl HostOp {
             | Self::Attach { bdf, .. }
             | Self::Reset { bdf, .. }
             | Self::Vfs { bdf, .. }
-            | Self::Vfio { bdf } => *bdf,
+            | Self::Vfio { bdf }
+            | Self::Remove { bdf }
+            | Self::Rescan { bdf } => *bdf,
         }
     }
 }
@@ -231,12 +245,17 @@ pub fn run(
         HostOp::Vfio { .. } => {
             control.give(bdf, Some("vfio-pci"), true)?;
         }
+        HostOp::Remove { .. } => {
+            control.hold(bdf, false)?;
+            control.hot_remove(bdf)?;
+        }
+        HostOp::Rescan { .. } => control.rescan(Some(bdf))?,
     }
     let dry_run = mode == Mode::DryRun;
-    let driver_after = if dry_run {
-        driver_before.clone()
-    } else {
-        control.driver(bdf)?
+    let driver_after = match op {
+        _ if dry_run => driver_before.clone(),
+        HostOp::Remove { .. } => None,
+        _ => control.driver(bdf)?,
     };
     Ok(HostReport {
         operation: op.clone(),

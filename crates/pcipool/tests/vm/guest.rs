@@ -22,7 +22,8 @@ const MODULES: [&str; 6] = [
 /// A booted guest and the directory holding its files.
 pub struct Guest {
     pub vm: Vm,
-    pub dir: tempfile::TempDir,
+    /// Holds the images and the VM's files for as long as the guest runs.
+    pub _files: tempfile::TempDir,
 }
 
 impl Guest {
@@ -91,5 +92,5 @@ pub fn boot(test: &str, spec: impl FnOnce(&Path) -> Spec) -> Option<Guest> {
         vm.boot_time.as_secs_f64(),
         kernel.version
     );
-    Some(Guest { vm, dir })
+    Some(Guest { vm, _files: dir })
 }
