@@ -17,9 +17,11 @@
 //! - [`runtime`]: [`Agent`], one host's agent, and the [`Reporter`] of its devices.
 //! - [`server`]: the agent's HTTP routes.
 //! - [`simulated`]: [`SimulatedHost`], a host whose hardware is the simulated fabric's process.
+//! - [`linux`]: [`linux::LinuxPool`], a Linux host's pool of functions: its offer and its device control.
 //! - [`process`]: `pcipool agent` as a process (listener, heartbeats, shutdown).
 #![deny(missing_docs)]
 
+pub mod linux;
 pub mod local;
 pub mod process;
 pub mod runner;

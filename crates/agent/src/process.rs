@@ -1,30 +1,70 @@
 //! `pcipool agent` as a process: the agent's step routes served on a listener, and a thread that
-//! registers with the controller and heartbeats until shutdown. With the simulator, the host's hardware
-//! is the `pcipool sim serve` process; the agent reads its host's devices from it and calls its
-//! kernel's primitives there.
+//! registers with the controller and heartbeats until shutdown. With the simulator (`--backend sim`),
+//! the host's hardware is the `pcipool sim serve` process; the agent reads its host's devices from it
+//! and calls its kernel's primitives there. With `--backend linux`, the hardware is this host's kernel,
+//! through the pool of functions the operator names ([`crate::linux`]).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use std::path::PathBuf;
+
+use pcipool_backend::DeviceControl;
 use pcipool_backend::remote::RemoteHost;
 use pcipool_client::Client;
 use pcipool_fabric::NodeId;
+use pcipool_pcie::Bdf;
 
-use crate::{Agent, SimulatedHost};
+use crate::linux::LinuxPool;
+use crate::{Agent, Reporter, SimulatedHost};
+
+/// What drives the host's hardware.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum BackendKind {
+    /// The simulated fabric's process (`--fabric-url`).
+    #[default]
+    Sim,
+    /// This host's Linux kernel, for the functions in `--pool`.
+    Linux,
+}
+
+/// `pcipool agent`'s options.
+#[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
+pub struct AgentOptions {
+    /// The host this agent runs on (node id, e.g. n1).
+    #[arg(long, value_name = "NODE")]
+    pub node: NodeId,
+    /// What drives the host's hardware.
+    #[arg(long, value_enum, default_value_t)]
+    pub backend: BackendKind,
+    /// The simulated fabric process (`pcipool sim serve`) that plays this host's hardware.
+    #[arg(long, value_name = "URL", required_if_eq("backend", "sim"))]
+    pub fabric_url: Option<String>,
+    /// The functions this agent may lend (Linux backend): it writes to nothing else, and refuses to
+    /// start with one that backs / or carries the default route.
+    #[arg(long, value_name = "BDF", num_args = 1.., required_if_eq("backend", "linux"))]
+    pub pool: Vec<Bdf>,
+    /// sysfs root (Linux backend; a fake tree in tests).
+    #[arg(long, value_name = "PATH", default_value = "/sys")]
+    pub sysfs_root: PathBuf,
+    /// Where the agent keeps its fencing epochs across restarts.
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Address the agent listens on for the controller's step calls.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
+    pub listen: String,
+    /// Heartbeat interval, milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub heartbeat_ms: u64,
+}
 
 /// What one agent process runs with.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AgentProcess {
-    /// This host.
-    pub node: NodeId,
-    /// The simulated fabric process playing this host's hardware.
-    pub fabric_url: String,
-    /// Listen address for the controller's step calls.
-    pub listen: String,
-    /// Heartbeat interval.
-    pub heartbeat: Duration,
+    /// The operator's options.
+    pub options: AgentOptions,
     /// Controller URL.
     pub controller: String,
     /// Agent token for the controller.
@@ -53,6 +93,9 @@ pub enum ProcessError {
     /// The heartbeat thread panicked.
     #[error("the heartbeat thread panicked")]
     Heartbeat,
+    /// The backend could not be set up (no pool, an unsafe function, an unreadable state directory).
+    #[error("{0}")]
+    Setup(String),
 }
 
 /// Runs the agent until `shutdown`; `on_bound` hears the step address once it is bound.
@@ -64,23 +107,60 @@ pub fn run(
     on_bound: impl FnOnce(SocketAddr),
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ProcessError> {
-    let hardware = SimulatedHost::new(&p.fabric_url, p.node);
-    let agent = Arc::new(Agent::new(
-        p.node,
-        p.secret.clone(),
-        RemoteHost(hardware.clone()),
-    ));
+    let o = &p.options;
+    match o.backend {
+        BackendKind::Sim => {
+            let url = o
+                .fabric_url
+                .as_deref()
+                .ok_or_else(|| ProcessError::Setup("the sim backend needs --fabric-url".into()))?;
+            let hardware = SimulatedHost::new(url, o.node);
+            let agent = Agent::new(o.node, p.secret.clone(), RemoteHost(hardware.clone()));
+            serve(p, agent, Arc::new(hardware), on_bound, shutdown)
+        }
+        BackendKind::Linux => {
+            let pool = LinuxPool {
+                node: o.node,
+                paths: pcipool_backend_linux::HostPaths::given(&o.sysfs_root, None),
+                pool: o.pool.iter().copied().collect(),
+                profile: pcipool_qualify::AdapterProfile::named("dolphin-pxh830-32g")
+                    .ok_or_else(|| ProcessError::Setup("no built-in adapter profile".into()))?,
+                modules: None,
+            };
+            pool.check().map_err(ProcessError::Setup)?;
+            let agent = Agent::new(
+                o.node,
+                p.secret.clone(),
+                pool.control().map_err(ProcessError::Setup)?,
+            );
+            serve(p, agent, Arc::new(pool), on_bound, shutdown)
+        }
+    }
+}
+
+fn serve<D: DeviceControl + Send + 'static>(
+    p: &AgentProcess,
+    agent: Agent<D>,
+    reporter: Arc<dyn Reporter>,
+    on_bound: impl FnOnce(SocketAddr),
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ProcessError> {
+    let agent = match &p.options.state_dir {
+        Some(dir) => agent.with_state_dir(dir).map_err(ProcessError::Setup)?,
+        None => agent,
+    };
+    let agent = Arc::new(agent);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .map_err(ProcessError::Runtime)?;
     let bind = |source| ProcessError::Bind {
-        addr: p.listen.clone(),
+        addr: p.options.listen.clone(),
         source,
     };
     let listener = runtime
-        .block_on(tokio::net::TcpListener::bind(&p.listen))
+        .block_on(tokio::net::TcpListener::bind(&p.options.listen))
         .map_err(bind)?;
     let addr = listener.local_addr().map_err(bind)?;
     on_bound(addr);
@@ -89,8 +169,10 @@ pub fn run(
     let announcer = {
         let (agent, stop) = (agent.clone(), stop.clone());
         let client = Client::new(&p.controller, &p.token);
-        let every = p.heartbeat;
-        std::thread::spawn(move || agent.announce(&client, &hardware, &own_url, every, &stop))
+        let every = Duration::from_millis(p.options.heartbeat_ms);
+        std::thread::spawn(move || {
+            agent.announce(&client, reporter.as_ref(), &own_url, every, &stop)
+        })
     };
     let served = runtime.block_on(crate::server::serve(agent, listener, shutdown));
     stop.store(true, Ordering::Relaxed);

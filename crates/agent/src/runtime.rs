@@ -4,6 +4,7 @@
 //! and heartbeats the leases its host borrows, tearing down those the controller no longer grants.
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -40,7 +41,12 @@ pub struct Agent<D> {
     epochs: Mutex<BTreeMap<(NodeId, Bdf), Epoch>>,
     /// Leases this host carries as a borrower, with the context to tear them down.
     carried: Mutex<BTreeMap<LeaseId, StepContext>>,
+    /// Where the epochs are kept across restarts (`<state dir>/epochs.json`), when they are.
+    epochs_file: Option<PathBuf>,
 }
+
+/// The epochs file's content: (lender, function, highest epoch seen).
+type EpochRows = Vec<(NodeId, Bdf, Epoch)>;
 
 fn guard<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -56,7 +62,44 @@ impl<D: DeviceControl> Agent<D> {
             host: Mutex::new(host),
             epochs: Mutex::new(BTreeMap::new()),
             carried: Mutex::new(BTreeMap::new()),
+            epochs_file: None,
         }
+    }
+
+    /// Keeps the fencing epochs in `dir` (created if missing), loading those a previous run of this
+    /// agent saw, so that a restarted agent still refuses a replaced controller's steps.
+    ///
+    /// # Errors
+    /// The directory cannot be made, or the file there is unreadable or not an epochs file: the agent
+    /// does not start rather than forget what it refused.
+    pub fn with_state_dir(mut self, dir: &Path) -> Result<Self, String> {
+        std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+        let file = dir.join("epochs.json");
+        match std::fs::read(&file) {
+            Ok(bytes) => {
+                let rows: EpochRows = serde_json::from_slice(&bytes)
+                    .map_err(|e| format!("{}: not an epochs file: {e}", file.display()))?;
+                *guard(&self.epochs) = rows.into_iter().map(|(n, b, e)| ((n, b), e)).collect();
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(format!("reading {}: {e}", file.display())),
+        }
+        self.epochs_file = Some(file);
+        Ok(self)
+    }
+
+    /// Writes the epochs (a new file renamed over the old, so a crash leaves one or the other).
+    fn save_epochs(&self, epochs: &BTreeMap<(NodeId, Bdf), Epoch>) -> Result<(), String> {
+        let Some(file) = &self.epochs_file else {
+            return Ok(());
+        };
+        let rows: EpochRows = epochs.iter().map(|(&(n, b), &e)| (n, b, e)).collect();
+        let text = serde_json::to_vec(&rows).map_err(|e| e.to_string())?;
+        let fresh = file.with_extension("json.new");
+        std::fs::write(&fresh, text)
+            .and_then(|()| std::fs::File::open(&fresh)?.sync_all())
+            .and_then(|()| std::fs::rename(&fresh, file))
+            .map_err(|e| format!("saving {}: {e}", file.display()))
     }
 
     /// The host.
@@ -106,7 +149,13 @@ impl<D: DeviceControl> Agent<D> {
                     ),
                 ));
             }
-            *seen = ctx.epoch;
+            if ctx.epoch > *seen {
+                *seen = ctx.epoch;
+                // A fence that would not survive a restart is no fence: refuse the step instead.
+                self.save_epochs(&epochs).map_err(|e| {
+                    StepError::failed(format!("cannot keep the fencing epoch: {e}"))
+                })?;
+            }
         }
         let output = StepRunner::new(&mut *host, Absent).run(request.step, ctx)?;
         match (request.step, output) {

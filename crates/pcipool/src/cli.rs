@@ -101,7 +101,7 @@ pub enum CliCommand {
     Server(ServerArgs),
     /// Run a host's agent: reports the host's devices to the controller, carries out workflow steps
     /// (refusing stale fencing epochs) and heartbeats the leases the host borrows.
-    Agent(AgentArgs),
+    Agent(pcipool_agent::process::AgentOptions),
     /// The pool's API: borrow, release, leases, devices, hosts, drains, workflows, audit.
     #[command(flatten)]
     Client(ClientCommand),
@@ -312,23 +312,6 @@ pub struct ServerArgs {
     /// `pcipool sim serve` address.
     #[arg(long, value_name = "URL")]
     pub fabric_url: Option<String>,
-}
-
-/// `pcipool agent`.
-#[derive(Debug, clap::Args)]
-pub struct AgentArgs {
-    /// The host this agent runs on (node id, e.g. n1).
-    #[arg(long, value_name = "NODE")]
-    pub node: NodeId,
-    /// The simulated fabric process (`pcipool sim serve`) that plays this host's hardware.
-    #[arg(long, value_name = "URL")]
-    pub fabric_url: String,
-    /// Address the agent listens on for the controller's step calls.
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
-    pub listen: String,
-    /// Heartbeat interval, milliseconds.
-    #[arg(long, value_name = "MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
-    pub heartbeat_ms: u64,
 }
 
 /// `pcipool dev`.

@@ -47,11 +47,8 @@ pub fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             },
             &a.listen,
         ),
-        CliCommand::Agent(a) => serve_cmd::agent(AgentProcess {
-            node: a.node,
-            fabric_url: a.fabric_url,
-            listen: a.listen,
-            heartbeat: Duration::from_millis(a.heartbeat_ms),
+        CliCommand::Agent(options) => serve_cmd::agent(AgentProcess {
+            options,
             controller: api.url,
             token: api.token,
             secret: String::new(),
@@ -223,7 +220,7 @@ fn host(api: &crate::cli::ApiArgs, a: crate::cli::HostCommandArgs) -> anyhow::Re
             pcipool_backend_linux::host::HostReport::text,
         ),
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("pcipool: {e}");
             Ok(ExitCode::from(e.exit_code()))
         }
     }

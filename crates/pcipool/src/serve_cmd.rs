@@ -5,7 +5,6 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::Context;
 use pcipool_serve::ServeError;
 
 use crate::BadInput;
@@ -89,7 +88,7 @@ pub fn server(
 /// Bind or serve failures.
 pub fn agent(mut process: pcipool_agent::process::AgentProcess) -> anyhow::Result<ExitCode> {
     process.secret = pcipool_serve::tokens::random_token().map_err(serve_error)?;
-    let node = process.node;
+    let node = process.options.node;
     pcipool_agent::process::run(
         &process,
         |addr| {
@@ -99,7 +98,10 @@ pub fn agent(mut process: pcipool_agent::process::AgentProcess) -> anyhow::Resul
         },
         shutdown_signal(),
     )
-    .context("the agent")?;
+    .map_err(|e| match e {
+        pcipool_agent::process::ProcessError::Setup(why) => BadInput(why).into(),
+        other => anyhow::Error::new(other).context("the agent"),
+    })?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -10,10 +10,12 @@
 //! - [`workflow`]: lend and return plans and their journal.
 //! - [`policy`]: the policy file: tenants, quotas, lease limits, maintenance windows, overrides.
 //! - [`schedule`]: placement of requests onto devices.
+//! - [`offer`]: what a host offers: its devices qualified per model and described for placement.
 #![deny(missing_docs)]
 
 pub mod audit;
 pub mod capacity;
+pub mod offer;
 pub mod policy;
 pub mod schedule;
 pub mod state;

@@ -138,9 +138,9 @@ fn the_root_disk_and_the_default_route_nic_are_refused_with_exit_3() {
         ),
         (
             Some(3),
-            "error: 0000:01:00.0 backs the root filesystem: pcipool never touches it".to_owned(),
+            "pcipool: 0000:01:00.0 backs the root filesystem: pcipool never touches it".to_owned(),
             Some(3),
-            "error: 0000:00:03.0 carries the default route: pcipool never touches it".to_owned()
+            "pcipool: 0000:00:03.0 carries the default route: pcipool never touches it".to_owned()
         )
     );
 }
@@ -168,7 +168,7 @@ fn an_open_device_is_refused_with_its_holder_and_exit_2_and_force_goes_past_it()
         ),
         (
             Some(2),
-            "error: 0000:02:00.0 is in use: pid 4242 (fio) has /dev/nvme1n1 open".to_owned(),
+            "pcipool: 0000:02:00.0 is in use: pid 4242 (fio) has /dev/nvme1n1 open".to_owned(),
             Some(0),
             Some("  forced past: pid 4242 (fio) has /dev/nvme1n1 open".to_owned())
         )
@@ -189,8 +189,48 @@ fn an_unknown_function_is_an_error_and_a_bad_address_is_bad_input() {
         ),
         (
             Some(1),
-            "error: no PCI function 0000:07:00.0 on this host".to_owned(),
+            "pcipool: no PCI function 0000:07:00.0 on this host".to_owned(),
             Some(2)
+        )
+    );
+}
+
+#[test]
+fn a_linux_agent_needs_a_pool_and_refuses_the_root_disk_in_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sys = host(dir.path(), false);
+    let no_pool = pcipool(&[
+        "agent",
+        "--node",
+        "n1",
+        "--backend",
+        "linux",
+        "--sysfs-root",
+        &sys,
+    ]);
+    let root_disk = pcipool(&[
+        "agent",
+        "--node",
+        "n1",
+        "--backend",
+        "linux",
+        "--pool",
+        "01:00.0",
+        "--sysfs-root",
+        &sys,
+    ]);
+    assert_eq!(
+        (
+            no_pool.status.code(),
+            stderr(&no_pool).contains("--pool <BDF>"),
+            root_disk.status.code(),
+            stderr(&root_disk).trim().to_owned()
+        ),
+        (
+            Some(2),
+            true,
+            Some(3),
+            "pcipool: 0000:01:00.0 backs the root filesystem: pcipool never touches it".to_owned()
         )
     );
 }

@@ -187,7 +187,9 @@ fn a_drive_in_use_is_refused_with_its_holder_named() {
         .next()
         .unwrap_or("nvme0n1")
         .to_owned();
-    g.ok(&format!("sleep 600 < /dev/{dev} > /dev/null 2>&1 & echo $! > /tmp/holder"));
+    g.ok(&format!(
+        "sleep 600 < /dev/{dev} > /dev/null 2>&1 & echo $! > /tmp/holder"
+    ));
     let open = timed(&mut g, &format!("pcipool host detach {A}"));
     g.ok("kill $(cat /tmp/holder) && sleep 0.2");
     g.ok(&format!(
@@ -212,7 +214,7 @@ fn a_drive_in_use_is_refused_with_its_holder_named() {
             2,
             true,
             2,
-            format!("error: {A} is in use: /dev/{dev} is mounted on /mnt"),
+            format!("pcipool: {A} is in use: /dev/{dev} is mounted on /mnt"),
             "nvme".to_owned(),
             0,
             "-".to_owned()
@@ -233,7 +235,10 @@ fn sriov_vfs_appear_with_their_own_iommu_groups_and_the_default_route_nic_is_ref
     let groups = g.ok(&format!(
         "for f in {B} 0000:02:00.1 0000:02:00.2; do basename $(readlink /sys/bus/pci/devices/$f/iommu_group); done | sort -u | wc -l"
     ));
-    let qualify = timed(&mut g, "pcipool qualify 0000:02:00.1 --model vf --borrower-modules /lib/modules/$(uname -r) -o json");
+    let qualify = timed(
+        &mut g,
+        "pcipool qualify 0000:02:00.1 --model vf --borrower-modules /lib/modules/$(uname -r) -o json",
+    );
     let vf_verdict = serde_json::from_str::<serde_json::Value>(&qualify.output)
         .ok()
         .and_then(|v| {
@@ -279,7 +284,7 @@ fn sriov_vfs_appear_with_their_own_iommu_groups_and_the_default_route_nic_is_ref
         ),
         (
             3,
-            format!("error: {NIC} carries the default route: pcipool never touches it"),
+            format!("pcipool: {NIC} carries the default route: pcipool never touches it"),
             true,
             "virtio-pci".to_owned()
         )

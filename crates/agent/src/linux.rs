@@ -1,0 +1,101 @@
+//! A Linux host's agent: its hardware is its own kernel, driven through [`LinuxControl`] within the
+//! pool of functions the operator named, and its offer is those functions as qualification judges
+//! them on this host.
+//!
+//! Safety, checked at start and on every report: a pooled function must exist, and one that backs
+//! the root filesystem or carries the default route is refused outright (no override); a function
+//! that fails qualification for every model is reported without models, so the controller never
+//! places a lease on it; writes outside the pool are refused by the writer's scope.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+use pcipool_backend::Inventory;
+use pcipool_backend_linux::qualify_facts::{load_aliases, platform_facts};
+use pcipool_backend_linux::write::{Mode, Scope, Writer};
+use pcipool_backend_linux::{HostPaths, LinuxControl, LinuxHost};
+use pcipool_fabric::NodeId;
+use pcipool_pcie::Bdf;
+use pcipool_pool::offer::{HostFacts, offer};
+use pcipool_qualify::AdapterProfile;
+use pcipool_wire::ReportedDevice;
+
+use crate::runtime::Reporter;
+
+/// What a Linux agent pools.
+#[derive(Debug, Clone)]
+pub struct LinuxPool {
+    /// The host.
+    pub node: NodeId,
+    /// The roots it reads and writes through.
+    pub paths: HostPaths,
+    /// The functions the operator put in the pool.
+    pub pool: BTreeSet<Bdf>,
+    /// The fabric adapter's profile.
+    pub profile: AdapterProfile,
+    /// The module directory whose aliases tell which driver binds a device
+    /// (default `/lib/modules/<release>`).
+    pub modules: Option<PathBuf>,
+}
+
+impl LinuxPool {
+    /// Checks the pool against the host as it is now.
+    ///
+    /// # Errors
+    /// An empty pool, a function that is not here, or one that keeps the host running.
+    pub fn check(&self) -> Result<(), String> {
+        if self.pool.is_empty() {
+            return Err(
+                "a Linux agent needs --pool: it touches only the functions named there".into(),
+            );
+        }
+        let inv = LinuxHost::new(self.paths.clone())
+            .inventory()
+            .map_err(|e| e.to_string())?;
+        for bdf in &self.pool {
+            let record = inv.devices.iter().find(|d| d.bdf == *bdf);
+            pcipool_backend_linux::host::check_safe(record, *bdf).map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// The device control the agent's steps run on: live writes within the pool.
+    ///
+    /// # Errors
+    /// The PCI device list cannot be read.
+    pub fn control(&self) -> Result<LinuxControl, String> {
+        let scope = Scope::new(&self.paths.sys, self.pool.iter().copied());
+        LinuxControl::new(self.paths.clone(), Writer::new(scope, Mode::Live))
+            .map_err(|e| e.to_string())
+    }
+}
+
+impl Reporter for LinuxPool {
+    fn devices(&self) -> Result<Vec<ReportedDevice>, String> {
+        let inv = LinuxHost::new(self.paths.clone())
+            .inventory()
+            .map_err(|e| format!("reading the inventory: {e}"))?;
+        let platform =
+            platform_facts(&self.paths, &inv).map_err(|e| format!("platform facts: {e}"))?;
+        let modules = self.modules.clone().or_else(|| {
+            inv.kernel_release
+                .as_ref()
+                .map(|r| PathBuf::from(format!("/lib/modules/{r}")))
+        });
+        // Without aliases qualification warns that the native driver is unknown; it does not fail.
+        let aliases = modules.and_then(|m| load_aliases(&m).ok());
+        let facts = HostFacts {
+            node: self.node,
+            inventory: &inv,
+            platform: &platform,
+            profile: &self.profile,
+            aliases: aliases.as_deref(),
+        };
+        Ok(offer(&facts, |r| {
+            self.pool.contains(&r.bdf) && !r.backs_root_fs && !r.backs_default_route
+        })
+        .into_iter()
+        .map(|(info, reasons)| ReportedDevice { info, reasons })
+        .collect())
+    }
+}
