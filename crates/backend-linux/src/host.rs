@@ -165,13 +165,14 @@ pub enum HostError {
 }
 
 impl HostError {
-    /// The exit code `pcipool host` returns (documented in docs/cli.md): 2 busy, 3 refused as
-    /// unsafe or not allowed, 4 timed out, 1 anything else.
+    /// The exit code `pcipool host` returns (docs/cli.md): 3 refused as unsafe or outside the pool,
+    /// 4 no such function, 5 busy (the holders are named), 6 timed out, 1 anything else.
     pub fn exit_code(&self) -> u8 {
         match self {
-            Self::Device(DeviceError::Held { .. } | DeviceError::Busy { .. }) => 2,
             Self::Unsafe { .. } | Self::Device(DeviceError::NotAllowed { .. }) => 3,
-            Self::Device(DeviceError::Timeout { .. }) => 4,
+            Self::NoDevice(_) | Self::Device(DeviceError::NoDevice(_)) => 4,
+            Self::Device(DeviceError::Held { .. } | DeviceError::Busy { .. }) => 5,
+            Self::Device(DeviceError::Timeout { .. }) => 6,
             _ => 1,
         }
     }

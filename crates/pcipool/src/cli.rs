@@ -87,8 +87,8 @@ pub enum CliCommand {
     /// everything asked for passes (warnings allowed), 1 on warnings with --strict, 2 on failures.
     Qualify(QualifyArgs),
     /// The pool's hosts (`list`, from the API), or change one function of this host as the agent
-    /// would. Exit code of a change: 0 done, 1 error, 2 busy (what holds it is printed), 3 refused
-    /// (backs / or the default route, or outside the pool), 4 timed out.
+    /// would. Exit code of a change: 0 done, 1 error, 3 refused (backs / or the default route, or
+    /// outside the pool), 4 no such function, 5 busy (what holds it is printed), 6 timed out.
     Host(HostCommandArgs),
     /// The simulated fabric: inspect it, or drive a seeded workload of leases and faults against it.
     #[command(subcommand)]

@@ -1,6 +1,6 @@
 //! `pcipool host` against fake trees: a dry run prints the exact writes and changes nothing, the disk
 //! behind `/` and the NIC of the default route are refused (exit 3), a held device is refused with its
-//! holders (exit 2). Real kernels run these operations in the VM tests (`crates/vmtest`).
+//! holders (exit 5). Real kernels run these operations in the VM tests (`tests/vm`).
 
 use pcipool_pcie::{Bdf, presets};
 use pcipool_testkit::sysfs::{FakeDevice, FakeProcess, SysfsTreeBuilder};
@@ -146,7 +146,7 @@ fn the_root_disk_and_the_default_route_nic_are_refused_with_exit_3() {
 }
 
 #[test]
-fn an_open_device_is_refused_with_its_holder_and_exit_2_and_force_goes_past_it() {
+fn an_open_device_is_refused_with_its_holder_and_exit_5_and_force_goes_past_it() {
     let dir = tempfile::tempdir().expect("tempdir");
     let sys = host(dir.path(), true);
     let refused = pcipool(&["host", "detach", "02:00.0", "--sysfs-root", &sys]);
@@ -167,7 +167,7 @@ fn an_open_device_is_refused_with_its_holder_and_exit_2_and_force_goes_past_it()
             stdout(&forced).lines().nth(1).map(str::to_owned)
         ),
         (
-            Some(2),
+            Some(5),
             "pcipool: 0000:02:00.0 is in use: pid 4242 (fio) has /dev/nvme1n1 open".to_owned(),
             Some(0),
             Some("  forced past: pid 4242 (fio) has /dev/nvme1n1 open".to_owned())

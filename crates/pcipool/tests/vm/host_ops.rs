@@ -157,7 +157,7 @@ fn an_nvme_drive_is_detached_held_given_to_vfio_reset_removed_and_given_back() {
             u8::from_str_radix(config.split_whitespace().nth(4).unwrap_or("ff"), 16)
                 .map(|c| c & 0x04)
         ),
-        (2, true, 0, vec!["36", "1b", "10", "00"], Ok(0))
+        (5, true, 0, vec!["36", "1b", "10", "00"], Ok(0))
     );
 
     // Removed from the bus, then found again by a rescan below its root port, with nvme bound.
@@ -211,9 +211,9 @@ fn a_drive_in_use_is_refused_with_its_holder_named() {
             driver(&mut g, A)
         ),
         (
-            2,
+            5,
             true,
-            2,
+            5,
             format!("pcipool: {A} is in use: /dev/{dev} is mounted on /mnt"),
             "nvme".to_owned(),
             0,
