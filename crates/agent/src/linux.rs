@@ -5,7 +5,8 @@
 //! Safety, checked at start and on every report: a pooled function must exist, and one that backs
 //! the root filesystem or carries the default route is refused outright (no override); a function
 //! that fails qualification for every model is reported without models, so the controller never
-//! places a lease on it; writes outside the pool are refused by the writer's scope.
+//! places a lease on it, and is left out of the writer's scope, which refuses every write to a
+//! function outside it.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -59,12 +60,18 @@ impl LinuxPool {
         Ok(())
     }
 
-    /// The device control the agent's steps run on: live writes within the pool.
+    /// The device control the agent's steps run on: live writes to the pooled functions that
+    /// qualify for some model here (and their VFs), nothing else.
     ///
     /// # Errors
-    /// The PCI device list cannot be read.
+    /// The host cannot be read or judged.
     pub fn control(&self) -> Result<LinuxControl, String> {
-        let scope = Scope::new(&self.paths.sys, self.pool.iter().copied());
+        let qualified = self
+            .devices()?
+            .into_iter()
+            .filter(|d| !d.info.models.is_empty())
+            .map(|d| d.info.function.unwrap_or(d.info.fdid.bdf));
+        let scope = Scope::new(&self.paths.sys, qualified);
         LinuxControl::new(self.paths.clone(), Writer::new(scope, Mode::Live))
             .map_err(|e| e.to_string())
     }

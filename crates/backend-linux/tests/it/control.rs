@@ -329,6 +329,46 @@ fn reset_selects_the_method_restores_the_list_and_refuses_while_bound() {
 }
 
 #[test]
+fn a_kernel_without_reset_method_or_reset_files_makes_a_reset_unsupported() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // The root port 00:01.0 has neither `reset_method` (before Linux 5.15) nor `reset`.
+    let (paths, kernel) = host(dir.path(), |t| t);
+    let mut c = control(&paths, &kernel, Mode::Live, &["00:01.0"]);
+    let err = c.reset(bdf("00:01.0"), ResetMethod::Flr);
+    // The root port has a driver bound; a bare one shows the missing attributes.
+    let bare = {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let h = SysfsTreeBuilder::new(dir.path())
+            .device(FakeDevice::new(bdf("05:00.0"), presets::gpu().build()))
+            .kernel_release("5.10.0-old")
+            .build()
+            .expect("tree");
+        let paths = HostPaths {
+            sys: h.sys,
+            proc: h.proc,
+        };
+        let mut c = control(
+            &paths,
+            &Arc::new(FakeKernel::new(&paths.sys)),
+            Mode::Live,
+            &["05:00.0"],
+        );
+        (
+            c.reset(bdf("05:00.0"), ResetMethod::Flr),
+            c.reset_methods(bdf("05:00.0")),
+        )
+    };
+    assert_eq!(
+        (
+            matches!(err, Err(DeviceError::Busy { .. })),
+            matches!(bare.0, Err(DeviceError::ResetUnsupported { .. })),
+            bare.1.ok().flatten()
+        ),
+        (true, true, None)
+    );
+}
+
+#[test]
 fn a_bus_reset_is_refused_while_a_sibling_is_bound() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (paths, kernel) = host(dir.path(), |t| t);

@@ -188,7 +188,7 @@ fn an_unknown_function_is_an_error_and_a_bad_address_is_bad_input() {
             bad.status.code()
         ),
         (
-            Some(1),
+            Some(4),
             "pcipool: no PCI function 0000:07:00.0 on this host".to_owned(),
             Some(2)
         )
