@@ -44,6 +44,9 @@ impl<D: DeviceControl, F: FabricControl> StepRunner<D, F> {
     /// [`StepError`] with the kind the controller acts on.
     pub fn run(&mut self, step: Step, ctx: &StepContext) -> Result<StepOutput, StepError> {
         let fdid = ctx.device();
+        self.host.set_deadline(
+            std::time::Instant::now() + std::time::Duration::from_millis(ctx.deadline_ms),
+        );
         match step {
             // Reads only.
             Step::LenderQuiesceCheck => match self.host.users(ctx.bdf) {

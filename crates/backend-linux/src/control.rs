@@ -511,6 +511,10 @@ impl DeviceControl for LinuxControl {
         Ok(())
     }
 
+    fn set_deadline(&mut self, until: Instant) {
+        self.writer.set_step_deadline(until);
+    }
+
     /// Gone when config reads all ones; hung when AER counted a fatal error.
     fn health(&self, bdf: Bdf) -> Result<DeviceHealth, DeviceError> {
         let mut ids = [0u8; 2];

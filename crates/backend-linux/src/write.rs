@@ -13,7 +13,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use pcipool_pcie::Bdf;
 use serde::Serialize;
@@ -248,6 +248,8 @@ pub struct Writer {
     deadline: Duration,
     log: Mutex<Vec<Write>>,
     abandoned: Arc<AtomicU64>,
+    /// The current step's deadline: no write waits past it.
+    until: Option<Instant>,
 }
 
 impl Writer {
@@ -265,6 +267,7 @@ impl Writer {
             deadline: DEFAULT_WRITE_DEADLINE,
             log: Mutex::new(Vec::new()),
             abandoned: Arc::new(AtomicU64::new(0)),
+            until: None,
         }
     }
 
@@ -275,9 +278,17 @@ impl Writer {
         self
     }
 
-    /// The deadline per write.
+    /// How long a write may take now: the per-write deadline, cut to what is left of the step's.
     pub fn deadline(&self) -> Duration {
-        self.deadline
+        self.until.map_or(self.deadline, |u| {
+            u.saturating_duration_since(Instant::now())
+                .min(self.deadline)
+        })
+    }
+
+    /// Sets the time by which the current step must be done.
+    pub fn set_step_deadline(&mut self, until: Instant) {
+        self.until = Some(until);
     }
 
     /// Live or dry run.
@@ -319,6 +330,13 @@ impl Writer {
         if self.mode == Mode::DryRun {
             return Ok(());
         }
+        let deadline = self.deadline();
+        if deadline.is_zero() {
+            return Err(WriteError::Timeout {
+                path: write.path,
+                after_ms: 0,
+            });
+        }
         let (tx, rx) = std::sync::mpsc::channel();
         let files = self.files.clone();
         let (path, offset, bytes) = (write.path.clone(), write.offset, write.bytes.clone());
@@ -335,7 +353,7 @@ impl Writer {
                 source,
             });
         }
-        match rx.recv_timeout(self.deadline) {
+        match rx.recv_timeout(deadline) {
             Ok(Ok(())) => Ok(()),
             Ok(Err(source)) => Err(WriteError::Kernel {
                 path: write.path,
@@ -347,7 +365,7 @@ impl Writer {
                 tracing::warn!(path = %write.path.display(), "an attribute write passed its deadline and was abandoned");
                 Err(WriteError::Timeout {
                     path: write.path,
-                    after_ms: u64::try_from(self.deadline.as_millis()).unwrap_or(u64::MAX),
+                    after_ms: u64::try_from(deadline.as_millis()).unwrap_or(u64::MAX),
                 })
             }
         }

@@ -233,6 +233,13 @@ pub trait DeviceControl {
     /// # Errors
     /// [`DeviceError::HostDown`] and the like.
     fn health(&self, bdf: Bdf) -> Result<DeviceHealth, DeviceError>;
+
+    /// The time by which the current step must be done: primitives that can block (a write the kernel
+    /// does not finish) give up then with [`DeviceError::Timeout`]. A backend whose primitives cannot
+    /// block ignores it.
+    fn set_deadline(&mut self, until: std::time::Instant) {
+        let _ = until;
+    }
 }
 
 /// How a fabric connects a borrower to a lender's device. The workflow plan follows from it.
@@ -404,6 +411,9 @@ impl<T: DeviceControl + ?Sized> DeviceControl for &mut T {
     }
     fn health(&self, bdf: Bdf) -> Result<DeviceHealth, DeviceError> {
         (**self).health(bdf)
+    }
+    fn set_deadline(&mut self, until: std::time::Instant) {
+        (**self).set_deadline(until);
     }
 }
 

@@ -48,6 +48,7 @@ fn host(dir: &Path) -> HostPaths {
                 .block("nvme1n1", "259:1")
                 .reset_method("flr bus"),
         )
+        .device(FakeDevice::new(bdf("04:00.0"), presets::gpu().build()).driver("nouveau"))
         .device(
             FakeDevice::new(bdf("00:03.0"), presets::sriov_nic().build())
                 .driver("mlx5_core")
@@ -70,7 +71,7 @@ fn agent(
 ) -> Result<Agent<LinuxControl>, String> {
     let writer = Writer::with_files(
         Arc::new(Kernel(kernel.clone())),
-        Scope::new(&paths.sys, [bdf("02:00.0")]),
+        Scope::new(&paths.sys, [bdf("02:00.0"), bdf("04:00.0")]),
         Mode::Live,
     );
     let control = LinuxControl::new(paths.clone(), writer).expect("control");
@@ -78,11 +79,15 @@ fn agent(
 }
 
 fn request(step: Step, epoch: u64) -> StepRequest {
+    request_for("02:00.0", step, epoch)
+}
+
+fn request_for(function: &str, step: Step, epoch: u64) -> StepRequest {
     StepRequest {
         step,
         ctx: StepContext {
             lender: NODE,
-            bdf: bdf("02:00.0"),
+            bdf: bdf(function),
             borrower: NodeId(3),
             attached: None,
             lease: LeaseId(9),
@@ -119,6 +124,33 @@ fn a_restarted_agent_still_refuses_a_stale_epoch_and_its_steps_change_the_kernel
             paths.pci_devices().join("0000:02:00.0/driver").exists()
         ),
         (Ok(()), false, Err(StepErrorKind::StaleEpoch), Ok(()), true)
+    );
+}
+
+#[test]
+fn a_step_whose_write_never_finishes_times_out_within_its_deadline_and_the_next_step_runs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let paths = host(&dir.path().join("host"));
+    let kernel = Arc::new(FakeKernel::new(&paths.sys));
+    // The nvme driver's unbind blocks for good, as behind a driver stuck in its remove.
+    pcipool_testkit::kernel::stall(&paths.sys.join("bus/pci/drivers/nvme/unbind")).expect("fifo");
+    let agent = agent(&paths, &kernel, &dir.path().join("state")).expect("agent");
+    let mut stuck = request(Step::LenderUnbind, 1);
+    stuck.ctx.deadline_ms = 300;
+    let started = std::time::Instant::now();
+    let timed_out = agent.execute(&stuck).map(|_| ()).map_err(|e| e.kind);
+    let waited = started.elapsed();
+    let next = agent
+        .execute(&request_for("04:00.0", Step::LenderUnbind, 1))
+        .map(|_| ());
+    assert_eq!(
+        (
+            timed_out,
+            waited < std::time::Duration::from_secs(2),
+            next,
+            paths.pci_devices().join("0000:04:00.0/driver").exists()
+        ),
+        (Err(StepErrorKind::Timeout), true, Ok(()), false)
     );
 }
 
