@@ -33,7 +33,8 @@ impl Spec {
         self.args.extend_from_slice(args);
     }
 
-    /// An NVMe drive backed by the raw `image`, in root port `port` (1-based).
+    /// An NVMe drive backed by the raw `image`, in root port `port` (1-based); QEMU ids `dev-SERIAL`
+    /// (the device) and `disk-SERIAL` (its block node), as the QEMU fabric names them.
     #[must_use]
     pub fn nvme(mut self, serial: &str, image: &Path, port: u8) -> Self {
         let node = format!("disk-{serial}");
@@ -44,7 +45,7 @@ impl Spec {
                 image.display()
             ),
             "-device".into(),
-            format!("nvme,serial={serial},drive={node},bus=rp{port}"),
+            format!("nvme,id=dev-{serial},serial={serial},drive={node},bus=rp{port}"),
         ]);
         self
     }
@@ -64,7 +65,7 @@ impl Spec {
             format!("nvme-subsys,id=subsys-{serial},nqn=subsys-{serial}"),
             "-device".into(),
             format!(
-                "nvme,serial={serial},bus=rp{port},subsys=subsys-{serial},sriov_max_vfs={vfs},sriov_vq_flexible=8,sriov_vi_flexible=4,msix_qsize=8"
+                "nvme,id=dev-{serial},serial={serial},bus=rp{port},subsys=subsys-{serial},sriov_max_vfs={vfs},sriov_vq_flexible=8,sriov_vi_flexible=4,msix_qsize=8"
             ),
             "-device".into(),
             format!("nvme-ns,drive={node},nsid=1,shared=false,detached=true"),

@@ -4,6 +4,8 @@
 //! groups, `sriov_numvfs`, config space), not through pcipool's report.
 
 #[cfg(test)]
+mod fabric;
+#[cfg(test)]
 mod guest;
 #[cfg(test)]
 mod host_ops;

@@ -1,0 +1,326 @@
+//! [`QemuFabric`]: `FabricControl` over the guests' QMP sockets.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use pcipool_backend::{
+    Attachment, Capabilities, FabricControl, FabricError, FabricMapping, Mapped,
+};
+use pcipool_fabric::{Fdid, LeaseId, NodeId};
+use serde_json::{Value, json};
+
+use crate::qmp::{Qmp, QmpError};
+
+/// How long one QMP command may take, and how long a guest may take to let go of a device.
+const COMMAND: Duration = Duration::from_secs(10);
+const UNPLUG: Duration = Duration::from_secs(30);
+
+/// One guest: a host of the pool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Guest {
+    /// The pool's name for it.
+    pub node: NodeId,
+    /// Its QMP socket.
+    pub qmp: PathBuf,
+    /// Its hot-plug root ports (QEMU ids, e.g. `rp2`) that a borrowed device may go into.
+    pub free_slots: Vec<String>,
+}
+
+/// One drive the fabric moves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Drive {
+    /// The pool's id: its lender and its address there.
+    pub fdid: Fdid,
+    /// The raw image behind it.
+    pub image: PathBuf,
+    /// Its NVMe serial, from which its QEMU ids are made (`dev-SERIAL`, `disk-SERIAL`).
+    pub serial: String,
+    /// The root port it sits in on its lender.
+    pub home_slot: String,
+}
+
+impl Drive {
+    fn device_id(&self) -> String {
+        format!("dev-{}", self.serial)
+    }
+
+    fn node_name(&self) -> String {
+        format!("disk-{}", self.serial)
+    }
+}
+
+/// The hypervisor as the fabric.
+#[derive(Debug, Clone)]
+pub struct QemuFabric {
+    guests: BTreeMap<NodeId, Guest>,
+    drives: BTreeMap<Fdid, Drive>,
+    leases: BTreeMap<LeaseId, (Fdid, NodeId)>,
+}
+
+fn failed(e: QmpError) -> FabricError {
+    FabricError::Failed(e.to_string())
+}
+
+impl QemuFabric {
+    /// A fabric over `guests` moving `drives`.
+    pub fn new(guests: Vec<Guest>, drives: Vec<Drive>) -> Self {
+        Self {
+            guests: guests.into_iter().map(|g| (g.node, g)).collect(),
+            drives: drives.into_iter().map(|d| (d.fdid, d)).collect(),
+            leases: BTreeMap::new(),
+        }
+    }
+
+    fn connect(&self, node: NodeId) -> Result<Qmp, FabricError> {
+        let guest = self
+            .guests
+            .get(&node)
+            .ok_or_else(|| FabricError::Failed(format!("{node} is not a guest of this fabric")))?;
+        Qmp::connect(&guest.qmp, COMMAND).map_err(|e| match e {
+            QmpError::Io(_) => FabricError::HostDown(node),
+            other => failed(other),
+        })
+    }
+
+    fn drive(&self, fdid: Fdid) -> Result<&Drive, FabricError> {
+        self.drives
+            .get(&fdid)
+            .ok_or_else(|| FabricError::Failed(format!("{fdid} is not a drive of this fabric")))
+    }
+
+    /// The guest whose QEMU holds the drive's image now (None: no guest does).
+    ///
+    /// # Errors
+    /// A guest that cannot be asked.
+    pub fn holder(&self, fdid: Fdid) -> Result<Option<NodeId>, FabricError> {
+        let node_name = self.drive(fdid)?.node_name();
+        let mut holders = Vec::new();
+        for &node in self.guests.keys() {
+            let mut qmp = match self.connect(node) {
+                Ok(q) => q,
+                // A guest that is gone holds nothing.
+                Err(FabricError::HostDown(_)) => continue,
+                Err(e) => return Err(e),
+            };
+            let nodes = qmp
+                .execute("query-named-block-nodes", json!({ "flat": true }), COMMAND)
+                .map_err(failed)?;
+            let here = nodes.as_array().is_some_and(|n| {
+                n.iter()
+                    .any(|b| b["node-name"].as_str() == Some(&node_name))
+            });
+            if here {
+                holders.push(node);
+            }
+        }
+        match holders.as_slice() {
+            [] => Ok(None),
+            [one] => Ok(Some(*one)),
+            many => Err(FabricError::Failed(format!(
+                "{fdid}'s image is open in {} guests: {many:?}",
+                many.len()
+            ))),
+        }
+    }
+
+    /// Unplugs the drive from `node`: `device_del`, the guest lets go (`DEVICE_DELETED`), then its
+    /// image is closed. A drive already gone is done.
+    fn unplug(&self, drive: &Drive, node: NodeId) -> Result<(), FabricError> {
+        let mut qmp = self.connect(node)?;
+        let id = drive.device_id();
+        match qmp.execute("device_del", json!({ "id": id }), COMMAND) {
+            Ok(_) => {
+                qmp.wait_event("DEVICE_DELETED", Some(&id), UNPLUG)
+                    .map_err(|e| match e {
+                        QmpError::Timeout(_) => FabricError::Failed(format!(
+                            "{node} did not let go of {id} within {UNPLUG:?} (is its driver still bound?)"
+                        )),
+                        other => failed(other),
+                    })?;
+            }
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(failed(e)),
+        }
+        match qmp.execute(
+            "blockdev-del",
+            json!({ "node-name": drive.node_name() }),
+            COMMAND,
+        ) {
+            Ok(_) => Ok(()),
+            Err(e) if e.is_not_found() => Ok(()),
+            Err(e) => Err(failed(e)),
+        }
+    }
+
+    /// Plugs the drive into `slot` of `node`: its image opened there, then `device_add`. When the
+    /// device cannot be added, the image is closed again.
+    fn plug(&self, drive: &Drive, node: NodeId, slot: &str) -> Result<(), FabricError> {
+        let mut qmp = self.connect(node)?;
+        let blockdev = json!({
+            "driver": "raw",
+            "node-name": drive.node_name(),
+            "file": { "driver": "file", "filename": drive.image.display().to_string() },
+        });
+        qmp.execute("blockdev-add", blockdev, COMMAND)
+            .map_err(failed)?;
+        let device = json!({
+            "driver": "nvme",
+            "id": drive.device_id(),
+            "serial": drive.serial,
+            "drive": drive.node_name(),
+            "bus": slot,
+        });
+        if let Err(e) = qmp.execute("device_add", device, COMMAND) {
+            // Closing the image undoes the half-done plug; its own failure is reported with the first.
+            let closed = qmp.execute(
+                "blockdev-del",
+                json!({ "node-name": drive.node_name() }),
+                COMMAND,
+            );
+            return Err(FabricError::Failed(format!(
+                "device_add on {node} {slot}: {e}{}",
+                closed
+                    .err()
+                    .map(|c| format!("; closing the image again: {c}"))
+                    .unwrap_or_default()
+            )));
+        }
+        Ok(())
+    }
+
+    /// A root port of `node` with nothing in it (`query-pci` shows no device behind it).
+    fn free_slot(&self, node: NodeId) -> Result<String, FabricError> {
+        let guest = &self.guests[&node];
+        let mut qmp = self.connect(node)?;
+        let pci = qmp
+            .execute("query-pci", json!({}), COMMAND)
+            .map_err(failed)?;
+        let busy = occupied_ports(&pci);
+        guest
+            .free_slots
+            .iter()
+            .find(|s| !busy.contains(s))
+            .cloned()
+            .ok_or_else(|| FabricError::NoCapacity(format!("no free hot-plug slot on {node}")))
+    }
+}
+
+/// The ids of root ports with a device behind them, from `query-pci`.
+fn occupied_ports(pci: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    for bus in pci.as_array().into_iter().flatten() {
+        for dev in bus["devices"].as_array().into_iter().flatten() {
+            let below = dev["pci_bridge"]["devices"]
+                .as_array()
+                .is_some_and(|d| !d.is_empty());
+            if below && let Some(id) = dev["qdev_id"].as_str() {
+                out.push(id.to_owned());
+            }
+        }
+    }
+    out
+}
+
+impl FabricControl for QemuFabric {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            attachment: Attachment::WholeDevice,
+        }
+    }
+
+    fn mappings(&self) -> Result<Vec<FabricMapping>, FabricError> {
+        Ok(self
+            .leases
+            .iter()
+            .map(|(&lease, &(fdid, borrower))| FabricMapping {
+                lease,
+                fdid,
+                borrower,
+                mapped: Mapped::Device,
+            })
+            .collect())
+    }
+
+    fn map_bar(
+        &mut self,
+        _: LeaseId,
+        _: Fdid,
+        _: u8,
+        _: u64,
+        _: NodeId,
+    ) -> Result<(), FabricError> {
+        Err(FabricError::Unsupported(
+            "map BARs: QEMU moves whole devices".into(),
+        ))
+    }
+
+    fn map_dma(&mut self, _: LeaseId, _: Fdid, _: NodeId, _: u64) -> Result<(), FabricError> {
+        Err(FabricError::Unsupported(
+            "map DMA windows: QEMU moves whole devices".into(),
+        ))
+    }
+
+    fn unmap_lease(&mut self, lease: LeaseId) -> Result<(), FabricError> {
+        self.detach(lease)
+    }
+
+    /// Moves the drive from wherever it is to a free slot of `borrower`; a drive already there is
+    /// done. If the borrower cannot take it, it goes back to its lender.
+    fn attach(&mut self, lease: LeaseId, fdid: Fdid, borrower: NodeId) -> Result<(), FabricError> {
+        let drive = self.drive(fdid)?.clone();
+        let holder = self.holder(fdid)?;
+        if holder == Some(borrower) {
+            self.leases.insert(lease, (fdid, borrower));
+            return Ok(());
+        }
+        if let Some(from) = holder {
+            self.unplug(&drive, from)?;
+        }
+        let plugged = self
+            .free_slot(borrower)
+            .and_then(|slot| self.plug(&drive, borrower, &slot));
+        if let Err(e) = plugged {
+            // Back where it came from, so the lender's kernel gets it again.
+            if let Err(back) = self.plug(&drive, fdid.node, &drive.home_slot) {
+                tracing::warn!(%fdid, error = %back, "could not give the drive back to its lender");
+            }
+            return Err(e);
+        }
+        self.leases.insert(lease, (fdid, borrower));
+        Ok(())
+    }
+
+    /// Moves the lease's drive back into its lender's slot; a drive already home is done.
+    fn detach(&mut self, lease: LeaseId) -> Result<(), FabricError> {
+        let Some(&(fdid, _)) = self.leases.get(&lease) else {
+            return Ok(());
+        };
+        let drive = self.drive(fdid)?.clone();
+        match self.holder(fdid)? {
+            Some(node) if node == fdid.node => {}
+            Some(node) => {
+                self.unplug(&drive, node)?;
+                self.plug(&drive, fdid.node, &drive.home_slot)?;
+            }
+            None => self.plug(&drive, fdid.node, &drive.home_slot)?,
+        }
+        self.leases.remove(&lease);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn occupied_ports_are_bridges_with_devices_below() {
+        let pci = json!([{ "bus": 0, "devices": [
+            { "qdev_id": "rp1", "pci_bridge": { "devices": [ { "qdev_id": "dev-a" } ] } },
+            { "qdev_id": "rp2", "pci_bridge": { "devices": [] } },
+            { "qdev_id": "", "class_info": {} }
+        ]}]);
+        assert_eq!(occupied_ports(&pci), vec!["rp1".to_owned()]);
+    }
+}
