@@ -16,11 +16,13 @@
 //! - [`local`]: [`Local`], an executor over every host and the fabric in one process.
 //! - [`runtime`]: [`Agent`], one host's agent, and the [`Reporter`] of its devices.
 //! - [`server`]: the agent's HTTP routes.
+//! - [`fabric_manager`]: a fabric manager's HTTP routes over any `FabricControl`.
 //! - [`simulated`]: [`SimulatedHost`], a host whose hardware is the simulated fabric's process.
 //! - [`linux`]: [`linux::LinuxPool`], a Linux host's pool of functions: its offer and its device control.
 //! - [`process`]: `pcipool agent` as a process (listener, heartbeats, shutdown).
 #![deny(missing_docs)]
 
+pub mod fabric_manager;
 pub mod linux;
 pub mod local;
 pub mod process;

@@ -1,14 +1,16 @@
 //! The hypervisor as the fabric, on real kernels: an NVMe drive moves from one guest to another over
 //! QMP (`pcipool-fabric-qemu`), the borrower's kernel hot-adds it and its native driver binds with the
 //! lender's data there; back on the lender, the borrower's writes are there. A borrower with no free
-//! slot sends the drive back to its lender.
+//! slot sends the drive back to its lender. The same moves go through the fabric manager's HTTP
+//! routes, as the controller sends them.
 
 use std::time::Instant;
 
-use pcipool_backend::{FabricControl, FabricError};
-use pcipool_fabric::{Fdid, LeaseId, NodeId};
+use pcipool_backend::{FabricControl, FabricError, Step, StepContext};
+use pcipool_fabric::{Epoch, Fdid, LeaseId, NodeId};
 use pcipool_fabric_qemu::{Drive, Guest as FabricGuest, QemuFabric};
 use pcipool_vm::vm::Spec;
+use pcipool_wire::StepRequest;
 
 use crate::guest::{Guest, boot, image};
 
@@ -159,5 +161,82 @@ fn a_drive_moves_to_another_guest_with_its_data_and_comes_back_with_the_borrower
             Ok(Some(LENDER)),
             Ok(0)
         )
+    );
+
+    // The same moves as the controller sends them: fabric steps to the fabric manager over HTTP.
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .expect("bind");
+    let url = format!(
+        "http://{}/v1/steps",
+        listener.local_addr().expect("address")
+    );
+    let manager = std::sync::Arc::new(std::sync::Mutex::new(fabric));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = runtime.spawn(pcipool_agent::fabric_manager::serve(
+        manager,
+        listener,
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    let http = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .new_agent();
+    let send = |step: Step| {
+        let ctx = StepContext {
+            lender: LENDER,
+            bdf: fdid.bdf,
+            borrower: BORROWER,
+            attached: None,
+            lease: LeaseId(3),
+            epoch: Epoch(1),
+            bars: vec![],
+            dma_window: 0,
+            driver: Some("nvme".into()),
+            lender_driver: Some("nvme".into()),
+            lender_vfs: 0,
+            deadline_ms: 60_000,
+        };
+        let mut resp = http
+            .post(&url)
+            .send_json(&StepRequest { step, ctx })
+            .expect("fabric manager");
+        (
+            resp.status().as_u16(),
+            resp.body_mut().read_to_string().unwrap_or_default(),
+        )
+    };
+    assert_eq!(a.sh(&format!("pcipool host detach {AT}")).status, 0);
+    let attach = send(Step::Attach);
+    let on_borrower = wait_for_drive(&mut b);
+    assert_eq!(b.sh(&format!("pcipool host detach {AT}")).status, 0);
+    let detach = send(Step::Detach);
+    let on_lender = wait_for_drive(&mut a);
+    let host_step = send(Step::LenderUnbind);
+    let _stopped = stop.send(());
+    let _served = runtime.block_on(server);
+    assert_eq!(
+        (
+            attach.0,
+            on_borrower.split_whitespace().nth(1).map(str::to_owned),
+            detach.0,
+            on_lender.split_whitespace().nth(1).map(str::to_owned),
+            host_step.0,
+            host_step.1.contains("NOT_A_FABRIC_STEP")
+        ),
+        (
+            200,
+            Some("from-n2.....".to_owned()),
+            200,
+            Some("from-n2.....".to_owned()),
+            400,
+            true
+        ),
+        "attach: {}, detach: {}",
+        attach.1,
+        detach.1
     );
 }

@@ -1,0 +1,80 @@
+//! A fabric manager's HTTP side: the controller sends fabric steps (map, unmap, attach, detach) to
+//! `POST /v1/steps`, and the step runner carries them out over whatever `FabricControl` this process
+//! holds (the hypervisor's QMP for a QEMU lab; a switch's manager later). One step at a time: a fabric
+//! move is not something to interleave.
+
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use pcipool_backend::{Absent, FabricControl, Side};
+use pcipool_wire::{ApiErrorBody, StepRequest};
+
+use crate::runner::StepRunner;
+use crate::server::status_of;
+
+fn error(status: StatusCode, code: &str, message: String) -> Response {
+    let body = ApiErrorBody {
+        code: code.to_owned(),
+        message,
+    };
+    (status, Json(body)).into_response()
+}
+
+async fn step<F: FabricControl + Send + 'static>(
+    State(fabric): State<Arc<Mutex<F>>>,
+    body: Result<Json<StepRequest>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let Json(request) = match body {
+        Ok(b) => b,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "BAD_REQUEST", e.body_text()),
+    };
+    if request.step.side() != Side::Fabric {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "NOT_A_FABRIC_STEP",
+            format!(
+                "{:?} runs on a host; send it to that host's agent",
+                request.step
+            ),
+        );
+    }
+    let ran = tokio::task::spawn_blocking(move || {
+        let mut fabric = fabric
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        StepRunner::new(Absent, &mut *fabric).run(request.step, &request.ctx)
+    })
+    .await;
+    match ran {
+        Ok(Ok(output)) => Json(output).into_response(),
+        Ok(Err(e)) => error(status_of(e.kind), e.kind.code(), e.message),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", e.to_string()),
+    }
+}
+
+/// The fabric manager's routes over `fabric`.
+pub fn router<F: FabricControl + Send + 'static>(fabric: Arc<Mutex<F>>) -> Router {
+    Router::new()
+        .route("/v1/steps", post(step::<F>))
+        .route("/v1/health", get(|| async { "ok" }))
+        .with_state(fabric)
+}
+
+/// Serves `fabric` on `listener` until `shutdown` resolves.
+///
+/// # Errors
+/// The listener failed.
+pub async fn serve<F: FabricControl + Send + 'static>(
+    fabric: Arc<Mutex<F>>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(fabric))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
