@@ -55,6 +55,10 @@ pub struct AgentOptions {
     /// Address the agent listens on for the controller's step calls.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
     pub listen: String,
+    /// The URL the controller reaches the agent at, when it is not the listen address (a forwarded
+    /// port, a NAT): registered with the controller instead.
+    #[arg(long, value_name = "URL")]
+    pub advertise: Option<String>,
     /// Heartbeat interval, milliseconds.
     #[arg(long, value_name = "MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
     pub heartbeat_ms: u64,
@@ -164,7 +168,11 @@ fn serve<D: DeviceControl + Send + 'static>(
         .map_err(bind)?;
     let addr = listener.local_addr().map_err(bind)?;
     on_bound(addr);
-    let own_url = format!("http://{addr}");
+    let own_url = p
+        .options
+        .advertise
+        .clone()
+        .unwrap_or_else(|| format!("http://{addr}"));
     let stop = Arc::new(AtomicBool::new(false));
     let announcer = {
         let (agent, stop) = (agent.clone(), stop.clone());

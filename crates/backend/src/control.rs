@@ -255,6 +255,20 @@ pub enum Attachment {
     WholeDevice,
 }
 
+impl std::str::FromStr for Attachment {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "windows" => Ok(Self::Windows),
+            "whole-device" => Ok(Self::WholeDevice),
+            other => Err(format!(
+                "unknown attachment '{other}' (windows, whole-device)"
+            )),
+        }
+    }
+}
+
 /// What a fabric can do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct Capabilities {

@@ -312,6 +312,10 @@ pub struct ServerArgs {
     /// `pcipool sim serve` address.
     #[arg(long, value_name = "URL")]
     pub fabric_url: Option<String>,
+    /// How the fabric connects a borrower to a device: `windows` (an NTB) or `whole-device` (a
+    /// hypervisor or a switch that moves the device).
+    #[arg(long, default_value = "windows")]
+    pub fabric_attachment: pcipool_backend::Attachment,
 }
 
 /// `pcipool dev`.

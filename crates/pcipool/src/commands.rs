@@ -44,6 +44,7 @@ pub fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                 policy: a.policy,
                 agent_timeout: Duration::from_secs(a.agent_timeout),
                 fabric_url: a.fabric_url,
+                attachment: a.fabric_attachment,
             },
             &a.listen,
         ),

@@ -20,17 +20,19 @@ pub enum WorkflowKind {
 /// reset; connect the borrower (map BARs and the DMA window through an NTB's windows, or attach the whole
 /// device); borrower hot-add (its kernel reports where the device appeared), bind, verify.
 ///
-/// Return: borrower unbind and hot-remove; disconnect (unmap or detach: after this a stale borrower can
-/// no longer reach the device, so it comes before the reset: data safety over availability); lender
-/// reset, verify and restore. The escalated return replaces the reset with the escalated one.
+/// Return: borrower unbind and hot-remove; disconnect (unmap, or detach and the lender's unbind of the
+/// device that came home: after this a stale borrower can no longer reach the device, so it comes
+/// before the reset: data safety over availability); lender reset, verify and restore. The escalated return replaces the reset with the escalated one.
 pub fn plan(kind: PlanKind, attachment: Attachment) -> Vec<Step> {
     let connect: &[Step] = match attachment {
         Attachment::Windows => &[Step::MapBars, Step::MapDma],
         Attachment::WholeDevice => &[Step::Attach],
     };
-    let disconnect = match attachment {
-        Attachment::Windows => Step::Unmap,
-        Attachment::WholeDevice => Step::Detach,
+    // A whole device that comes home is hot-added to its lender, whose kernel binds its native driver
+    // at once: the lender takes it again (held, unbound) before the reset, which refuses a bound device.
+    let disconnect: &[Step] = match attachment {
+        Attachment::Windows => &[Step::Unmap],
+        Attachment::WholeDevice => &[Step::Detach, Step::LenderUnbind],
     };
     let reset = match kind {
         PlanKind::Lend | PlanKind::Return => Step::LenderReset,
@@ -51,14 +53,12 @@ pub fn plan(kind: PlanKind, attachment: Attachment) -> Vec<Step> {
             ],
         ]
         .concat(),
-        PlanKind::Return | PlanKind::ReturnEscalated => vec![
-            Step::BorrowerUnbind,
-            Step::BorrowerHotRemove,
+        PlanKind::Return | PlanKind::ReturnEscalated => [
+            &[Step::BorrowerUnbind, Step::BorrowerHotRemove][..],
             disconnect,
-            reset,
-            Step::LenderVerify,
-            Step::LenderRestore,
-        ],
+            &[reset, Step::LenderVerify, Step::LenderRestore],
+        ]
+        .concat(),
     }
 }
 
@@ -269,6 +269,7 @@ mod tests {
                 Step::BorrowerUnbind,
                 Step::BorrowerHotRemove,
                 Step::Detach,
+                Step::LenderUnbind,
                 Step::LenderResetEscalated,
                 Step::LenderVerify,
                 Step::LenderRestore,

@@ -31,6 +31,8 @@ pub struct ServerConfig {
     pub agent_timeout: Duration,
     /// The fabric manager that fabric steps go to (for the simulated fabric, `pcipool sim serve`).
     pub fabric_url: Option<String>,
+    /// How that fabric connects a borrower to a device: the workflow plans follow from it.
+    pub attachment: pcipool_backend::Attachment,
 }
 
 /// A controller ready to serve, with its tokens and where they came from.
@@ -156,7 +158,10 @@ pub fn open(config: &ServerConfig) -> Result<Server, ServeError> {
         config.agent_timeout,
         clock.clone(),
     );
-    let controller = Controller::new(store, policy, desc.topology);
+    let controller =
+        Controller::new(store, policy, desc.topology).with_fabric(pcipool_backend::Capabilities {
+            attachment: config.attachment,
+        });
     let service = Service::start(controller, Hardware::Agents(fleet), clock)?;
     Ok(Server {
         service,
