@@ -7,8 +7,10 @@
 //!   for other pcipool-style services (the fabric's data path).
 //! - [`ClientError`]: what failed, with the server's stable code when it answered.
 //! - [`text`]: how the answers read as text (the CLI's tables).
+//! - [`relay`]: one connection relayed to stdin/stdout (a guest's way to the controller).
 #![deny(missing_docs)]
 
+pub mod relay;
 pub mod text;
 
 use std::time::Duration;

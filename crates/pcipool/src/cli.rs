@@ -108,6 +108,11 @@ pub enum CliCommand {
     /// Prove a pool before trusting it: run validation suites against the simulated lab and write a
     /// report. Exit code 1 when any check fails.
     Validate(ValidateArgs),
+    /// Relay one TCP connection to ADDR over stdin/stdout (what QEMU's guestfwd runs per connection).
+    Relay {
+        /// Where to connect, e.g. 127.0.0.1:7070.
+        addr: String,
+    },
     /// Benchmarks that print ratios measured side by side in one run.
     #[command(subcommand)]
     Bench(pcipool_bench::Benchmark),

@@ -33,6 +33,10 @@ pub fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
         CliCommand::Decode { file, output } => decode(&file, output),
         CliCommand::Qualify(args) => crate::qualify_cmd::run(&args),
         CliCommand::Host(args) => host(&api, args),
+        CliCommand::Relay { addr } => {
+            pcipool_client::relay::run(&addr).with_context(|| format!("relaying to {addr}"))?;
+            Ok(ExitCode::SUCCESS)
+        }
         CliCommand::Dev(args) => {
             serve_cmd::dev(args.data_dir, &args.listen, args.fabric.as_deref())
         }

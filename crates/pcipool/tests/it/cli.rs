@@ -360,3 +360,43 @@ fn validate_runs_the_built_suites_and_writes_a_json_report() {
         (Some(0), Some(42), Some(7), true, Some(2), Some(2))
     );
 }
+
+#[test]
+fn relay_carries_one_connection_both_ways() {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("address").to_string();
+    let service = std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().expect("accept");
+        let mut asked = String::new();
+        conn.read_to_string(&mut asked).expect("read");
+        conn.write_all(asked.to_uppercase().as_bytes())
+            .expect("answer");
+        asked
+    });
+    let mut relay = std::process::Command::new(env!("CARGO_BIN_EXE_pcipool"))
+        .args(["relay", &addr])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("relay");
+    relay
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"get /v1/health\n")
+        .expect("write");
+    let out = relay.wait_with_output().expect("relay output");
+    assert_eq!(
+        (
+            service.join().expect("service"),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            out.status.code()
+        ),
+        (
+            "get /v1/health\n".to_owned(),
+            "GET /V1/HEALTH\n".to_owned(),
+            Some(0)
+        )
+    );
+}
