@@ -32,6 +32,8 @@ pub struct LinuxPool {
     pub paths: HostPaths,
     /// The functions the operator put in the pool.
     pub pool: BTreeSet<Bdf>,
+    /// The operator said this host only borrows (an empty pool is then right).
+    pub borrower_only: bool,
     /// The fabric adapter's profile.
     pub profile: AdapterProfile,
     /// The module directory whose aliases tell which driver binds a device

@@ -44,8 +44,12 @@ pub struct AgentOptions {
     pub fabric_url: Option<String>,
     /// The functions this agent may lend (Linux backend): it writes to nothing else, and refuses to
     /// start with one that backs / or carries the default route.
-    #[arg(long, value_name = "BDF", num_args = 1.., required_if_eq("backend", "linux"))]
+    #[arg(long, value_name = "BDF", num_args = 1..)]
     pub pool: Vec<Bdf>,
+    /// A Linux host that lends nothing and only borrows (no --pool): it writes only to the devices
+    /// the fabric attaches to it.
+    #[arg(long, conflicts_with = "pool")]
+    pub borrower_only: bool,
     /// sysfs root (Linux backend; a fake tree in tests).
     #[arg(long, value_name = "PATH", default_value = "/sys")]
     pub sysfs_root: PathBuf,
@@ -127,6 +131,7 @@ pub fn run(
                 node: o.node,
                 paths: pcipool_backend_linux::HostPaths::given(&o.sysfs_root, None),
                 pool: o.pool.iter().copied().collect(),
+                borrower_only: o.borrower_only,
                 profile: pcipool_qualify::AdapterProfile::named("dolphin-pxh830-32g")
                     .ok_or_else(|| ProcessError::Setup("no built-in adapter profile".into()))?,
                 modules: None,

@@ -483,11 +483,24 @@ impl DeviceControl for LinuxControl {
                 .filter(|b| !me.known.contains(b) && !me.borrowed.contains_key(b))
                 .collect())
         };
-        let mut new = fresh(self)?;
-        if new.is_empty() {
-            self.rescan(None)?;
-            new = fresh(self)?;
-        }
+        // A hot-plugged device takes the kernel a moment to enumerate: wait for it within the step's
+        // deadline, and rescan once (where this agent may) if it has not shown up by half of it.
+        let until = Instant::now() + self.writer.deadline();
+        let rescan_at = Instant::now() + self.writer.deadline() / 2;
+        let mut rescanned = self.writer.mode() == Mode::DryRun;
+        let new = loop {
+            let new = fresh(self)?;
+            if !new.is_empty() || Instant::now() >= until {
+                break new;
+            }
+            if !rescanned && Instant::now() >= rescan_at {
+                rescanned = true;
+                if let Err(e) = self.rescan(None) {
+                    tracing::info!(error = %e, "no rescan for a hot-added device");
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
         match new.as_slice() {
             [] => Err(DeviceError::Unreachable(format!(
                 "{remote} did not appear in this host's PCI tree"

@@ -188,7 +188,9 @@ impl Scope {
             })
         };
         if self.pool.is_empty() {
-            return refuse("this process was given no pool of devices, so it writes nothing");
+            return refuse(
+                "this process was given no pool of devices (and has adopted no borrowed one), so it writes nothing",
+            );
         }
         let Ok(rel) = write.path.strip_prefix(&self.sys) else {
             return refuse("outside the sysfs root");

@@ -178,6 +178,7 @@ fn the_offer_holds_only_pooled_devices_and_never_the_root_disk_or_the_route_nic(
         node: NODE,
         paths: paths.clone(),
         pool: bdfs.iter().map(|b| bdf(b)).collect::<BTreeSet<_>>(),
+        borrower_only: false,
         profile: pcipool_qualify::AdapterProfile::named("dolphin-pxh830-32g").expect("profile"),
         modules: Some(dir.path().join("no-modules")),
     };

@@ -268,7 +268,7 @@ fn the_real_sys_with_no_pool_is_refused_without_a_write() {
     assert_eq!(
         (err.map_err(|e| e.to_string()), writer.take_log().len()),
         (
-            Err("refused to write /sys/bus/pci/rescan: this process was given no pool of devices, so it writes nothing".to_owned()),
+            Err("refused to write /sys/bus/pci/rescan: this process was given no pool of devices (and has adopted no borrowed one), so it writes nothing".to_owned()),
             0
         )
     );

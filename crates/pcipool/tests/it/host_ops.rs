@@ -222,12 +222,12 @@ fn a_linux_agent_needs_a_pool_and_refuses_the_root_disk_in_it() {
     assert_eq!(
         (
             no_pool.status.code(),
-            stderr(&no_pool).contains("--pool <BDF>"),
+            stderr(&no_pool).contains("needs --pool"),
             root_disk.status.code(),
             stderr(&root_disk).trim().to_owned()
         ),
         (
-            Some(2),
+            Some(3),
             true,
             Some(3),
             "pcipool: 0000:01:00.0 backs the root filesystem: pcipool never touches it".to_owned()
