@@ -45,11 +45,12 @@ impl LinuxPool {
     /// Checks the pool against the host as it is now.
     ///
     /// # Errors
-    /// An empty pool, a function that is not here, or one that keeps the host running.
+    /// An empty pool (unless the host only borrows), a function that is not here, or one that keeps the host running.
     pub fn check(&self) -> Result<(), String> {
-        if self.pool.is_empty() {
+        if self.pool.is_empty() && !self.borrower_only {
             return Err(
-                "a Linux agent needs --pool: it touches only the functions named there".into(),
+                "a Linux agent needs --pool (it touches only the functions named there) or --borrower-only"
+                    .into(),
             );
         }
         let inv = LinuxHost::new(self.paths.clone())

@@ -272,7 +272,7 @@ fn sriov_vfs_appear_with_their_own_iommu_groups_and_the_default_route_nic_is_ref
     );
 
     // The guest's NIC carries its default route: qualification and `host` both refuse it.
-    g.ok("ip link set eth0 up && ip addr add 10.0.2.15/24 dev eth0 && ip route add default via 10.0.2.2");
+    g.ok(pcipool_vm::vm::GUEST_NET);
     let detach = timed(&mut g, &format!("pcipool host detach {NIC}"));
     let qualify = timed(&mut g, &format!("pcipool qualify {NIC} -o json"));
     assert_eq!(

@@ -9,3 +9,5 @@ mod fabric;
 mod guest;
 #[cfg(test)]
 mod host_ops;
+#[cfg(test)]
+mod lend;
