@@ -2,7 +2,9 @@
 //! API) and the QEMU fabric manager on this machine, a Linux agent inside each guest reaching the
 //! controller through QEMU's restricted user network (`pcipool relay`). A borrow lends the lender's
 //! NVMe drive to the borrower's kernel, where the native `nvme` driver binds and the lender's data is
-//! there; the release brings it home, where the lender reads what the borrower wrote.
+//! there; a release while a program on the borrower has the drive open is refused as busy; the release
+//! brings it home, where the lender reads what the borrower wrote, and only the lender's QEMU holds
+//! the image.
 
 use std::time::{Duration, Instant};
 
@@ -120,6 +122,7 @@ fn a_borrow_lends_an_nvme_drive_to_another_kernel_and_the_release_brings_it_home
         .expect("bind");
     let fabric_url = format!("http://{}", listener.local_addr().expect("address"));
     let (stop_fabric, fabric_stopped) = tokio::sync::oneshot::channel::<()>();
+    let checker = fabric.clone();
     let manager = std::sync::Arc::new(std::sync::Mutex::new(fabric));
     let fabric_server = runtime.spawn(pcipool_agent::fabric_manager::serve(
         manager,
@@ -204,6 +207,12 @@ fn a_borrow_lends_an_nvme_drive_to_another_kernel_and_the_release_brings_it_home
     let usable_in = started.elapsed();
     b.ok(&format!("b=$(ls /sys/bus/pci/devices/{AT}/nvme/*/ | grep -m1 '^nvme[0-9]*n1$'); printf 'from-n2.....' | dd of=/dev/$b bs=12 count=1 conv=notrunc 2>/dev/null; sync"));
 
+    // A program on the borrower still has the drive open: the release is refused, nothing forced.
+    b.ok(&format!("b=$(ls /sys/bus/pci/devices/{AT}/nvme/*/ | grep -m1 '^nvme[0-9]*n1$'); sleep 600 < /dev/$b > /dev/null 2>&1 & echo $! > /tmp/holder"));
+    let busy = client.release(granted[0].lease_id.0).map_err(|e| e.code());
+    let still_there = wait_for_drive(&mut b);
+    b.ok("kill $(cat /tmp/holder) && sleep 0.2");
+
     // Release: home to n1's kernel with what n2 wrote.
     let started = Instant::now();
     let released = client.release(granted[0].lease_id.0);
@@ -214,6 +223,7 @@ fn a_borrow_lends_an_nvme_drive_to_another_kernel_and_the_release_brings_it_home
     ));
     let borrower_has_it = b.sh(&format!("test -e /sys/bus/pci/devices/{AT}")).status == 0;
     let verify = client.audit_verify().map(|v| v.ok);
+    let holder = checker.holder(fdid).map_err(|e| e.to_string());
     let steps: Vec<String> = client
         .audit(0, 1000)
         .unwrap_or_default()
@@ -233,19 +243,25 @@ fn a_borrow_lends_an_nvme_drive_to_another_kernel_and_the_release_brings_it_home
     assert_eq!(
         (
             on_borrower.split_whitespace().nth(1).map(str::to_owned),
+            busy,
+            still_there.split_whitespace().nth(1).map(str::to_owned),
             released.map_err(|e| e.to_string()),
             on_lender.split_whitespace().nth(1).map(str::to_owned),
             lender_driver,
             borrower_has_it,
             verify.map_err(|e| e.to_string()),
+            holder,
         ),
         (
             Some("marker-x....".to_owned()),
+            Err(Some(pcipool_wire::ErrorCode::Busy)),
+            Some("from-n2.....".to_owned()),
             Ok(()),
             Some("from-n2.....".to_owned()),
             "nvme".to_owned(),
             false,
             Ok(true),
+            Ok(Some(NodeId(1))),
         ),
         "audit: {steps:?}"
     );
