@@ -342,6 +342,15 @@ impl Vm {
     }
 }
 
+impl Vm {
+    /// Kills QEMU with SIGKILL, as a host that loses power: nothing in the guest runs again.
+    pub fn kill(&mut self) {
+        // Gone already is fine.
+        let _gone = self.child.kill();
+        let _reaped = self.child.wait();
+    }
+}
+
 impl Drop for Vm {
     fn drop(&mut self) {
         // Gone already is fine: the guest powered off or panicked.
