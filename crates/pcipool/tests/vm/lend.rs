@@ -60,6 +60,43 @@ fn start_agent(g: &mut Guest, node: &str, lends: &str, token: &str, host_port: u
     ));
 }
 
+/// `pcipool server` as a process, which a test may SIGKILL and start again on the same store.
+struct ControllerProcess {
+    args: Vec<String>,
+    child: Option<std::process::Child>,
+}
+
+impl ControllerProcess {
+    /// Starts it and waits for its banner (it listens from then on).
+    fn started(mut self) -> Self {
+        use std::io::{BufRead, BufReader};
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_pcipool"))
+            .args(&self.args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("pcipool server starts");
+        let stdout = child.stdout.take().expect("piped");
+        let mut lines = BufReader::new(stdout).lines();
+        let up = lines
+            .by_ref()
+            .map_while(Result::ok)
+            .any(|l| l.contains("controller at http://"));
+        assert!(up, "pcipool server did not start");
+        std::thread::spawn(move || lines.map_while(Result::ok).for_each(drop));
+        self.child = Some(child);
+        self
+    }
+
+    /// SIGKILL.
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
 /// Two guests (n1 lends drive `x`, n2 borrows), the fabric manager and the controller.
 struct Lab {
     lender: Guest,
@@ -70,7 +107,7 @@ struct Lab {
     drive: Fdid,
     runtime: tokio::runtime::Runtime,
     stop: Vec<tokio::sync::oneshot::Sender<()>>,
-    controller: Option<std::thread::JoinHandle<Result<(), pcipool_serve::ServeError>>>,
+    controller: ControllerProcess,
     _files: tempfile::TempDir,
 }
 
@@ -149,23 +186,25 @@ impl Lab {
         let lab = files.path().join("lab.toml");
         std::fs::write(&lab, LAB).expect("lab file");
         let data = files.path().join("controller");
-        let server = pcipool_serve::server::open(&pcipool_serve::server::ServerConfig {
-            data_dir: data.clone(),
-            fabric: Some(lab),
-            tokens: None,
-            policy: None,
-            agent_timeout,
-            fabric_url: Some(fabric_url),
-            attachment: pcipool_backend::Attachment::WholeDevice,
-        })
-        .expect("controller");
-        let (stop_controller, controller_stopped) = tokio::sync::oneshot::channel::<()>();
-        let listen = format!("127.0.0.1:{controller_port}");
-        let controller = std::thread::spawn(move || {
-            server.serve(&listen, |_| {}, async {
-                let _ = controller_stopped.await;
-            })
-        });
+        let controller = ControllerProcess {
+            args: vec![
+                "server".into(),
+                "--data-dir".into(),
+                data.display().to_string(),
+                "--fabric".into(),
+                lab.display().to_string(),
+                "--fabric-url".into(),
+                fabric_url,
+                "--fabric-attachment".into(),
+                "whole-device".into(),
+                "--agent-timeout".into(),
+                agent_timeout.as_secs().to_string(),
+                "--listen".into(),
+                format!("127.0.0.1:{controller_port}"),
+            ],
+            child: None,
+        }
+        .started();
         let token = |name: &str| {
             std::fs::read_to_string(data.join(name))
                 .expect("token")
@@ -204,8 +243,8 @@ impl Lab {
             fabric,
             drive,
             runtime,
-            stop: vec![stop_fabric, stop_controller],
-            controller: Some(controller),
+            stop: vec![stop_fabric],
+            controller,
             _files: files,
         })
     }
@@ -240,9 +279,7 @@ impl Drop for Lab {
         for stop in self.stop.drain(..) {
             let _ = stop.send(());
         }
-        if let Some(c) = self.controller.take() {
-            let _ = c.join();
-        }
+        self.controller.kill();
         let _ = &self.runtime;
     }
 }
@@ -408,5 +445,94 @@ fn a_borrower_killed_while_it_holds_the_drive_loses_the_lease_and_the_drive_goes
             Ok(Some(NodeId(1))),
             Ok(true)
         )
+    );
+}
+
+/// The drive's state once no workflow runs on it (or what it was at the deadline).
+fn settled_state(lab: &Lab, within: Duration) -> String {
+    let started = Instant::now();
+    loop {
+        let state = lab
+            .client
+            .devices()
+            .unwrap_or_default()
+            .into_iter()
+            .find(|d| d.fdid == lab.drive)
+            .map(|d| d.state)
+            .unwrap_or_default();
+        if matches!(state.as_str(), "available" | "lent") || started.elapsed() > within {
+            return state;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+#[test]
+fn a_controller_killed_mid_lend_resumes_its_journal_and_the_drive_ends_in_one_kernel() {
+    let Some(mut lab) = Lab::up("restart", Duration::from_secs(30)) else {
+        return;
+    };
+    // The lend runs in the controller's worker; the controller dies in the middle of it.
+    let asked = lab.client.borrow(&pcipool_wire::BorrowRequest {
+        selector: pcipool_pool::schedule::Selector {
+            class: Some(pcipool_pool::schedule::DeviceClass::Nvme),
+            ..Default::default()
+        },
+        count: 1,
+        model: pcipool_qualify::AccessModel::Lend,
+        borrower: NodeId(2),
+        duration_secs: None,
+        max_sharers: None,
+        request_id: None,
+        wait: false,
+    });
+    std::thread::sleep(Duration::from_millis(600));
+    lab.controller.kill();
+    let in_flight = lab.fabric.holder(lab.drive).map_err(|e| e.to_string());
+    lab.controller = ControllerProcess {
+        args: lab.controller.args.clone(),
+        child: None,
+    }
+    .started();
+    let state = settled_state(&lab, Duration::from_secs(90));
+    let holder = lab.fabric.holder(lab.drive).map_err(|e| e.to_string());
+    // Where the store says the drive is, the kernel has it, and only there.
+    let (home, away) = match state.as_str() {
+        "lent" => (&mut lab.borrower, &mut lab.lender),
+        _ => (&mut lab.lender, &mut lab.borrower),
+    };
+    let there = wait_for_drive(home);
+    let elsewhere = away
+        .sh(&format!("test -e /sys/bus/pci/devices/{AT}/nvme"))
+        .status
+        == 0;
+    eprintln!(
+        "restart: the drive was with {in_flight:?} when the controller died; after the restart the store says {state}"
+    );
+    assert_eq!(
+        (
+            asked.map(|g| g.len()).map_err(|e| e.to_string()),
+            matches!(state.as_str(), "available" | "lent"),
+            holder,
+            marker(&there),
+            elsewhere,
+            lab.client
+                .audit_verify()
+                .map(|v| v.ok)
+                .map_err(|e| e.to_string())
+        ),
+        (
+            Ok(1),
+            true,
+            Ok(Some(if state == "lent" {
+                NodeId(2)
+            } else {
+                NodeId(1)
+            })),
+            Some("marker-x....".to_owned()),
+            false,
+            Ok(true)
+        ),
+        "state {state}"
     );
 }
