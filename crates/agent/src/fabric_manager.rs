@@ -12,18 +12,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use pcipool_backend::{Absent, FabricControl, Side};
-use pcipool_wire::{ApiErrorBody, StepRequest};
+use pcipool_wire::StepRequest;
 
 use crate::runner::StepRunner;
-use crate::server::status_of;
-
-fn error(status: StatusCode, code: &str, message: String) -> Response {
-    let body = ApiErrorBody {
-        code: code.to_owned(),
-        message,
-    };
-    (status, Json(body)).into_response()
-}
+use crate::server::{error, status_of};
 
 async fn step<F: FabricControl + Send + 'static>(
     State(fabric): State<Arc<Mutex<F>>>,

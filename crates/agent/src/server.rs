@@ -15,7 +15,7 @@ use pcipool_wire::{ApiErrorBody, StepRequest};
 use crate::runtime::Agent;
 
 /// A JSON error with a stable code, as every pcipool service answers.
-fn error(status: StatusCode, code: &str, message: String) -> Response {
+pub(crate) fn error(status: StatusCode, code: &str, message: String) -> Response {
     let body = ApiErrorBody {
         code: code.to_owned(),
         message,

@@ -33,10 +33,8 @@ impl Spec {
         self.args.extend_from_slice(args);
     }
 
-    /// An NVMe drive backed by the raw `image`, in root port `port` (1-based); QEMU ids `dev-SERIAL`
-    /// (the device) and `disk-SERIAL` (its block node), as the QEMU fabric names them.
-    #[must_use]
-    pub fn nvme(mut self, serial: &str, image: &Path, port: u8) -> Self {
+    /// The raw `image` as block node `disk-SERIAL`.
+    fn blockdev(&mut self, serial: &str, image: &Path) -> String {
         let node = format!("disk-{serial}");
         self.push(&[
             "-blockdev".into(),
@@ -44,6 +42,16 @@ impl Spec {
                 "driver=raw,node-name={node},file.driver=file,file.filename={}",
                 image.display()
             ),
+        ]);
+        node
+    }
+
+    /// An NVMe drive backed by the raw `image`, in root port `port` (1-based); QEMU ids `dev-SERIAL`
+    /// (the device) and `disk-SERIAL` (its block node), as the QEMU fabric names them.
+    #[must_use]
+    pub fn nvme(mut self, serial: &str, image: &Path, port: u8) -> Self {
+        let node = self.blockdev(serial, image);
+        self.push(&[
             "-device".into(),
             format!("nvme,id=dev-{serial},serial={serial},drive={node},bus=rp{port}"),
         ]);
@@ -54,13 +62,8 @@ impl Spec {
     /// namespace backed by `image`.
     #[must_use]
     pub fn nvme_sriov(mut self, serial: &str, image: &Path, port: u8, vfs: u8) -> Self {
-        let node = format!("disk-{serial}");
+        let node = self.blockdev(serial, image);
         self.push(&[
-            "-blockdev".into(),
-            format!(
-                "driver=raw,node-name={node},file.driver=file,file.filename={}",
-                image.display()
-            ),
             "-device".into(),
             format!("nvme-subsys,id=subsys-{serial},nqn=subsys-{serial}"),
             "-device".into(),
