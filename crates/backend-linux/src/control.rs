@@ -147,6 +147,19 @@ impl LinuxControl {
         quiesce::holders(&self.paths, bdf).map_err(|e| sysfs_err(bdf, &e))
     }
 
+    /// Waits (up to the step's deadline) for the function to be in the PCI tree: a device a fabric has
+    /// just plugged back into its lender takes the kernel a moment to enumerate.
+    fn await_present(&self, bdf: Bdf) -> Result<(), DeviceError> {
+        let until = Instant::now() + self.writer.deadline();
+        while !self.dir(bdf).exists() {
+            if self.writer.mode() == Mode::DryRun || Instant::now() >= until {
+                return Err(DeviceError::NoDevice(bdf));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
+    }
+
     /// Waits (up to the write deadline) for the `driver` link to name `want`; a live run only.
     fn await_driver(&self, bdf: Bdf, want: Option<&str>) -> Result<(), DeviceError> {
         if self.writer.mode() == Mode::DryRun {
@@ -182,7 +195,7 @@ impl LinuxControl {
     /// # Errors
     /// [`DeviceError::Held`] with what holds it; write errors.
     pub fn hold(&mut self, bdf: Bdf, force: bool) -> Result<(), DeviceError> {
-        self.exists(bdf)?;
+        self.await_present(bdf)?;
         let holders = self.holders(bdf)?;
         if !holders.is_empty() && !force {
             return Err(DeviceError::Held { bdf, holders });

@@ -12,7 +12,7 @@ use pcipool_fabric_qemu::{Drive, Guest as FabricGuest, QemuFabric};
 use pcipool_vm::vm::Spec;
 use pcipool_wire::StepRequest;
 
-use crate::guest::{Guest, boot, image};
+use crate::guest::{Guest, boot_in, image};
 
 const LENDER: NodeId = NodeId(1);
 const BORROWER: NodeId = NodeId(2);
@@ -39,9 +39,14 @@ fn gone(g: &mut Guest) -> bool {
 fn a_drive_moves_to_another_guest_with_its_data_and_comes_back_with_the_borrowers() {
     let files = tempfile::tempdir().expect("tempdir");
     let img = image(files.path(), "x.img", 64, "marker-x....");
+    let room = crate::guest::room(2);
     let (lender, borrower) = std::thread::scope(|s| {
-        let a = s.spawn(|| boot("fabric_lender", |_| Spec::new(4).nvme("x", &img, 1)));
-        let b = s.spawn(|| boot("fabric_borrower", |_| Spec::new(4)));
+        let a = s.spawn(|| {
+            boot_in(Some(&room), "fabric_lender", |_| {
+                Spec::new(4).nvme("x", &img, 1)
+            })
+        });
+        let b = s.spawn(|| boot_in(Some(&room), "fabric_borrower", |_| Spec::new(4)));
         (
             a.join().expect("lender boot"),
             b.join().expect("borrower boot"),

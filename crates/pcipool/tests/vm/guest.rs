@@ -2,6 +2,7 @@
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
+use std::sync::{Condvar, Mutex};
 use std::time::Duration;
 
 use pcipool_vm::initramfs::{self, Contents};
@@ -24,12 +25,50 @@ pub struct Guest {
     pub vm: Vm,
     /// Holds the images and the VM's files for as long as the guest runs.
     pub _files: tempfile::TempDir,
+    /// The machine's room this guest took for itself, if the test did not take it for all its guests.
+    _room: Option<Room>,
+}
+
+/// Guests that may run at once on this machine: each emulated CPU is a busy host thread, and with more
+/// guests than this on two cores a guest's kernel is slowed past the tests' deadlines.
+const MACHINE_GUESTS: u32 = 3;
+
+static RUNNING: (Mutex<u32>, Condvar) = (Mutex::new(0), Condvar::new());
+
+/// Room for `guests` guests, held until dropped; a test takes all it needs at its start, so two
+/// tests never wait on each other's half.
+pub struct Room(u32);
+
+/// Waits until `guests` guests may run.
+pub fn room(guests: u32) -> Room {
+    let (count, freed) = &RUNNING;
+    let mut running = count
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    while *running + guests > MACHINE_GUESTS.max(guests) {
+        running = freed
+            .wait(running)
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+    }
+    *running += guests;
+    Room(guests)
+}
+
+impl Drop for Room {
+    fn drop(&mut self) {
+        let (count, freed) = &RUNNING;
+        let mut running = count
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *running -= self.0;
+        freed.notify_all();
+    }
 }
 
 impl Guest {
-    /// Runs a command; a guest that does not answer fails the test.
+    /// Runs a command; a guest that does not answer within three minutes fails the test.
     pub fn sh(&mut self, command: &str) -> Ran {
-        match self.vm.run(command) {
+        match self.vm.run_within(command, Duration::from_secs(180)) {
             Ok(ran) => ran,
             Err(e) => panic!("guest command {command:?}: {e}"),
         }
@@ -55,6 +94,16 @@ pub fn image(dir: &Path, name: &str, mib: u64, marker: &str) -> PathBuf {
 /// Boots a guest whose machine `spec` builds from the guest's directory; `None` (after a SKIPPED
 /// line) when QEMU cannot be had on this machine.
 pub fn boot(test: &str, spec: impl FnOnce(&Path) -> Spec) -> Option<Guest> {
+    boot_in(None, test, spec)
+}
+
+/// [`boot`], for a test that already holds its [`Room`] (`Some`) or takes one for this guest (`None`).
+pub fn boot_in(
+    room_held: Option<&Room>,
+    test: &str,
+    spec: impl FnOnce(&Path) -> Spec,
+) -> Option<Guest> {
+    let own = room_held.is_none().then(|| room(1));
     match tools::ensure() {
         Ok(()) => {}
         Err(VmError::Unavailable(why)) => {
@@ -92,5 +141,9 @@ pub fn boot(test: &str, spec: impl FnOnce(&Path) -> Spec) -> Option<Guest> {
         vm.boot_time.as_secs_f64(),
         kernel.version
     );
-    Some(Guest { vm, _files: dir })
+    Some(Guest {
+        vm,
+        _files: dir,
+        _room: own,
+    })
 }

@@ -13,27 +13,20 @@ use pcipool_fabric::{Fdid, NodeId};
 use pcipool_fabric_qemu::{Drive, Guest as FabricGuest, QemuFabric};
 use pcipool_vm::vm::{GUEST_NET, Spec};
 
-use crate::guest::{Guest, boot, image};
+use crate::guest::{Guest, Room, boot_in, image};
 
 const AT: &str = "0000:01:00.0";
 
-/// The lab's fabric for placement: two hosts on one switch (the hypervisor).
-const LAB: &str = r#"
-[[switch]]
-name = "hypervisor"
-
-[[host]]
-name = "n1"
-node = 1
-adapters = ["dolphin-pxh830-32g"]
-links = ["switch:hypervisor"]
-
-[[host]]
-name = "n2"
-node = 2
-adapters = ["dolphin-pxh830-32g"]
-links = ["switch:hypervisor"]
-"#;
+/// The lab's fabric for placement: `hosts` hosts on one switch (the hypervisor).
+fn lab_file(hosts: u32) -> String {
+    let mut text = String::from("[[switch]]\nname = \"hypervisor\"\n");
+    for n in 1..=hosts {
+        text.push_str(&format!(
+            "\n[[host]]\nname = \"n{n}\"\nnode = {n}\nadapters = [\"dolphin-pxh830-32g\"]\nlinks = [\"switch:hypervisor\"]\n"
+        ));
+    }
+    text
+}
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -44,8 +37,13 @@ fn free_port() -> u16 {
 
 /// The NVMe namespace at 01:00.0 once the kernel has it, and its first 12 bytes.
 fn wait_for_drive(g: &mut Guest) -> String {
+    wait_for_drive_at(g, AT)
+}
+
+/// The NVMe namespace of the controller at `at` once the kernel has it, and its first 12 bytes.
+fn wait_for_drive_at(g: &mut Guest, at: &str) -> String {
     g.ok(&format!(
-        "for i in $(seq 600); do b=$(ls /sys/bus/pci/devices/{AT}/nvme/*/ 2>/dev/null | grep -m1 '^nvme[0-9]*n1$'); [ -n \"$b\" ] && [ -e /dev/$b ] && break; sleep 0.1; done; echo $b $(dd if=/dev/$b bs=12 count=1 2>/dev/null)"
+        "for i in $(seq 600); do b=$(ls /sys/bus/pci/devices/{at}/nvme/*/ 2>/dev/null | grep -m1 '^nvme[0-9]*n1$'); [ -n \"$b\" ] && [ -e /dev/$b ] && break; sleep 0.1; done; echo $b $(dd if=/dev/$b bs=12 count=1 2>/dev/null)"
     ))
 }
 
@@ -97,10 +95,14 @@ impl ControllerProcess {
     }
 }
 
-/// Two guests (n1 lends drive `x`, n2 borrows), the fabric manager and the controller.
+/// Lender guests (n1.. each lending one drive), one borrower guest (the next node), the fabric manager
+/// and the controller.
 struct Lab {
     lender: Guest,
+    more_lenders: Vec<Guest>,
     borrower: Guest,
+    borrower_node: NodeId,
+    more_drives: Vec<Fdid>,
     client: pcipool_client::Client,
     /// Asks the guests where the drive is.
     fabric: QemuFabric,
@@ -109,65 +111,98 @@ struct Lab {
     stop: Vec<tokio::sync::oneshot::Sender<()>>,
     controller: ControllerProcess,
     _files: tempfile::TempDir,
+    /// Dropped last: the guests are gone before another test may start its own.
+    _room: Room,
 }
 
 impl Lab {
     fn up(test: &str, agent_timeout: Duration) -> Option<Self> {
+        Self::with_lenders(test, agent_timeout, 1)
+    }
+
+    fn with_lenders(test: &str, agent_timeout: Duration, lenders: u32) -> Option<Self> {
+        let room = crate::guest::room(lenders + 1);
         let files = tempfile::tempdir().expect("tempdir");
-        let img = image(files.path(), "x.img", 64, "marker-x....");
-        let (controller_port, agent1, agent2) = (free_port(), free_port(), free_port());
+        let images: Vec<std::path::PathBuf> = (0..lenders)
+            .map(|i| {
+                let marker = if i == 0 {
+                    "marker-x....".to_owned()
+                } else {
+                    format!("marker-{i}....")
+                };
+                image(files.path(), &format!("x{i}.img"), 64, &marker)
+            })
+            .collect();
+        let controller_port = free_port();
+        let ports: Vec<u16> = (0..=lenders).map(|_| free_port()).collect();
         let relay = format!(
             "{} relay 127.0.0.1:{controller_port}",
             env!("CARGO_BIN_EXE_pcipool")
         );
-        let (lender, borrower) = std::thread::scope(|s| {
-            let a = s.spawn(|| {
-                boot(&format!("{test}_lender"), |_| {
-                    Spec::new(4).nvme("x", &img, 1).forwarded_nic(
-                        4,
-                        "10.0.2.100:7070",
-                        &relay,
-                        agent1,
-                        7171,
-                    )
+        let mut guests: Vec<Option<Guest>> = std::thread::scope(|s| {
+            let boots: Vec<_> = (0..=lenders)
+                .map(|i| {
+                    let (relay, images, port, room) = (&relay, &images, ports[i as usize], &room);
+                    s.spawn(move || {
+                        let role = if i == lenders {
+                            "borrower".to_owned()
+                        } else {
+                            format!("lender{i}")
+                        };
+                        boot_in(Some(room), &format!("{test}_{role}"), |_| {
+                            let spec =
+                                Spec::new(4).forwarded_nic(4, "10.0.2.100:7070", relay, port, 7171);
+                            match images.get(i as usize) {
+                                Some(img) => spec.nvme(&format!("x{i}"), img, 1),
+                                None => spec,
+                            }
+                        })
+                    })
                 })
-            });
-            let b = s.spawn(|| {
-                boot(&format!("{test}_borrower"), |_| {
-                    Spec::new(4).forwarded_nic(4, "10.0.2.100:7070", &relay, agent2, 7171)
-                })
-            });
-            (
-                a.join().expect("lender boot"),
-                b.join().expect("borrower boot"),
-            )
+                .collect();
+            boots.into_iter().map(|b| b.join().expect("boot")).collect()
         });
-        let (mut lender, mut borrower) = (lender?, borrower?);
-        let drive = Fdid {
-            node: NodeId(1),
-            bdf: AT.parse().expect("address"),
-            vf: None,
-        };
+        if guests.iter().any(Option::is_none) {
+            return None;
+        }
+        let mut borrower = guests.pop().flatten()?;
+        let mut lender_guests: Vec<Guest> = guests.into_iter().flatten().collect();
+        let borrower_node = NodeId(lenders + 1);
+        let drives: Vec<Fdid> = (1..=lenders)
+            .map(|n| Fdid {
+                node: NodeId(n),
+                bdf: AT.parse().expect("address"),
+                vf: None,
+            })
+            .collect();
         let slots = |ports: &[&str]| ports.iter().map(|p| (*p).to_owned()).collect();
+        let mut fabric_guests: Vec<FabricGuest> = lender_guests
+            .iter()
+            .enumerate()
+            .map(|(i, g)| FabricGuest {
+                node: drives[i].node,
+                qmp: g.vm.dir.join("qmp.sock"),
+                free_slots: slots(&["rp2", "rp3"]),
+            })
+            .collect();
+        fabric_guests.push(FabricGuest {
+            node: borrower_node,
+            qmp: borrower.vm.dir.join("qmp.sock"),
+            free_slots: slots(&["rp1", "rp2", "rp3"]),
+        });
         let fabric = QemuFabric::new(
-            vec![
-                FabricGuest {
-                    node: NodeId(1),
-                    qmp: lender.vm.dir.join("qmp.sock"),
-                    free_slots: slots(&["rp2", "rp3"]),
-                },
-                FabricGuest {
-                    node: NodeId(2),
-                    qmp: borrower.vm.dir.join("qmp.sock"),
-                    free_slots: slots(&["rp1", "rp2", "rp3"]),
-                },
-            ],
-            vec![Drive {
-                fdid: drive,
-                image: img.clone(),
-                serial: "x".into(),
-                home_slot: "rp1".into(),
-            }],
+            fabric_guests,
+            drives
+                .iter()
+                .zip(&images)
+                .enumerate()
+                .map(|(i, (fdid, img))| Drive {
+                    fdid: *fdid,
+                    image: img.clone(),
+                    serial: format!("x{i}"),
+                    home_slot: "rp1".into(),
+                })
+                .collect(),
         );
         let runtime = tokio::runtime::Runtime::new().expect("runtime");
         let listener = runtime
@@ -184,7 +219,7 @@ impl Lab {
             },
         ));
         let lab = files.path().join("lab.toml");
-        std::fs::write(&lab, LAB).expect("lab file");
+        std::fs::write(&lab, lab_file(lenders + 1)).expect("lab file");
         let data = files.path().join("controller");
         let controller = ControllerProcess {
             args: vec![
@@ -214,63 +249,108 @@ impl Lab {
         let (admin, agent_token) = (token("admin.token"), token("agent.token"));
         let client =
             pcipool_client::Client::new(&format!("http://127.0.0.1:{controller_port}"), &admin);
+        for (i, g) in lender_guests.iter_mut().enumerate() {
+            let node = drives[i].node;
+            start_agent(
+                g,
+                &node.to_string(),
+                &format!("--pool {AT}"),
+                &agent_token,
+                ports[i],
+            );
+        }
         start_agent(
-            &mut lender,
-            "n1",
-            &format!("--pool {AT}"),
+            &mut borrower,
+            &borrower_node.to_string(),
+            "--borrower-only",
             &agent_token,
-            agent1,
+            ports[lenders as usize],
         );
-        start_agent(&mut borrower, "n2", "--borrower-only", &agent_token, agent2);
         let registered = Instant::now();
+        let hosts_wanted = lenders as usize + 1;
         let offered = loop {
             let devices = client.devices().unwrap_or_default();
-            let hosts = client.hosts().unwrap_or_default();
-            let up = hosts.iter().filter(|h| h.agent == "up").count();
-            if (devices.iter().any(|d| d.fdid == drive) && up == 2)
-                || registered.elapsed() > Duration::from_secs(90)
-            {
-                break devices.iter().any(|d| d.fdid == drive) && up == 2;
+            let up = client
+                .hosts()
+                .unwrap_or_default()
+                .iter()
+                .filter(|h| h.agent == "up")
+                .count();
+            let all = drives.iter().all(|f| devices.iter().any(|d| d.fdid == *f));
+            if (all && up == hosts_wanted) || registered.elapsed() > Duration::from_secs(90) {
+                break all && up == hosts_wanted;
             }
             std::thread::sleep(Duration::from_millis(250));
         };
-        let log = lender.sh("cat /tmp/agent.log").output;
+        let log = lender_guests[0].sh("cat /tmp/agent.log").output;
         assert!(offered, "the agents did not register:\n{log}");
+        let lender = lender_guests.remove(0);
         Some(Self {
             lender,
+            more_lenders: lender_guests,
             borrower,
+            borrower_node,
+            more_drives: drives[1..].to_vec(),
             client,
             fabric,
-            drive,
+            drive: drives[0],
             runtime,
             stop: vec![stop_fabric],
             controller,
             _files: files,
+            _room: room,
         })
     }
 
     fn borrow(&mut self, duration_secs: Option<u64>) -> pcipool_wire::Granted {
+        self.borrow_many(1, duration_secs).remove(0)
+    }
+
+    fn borrow_many(
+        &mut self,
+        count: u32,
+        duration_secs: Option<u64>,
+    ) -> Vec<pcipool_wire::Granted> {
         let granted = self.client.borrow(&pcipool_wire::BorrowRequest {
             selector: pcipool_pool::schedule::Selector {
                 class: Some(pcipool_pool::schedule::DeviceClass::Nvme),
                 ..Default::default()
             },
-            count: 1,
+            count,
             model: pcipool_qualify::AccessModel::Lend,
-            borrower: NodeId(2),
+            borrower: self.borrower_node,
             duration_secs,
             max_sharers: None,
             request_id: None,
             wait: true,
         });
         match granted {
-            Ok(mut g) => g.remove(0),
+            Ok(g) => g,
             Err(e) => panic!(
                 "borrow: {e}\nlender agent:\n{}\nborrower agent:\n{}",
                 self.lender.sh("cat /tmp/agent.log").output,
                 self.borrower.sh("cat /tmp/agent.log").output
             ),
         }
+    }
+}
+
+impl Lab {
+    /// Fails the test with what the controller and the agents say.
+    fn diagnose(&mut self, what: &str) -> ! {
+        let audit: Vec<String> = self
+            .client
+            .audit(0, 1000)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|r| format!("{} {} {}", r.action, r.target, r.result))
+            .collect();
+        panic!(
+            "{what}\naudit:\n{}\nlender agent:\n{}\nborrower agent:\n{}",
+            audit.join("\n"),
+            self.lender.sh("cat /tmp/agent.log").output,
+            self.borrower.sh("cat /tmp/agent.log").output
+        );
     }
 }
 
@@ -305,6 +385,10 @@ fn a_borrow_lends_an_nvme_drive_to_another_kernel_and_the_release_brings_it_home
     // Release: home to n1's kernel with what n2 wrote.
     let started = Instant::now();
     let released = lab.client.release(granted.lease_id.0);
+    let state = settled_state(&lab, Duration::from_secs(90));
+    if state != "available" {
+        lab.diagnose(&format!("after the release the drive is {state}"));
+    }
     let on_lender = wait_for_drive(&mut lab.lender);
     let home_in = started.elapsed();
     let lender_driver = lab.lender.ok(&format!(
@@ -480,7 +564,7 @@ fn a_controller_killed_mid_lend_resumes_its_journal_and_the_drive_ends_in_one_ke
         },
         count: 1,
         model: pcipool_qualify::AccessModel::Lend,
-        borrower: NodeId(2),
+        borrower: lab.borrower_node,
         duration_secs: None,
         max_sharers: None,
         request_id: None,
@@ -534,5 +618,73 @@ fn a_controller_killed_mid_lend_resumes_its_journal_and_the_drive_ends_in_one_ke
             Ok(true)
         ),
         "state {state}"
+    );
+}
+
+#[test]
+fn a_gang_borrow_takes_a_drive_from_each_of_two_lenders_and_gives_both_back() {
+    let Some(mut lab) = Lab::with_lenders("gang", Duration::from_secs(30), 2) else {
+        return;
+    };
+    let granted = lab.borrow_many(2, None);
+    let mut lenders: Vec<u32> = granted.iter().map(|g| g.fdid.node.0).collect();
+    lenders.sort_unstable();
+    // The borrower's two free slots (root ports 1 and 2) give buses 1 and 2.
+    let mut seen = vec![
+        marker(&wait_for_drive_at(&mut lab.borrower, "0000:01:00.0")),
+        marker(&wait_for_drive_at(&mut lab.borrower, "0000:02:00.0")),
+    ];
+    seen.sort();
+    let released: Vec<Result<(), String>> = granted
+        .iter()
+        .map(|g| lab.client.release(g.lease_id.0).map_err(|e| e.to_string()))
+        .collect();
+    let both = [lab.drive, lab.more_drives[0]];
+    let started = Instant::now();
+    let states = loop {
+        let devices = lab.client.devices().unwrap_or_default();
+        let states: Vec<String> = both
+            .iter()
+            .map(|f| {
+                devices
+                    .iter()
+                    .find(|d| d.fdid == *f)
+                    .map(|d| d.state.clone())
+                    .unwrap_or_default()
+            })
+            .collect();
+        if states.iter().all(|s| s == "available") || started.elapsed() > Duration::from_secs(120) {
+            break states;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    if states.iter().any(|s| s != "available") {
+        lab.diagnose(&format!("after the releases the drives are {states:?}"));
+    }
+    let home = (
+        marker(&wait_for_drive(&mut lab.lender)),
+        marker(&wait_for_drive(&mut lab.more_lenders[0])),
+    );
+    let holders = (
+        lab.fabric.holder(lab.drive).map_err(|e| e.to_string()),
+        lab.fabric
+            .holder(lab.more_drives[0])
+            .map_err(|e| e.to_string()),
+    );
+    assert_eq!(
+        (lenders, seen, released, home, holders),
+        (
+            vec![1, 2],
+            vec![
+                Some("marker-1....".to_owned()),
+                Some("marker-x....".to_owned())
+            ],
+            vec![Ok(()), Ok(())],
+            (
+                Some("marker-x....".to_owned()),
+                Some("marker-1....".to_owned())
+            ),
+            (Ok(Some(NodeId(1))), Ok(Some(NodeId(2))))
+        )
     );
 }
