@@ -11,14 +11,33 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use pcipool_backend::{Absent, FabricControl, Side};
+use pcipool_backend::{Absent, FabricControl, Side, StepError, StepOutput};
 use pcipool_wire::StepRequest;
 
 use crate::runner::StepRunner;
 use crate::server::{error, status_of};
 
-async fn step<F: FabricControl + Send + 'static>(
-    State(fabric): State<Arc<Mutex<F>>>,
+/// Something that holds a fabric and runs one fabric step on it at a time: a `FabricControl` behind
+/// a lock, or a simulator whose fabric is borrowed from it for the step.
+pub trait FabricHolder: Send + Sync + 'static {
+    /// Runs one fabric step through the step runner.
+    ///
+    /// # Errors
+    /// The step's error.
+    fn run_fabric_step(&self, request: &StepRequest) -> Result<StepOutput, StepError>;
+}
+
+impl<F: FabricControl + Send + 'static> FabricHolder for Mutex<F> {
+    fn run_fabric_step(&self, request: &StepRequest) -> Result<StepOutput, StepError> {
+        let mut fabric = self
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        StepRunner::new(Absent, &mut *fabric).run(request.step, &request.ctx)
+    }
+}
+
+async fn step<H: FabricHolder>(
+    State(fabric): State<Arc<H>>,
     body: Result<Json<StepRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
     let Json(request) = match body {
@@ -35,13 +54,7 @@ async fn step<F: FabricControl + Send + 'static>(
             ),
         );
     }
-    let ran = tokio::task::spawn_blocking(move || {
-        let mut fabric = fabric
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        StepRunner::new(Absent, &mut *fabric).run(request.step, &request.ctx)
-    })
-    .await;
+    let ran = tokio::task::spawn_blocking(move || fabric.run_fabric_step(&request)).await;
     match ran {
         Ok(Ok(output)) => Json(output).into_response(),
         Ok(Err(e)) => error(status_of(e.kind), e.kind.code(), e.message),
@@ -49,12 +62,16 @@ async fn step<F: FabricControl + Send + 'static>(
     }
 }
 
+/// `POST /v1/steps` over `fabric`, for a process that serves other routes too.
+pub fn steps_route<H: FabricHolder>(fabric: Arc<H>) -> Router {
+    Router::new()
+        .route("/v1/steps", post(step::<H>))
+        .with_state(fabric)
+}
+
 /// The fabric manager's routes over `fabric`.
 pub fn router<F: FabricControl + Send + 'static>(fabric: Arc<Mutex<F>>) -> Router {
-    Router::new()
-        .route("/v1/steps", post(step::<F>))
-        .route("/v1/health", get(|| async { "ok" }))
-        .with_state(fabric)
+    steps_route(fabric).route("/v1/health", get(|| async { "ok" }))
 }
 
 /// Serves `fabric` on `listener` until `shutdown` resolves.

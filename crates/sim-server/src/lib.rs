@@ -24,9 +24,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use pcipool_agent::StepRunner;
+use pcipool_agent::fabric_manager::{self, FabricHolder};
 use pcipool_api::server::error_response as error;
 use pcipool_backend::remote::{self, HostOp};
-use pcipool_backend::{Absent, Side, Site as _};
+use pcipool_backend::{Absent, Site as _, StepError, StepOutput};
 use pcipool_fabric::NodeId;
 use pcipool_pool::schedule::DeviceClass;
 use pcipool_qualify::AccessModel;
@@ -101,28 +102,13 @@ async fn host_control(
 }
 
 /// The fabric manager: carries out the fabric's steps (map, unmap). Host steps go to the host's agent.
-async fn step(
-    State(sim): State<Shared>,
-    body: Result<Json<StepRequest>, axum::extract::rejection::JsonRejection>,
-) -> Response {
-    let Json(request) = match body {
-        Ok(b) => b,
-        Err(e) => return error(StatusCode::BAD_REQUEST, "BAD_REQUEST", e.body_text()),
-    };
-    if request.step.side() != Side::Fabric {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "NOT_A_FABRIC_STEP",
-            format!(
-                "{:?} runs on a host; send it to that host's agent",
-                request.step
-            ),
-        );
-    }
-    let mut sim = lock(&sim);
-    match StepRunner::new(Absent, sim.fabric_control()).run(request.step, &request.ctx) {
-        Ok(output) => Json(output).into_response(),
-        Err(e) => error(StatusCode::CONFLICT, e.kind.code(), e.message),
+/// The simulated fabric as a fabric manager sees it: its fabric borrowed from the lock for one step.
+struct SimFabric(Shared);
+
+impl FabricHolder for SimFabric {
+    fn run_fabric_step(&self, request: &StepRequest) -> Result<StepOutput, StepError> {
+        let mut sim = lock(&self.0);
+        StepRunner::new(Absent, sim.fabric_control()).run(request.step, &request.ctx)
     }
 }
 
@@ -176,11 +162,11 @@ pub fn router(sim: Shared, datapath: DataPathState) -> Router {
     Router::new()
         .route("/v1/hosts/{node}/devices", get(devices))
         .route("/v1/hosts/{node}/control", post(host_control))
-        .route("/v1/steps", post(step))
         .route("/v1/state", get(state))
         .route("/v1/probe", post(probe))
         .route("/v1/health", get(|| async { "ok" }))
-        .with_state(sim)
+        .with_state(sim.clone())
+        .merge(fabric_manager::steps_route(Arc::new(SimFabric(sim))))
         .merge(datapath::router(datapath))
 }
 
