@@ -107,7 +107,8 @@ struct Lab {
     /// Asks the guests where the drive is.
     fabric: QemuFabric,
     drive: Fdid,
-    runtime: tokio::runtime::Runtime,
+    /// Runs the fabric manager for as long as the lab lives.
+    _runtime: tokio::runtime::Runtime,
     stop: Vec<tokio::sync::oneshot::Sender<()>>,
     controller: ControllerProcess,
     _files: tempfile::TempDir,
@@ -294,7 +295,7 @@ impl Lab {
             client,
             fabric,
             drive: drives[0],
-            runtime,
+            _runtime: runtime,
             stop: vec![stop_fabric],
             controller,
             _files: files,
@@ -360,7 +361,6 @@ impl Drop for Lab {
             let _ = stop.send(());
         }
         self.controller.kill();
-        let _ = &self.runtime;
     }
 }
 
