@@ -337,6 +337,17 @@ impl Lab {
 }
 
 impl Lab {
+    /// What the controller says of `fdid` ("" when it does not know it).
+    fn state_of(&self, fdid: Fdid) -> String {
+        self.client
+            .devices()
+            .unwrap_or_default()
+            .into_iter()
+            .find(|d| d.fdid == fdid)
+            .map(|d| d.state)
+            .unwrap_or_default()
+    }
+
     /// Fails the test with what the controller and the agents say.
     fn diagnose(&mut self, what: &str) -> ! {
         let audit: Vec<String> = self
@@ -463,14 +474,7 @@ fn a_borrower_killed_while_it_holds_the_drive_loses_the_lease_and_the_drive_goes
     // Its heartbeats stop: the lease expires, is fenced, and the return runs without the borrower.
     let mut states = Vec::new();
     while killed.elapsed() < Duration::from_secs(120) {
-        let state = lab
-            .client
-            .devices()
-            .unwrap_or_default()
-            .into_iter()
-            .find(|d| d.fdid == lab.drive)
-            .map(|d| d.state)
-            .unwrap_or_default();
+        let state = lab.state_of(lab.drive);
         if states.last() != Some(&state) {
             states.push(state.clone());
         }
@@ -480,29 +484,12 @@ fn a_borrower_killed_while_it_holds_the_drive_loses_the_lease_and_the_drive_goes
         std::thread::sleep(Duration::from_millis(500));
     }
     if states.last().map(String::as_str) != Some("available") {
-        let audit: Vec<String> = lab
-            .client
-            .audit(0, 1000)
-            .unwrap_or_default()
-            .into_iter()
-            .map(|r| format!("{} {} {}", r.action, r.target, r.result))
-            .collect();
-        panic!(
-            "the drive did not come home: states {states:?}\naudit:\n{}\nlender agent:\n{}",
-            audit.join("\n"),
-            lab.lender.sh("cat /tmp/agent.log").output
-        );
+        lab.diagnose(&format!("the drive did not come home: states {states:?}"));
     }
     let on_lender = wait_for_drive(&mut lab.lender);
     let home_in = killed.elapsed();
     let leases = lab.client.leases().unwrap_or_default();
-    let device = lab
-        .client
-        .devices()
-        .unwrap_or_default()
-        .into_iter()
-        .find(|d| d.fdid == lab.drive)
-        .map(|d| d.state);
+    let device = lab.state_of(lab.drive);
     eprintln!(
         "killed: the drive was usable on its lender {:.2} s after the borrower's QEMU was killed",
         home_in.as_secs_f64()
@@ -513,7 +500,7 @@ fn a_borrower_killed_while_it_holds_the_drive_loses_the_lease_and_the_drive_goes
             marker(&on_borrower),
             marker(&on_lender),
             leases.iter().any(|l| l.lease_id == granted.lease_id),
-            device.as_deref(),
+            device.as_str(),
             lab.fabric.holder(lab.drive).map_err(|e| e.to_string()),
             lab.client
                 .audit_verify()
@@ -525,7 +512,7 @@ fn a_borrower_killed_while_it_holds_the_drive_loses_the_lease_and_the_drive_goes
             Some("marker-x....".to_owned()),
             Some("last-words..".to_owned()),
             false,
-            Some("available"),
+            "available",
             Ok(Some(NodeId(1))),
             Ok(true)
         )
@@ -536,14 +523,7 @@ fn a_borrower_killed_while_it_holds_the_drive_loses_the_lease_and_the_drive_goes
 fn settled_state(lab: &Lab, within: Duration) -> String {
     let started = Instant::now();
     loop {
-        let state = lab
-            .client
-            .devices()
-            .unwrap_or_default()
-            .into_iter()
-            .find(|d| d.fdid == lab.drive)
-            .map(|d| d.state)
-            .unwrap_or_default();
+        let state = lab.state_of(lab.drive);
         if matches!(state.as_str(), "available" | "lent") || started.elapsed() > within {
             return state;
         }
@@ -642,17 +622,7 @@ fn a_gang_borrow_takes_a_drive_from_each_of_two_lenders_and_gives_both_back() {
     let both = [lab.drive, lab.more_drives[0]];
     let started = Instant::now();
     let states = loop {
-        let devices = lab.client.devices().unwrap_or_default();
-        let states: Vec<String> = both
-            .iter()
-            .map(|f| {
-                devices
-                    .iter()
-                    .find(|d| d.fdid == *f)
-                    .map(|d| d.state.clone())
-                    .unwrap_or_default()
-            })
-            .collect();
+        let states: Vec<String> = both.iter().map(|f| lab.state_of(*f)).collect();
         if states.iter().all(|s| s == "available") || started.elapsed() > Duration::from_secs(120) {
             break states;
         }
