@@ -113,6 +113,9 @@ pub enum CliCommand {
         /// Where to connect, e.g. 127.0.0.1:7070.
         addr: String,
     },
+    /// The VM lab: Linux guests under QEMU as the pool's hosts, the hypervisor as the fabric.
+    #[command(subcommand)]
+    Lab(pcipool_lab::command::LabCommand),
     /// Benchmarks that print ratios measured side by side in one run.
     #[command(subcommand)]
     Bench(pcipool_bench::Benchmark),

@@ -37,6 +37,16 @@ pub fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             pcipool_client::relay::run(&addr).with_context(|| format!("relaying to {addr}"))?;
             Ok(ExitCode::SUCCESS)
         }
+        CliCommand::Lab(command) => {
+            let exe = std::env::current_exe().context("finding this program")?;
+            let code = pcipool_lab::command::run(command, &exe, &mut std::io::stdout().lock())
+                .map_err(|e| match e {
+                    pcipool_lab::LabError::Description(_) => BadInput(e.to_string()).into(),
+                    pcipool_lab::LabError::NoSuchHost(_) => NotFound(e.to_string()).into(),
+                    other => anyhow::Error::new(other),
+                })?;
+            Ok(ExitCode::from(code))
+        }
         CliCommand::Dev(args) => {
             serve_cmd::dev(args.data_dir, &args.listen, args.fabric.as_deref())
         }

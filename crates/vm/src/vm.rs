@@ -346,6 +346,16 @@ impl Vm {
 }
 
 impl Vm {
+    /// QEMU's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Whether QEMU still runs.
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
     /// Kills QEMU with SIGKILL, as a host that loses power: nothing in the guest runs again.
     pub fn kill(&mut self) {
         // Gone already is fine.

@@ -1,0 +1,608 @@
+//! A running lab: the guests, the controller process, the fabric manager.
+
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use pcipool_fabric::{Fdid, NodeId};
+use pcipool_fabric_qemu::{Drive, Guest, QemuFabric};
+use pcipool_vm::initramfs::{self, Contents};
+use pcipool_vm::kernel::Kernel;
+use pcipool_vm::vm::{GUEST_NET, Ran, Spec, Vm};
+
+use crate::LabError;
+use crate::controller::ControllerProcess;
+use crate::description::{Description, HostSpec};
+
+/// Modules the guests load at boot (their dependencies come along).
+const MODULES: [&str; 6] = [
+    "nvme",
+    "vfio-pci",
+    "virtio_pci",
+    "virtio_net",
+    "ext4",
+    "crc32c_generic",
+];
+
+/// Where, inside every guest, the controller is reached: QEMU runs `pcipool relay` per connection.
+const GUEST_CONTROLLER: &str = "10.0.2.100:7070";
+
+/// The port each guest's agent listens on inside the guest.
+const GUEST_AGENT_PORT: u16 = 7171;
+
+/// How a lab is started.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The lab's directory (layout in the crate's documentation).
+    pub dir: PathBuf,
+    /// The `pcipool` program: it goes into the guests' initramfs, runs the controller and is the relay.
+    pub pcipool: PathBuf,
+    /// The controller's port on 127.0.0.1 (0: a free one).
+    pub controller_port: u16,
+    /// Seconds without a heartbeat before the controller counts a host's agent as lost.
+    pub agent_timeout: Duration,
+    /// How often the agents heartbeat.
+    pub heartbeat: Duration,
+    /// How long a guest may take to boot.
+    pub boot_within: Duration,
+    /// How long the agents may take to register once the guests run.
+    pub register_within: Duration,
+}
+
+impl Options {
+    /// Defaults for a lab in `dir` made of `pcipool`.
+    pub fn new(dir: &Path, pcipool: &Path) -> Self {
+        Self {
+            dir: dir.to_path_buf(),
+            pcipool: pcipool.to_path_buf(),
+            controller_port: 0,
+            agent_timeout: Duration::from_secs(10),
+            heartbeat: Duration::from_millis(500),
+            boot_within: Duration::from_secs(120),
+            register_within: Duration::from_secs(90),
+        }
+    }
+}
+
+/// One host of the lab.
+struct Host {
+    spec: HostSpec,
+    vm: Mutex<Vm>,
+    /// The machine's 127.0.0.1 port that reaches the guest's agent.
+    agent_port: u16,
+}
+
+/// A running lab. Dropping it stops everything: the fabric manager, the controller, the guests.
+pub struct Lab {
+    desc: Description,
+    dir: PathBuf,
+    hosts: BTreeMap<NodeId, Host>,
+    controller: Mutex<ControllerProcess>,
+    fabric: QemuFabric,
+    stop_fabric: Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
+    /// Runs the fabric manager, and waits for the signals of `pcipool lab up`.
+    runtime: tokio::runtime::Runtime,
+    url: String,
+    admin_token: String,
+    agent_token: String,
+}
+
+impl std::fmt::Debug for Lab {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lab")
+            .field("dir", &self.dir)
+            .field("url", &self.url)
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn free_port() -> Result<u16, LabError> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(LabError::io("finding a free port"))
+}
+
+fn write(path: &Path, text: &str) -> Result<(), LabError> {
+    std::fs::write(path, text).map_err(LabError::io(format!("writing {}", path.display())))
+}
+
+/// Creates the drive images that do not exist yet: `size_mib` MiB, sparse, starting with the marker.
+fn images(desc: &Description, dir: &Path) -> Result<BTreeMap<String, PathBuf>, LabError> {
+    let images = dir.join("images");
+    std::fs::create_dir_all(&images).map_err(LabError::io("creating images/"))?;
+    let mut paths = BTreeMap::new();
+    for drive in desc.host.iter().flat_map(|h| &h.nvme) {
+        let path = images.join(format!("{}.img", drive.serial));
+        if !path.exists() {
+            let mut file = std::fs::File::create(&path)
+                .map_err(LabError::io(format!("creating {}", path.display())))?;
+            file.write_all(drive.marker().as_bytes())
+                .and_then(|()| file.set_len(drive.size_mib << 20))
+                .map_err(LabError::io(format!("writing {}", path.display())))?;
+        }
+        paths.insert(drive.serial.clone(), path);
+    }
+    Ok(paths)
+}
+
+/// The guest's machine: its drives in the first root ports, its NIC in the last.
+fn machine(h: &HostSpec, images: &BTreeMap<String, PathBuf>, relay: &str, agent_port: u16) -> Spec {
+    let mut spec = Spec::new(h.slots);
+    spec.memory_mib = h.memory_mib;
+    for (i, d) in h.nvme.iter().enumerate() {
+        let (slot, image) = (HostSpec::drive_slot(i), &images[&d.serial]);
+        spec = match d.sriov_vfs {
+            Some(vfs) => spec.nvme_sriov(&d.serial, image, slot, vfs),
+            None => spec.nvme(&d.serial, image, slot),
+        };
+    }
+    spec.forwarded_nic(
+        h.nic_slot(),
+        GUEST_CONTROLLER,
+        relay,
+        agent_port,
+        GUEST_AGENT_PORT,
+    )
+}
+
+/// The fabric: every guest's QMP socket and free slots, every lendable drive with its image.
+fn fabric(desc: &Description, dir: &Path, images: &BTreeMap<String, PathBuf>) -> QemuFabric {
+    let guests = desc
+        .host
+        .iter()
+        .map(|h| Guest {
+            node: h.name,
+            qmp: dir.join("hosts").join(h.name.to_string()).join("qmp.sock"),
+            free_slots: h.free_slots(),
+        })
+        .collect();
+    let drives = desc
+        .host
+        .iter()
+        .flat_map(|h| {
+            h.nvme
+                .iter()
+                .enumerate()
+                .filter(|(_, d)| d.lendable())
+                .map(move |(i, d)| (h, i, d))
+        })
+        .filter_map(|(h, i, d)| {
+            let slot = HostSpec::drive_slot(i);
+            Some(Drive {
+                fdid: Fdid {
+                    node: h.name,
+                    bdf: HostSpec::address_in_slot(slot)?,
+                    vf: None,
+                },
+                image: images[&d.serial].clone(),
+                serial: d.serial.clone(),
+                home_slot: format!("rp{slot}"),
+            })
+        })
+        .collect();
+    QemuFabric::new(guests, drives)
+}
+
+impl Lab {
+    /// Boots the lab `text` describes, per `opts`, and returns once every agent has registered.
+    ///
+    /// # Errors
+    /// A bad description ([`LabError::Description`]), QEMU missing ([`LabError::Unavailable`]), a guest
+    /// that does not boot, a controller that does not start, agents that do not register.
+    pub fn up(text: &str, opts: &Options) -> Result<Self, LabError> {
+        let desc = Description::parse(text)?;
+        let relay_program = opts.pcipool.display().to_string();
+        if relay_program.contains([',', ' ']) {
+            return Err(LabError::Setup(format!(
+                "{relay_program}: QEMU's forward cannot run a program whose path holds ',' or ' '"
+            )));
+        }
+        pcipool_vm::tools::ensure()?;
+        let kernel = Kernel::fetch(&pcipool_vm::cache_dir())?;
+        let dir = opts.dir.clone();
+        std::fs::create_dir_all(&dir)
+            .map_err(LabError::io(format!("creating {}", dir.display())))?;
+        write(&dir.join("lab.toml"), text)?;
+        write(&dir.join("fabric.toml"), &desc.fabric_toml())?;
+        let images = images(&desc, &dir)?;
+        let initrd = dir.join("initramfs.cpio");
+        let programs = [opts.pcipool.as_path()];
+        let contents = Contents {
+            kernel: &kernel,
+            modules: &MODULES,
+            programs: &programs,
+        };
+        initramfs::build(&contents, &dir, &initrd)?;
+        // The staging tree is only the cpio's source.
+        let _kept = std::fs::remove_dir_all(dir.join("initramfs"));
+
+        let fabric = fabric(&desc, &dir, &images);
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .map_err(LabError::io("starting the fabric manager's runtime"))?;
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .map_err(LabError::io("binding the fabric manager"))?;
+        let fabric_url = format!(
+            "http://{}",
+            listener
+                .local_addr()
+                .map_err(LabError::io("fabric address"))?
+        );
+        let (stop_fabric, fabric_stopped) = tokio::sync::oneshot::channel::<()>();
+        runtime.spawn(pcipool_agent::fabric_manager::serve(
+            Arc::new(Mutex::new(fabric.clone())),
+            listener,
+            async {
+                // A dropped sender also stops it.
+                let _either = fabric_stopped.await;
+            },
+        ));
+
+        let port = match opts.controller_port {
+            0 => free_port()?,
+            p => p,
+        };
+        let controller_dir = dir.join("controller");
+        let mut controller = ControllerProcess::new(
+            &opts.pcipool,
+            vec![
+                "--data-dir".into(),
+                controller_dir.display().to_string(),
+                "--fabric".into(),
+                dir.join("fabric.toml").display().to_string(),
+                "--fabric-url".into(),
+                fabric_url,
+                "--fabric-attachment".into(),
+                "whole-device".into(),
+                "--agent-timeout".into(),
+                opts.agent_timeout.as_secs().max(1).to_string(),
+                "--listen".into(),
+                format!("127.0.0.1:{port}"),
+            ],
+            &controller_dir,
+        );
+        controller.start(Duration::from_secs(30))?;
+        let token = |name: &str| {
+            std::fs::read_to_string(controller_dir.join(name))
+                .map(|t| t.trim().to_owned())
+                .map_err(LabError::io(format!("reading controller/{name}")))
+        };
+        let (admin_token, agent_token) = (token("admin.token")?, token("agent.token")?);
+
+        let relay = format!("{relay_program} relay 127.0.0.1:{port}");
+        let hosts = Self::boot(&desc, &dir, &kernel, &initrd, &images, &relay, opts)?;
+        let lab = Self {
+            desc,
+            dir,
+            hosts,
+            controller: Mutex::new(controller),
+            fabric,
+            stop_fabric: Mutex::new(Some(stop_fabric)),
+            runtime,
+            url: format!("http://127.0.0.1:{port}"),
+            admin_token,
+            agent_token,
+        };
+        for node in lab.hosts.keys() {
+            lab.start_agent(*node, opts.heartbeat)?;
+        }
+        lab.wait_for_agents(opts.register_within)?;
+        Ok(lab)
+    }
+
+    /// Boots every guest at once; all or none.
+    fn boot(
+        desc: &Description,
+        dir: &Path,
+        kernel: &Kernel,
+        initrd: &Path,
+        images: &BTreeMap<String, PathBuf>,
+        relay: &str,
+        opts: &Options,
+    ) -> Result<BTreeMap<NodeId, Host>, LabError> {
+        let ports = desc
+            .host
+            .iter()
+            .map(|_| free_port())
+            .collect::<Result<Vec<_>, _>>()?;
+        let booted: Vec<Result<Host, LabError>> = std::thread::scope(|s| {
+            let boots: Vec<_> = desc
+                .host
+                .iter()
+                .zip(&ports)
+                .map(|(h, &agent_port)| {
+                    s.spawn(move || {
+                        let vm_dir = dir.join("hosts").join(h.name.to_string());
+                        let spec = machine(h, images, relay, agent_port);
+                        let vm = Vm::boot(&kernel.image, initrd, &spec, &vm_dir, opts.boot_within)?;
+                        write(&vm_dir.join("qemu.pid"), &vm.pid().to_string())?;
+                        tracing::info!(host = %h.name, boot_s = vm.boot_time.as_secs_f64(), "guest booted");
+                        Ok(Host {
+                            spec: h.clone(),
+                            vm: Mutex::new(vm),
+                            agent_port,
+                        })
+                    })
+                })
+                .collect();
+            boots
+                .into_iter()
+                .map(|b| {
+                    b.join()
+                        .unwrap_or_else(|_| Err(LabError::Setup("a boot thread panicked".into())))
+                })
+                .collect()
+        });
+        let mut hosts = BTreeMap::new();
+        for host in booted {
+            let host = host?;
+            hosts.insert(host.spec.name, host);
+        }
+        Ok(hosts)
+    }
+
+    /// Configures the guest's NIC and starts its agent: a lender's pool is its lendable drives; a
+    /// host with none only borrows.
+    fn start_agent(&self, node: NodeId, heartbeat: Duration) -> Result<(), LabError> {
+        let host = self.host(node)?;
+        let pool: Vec<String> = host
+            .spec
+            .lent_drives()
+            .iter()
+            .map(|(f, _)| f.bdf.to_string())
+            .collect();
+        let lends = if pool.is_empty() {
+            "--borrower-only".to_owned()
+        } else {
+            format!("--pool {}", pool.join(" "))
+        };
+        let command = format!(
+            "PCIPOOL_LOG=info pcipool agent --node {node} --backend linux {lends} --url http://{GUEST_CONTROLLER} --token {} --listen 0.0.0.0:{GUEST_AGENT_PORT} --advertise http://127.0.0.1:{} --state-dir /var/lib/pcipool-agent --heartbeat-ms {} > /tmp/agent.log 2>&1 &",
+            self.agent_token,
+            host.agent_port,
+            heartbeat.as_millis()
+        );
+        for step in [
+            GUEST_NET,
+            "mkdir -p /var/lib/pcipool-agent",
+            command.as_str(),
+        ] {
+            let ran = self.exec(node, step, Duration::from_secs(60))?;
+            if ran.status != 0 {
+                return Err(LabError::Setup(format!(
+                    "{node}: {step}: exit {}: {}",
+                    ran.status, ran.output
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits until every host's agent is up and every lendable drive is in the pool.
+    fn wait_for_agents(&self, within: Duration) -> Result<(), LabError> {
+        let client = self.client();
+        let drives: Vec<Fdid> = self.desc.lent_drives().iter().map(|(f, _)| *f).collect();
+        let started = Instant::now();
+        loop {
+            let devices = client.devices().unwrap_or_default();
+            let up: Vec<NodeId> = client
+                .hosts()
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|h| h.agent == "up")
+                .map(|h| h.node)
+                .collect();
+            let missing_hosts: Vec<NodeId> = self
+                .hosts
+                .keys()
+                .filter(|n| !up.contains(n))
+                .copied()
+                .collect();
+            let missing_drives = drives
+                .iter()
+                .filter(|f| !devices.iter().any(|d| d.fdid == **f));
+            if missing_hosts.is_empty() && missing_drives.clone().next().is_none() {
+                return Ok(());
+            }
+            if started.elapsed() > within {
+                let logs: Vec<String> = missing_hosts
+                    .iter()
+                    .map(|n| {
+                        let log = self
+                            .exec(*n, "tail -n 20 /tmp/agent.log", Duration::from_secs(20))
+                            .map(|r| r.output)
+                            .unwrap_or_else(|e| e.to_string());
+                        format!("{n}'s agent log:\n{log}")
+                    })
+                    .collect();
+                return Err(LabError::Setup(format!(
+                    "within {within:?} the agents of {missing_hosts:?} did not come up or {:?} were not offered\n{}",
+                    missing_drives.collect::<Vec<_>>(),
+                    logs.join("\n")
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    fn host(&self, node: NodeId) -> Result<&Host, LabError> {
+        self.hosts
+            .get(&node)
+            .ok_or_else(|| LabError::NoSuchHost(node.to_string()))
+    }
+
+    /// Runs `command` with the guest's shell; its output and exit status.
+    ///
+    /// # Errors
+    /// No such host, or the guest did not answer within `within`.
+    pub fn exec(&self, node: NodeId, command: &str, within: Duration) -> Result<Ran, LabError> {
+        let host = self.host(node)?;
+        Ok(lock(&host.vm).run_within(command, within)?)
+    }
+
+    /// SIGKILLs the guest's QEMU, as a host that loses power.
+    ///
+    /// # Errors
+    /// No such host.
+    pub fn kill_host(&self, node: NodeId) -> Result<(), LabError> {
+        lock(&self.host(node)?.vm).kill();
+        Ok(())
+    }
+
+    /// SIGKILLs the controller.
+    pub fn kill_controller(&self) {
+        lock(&self.controller).kill();
+    }
+
+    /// Starts the controller again on its store.
+    ///
+    /// # Errors
+    /// It does not start.
+    pub fn restart_controller(&self) -> Result<(), LabError> {
+        lock(&self.controller).start(Duration::from_secs(30))
+    }
+
+    /// The description the lab runs.
+    pub fn description(&self) -> &Description {
+        &self.desc
+    }
+
+    /// The lab's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The controller's URL on 127.0.0.1.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The controller's admin token.
+    pub fn admin_token(&self) -> &str {
+        &self.admin_token
+    }
+
+    /// A client of the controller with the admin token.
+    pub fn client(&self) -> pcipool_client::Client {
+        pcipool_client::Client::new(&self.url, &self.admin_token)
+    }
+
+    /// The fabric, to ask QEMU which guest holds a drive.
+    pub fn fabric(&self) -> &QemuFabric {
+        &self.fabric
+    }
+
+    /// The runtime `pcipool lab up` waits on.
+    pub(crate) fn runtime(&self) -> &tokio::runtime::Runtime {
+        &self.runtime
+    }
+
+    /// The hosts' names.
+    pub fn nodes(&self) -> Vec<NodeId> {
+        self.hosts.keys().copied().collect()
+    }
+
+    /// What runs: the controller, every guest and where each drive is, asked of QEMU now.
+    pub fn status(&self) -> crate::LabStatus {
+        let devices = self.client().devices().unwrap_or_default();
+        let controller_pid = {
+            let mut c = lock(&self.controller);
+            c.running().then(|| c.pid()).flatten()
+        };
+        let hosts = self
+            .hosts
+            .values()
+            .map(|h| {
+                let (qemu_pid, running) = {
+                    let mut vm = lock(&h.vm);
+                    (vm.pid(), vm.running())
+                };
+                let vm_dir = self.dir.join("hosts").join(h.spec.name.to_string());
+                crate::HostStatus::new(h, qemu_pid, running, &vm_dir, &self.fabric, &devices)
+            })
+            .collect();
+        crate::LabStatus {
+            dir: self.dir.clone(),
+            url: self.url.clone(),
+            admin_token_file: self.dir.join("controller/admin.token"),
+            controller_pid,
+            hosts,
+        }
+    }
+}
+
+impl crate::HostStatus {
+    fn new(
+        h: &Host,
+        qemu_pid: u32,
+        running: bool,
+        vm_dir: &Path,
+        fabric: &QemuFabric,
+        devices: &[pcipool_wire::DeviceView],
+    ) -> Self {
+        let drives = h
+            .spec
+            .nvme
+            .iter()
+            .map(|d| {
+                let lent = h.spec.lent_drives();
+                let fdid = lent
+                    .iter()
+                    .find(|(_, l)| l.serial == d.serial)
+                    .map(|(f, _)| *f);
+                let (held_by, state) = match fdid {
+                    Some(f) => (
+                        fabric.holder(f).map_or_else(
+                            |e| format!("unknown ({e})"),
+                            |n| n.map_or_else(|| "nobody".to_owned(), |n| n.to_string()),
+                        ),
+                        devices
+                            .iter()
+                            .find(|v| v.fdid == f)
+                            .map_or_else(|| "not in the pool".to_owned(), |v| v.state.clone()),
+                    ),
+                    None => (
+                        h.spec.name.to_string(),
+                        "stays home (SR-IOV: QEMU cannot hot-plug its NVMe subsystem)".to_owned(),
+                    ),
+                };
+                crate::DriveStatus {
+                    serial: d.serial.clone(),
+                    fdid,
+                    held_by,
+                    state,
+                }
+            })
+            .collect();
+        Self {
+            node: h.spec.name,
+            qemu_pid,
+            running,
+            qmp: vm_dir.join("qmp.sock"),
+            serial_log: vm_dir.join("serial.log"),
+            agent_url: format!("http://127.0.0.1:{}", h.agent_port),
+            drives,
+        }
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        if let Some(stop) = lock(&self.stop_fabric).take() {
+            // A manager that already stopped needs no signal.
+            let _stopped = stop.send(());
+        }
+        lock(&self.controller).kill();
+        // The guests' QEMUs die with their `Vm`s, dropped after this.
+    }
+}
