@@ -124,6 +124,7 @@ impl<S: Store + Send + Sync + 'static> PoolApi for Service<S> {
                 target: r.target,
                 action: r.action,
                 result: r.result,
+                after: r.after,
             })
             .collect())
     }

@@ -150,13 +150,15 @@ impl LinuxControl {
     /// Waits (up to the step's deadline) for the function to be in the PCI tree: a device a fabric has
     /// just plugged back into its lender takes the kernel a moment to enumerate.
     fn await_present(&self, bdf: Bdf) -> Result<(), DeviceError> {
-        let until = Instant::now() + self.writer.deadline();
+        let started = Instant::now();
+        let until = started + self.writer.deadline();
         while !self.dir(bdf).exists() {
             if self.writer.mode() == Mode::DryRun || Instant::now() >= until {
                 return Err(DeviceError::NoDevice(bdf));
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+        self.writer.add_waited(started);
         Ok(())
     }
 
@@ -165,10 +167,12 @@ impl LinuxControl {
         if self.writer.mode() == Mode::DryRun {
             return Ok(());
         }
-        let until = Instant::now() + self.writer.deadline();
+        let started = Instant::now();
+        let until = started + self.writer.deadline();
         loop {
             let now = self.driver(bdf)?;
             if now.as_deref() == want {
+                self.writer.add_waited(started);
                 return Ok(());
             }
             if Instant::now() >= until {
@@ -498,8 +502,9 @@ impl DeviceControl for LinuxControl {
         };
         // A hot-plugged device takes the kernel a moment to enumerate: wait for it within the step's
         // deadline, and rescan once (where this agent may) if it has not shown up by half of it.
-        let until = Instant::now() + self.writer.deadline();
-        let rescan_at = Instant::now() + self.writer.deadline() / 2;
+        let started = Instant::now();
+        let until = started + self.writer.deadline();
+        let rescan_at = started + self.writer.deadline() / 2;
         let mut rescanned = self.writer.mode() == Mode::DryRun;
         let new = loop {
             let new = fresh(self)?;
@@ -514,6 +519,7 @@ impl DeviceControl for LinuxControl {
             }
             std::thread::sleep(Duration::from_millis(50));
         };
+        self.writer.add_waited(started);
         match new.as_slice() {
             [] => Err(DeviceError::Unreachable(format!(
                 "{remote} did not appear in this host's PCI tree"
@@ -539,6 +545,10 @@ impl DeviceControl for LinuxControl {
 
     fn set_deadline(&mut self, until: Instant) {
         self.writer.set_step_deadline(until);
+    }
+
+    fn waited(&self) -> Duration {
+        self.writer.waited()
     }
 
     /// Gone when config reads all ones; hung when AER counted a fatal error.

@@ -250,6 +250,9 @@ pub struct Writer {
     deadline: Duration,
     log: Mutex<Vec<Write>>,
     abandoned: Arc<AtomicU64>,
+    /// Nanoseconds spent waiting on the kernel: writes until it answered, and the waits the control
+    /// adds ([`Self::add_waited`]).
+    waited: Arc<AtomicU64>,
     /// The current step's deadline: no write waits past it.
     until: Option<Instant>,
 }
@@ -269,6 +272,7 @@ impl Writer {
             deadline: DEFAULT_WRITE_DEADLINE,
             log: Mutex::new(Vec::new()),
             abandoned: Arc::new(AtomicU64::new(0)),
+            waited: Arc::new(AtomicU64::new(0)),
             until: None,
         }
     }
@@ -314,6 +318,17 @@ impl Writer {
         self.abandoned.load(Ordering::Relaxed)
     }
 
+    /// Time spent waiting on the kernel since this writer was made.
+    pub fn waited(&self) -> Duration {
+        Duration::from_nanos(self.waited.load(Ordering::Relaxed))
+    }
+
+    /// Counts `since.elapsed()` as time spent waiting on the kernel.
+    pub fn add_waited(&self, since: Instant) {
+        let nanos = u64::try_from(since.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.waited.fetch_add(nanos, Ordering::Relaxed);
+    }
+
     /// Every write made (or, in a dry run, that would have been made), in order; clears the list.
     pub fn take_log(&self) -> Vec<Write> {
         std::mem::take(&mut *self.log.lock().unwrap_or_else(|e| e.into_inner()))
@@ -355,7 +370,10 @@ impl Writer {
                 source,
             });
         }
-        match rx.recv_timeout(deadline) {
+        let asked = Instant::now();
+        let answer = rx.recv_timeout(deadline);
+        self.add_waited(asked);
+        match answer {
             Ok(Ok(())) => Ok(()),
             Ok(Err(source)) => Err(WriteError::Kernel {
                 path: write.path,

@@ -240,6 +240,14 @@ pub trait DeviceControl {
     fn set_deadline(&mut self, until: std::time::Instant) {
         let _ = until;
     }
+
+    /// Time spent waiting on the machine since this backend was made: writes the kernel took to
+    /// finish, and waits for the kernel to enumerate, bind or release a device (at the poll interval's
+    /// granularity). What `pcipool bench lab` subtracts to find pcipool's own share of a step. A
+    /// backend that does not measure it says zero.
+    fn waited(&self) -> std::time::Duration {
+        std::time::Duration::ZERO
+    }
 }
 
 /// How a fabric connects a borrower to a lender's device. The workflow plan follows from it.
@@ -377,6 +385,12 @@ pub trait FabricControl {
     /// # Errors
     /// [`FabricError::Unsupported`] on a fabric of windows.
     fn detach(&mut self, lease: LeaseId) -> Result<(), FabricError>;
+
+    /// Time spent waiting on the fabric itself (a switch's manager, the hypervisor) since this backend
+    /// was made; zero for one that does not measure it.
+    fn waited(&self) -> std::time::Duration {
+        std::time::Duration::ZERO
+    }
 }
 
 /// A borrowed control is a control: a runtime keeps its host behind a lock and lends it to each step.

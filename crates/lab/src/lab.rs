@@ -17,7 +17,7 @@ use crate::controller::ControllerProcess;
 use crate::description::{Description, HostSpec};
 
 /// Modules the guests load at boot (their dependencies come along).
-const MODULES: [&str; 6] = [
+pub const GUEST_MODULES: [&str; 6] = [
     "nvme",
     "vfio-pci",
     "virtio_pci",
@@ -216,7 +216,7 @@ impl Lab {
         let programs = [opts.pcipool.as_path()];
         let contents = Contents {
             kernel: &kernel,
-            modules: &MODULES,
+            modules: &GUEST_MODULES,
             programs: &programs,
         };
         initramfs::build(&contents, &dir, &initrd)?;

@@ -22,7 +22,7 @@ mod lab;
 use std::path::{Path, PathBuf};
 
 pub use control::{Answer, DriveStatus, HostStatus, LabStatus};
-pub use lab::{Lab, Options};
+pub use lab::{GUEST_MODULES, Lab, Options};
 
 /// Why the lab could not do what was asked.
 #[derive(Debug, thiserror::Error)]

@@ -125,9 +125,13 @@ pub enum DeviceState {
         /// Why.
         reason: String,
     },
-    /// The lender is gone; the device's fate is unknown.
+    /// The lender is gone; the device's fate is unknown. The leases that were active ended when the
+    /// lender was lost: fenced, their borrowers told and cut off from the device (a device whose lender
+    /// is gone cannot be returned, and a fabric that moved the whole device would otherwise leave it
+    /// with a borrower no lease covers).
     Lost {
-        /// Leases that were active when the lender was lost (fenced once it is back).
+        /// The leases that ended when the lender was lost: once it is back, their return runs
+        /// (teardown, reset, verify) before the device is lent again. They give no access.
         leases: Vec<Lease>,
     },
     /// Drained for maintenance.
@@ -160,8 +164,9 @@ impl DeviceState {
         match self {
             Self::Lending { lease, .. } | Self::Lent { lease } => vec![lease],
             Self::Shared { leases, .. } => leases.values().collect(),
-            Self::Returning { leases, .. } | Self::Lost { leases } => leases.iter().collect(),
+            Self::Returning { leases, .. } => leases.iter().collect(),
             Self::Discovered
+            | Self::Lost { .. }
             | Self::Qualified { .. }
             | Self::Rejected { .. }
             | Self::Available
@@ -375,8 +380,8 @@ pub enum Command {
         /// The lease that ends.
         lease: Lease,
     },
-    /// Tear down every mapping of these leases without resetting (the device is faulted; it goes to
-    /// quarantine, and an operator decides what happens to it).
+    /// Tear down every mapping of these leases without resetting: the device is faulted (it goes to
+    /// quarantine, and an operator decides what happens to it) or its lender is lost.
     Unmap {
         /// The leases.
         leases: Vec<Lease>,

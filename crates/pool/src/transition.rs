@@ -406,7 +406,7 @@ pub fn apply(state: &DeviceState, event: &Event, now: Millis) -> Outcome {
             },
             vec![],
         )),
-        // Lender lost: a device in the pool is Lost, whatever it was doing; borrowers are told. A device
+        // Lender lost: a device in the pool is Lost, whatever it was doing; its leases end. A device
         // outside the pool keeps the state an operator or qualification gave it (a quarantine, a drain,
         // a rejection must survive the lender's absence: Lost comes back as Available).
         (
@@ -427,8 +427,15 @@ pub fn apply(state: &DeviceState, event: &Event, now: Millis) -> Outcome {
             | S::Returning { .. },
             E::LenderLost,
         ) => {
+            // Its leases end now: borrowers are told and cut off (windows unmapped, a whole device
+            // detached from the borrower), so no borrower keeps a device no live lease covers.
             let leases: Vec<Lease> = state.leases().into_iter().cloned().collect();
-            let commands = notify_all(&leases, "lender lost");
+            let mut commands = notify_all(&leases, "lender lost");
+            if !leases.is_empty() {
+                commands.push(Command::Unmap {
+                    leases: leases.clone(),
+                });
+            }
             Ok((S::Lost { leases }, commands))
         }
         (S::Lost { leases }, E::LenderBack { workflow }) => {

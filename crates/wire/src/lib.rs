@@ -207,6 +207,10 @@ pub struct AuditView {
     pub action: String,
     /// Result.
     pub result: String,
+    /// What the decision left, as JSON text (empty when nothing): a device's new state, or a
+    /// workflow's journal with every step, its status and what it reported.
+    #[serde(default)]
+    pub after: String,
 }
 
 /// One device an agent reports, with its qualification.

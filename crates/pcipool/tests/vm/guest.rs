@@ -10,16 +10,6 @@ use pcipool_vm::kernel::Kernel;
 use pcipool_vm::vm::{Ran, Spec, Vm};
 use pcipool_vm::{VmError, cache_dir, tools};
 
-/// Modules the guests load at boot (dependencies come along).
-const MODULES: [&str; 6] = [
-    "nvme",
-    "vfio-pci",
-    "virtio_pci",
-    "virtio_net",
-    "ext4",
-    "crc32c_generic",
-];
-
 /// A booted guest and the directory holding its files.
 pub struct Guest {
     pub vm: Vm,
@@ -120,7 +110,7 @@ pub fn boot_in(
     initramfs::build(
         &Contents {
             kernel: &kernel,
-            modules: &MODULES,
+            modules: &pcipool_lab::GUEST_MODULES,
             programs: &programs,
         },
         dir.path(),

@@ -6,8 +6,14 @@
 #[cfg(test)]
 mod fabric;
 #[cfg(test)]
+mod failures;
+#[cfg(test)]
 mod guest;
 #[cfg(test)]
 mod host_ops;
+#[cfg(test)]
+mod lab;
+#[cfg(test)]
+mod lab_cli;
 #[cfg(test)]
 mod lend;

@@ -566,3 +566,52 @@ fn a_lost_lender_keeps_quarantines_drains_and_rejections() {
         vec!["quarantined", "maintenance", "local", "rejected"]
     );
 }
+
+/// Found on real kernels (the VM lab): a lender killed while its whole drive was lent left the lease
+/// listed and the drive in the borrower's kernel. A lost lender's leases end: borrowers are told and
+/// cut off, the lease gives no access any more, and the lender's return still resets the device.
+#[test]
+fn a_lost_lender_ends_its_leases_and_cuts_the_borrower_off() {
+    let lent = S::Lent {
+        lease: lease(1, 1, 1_000),
+    };
+    let (lost, commands) = apply(&lent, &E::LenderLost, 0).expect("legal");
+    let told: Vec<&str> = commands
+        .iter()
+        .map(|c| match c {
+            Command::NotifyBorrower { .. } => "notify",
+            Command::Unmap { .. } => "unmap",
+            _ => "other",
+        })
+        .collect();
+    let back = apply(
+        &lost,
+        &E::LenderBack {
+            workflow: WorkflowId(9),
+        },
+        0,
+    )
+    .expect("legal");
+    let returned: Vec<&str> = back
+        .1
+        .iter()
+        .filter(|c| matches!(c, Command::StartReturn { .. }))
+        .map(|_| "return")
+        .collect();
+    assert_eq!(
+        (
+            lost.name(),
+            lost.leases().len(),
+            told,
+            back.0.name(),
+            returned
+        ),
+        (
+            "lost",
+            0,
+            vec!["notify", "unmap"],
+            "returning",
+            vec!["return"]
+        )
+    );
+}
