@@ -16,6 +16,7 @@ use pcipool_wire::StepRequest;
 
 use crate::runner::StepRunner;
 use crate::server::{error, status_of};
+use crate::stats::StepClock;
 
 /// Something that holds a fabric and runs one fabric step on it at a time: a `FabricControl` behind
 /// a lock, or a simulator whose fabric is borrowed from it for the step.
@@ -25,6 +26,11 @@ pub trait FabricHolder: Send + Sync + 'static {
     /// # Errors
     /// The step's error.
     fn run_fabric_step(&self, request: &StepRequest) -> Result<StepOutput, StepError>;
+
+    /// Time the fabric spent waiting on the hypervisor or switch (zero when not measured).
+    fn waited(&self) -> std::time::Duration {
+        std::time::Duration::ZERO
+    }
 }
 
 impl<F: FabricControl + Send + 'static> FabricHolder for Mutex<F> {
@@ -34,10 +40,32 @@ impl<F: FabricControl + Send + 'static> FabricHolder for Mutex<F> {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         StepRunner::new(Absent, &mut *fabric).run(request.step, &request.ctx)
     }
+
+    fn waited(&self) -> std::time::Duration {
+        self.lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .waited()
+    }
+}
+
+/// What the fabric manager's handlers share: the fabric and the clock of its steps.
+struct Manager<H> {
+    fabric: Arc<H>,
+    clock: Arc<StepClock>,
+}
+
+// Derived `Clone` would ask `H: Clone`; only the handles are cloned.
+impl<H> Clone for Manager<H> {
+    fn clone(&self) -> Self {
+        Self {
+            fabric: self.fabric.clone(),
+            clock: self.clock.clone(),
+        }
+    }
 }
 
 async fn step<H: FabricHolder>(
-    State(fabric): State<Arc<H>>,
+    State(manager): State<Manager<H>>,
     body: Result<Json<StepRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
     let Json(request) = match body {
@@ -54,7 +82,9 @@ async fn step<H: FabricHolder>(
             ),
         );
     }
+    let (fabric, started) = (manager.fabric.clone(), std::time::Instant::now());
     let ran = tokio::task::spawn_blocking(move || fabric.run_fabric_step(&request)).await;
+    manager.clock.count(started);
     match ran {
         Ok(Ok(output)) => Json(output).into_response(),
         Ok(Err(e)) => error(status_of(e.kind), e.kind.code(), e.message),
@@ -62,11 +92,23 @@ async fn step<H: FabricHolder>(
     }
 }
 
-/// `POST /v1/steps` over `fabric`, for a process that serves other routes too.
+async fn stats<H: FabricHolder>(State(manager): State<Manager<H>>) -> Response {
+    let fabric = manager.fabric.clone();
+    match tokio::task::spawn_blocking(move || fabric.waited()).await {
+        Ok(waited) => Json(manager.clock.stats(waited)).into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", e.to_string()),
+    }
+}
+
+/// `POST /v1/steps` (and `GET /v1/stats`) over `fabric`, for a process that serves other routes too.
 pub fn steps_route<H: FabricHolder>(fabric: Arc<H>) -> Router {
     Router::new()
         .route("/v1/steps", post(step::<H>))
-        .with_state(fabric)
+        .route("/v1/stats", get(stats::<H>))
+        .with_state(Manager {
+            fabric,
+            clock: Arc::default(),
+        })
 }
 
 /// The fabric manager's routes over `fabric`.

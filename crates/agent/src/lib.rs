@@ -20,6 +20,7 @@
 //! - [`simulated`]: [`SimulatedHost`], a host whose hardware is the simulated fabric's process.
 //! - [`linux`]: [`linux::LinuxPool`], a Linux host's pool of functions: its offer and its device control.
 //! - [`process`]: `pcipool agent` as a process (listener, heartbeats, shutdown).
+//! - [`stats`]: [`stats::StepClock`], the steps an agent or fabric manager ran and their time.
 #![deny(missing_docs)]
 
 pub mod fabric_manager;
@@ -30,6 +31,7 @@ pub mod runner;
 pub mod runtime;
 pub mod server;
 pub mod simulated;
+pub mod stats;
 
 pub use local::{Local, LocalShared};
 pub use runner::StepRunner;

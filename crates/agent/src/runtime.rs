@@ -43,6 +43,8 @@ pub struct Agent<D> {
     carried: Mutex<BTreeMap<LeaseId, StepContext>>,
     /// Where the epochs are kept across restarts (`<state dir>/epochs.json`), when they are.
     epochs_file: Option<PathBuf>,
+    /// The steps answered and their time.
+    pub(crate) clock: crate::stats::StepClock,
 }
 
 /// The epochs file's content: (lender, function, highest epoch seen).
@@ -63,6 +65,7 @@ impl<D: DeviceControl> Agent<D> {
             epochs: Mutex::new(BTreeMap::new()),
             carried: Mutex::new(BTreeMap::new()),
             epochs_file: None,
+            clock: crate::stats::StepClock::default(),
         }
     }
 
@@ -110,6 +113,12 @@ impl<D: DeviceControl> Agent<D> {
     /// Whether `token` is the secret this agent gave the controller.
     pub fn authorises(&self, token: &str) -> bool {
         token == self.secret
+    }
+
+    /// The steps this agent answered and where their time went.
+    pub fn stats(&self) -> pcipool_wire::ExecutorStats {
+        let waited = guard(&self.host).waited();
+        self.clock.stats_with_cpu(waited)
     }
 
     /// Carries out one host step on this host.

@@ -56,9 +56,20 @@ async fn step<D: DeviceControl + Send + 'static>(
         Ok(b) => b,
         Err(e) => return error(StatusCode::BAD_REQUEST, "BAD_REQUEST", e.body_text()),
     };
-    match tokio::task::spawn_blocking(move || agent.execute(&request)).await {
+    let started = std::time::Instant::now();
+    let counted = agent.clone();
+    let ran = tokio::task::spawn_blocking(move || agent.execute(&request)).await;
+    counted.clock.count(started);
+    match ran {
         Ok(Ok(output)) => Json(output).into_response(),
         Ok(Err(e)) => error(status_of(e.kind), e.kind.code(), e.message),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", e.to_string()),
+    }
+}
+
+async fn stats<D: DeviceControl + Send + 'static>(State(agent): State<Arc<Agent<D>>>) -> Response {
+    match tokio::task::spawn_blocking(move || agent.stats()).await {
+        Ok(stats) => Json(stats).into_response(),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", e.to_string()),
     }
 }
@@ -68,6 +79,7 @@ pub fn router<D: DeviceControl + Send + 'static>(agent: Arc<Agent<D>>) -> Router
     Router::new()
         .route("/v1/steps", post(step::<D>))
         .route("/v1/health", get(|| async { "ok" }))
+        .route("/v1/stats", get(stats::<D>))
         .with_state(agent)
 }
 

@@ -80,7 +80,7 @@ pub enum SysfsError {
     },
 }
 
-fn read_err(path: &Path, source: std::io::Error) -> SysfsError {
+pub(crate) fn read_err(path: &Path, source: std::io::Error) -> SysfsError {
     SysfsError::Read {
         path: path.to_owned(),
         source,

@@ -7,11 +7,13 @@
 //! - [`api`]: durable borrow+release cycles through the HTTP API.
 //! - [`restart`]: a controller reopening a large store.
 //! - [`fabric`]: loading a large fabric description, and placement decisions per second.
+//! - [`lab`]: lend and return on the VM lab (real kernels under QEMU), and where the time goes.
 
 pub mod api;
 pub mod datapath;
 pub mod decode;
 pub mod fabric;
+pub mod lab;
 pub mod restart;
 
 use std::fmt::Display;
@@ -64,6 +66,18 @@ pub enum Benchmark {
         #[arg(long, value_name = "FILE")]
         fabric: Option<std::path::PathBuf>,
     },
+    /// Lend and return on the VM lab (Linux guests under QEMU, the hypervisor as the fabric): p50 and
+    /// p99 of borrow to block device usable on the borrower and of release to drive usable on its
+    /// lender, each step's share, and the shares of QEMU, the guest kernels, the transport and pcipool
+    /// itself, measured in one run.
+    Lab {
+        /// The lab description (default: the shipped 3-host lab).
+        #[arg(long, value_name = "FILE")]
+        lab: Option<std::path::PathBuf>,
+        /// Lend and return cycles.
+        #[arg(long, default_value_t = 20, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1000))]
+        cycles: usize,
+    },
     /// `pcipool decode` against `lspci -F ... -vvv` on the same file of N dumps, as whole processes.
     Decode {
         /// Dumps in the generated file.
@@ -96,6 +110,18 @@ pub fn run(benchmark: &Benchmark, pcipool: &std::path::Path) -> Result<String, B
             fabric::schedule(fabric.as_deref(), *decisions)
         }
         Benchmark::Sim { fabric } => fabric::load(fabric.as_deref()),
+        Benchmark::Lab { lab, cycles } => {
+            let text = match lab {
+                Some(file) => std::fs::read_to_string(file)
+                    .map_err(BenchError::context(&format!("reading {}", file.display())))?,
+                None => pcipool_lab::description::VM_3.to_owned(),
+            };
+            let dir = scratch_dir("lab")?;
+            let report = lab::run(&text, &dir, *cycles, pcipool);
+            // The lab's files (images, logs) are scratch; losing them loses no result.
+            let _kept = std::fs::remove_dir_all(&dir);
+            report
+        }
         Benchmark::Decode {
             dumps,
             rounds,

@@ -144,7 +144,11 @@ impl<S: Store> Controller<S> {
         let mut version = self.store.workflow(journal.id)?.map(|v| v.version);
         while let Some(i) = journal.next_pending() {
             let step = journal.steps[i].step;
-            match exec.run(step, &journal.ctx) {
+            let started = std::time::Instant::now();
+            let ran = exec.run(step, &journal.ctx);
+            journal.steps[i].us =
+                Some(u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX));
+            match ran {
                 Ok(output) => {
                     tracing::debug!(?step, ?output, "step done");
                     journal.record_output(i, output);
@@ -201,7 +205,12 @@ impl<S: Store> Controller<S> {
             version = Some(self.save(journal, version, now)?);
         }
         let outcome = if journal.compensating {
-            WorkflowOutcome::Compensated("lend step failed; device returned".into())
+            WorkflowOutcome::Compensated(format!(
+                "{}; device returned",
+                journal
+                    .first_failure()
+                    .unwrap_or_else(|| "a lend step failed".into())
+            ))
         } else {
             WorkflowOutcome::Succeeded
         };

@@ -2,6 +2,8 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use pcipool_backend::{
@@ -56,6 +58,8 @@ pub struct QemuFabric {
     guests: BTreeMap<NodeId, Guest>,
     drives: BTreeMap<Fdid, Drive>,
     leases: BTreeMap<LeaseId, (Fdid, NodeId)>,
+    /// Nanoseconds spent waiting for QEMU, shared by every clone of this fabric.
+    waited: Arc<AtomicU64>,
 }
 
 fn failed(e: QmpError) -> FabricError {
@@ -69,6 +73,7 @@ impl QemuFabric {
             guests: guests.into_iter().map(|g| (g.node, g)).collect(),
             drives: drives.into_iter().map(|d| (d.fdid, d)).collect(),
             leases: BTreeMap::new(),
+            waited: Arc::default(),
         }
     }
 
@@ -77,7 +82,7 @@ impl QemuFabric {
             .guests
             .get(&node)
             .ok_or_else(|| FabricError::Failed(format!("{node} is not a guest of this fabric")))?;
-        Qmp::connect(&guest.qmp, COMMAND).map_err(|e| match e {
+        Qmp::connect_counting(&guest.qmp, COMMAND, self.waited.clone()).map_err(|e| match e {
             QmpError::Io(_) => FabricError::HostDown(node),
             other => failed(other),
         })
@@ -227,6 +232,10 @@ impl FabricControl for QemuFabric {
         Capabilities {
             attachment: Attachment::WholeDevice,
         }
+    }
+
+    fn waited(&self) -> Duration {
+        Duration::from_nanos(self.waited.load(Ordering::Relaxed))
     }
 
     fn mappings(&self) -> Result<Vec<FabricMapping>, FabricError> {

@@ -4,6 +4,8 @@
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -53,6 +55,8 @@ pub struct Qmp {
     reader: BufReader<UnixStream>,
     writer: UnixStream,
     events: Vec<Value>,
+    /// Nanoseconds spent waiting for QEMU's answers and events.
+    waited: Arc<AtomicU64>,
 }
 
 impl Qmp {
@@ -61,6 +65,18 @@ impl Qmp {
     /// # Errors
     /// [`QmpError`].
     pub fn connect(socket: &Path, timeout: Duration) -> Result<Self, QmpError> {
+        Self::connect_counting(socket, timeout, Arc::default())
+    }
+
+    /// [`Self::connect`], adding the time spent waiting for QEMU to `waited` (nanoseconds).
+    ///
+    /// # Errors
+    /// [`QmpError`].
+    pub fn connect_counting(
+        socket: &Path,
+        timeout: Duration,
+        waited: Arc<AtomicU64>,
+    ) -> Result<Self, QmpError> {
         let stream = UnixStream::connect(socket)?;
         stream.set_read_timeout(Some(timeout))?;
         stream.set_write_timeout(Some(timeout))?;
@@ -69,6 +85,7 @@ impl Qmp {
             reader: BufReader::new(stream),
             writer,
             events: Vec::new(),
+            waited,
         };
         let greeting = qmp.read_message(Instant::now() + timeout, "greeting")?;
         if greeting.get("QMP").is_none() {
@@ -85,7 +102,11 @@ impl Qmp {
         }
         self.reader.get_ref().set_read_timeout(Some(left))?;
         let mut line = String::new();
-        match self.reader.read_line(&mut line) {
+        let asked = Instant::now();
+        let read = self.reader.read_line(&mut line);
+        let nanos = u64::try_from(asked.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.waited.fetch_add(nanos, Ordering::Relaxed);
+        match read {
             Ok(0) => Err(QmpError::Protocol("the socket closed".into())),
             Ok(_) => serde_json::from_str(line.trim())
                 .map_err(|e| QmpError::Protocol(format!("{e}: {}", line.trim()))),

@@ -85,6 +85,8 @@ pub struct Lab {
     /// Runs the fabric manager, and waits for the signals of `pcipool lab up`.
     runtime: tokio::runtime::Runtime,
     url: String,
+    /// The fabric manager's URL.
+    fabric_url: String,
     admin_token: String,
     agent_token: String,
 }
@@ -238,6 +240,7 @@ impl Lab {
                 .local_addr()
                 .map_err(LabError::io("fabric address"))?
         );
+        let fabric_url_kept = fabric_url.clone();
         let (stop_fabric, fabric_stopped) = tokio::sync::oneshot::channel::<()>();
         runtime.spawn(pcipool_agent::fabric_manager::serve(
             Arc::new(Mutex::new(fabric.clone())),
@@ -290,6 +293,7 @@ impl Lab {
             stop_fabric: Mutex::new(Some(stop_fabric)),
             runtime,
             url: format!("http://127.0.0.1:{port}"),
+            fabric_url: fabric_url_kept,
             admin_token,
             agent_token,
         };
@@ -495,6 +499,19 @@ impl Lab {
     /// A client of the controller with the admin token.
     pub fn client(&self) -> pcipool_client::Client {
         pcipool_client::Client::new(&self.url, &self.admin_token)
+    }
+
+    /// The fabric manager's URL (its `GET /v1/stats`: steps and time waiting on QEMU).
+    pub fn fabric_manager_url(&self) -> &str {
+        &self.fabric_url
+    }
+
+    /// `node`'s agent as the machine reaches it (its `GET /v1/stats`: steps and time waiting on the
+    /// kernel).
+    pub fn agent_url(&self, node: NodeId) -> Option<String> {
+        self.hosts
+            .get(&node)
+            .map(|h| format!("http://127.0.0.1:{}", h.agent_port))
     }
 
     /// The fabric, to ask QEMU which guest holds a drive.

@@ -109,6 +109,10 @@ pub struct StepRecord {
     /// The kind of its failure, when it failed or was passed over.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_kind: Option<StepErrorKind>,
+    /// How long it took, from the controller's call to the executor's answer (microseconds; the
+    /// last run, for a step rerun after a restart).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub us: Option<u64>,
 }
 
 impl StepRecord {
@@ -118,6 +122,7 @@ impl StepRecord {
             status: StepStatus::Pending,
             output: None,
             error_kind: None,
+            us: None,
         }
     }
 }
@@ -154,6 +159,10 @@ pub struct Journal {
     /// How the fabric connects the borrower (the plans follow from it).
     #[serde(default, skip_serializing_if = "is_windows")]
     pub attachment: Attachment,
+    /// The steps of the plans this one replaced, as they ended (a failed lend before its
+    /// compensation, a return before its escalated reset): the record keeps every step that ran.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub superseded: Vec<StepRecord>,
     /// Set when finished.
     pub outcome: Option<WorkflowOutcome>,
 }
@@ -183,6 +192,7 @@ impl Journal {
             compensating: false,
             escalated: false,
             attachment,
+            superseded: Vec::new(),
             outcome: None,
         }
     }
@@ -202,10 +212,28 @@ impl Journal {
     /// Switches to compensation (a lend that failed: the return steps) or escalation (a return whose
     /// reset failed: the escalated return steps), for this journal's fabric.
     pub fn replan(&mut self, kind: PlanKind) {
-        self.steps = plan(kind, self.attachment)
-            .into_iter()
-            .map(StepRecord::pending)
-            .collect();
+        let replaced = std::mem::replace(
+            &mut self.steps,
+            plan(kind, self.attachment)
+                .into_iter()
+                .map(StepRecord::pending)
+                .collect(),
+        );
+        self.superseded.extend(replaced);
+    }
+
+    /// The first step that failed, in the plans this one replaced: "attach: no free hot-plug slot".
+    pub fn first_failure(&self) -> Option<String> {
+        self.superseded.iter().find_map(|r| match &r.status {
+            StepStatus::Failed(why) => {
+                let step = serde_json::to_value(r.step)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_else(|| format!("{:?}", r.step));
+                Some(format!("{step}: {why}"))
+            }
+            _ => None,
+        })
     }
 
     /// Records what step `i` reported; where the device appeared goes into the context the later steps

@@ -290,6 +290,26 @@ pub struct DeviceDetail {
     pub leases: Vec<LeaseView>,
 }
 
+/// `GET /v1/stats` on an agent or a fabric manager: the steps it ran and where their time went,
+/// since it started (what `pcipool bench lab` reads before and after each lend and return).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecutorStats {
+    /// Steps answered.
+    pub steps: u64,
+    /// Time spent in them, from request to answer (microseconds).
+    pub step_us: u64,
+    /// Of that, time spent waiting on the machine: the kernel's writes and enumeration, the
+    /// hypervisor's QMP answers (microseconds).
+    pub waited_us: u64,
+    /// CPU time of an agent's process in its own code since it started (microseconds, at the
+    /// kernel's 10 ms tick; zero where not measured: a fabric manager shares its process).
+    #[serde(default)]
+    pub cpu_user_us: u64,
+    /// CPU time the kernel spent on an agent's system calls (its sysfs and procfs reads and writes).
+    #[serde(default)]
+    pub cpu_system_us: u64,
+}
+
 /// `POST /steps` on an agent or the simulated fabric: run one workflow step.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
