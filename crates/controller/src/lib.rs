@@ -84,6 +84,9 @@ pub struct Controller<S> {
     routes: std::sync::Mutex<RouteCache>,
     /// How long a voluntary release waits for the borrower's users to finish before refusing.
     release_wait_ms: u64,
+    /// Whether each step's wall time goes into its journal record (not in the whole-system
+    /// simulation, whose journals, and so its audit chain, must be the same for the same seed).
+    step_times: bool,
     /// Errors the controller logged and carried on from, counted per place (none is dropped silently).
     logged: std::sync::Mutex<BTreeMap<&'static str, u64>>,
     /// Borrowers told their lease ended (they learn it through their next renewal).
@@ -123,6 +126,7 @@ impl<S: Store> Controller<S> {
             reservations: std::sync::atomic::AtomicU64::new(u64::MAX),
             routes: std::sync::Mutex::new(RouteCache::default()),
             release_wait_ms: 500,
+            step_times: true,
             logged: std::sync::Mutex::new(BTreeMap::new()),
             notified: std::sync::atomic::AtomicU64::new(0),
             changes: tokio::sync::watch::Sender::new(0),
@@ -175,6 +179,14 @@ impl<S: Store> Controller<S> {
     #[must_use]
     pub fn with_release_wait(mut self, ms: u64) -> Self {
         self.release_wait_ms = ms;
+        self
+    }
+
+    /// Leaves the steps' wall times out of their journal records (default: in), for a run whose
+    /// records must be the same every time (the seeded whole-system simulation).
+    #[must_use]
+    pub fn without_step_times(mut self) -> Self {
+        self.step_times = false;
         self
     }
 

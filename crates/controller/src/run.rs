@@ -146,8 +146,10 @@ impl<S: Store> Controller<S> {
             let step = journal.steps[i].step;
             let started = std::time::Instant::now();
             let ran = exec.run(step, &journal.ctx);
-            journal.steps[i].us =
-                Some(u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX));
+            if self.step_times {
+                journal.steps[i].us =
+                    Some(u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX));
+            }
             match ran {
                 Ok(output) => {
                     tracing::debug!(?step, ?output, "step done");

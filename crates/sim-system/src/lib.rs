@@ -201,8 +201,9 @@ fn start(
     lab: &Lab,
     clock: &VirtualClock,
 ) -> Result<Service<LabStore>, String> {
-    let controller =
-        Controller::new(store.clone(), Policy::default(), topology.clone()).with_release_wait(0);
+    let controller = Controller::new(store.clone(), Policy::default(), topology.clone())
+        .with_release_wait(0)
+        .without_step_times();
     Service::start(
         controller,
         Hardware::InProcess(Box::new(lab.clone())),
@@ -221,7 +222,8 @@ impl System {
         let clock = VirtualClock::default();
         clock.advance(1_000);
         {
-            let controller = Controller::new(store.clone(), Policy::default(), topology.clone());
+            let controller = Controller::new(store.clone(), Policy::default(), topology.clone())
+                .without_step_times();
             for (info, reasons) in pcipool_sim_lab::qualified_devices(&sim, None) {
                 controller
                     .register(info, reasons, clock.now_ms())
