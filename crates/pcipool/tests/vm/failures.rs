@@ -81,7 +81,7 @@ fn a_lend_the_fabric_cannot_finish_compensates_and_a_lost_lender_ends_its_leases
             // The refusal says why, in the pool's words.
             refused
                 .as_ref()
-                .is_err_and(|e| e.contains("attach: no free hot-plug slot on n2")),
+                .is_err_and(|e| e.contains("attach: ") && e.contains("no free hot-plug slot on n2")),
             after_refusal,
             marker(&home),
             driver,
