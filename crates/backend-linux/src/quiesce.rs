@@ -166,6 +166,15 @@ fn processes(paths: &HostPaths, exposed: &Exposed) -> Result<Vec<String>, SysfsE
             continue;
         }
         let dir = paths.proc.join(&pid);
+        // A kernel thread has no executable, no open files and no maps: one call tells it apart
+        // (the scan of every process's files is the check's cost, many times over under emulation).
+        // A zombie has none either; a process whose `exe` cannot be read for another reason is
+        // looked at like any other.
+        if let Err(e) = std::fs::read_link(dir.join("exe"))
+            && e.kind() == std::io::ErrorKind::NotFound
+        {
+            continue;
+        }
         // Read only for a process that is reported: most processes hold nothing.
         let comm = || {
             read_opt(&dir.join("comm"))

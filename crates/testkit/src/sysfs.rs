@@ -277,6 +277,8 @@ impl SysfsTreeBuilder {
         for p in &self.processes {
             let dir = proc.join(p.pid.to_string());
             write(&dir.join("comm"), format!("{}\n", p.comm))?;
+            // A user process has an executable (a kernel thread has none).
+            std::os::unix::fs::symlink(format!("/usr/bin/{}", p.comm), dir.join("exe"))?;
             std::fs::create_dir_all(dir.join("fd"))?;
             for (n, target) in p.open.iter().enumerate() {
                 std::os::unix::fs::symlink(target, dir.join("fd").join((n + 3).to_string()))?;
