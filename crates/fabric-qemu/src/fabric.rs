@@ -129,6 +129,31 @@ impl QemuFabric {
         }
     }
 
+    /// The guests whose PCI tree has the drive now (`query-pci`: its device id behind a root port),
+    /// whatever holds its image: what the guests' kernels can see, to check against the store.
+    ///
+    /// # Errors
+    /// A guest that cannot be asked.
+    pub fn in_pci_tree(&self, fdid: Fdid) -> Result<Vec<NodeId>, FabricError> {
+        let id = self.drive(fdid)?.device_id();
+        let mut out = Vec::new();
+        for &node in self.guests.keys() {
+            let mut qmp = match self.connect(node) {
+                Ok(q) => q,
+                // A guest that is gone has nothing in its tree.
+                Err(FabricError::HostDown(_)) => continue,
+                Err(e) => return Err(e),
+            };
+            let pci = qmp
+                .execute("query-pci", json!({}), COMMAND)
+                .map_err(failed)?;
+            if device_ids(&pci).contains(&id) {
+                out.push(node);
+            }
+        }
+        Ok(out)
+    }
+
     /// Unplugs the drive from `node`: `device_del`, the guest lets go (`DEVICE_DELETED`), then its
     /// image is closed. A drive already gone is done.
     fn unplug(&self, drive: &Drive, node: NodeId) -> Result<(), FabricError> {
@@ -209,6 +234,23 @@ impl QemuFabric {
             .cloned()
             .ok_or_else(|| FabricError::NoCapacity(format!("no free hot-plug slot on {node}")))
     }
+}
+
+/// Every device id in a `query-pci` answer, behind bridges too.
+fn device_ids(pci: &Value) -> Vec<String> {
+    fn walk(devices: &Value, out: &mut Vec<String>) {
+        for dev in devices.as_array().into_iter().flatten() {
+            if let Some(id) = dev["qdev_id"].as_str().filter(|i| !i.is_empty()) {
+                out.push(id.to_owned());
+            }
+            walk(&dev["pci_bridge"]["devices"], out);
+        }
+    }
+    let mut out = Vec::new();
+    for bus in pci.as_array().into_iter().flatten() {
+        walk(&bus["devices"], &mut out);
+    }
+    out
 }
 
 /// The ids of root ports with a device behind them, from `query-pci`.
@@ -330,6 +372,12 @@ mod tests {
             { "qdev_id": "rp2", "pci_bridge": { "devices": [] } },
             { "qdev_id": "", "class_info": {} }
         ]}]);
-        assert_eq!(occupied_ports(&pci), vec!["rp1".to_owned()]);
+        assert_eq!(
+            (occupied_ports(&pci), device_ids(&pci)),
+            (
+                vec!["rp1".to_owned()],
+                vec!["rp1".to_owned(), "dev-a".to_owned(), "rp2".to_owned()]
+            )
+        );
     }
 }

@@ -65,6 +65,7 @@ fn a_lend_the_fabric_cannot_finish_compensates_and_a_lost_lender_ends_its_leases
     let pulled_in = killed.elapsed();
     let leases = lab.client.leases().unwrap_or_default();
     let holder = lab.lab.fabric().holder(drive).map_err(|e| e.to_string());
+    let agreed_after_kill = lab.fabric_agrees_with_store();
     eprintln!(
         "failures: refused borrow answered {refused:?}; lender killed: lost after {:.1} s, pulled from the borrower after {:.1} s",
         lost_in.as_secs_f64(),
@@ -91,6 +92,7 @@ fn a_lend_the_fabric_cannot_finish_compensates_and_a_lost_lender_ends_its_leases
             marker(&on_borrower),
             leases.iter().any(|l| l.lease_id == granted.lease_id),
             holder,
+            agreed_after_kill,
             lab.client
                 .audit_verify()
                 .map(|v| v.ok)
@@ -107,6 +109,7 @@ fn a_lend_the_fabric_cannot_finish_compensates_and_a_lost_lender_ends_its_leases
             Some(lab.marker_of("n1a")),
             false,
             Ok(None),
+            vec![(drive, "lost".to_owned(), Ok(None))],
             Ok(true),
         ),
         "refused borrow: {refused:?}"

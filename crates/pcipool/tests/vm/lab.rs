@@ -155,7 +155,8 @@ impl TestLab {
 
     /// After a scenario: every drive's image is held by at most one QEMU (the fabric's `holder`
     /// fails on two), and by the guest the store says: the borrower of a lent drive, the lender of
-    /// an available one. Returns each drive's (state, holder) for the test's own assertion.
+    /// an available one; and the drive is in that guest's PCI tree (`query-pci`) and in no other.
+    /// Returns each drive's (state, holder) for the test's own assertion.
     pub fn fabric_agrees_with_store(&self) -> Vec<(Fdid, String, Result<Option<NodeId>, String>)> {
         let leases = self.client.leases().unwrap_or_default();
         let drives: Vec<Fdid> = self
@@ -170,14 +171,18 @@ impl TestLab {
             .map(|fdid| {
                 let state = self.state_of(fdid);
                 let holder = self.lab.fabric().holder(fdid).map_err(|e| e.to_string());
+                // A lost lender's drive is in no kernel: the fabric pulled it from the borrower.
                 let expected = match state.as_str() {
                     "available" => Some(fdid.node),
                     "lent" => leases.iter().find(|l| l.fdid == fdid).map(|l| l.borrower),
                     _ => None,
                 };
-                if holder.as_ref().ok() != Some(&expected) && state != "lost" {
+                let in_trees = self.lab.fabric().in_pci_tree(fdid).map_err(|e| e.to_string());
+                let agrees = holder.as_ref().ok() == Some(&expected)
+                    && in_trees.as_ref().ok() == Some(&expected.into_iter().collect());
+                if !agrees {
                     self.diagnose(&format!(
-                        "{fdid} is {state} in the store but its image is held by {holder:?}"
+                        "{fdid} is {state} in the store but its image is held by {holder:?} and the PCI trees of {in_trees:?} have it"
                     ));
                 }
                 (fdid, state, holder)
