@@ -220,19 +220,11 @@ pub fn run(text: &str, dir: &Path, cycles: usize, pcipool: &Path) -> Result<Stri
         let before = counters(&lab)?;
         let asked = Instant::now();
         let granted = client
-            .borrow(&pcipool_wire::BorrowRequest {
-                selector: pcipool_pool::schedule::Selector {
-                    class: Some(pcipool_pool::schedule::DeviceClass::Nvme),
-                    ..Default::default()
-                },
-                count: 1,
-                model: pcipool_qualify::AccessModel::Lend,
+            .borrow(&pcipool_wire::BorrowRequest::lend(
+                pcipool_pool::schedule::DeviceClass::Nvme,
+                1,
                 borrower,
-                duration_secs: None,
-                max_sharers: None,
-                request_id: None,
-                wait: true,
-            })
+            ))
             .map_err(BenchError::context("borrow"))?
             .pop()
             .ok_or_else(|| BenchError::Failed("a borrow granted nothing".into()))?;

@@ -187,17 +187,8 @@ fn up(text: &str, opts: &Options, out: &mut dyn Write) -> Result<(), LabError> {
     }
     out.flush().map_err(LabError::io("writing to stdout"))?;
     lab.runtime().block_on(async {
-        let term = async {
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(mut s) => {
-                    s.recv().await;
-                }
-                Err(_) => std::future::pending::<()>().await,
-            }
-        };
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            () = term => {}
+            () = pcipool_serve::shutdown_signal() => {}
             _ = down_rx.recv() => {}
         }
     });

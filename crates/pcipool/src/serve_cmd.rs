@@ -5,25 +5,9 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use pcipool_serve::ServeError;
+use pcipool_serve::{ServeError, shutdown_signal};
 
 use crate::BadInput;
-
-/// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = term => {}
-    }
-}
 
 /// Prints lines and flushes, so a supervisor reading a pipe sees them before the first request.
 fn announce(lines: &[String]) {

@@ -23,6 +23,23 @@ use pcipool_controller::Service;
 use pcipool_pool::policy::Policy;
 use pcipool_store::SqliteStore;
 
+/// Resolves on SIGINT or SIGTERM: how every long-running pcipool process (`dev`, `server`, `agent`,
+/// `sim serve`, `lab up`) is told to stop.
+pub async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = term => {}
+    }
+}
+
 /// Why a controller process could not be assembled or served.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {

@@ -50,6 +50,26 @@ pub struct BorrowRequest {
     pub wait: bool,
 }
 
+impl BorrowRequest {
+    /// `count` devices of `class` lent to `borrower` (the Device Lending model, for as long as the
+    /// policy allows), the answer waiting for the lends: what a script or a benchmark asks most.
+    pub fn lend(class: pcipool_pool::schedule::DeviceClass, count: u32, borrower: NodeId) -> Self {
+        Self {
+            selector: Selector {
+                class: Some(class),
+                ..Selector::default()
+            },
+            count,
+            model: AccessModel::Lend,
+            borrower,
+            duration_secs: None,
+            max_sharers: None,
+            request_id: None,
+            wait: true,
+        }
+    }
+}
+
 /// A granted lease, as `POST /v1/leases` answers it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Granted {

@@ -92,17 +92,12 @@ impl TestLab {
         duration_secs: Option<u64>,
     ) -> Result<Vec<pcipool_wire::Granted>, pcipool_client::ClientError> {
         self.client.borrow(&pcipool_wire::BorrowRequest {
-            selector: pcipool_pool::schedule::Selector {
-                class: Some(pcipool_pool::schedule::DeviceClass::Nvme),
-                ..Default::default()
-            },
-            count,
-            model: pcipool_qualify::AccessModel::Lend,
-            borrower,
             duration_secs,
-            max_sharers: None,
-            request_id: None,
-            wait: true,
+            ..pcipool_wire::BorrowRequest::lend(
+                pcipool_pool::schedule::DeviceClass::Nvme,
+                count,
+                borrower,
+            )
         })
     }
 

@@ -200,17 +200,8 @@ fn a_controller_killed_mid_lend_resumes_its_journal_and_the_drive_ends_in_one_ke
     let (lender, borrower) = (n(1), n(2));
     // The lend runs in the controller's worker; the controller dies in the middle of it.
     let asked = lab.client.borrow(&pcipool_wire::BorrowRequest {
-        selector: pcipool_pool::schedule::Selector {
-            class: Some(pcipool_pool::schedule::DeviceClass::Nvme),
-            ..Default::default()
-        },
-        count: 1,
-        model: pcipool_qualify::AccessModel::Lend,
-        borrower,
-        duration_secs: None,
-        max_sharers: None,
-        request_id: None,
         wait: false,
+        ..pcipool_wire::BorrowRequest::lend(pcipool_pool::schedule::DeviceClass::Nvme, 1, borrower)
     });
     std::thread::sleep(Duration::from_millis(600));
     lab.lab.kill_controller();
