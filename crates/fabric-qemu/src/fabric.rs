@@ -94,31 +94,47 @@ impl QemuFabric {
             .ok_or_else(|| FabricError::Failed(format!("{fdid} is not a drive of this fabric")))
     }
 
-    /// The guest whose QEMU holds the drive's image now (None: no guest does).
-    ///
-    /// # Errors
-    /// A guest that cannot be asked.
-    pub fn holder(&self, fdid: Fdid) -> Result<Option<NodeId>, FabricError> {
-        let node_name = self.drive(fdid)?.node_name();
-        let mut holders = Vec::new();
+    /// The running guests whose answer to the QMP `command` satisfies `here` (a guest that is gone
+    /// has nothing).
+    fn guests_where(
+        &self,
+        command: &str,
+        arguments: Value,
+        here: impl Fn(&Value) -> bool,
+    ) -> Result<Vec<NodeId>, FabricError> {
+        let mut out = Vec::new();
         for &node in self.guests.keys() {
             let mut qmp = match self.connect(node) {
                 Ok(q) => q,
-                // A guest that is gone holds nothing.
                 Err(FabricError::HostDown(_)) => continue,
                 Err(e) => return Err(e),
             };
-            let nodes = qmp
-                .execute("query-named-block-nodes", json!({ "flat": true }), COMMAND)
+            let answer = qmp
+                .execute(command, arguments.clone(), COMMAND)
                 .map_err(failed)?;
-            let here = nodes.as_array().is_some_and(|n| {
-                n.iter()
-                    .any(|b| b["node-name"].as_str() == Some(&node_name))
-            });
-            if here {
-                holders.push(node);
+            if here(&answer) {
+                out.push(node);
             }
         }
+        Ok(out)
+    }
+
+    /// The guest whose QEMU holds the drive's image now (None: no guest does).
+    ///
+    /// # Errors
+    /// A guest that cannot be asked; the image open in two guests.
+    pub fn holder(&self, fdid: Fdid) -> Result<Option<NodeId>, FabricError> {
+        let node_name = self.drive(fdid)?.node_name();
+        let holders = self.guests_where(
+            "query-named-block-nodes",
+            json!({ "flat": true }),
+            |nodes| {
+                nodes.as_array().is_some_and(|n| {
+                    n.iter()
+                        .any(|b| b["node-name"].as_str() == Some(&node_name))
+                })
+            },
+        )?;
         match holders.as_slice() {
             [] => Ok(None),
             [one] => Ok(Some(*one)),
@@ -136,22 +152,7 @@ impl QemuFabric {
     /// A guest that cannot be asked.
     pub fn in_pci_tree(&self, fdid: Fdid) -> Result<Vec<NodeId>, FabricError> {
         let id = self.drive(fdid)?.device_id();
-        let mut out = Vec::new();
-        for &node in self.guests.keys() {
-            let mut qmp = match self.connect(node) {
-                Ok(q) => q,
-                // A guest that is gone has nothing in its tree.
-                Err(FabricError::HostDown(_)) => continue,
-                Err(e) => return Err(e),
-            };
-            let pci = qmp
-                .execute("query-pci", json!({}), COMMAND)
-                .map_err(failed)?;
-            if device_ids(&pci).contains(&id) {
-                out.push(node);
-            }
-        }
-        Ok(out)
+        self.guests_where("query-pci", json!({}), |pci| device_ids(pci).contains(&id))
     }
 
     /// Unplugs the drive from `node`: `device_del`, the guest lets go (`DEVICE_DELETED`), then its

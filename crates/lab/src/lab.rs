@@ -589,7 +589,11 @@ impl crate::HostStatus {
                             .map_or_else(|| "not in the pool".to_owned(), |v| v.state.clone()),
                     ),
                     None => (
-                        h.spec.name.to_string(),
+                        if running {
+                            h.spec.name.to_string()
+                        } else {
+                            "nobody".to_owned()
+                        },
                         "stays home (SR-IOV: QEMU cannot hot-plug its NVMe subsystem)".to_owned(),
                     ),
                 };
