@@ -216,10 +216,20 @@ impl Lab {
         let images = images(&desc, &dir)?;
         let initrd = dir.join("initramfs.cpio");
         let programs = [opts.pcipool.as_path()];
+        // The machine's pci.ids, where it has one, names the guests' devices in the pool.
+        let ids = ["/usr/share/misc/pci.ids", "/usr/share/hwdata/pci.ids"]
+            .iter()
+            .map(Path::new)
+            .find(|p| p.exists());
+        let files: Vec<(&Path, &str)> = ids
+            .map(|p| (p, "/usr/share/misc/pci.ids"))
+            .into_iter()
+            .collect();
         let contents = Contents {
             kernel: &kernel,
             modules: &GUEST_MODULES,
             programs: &programs,
+            files: &files,
         };
         initramfs::build(&contents, &dir, &initrd)?;
         // The staging tree is only the cpio's source.

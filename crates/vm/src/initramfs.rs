@@ -42,6 +42,9 @@ pub struct Contents<'a> {
     pub modules: &'a [&'a str],
     /// Programs to put in `/bin` with their shared libraries (the pcipool binary).
     pub programs: &'a [&'a Path],
+    /// Data files: where each is on the machine, and its absolute path in the guest (`pci.ids`, so that
+    /// the guest's `pcipool` names devices as the machine's does).
+    pub files: &'a [(&'a Path, &'a str)],
 }
 
 fn copy(from: &Path, to: &Path) -> Result<(), VmError> {
@@ -145,6 +148,9 @@ pub fn build(contents: &Contents<'_>, work: &Path, out: &Path) -> Result<(), VmE
         for lib in libraries(program)? {
             copy(&lib, &root.join(lib.strip_prefix("/").unwrap_or(&lib)))?;
         }
+    }
+    for (from, to) in contents.files {
+        copy(from, &root.join(to.trim_start_matches('/')))?;
     }
     let list = run(Command::new("find").arg(".").current_dir(&root))?;
     let file =

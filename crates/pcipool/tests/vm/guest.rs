@@ -112,6 +112,7 @@ pub fn boot_in(
             kernel: &kernel,
             modules: &pcipool_lab::GUEST_MODULES,
             programs: &programs,
+            files: &[],
         },
         dir.path(),
         &initrd,
