@@ -46,11 +46,21 @@ pub fn leases(leases: &[LeaseView]) -> String {
 /// Devices as a table.
 #[must_use]
 pub fn devices(devices: &[DeviceView]) -> String {
-    let mut out = format!("{:<20} {:<10} {:<12} LEASES\n", "DEVICE", "NAME", "STATE");
+    // The name column is as wide as the longest name (real devices have long ones).
+    let width = devices
+        .iter()
+        .map(|d| d.name.chars().count())
+        .max()
+        .unwrap_or(0)
+        .max(10);
+    let mut out = format!(
+        "{:<20} {:<width$} {:<12} LEASES\n",
+        "DEVICE", "NAME", "STATE"
+    );
     for d in devices {
         let leases: Vec<String> = d.leases.iter().map(|l| l.0.to_string()).collect();
         out.push_str(&format!(
-            "{:<20} {:<10} {:<12} {}\n",
+            "{:<20} {:<width$} {:<12} {}\n",
             d.fdid.to_string(),
             d.name,
             d.state,
