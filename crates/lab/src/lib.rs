@@ -10,7 +10,7 @@
 //! - `controller/`: the store (`pool.db`), `admin.token`, `agent.token`, `server.log`, `server.pid`;
 //! - `hosts/NODE/`: `qmp.sock`, `serial.log` (the guest's console), `qemu.pid`;
 //! - `images/SERIAL.img`: each drive's raw image, kept across `down` and `up`;
-//! - `initramfs.cpio`: busybox, the guest modules and this `pcipool`.
+//! - `initramfs.cpio`: busybox, the guest modules, this `pcipool` and the machine's `pci.ids`.
 #![deny(missing_docs)]
 
 pub mod command;
