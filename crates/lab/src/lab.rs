@@ -69,6 +69,8 @@ impl Options {
 /// One host of the lab.
 struct Host {
     spec: HostSpec,
+    /// Its QEMU machine, to boot it again after it was killed.
+    machine: Spec,
     vm: Mutex<Vm>,
     /// The machine's 127.0.0.1 port that reaches the guest's agent.
     agent_port: u16,
@@ -84,6 +86,11 @@ pub struct Lab {
     stop_fabric: Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
     /// Runs the fabric manager, and waits for the signals of `pcipool lab up`.
     runtime: tokio::runtime::Runtime,
+    /// What a guest boots again with: the kernel and the initramfs.
+    kernel_image: PathBuf,
+    initrd: PathBuf,
+    /// The options the lab started with (boot and registration deadlines, heartbeat).
+    opts: Options,
     url: String,
     /// The fabric manager's URL.
     fabric_url: String,
@@ -302,6 +309,9 @@ impl Lab {
             fabric,
             stop_fabric: Mutex::new(Some(stop_fabric)),
             runtime,
+            kernel_image: kernel.image.clone(),
+            initrd: initrd.clone(),
+            opts: opts.clone(),
             url: format!("http://127.0.0.1:{port}"),
             fabric_url: fabric_url_kept,
             admin_token,
@@ -343,6 +353,7 @@ impl Lab {
                         tracing::info!(host = %h.name, boot_s = vm.boot_time.as_secs_f64(), "guest booted");
                         Ok(Host {
                             spec: h.clone(),
+                            machine: spec,
                             vm: Mutex::new(vm),
                             agent_port,
                         })
@@ -471,6 +482,32 @@ impl Lab {
     pub fn kill_host(&self, node: NodeId) -> Result<(), LabError> {
         lock(&self.host(node)?.vm).kill();
         Ok(())
+    }
+
+    /// Boots a killed host's guest again (the same machine and images: a host back after losing
+    /// power), starts its agent and returns once every agent is up and every drive offered.
+    ///
+    /// # Errors
+    /// No such host; the guest does not boot (an image another guest still holds is refused by
+    /// QEMU's lock); the agents do not come up.
+    pub fn restart_host(&self, node: NodeId) -> Result<(), LabError> {
+        let host = self.host(node)?;
+        let vm_dir = self.dir.join("hosts").join(node.to_string());
+        {
+            let mut vm = lock(&host.vm);
+            vm.kill();
+            let fresh = Vm::boot(
+                &self.kernel_image,
+                &self.initrd,
+                &host.machine,
+                &vm_dir,
+                self.opts.boot_within,
+            )?;
+            write(&vm_dir.join("qemu.pid"), &fresh.pid().to_string())?;
+            *vm = fresh;
+        }
+        self.start_agent(node, self.opts.heartbeat)?;
+        self.wait_for_agents(self.opts.register_within)
     }
 
     /// SIGKILLs the controller.

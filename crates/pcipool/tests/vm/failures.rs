@@ -3,6 +3,7 @@
 //! its native driver, and no lease is left. A lender whose QEMU is killed while its drive is lent: its
 //! agent falls silent, its devices are `Lost`, the lease ends (no lease is left dangling) and the
 //! fabric pulls the drive out of the borrower's kernel, so that nobody uses a device no lease covers.
+//! When the lender boots again, the device's return (reset, verify) runs before it is offered again.
 
 use std::time::{Duration, Instant};
 
@@ -66,10 +67,31 @@ fn a_lend_the_fabric_cannot_finish_compensates_and_a_lost_lender_ends_its_leases
     let leases = lab.client.leases().unwrap_or_default();
     let holder = lab.lab.fabric().holder(drive).map_err(|e| e.to_string());
     let agreed_after_kill = lab.fabric_agrees_with_store();
+
+    // n1 boots again: its agent registers, and the device's return (reset, verify) runs before it
+    // is offered again.
+    let restarted = Instant::now();
+    lab.lab.restart_host(n(1)).expect("n1 boots again");
+    let back = lab.settle(
+        &[drive],
+        &["available", "quarantined"],
+        Duration::from_secs(90),
+    );
+    let back_in = restarted.elapsed();
+    let home_again = wait_for_drive(&lab, n(1), AT);
+    let returned_after_back = crate::lab::audited_steps(
+        &lab.client.audit(0, 1000).unwrap_or_default(),
+        "Return",
+        None,
+    )
+    .iter()
+    .any(|(step, status, _)| step == "lender_reset" && status == "done");
+    let agreed_after_back = lab.fabric_agrees_with_store();
     eprintln!(
-        "failures: refused borrow answered {refused:?}; lender killed: lost after {:.1} s, pulled from the borrower after {:.1} s",
+        "failures: refused borrow answered {refused:?}; lender killed: lost after {:.1} s, pulled from the borrower after {:.1} s; lender booted again: available {:.1} s after the restart began",
         lost_in.as_secs_f64(),
-        pulled_in.as_secs_f64()
+        pulled_in.as_secs_f64(),
+        back_in.as_secs_f64()
     );
     if lost != ["lost"] || gone_from_borrower.status != 0 {
         lab.diagnose(&format!(
@@ -91,8 +113,8 @@ fn a_lend_the_fabric_cannot_finish_compensates_and_a_lost_lender_ends_its_leases
             failed_step,
             marker(&on_borrower),
             leases.iter().any(|l| l.lease_id == granted.lease_id),
-            holder,
-            agreed_after_kill,
+            (holder, agreed_after_kill),
+            (back, marker(&home_again), returned_after_back, agreed_after_back),
             lab.client
                 .audit_verify()
                 .map(|v| v.ok)
@@ -108,8 +130,13 @@ fn a_lend_the_fabric_cannot_finish_compensates_and_a_lost_lender_ends_its_leases
             true,
             Some(lab.marker_of("n1a")),
             false,
-            Ok(None),
-            vec![(drive, "lost".to_owned(), Ok(None))],
+            (Ok(None), vec![(drive, "lost".to_owned(), Ok(None))]),
+            (
+                vec!["available".to_owned()],
+                Some(lab.marker_of("n1a")),
+                true,
+                vec![(drive, "available".to_owned(), Ok(Some(n(1))))]
+            ),
             Ok(true),
         ),
         "refused borrow: {refused:?}"
