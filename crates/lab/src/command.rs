@@ -63,6 +63,23 @@ pub enum LabCommand {
         #[arg(last = true, required = true, num_args = 1..)]
         command: Vec<String>,
     },
+    /// SIGKILL a guest's QEMU, as a host that loses power (a failure drill).
+    Kill {
+        /// The lab's directory.
+        #[command(flatten)]
+        dir: DirArg,
+        /// The guest (n1, ...).
+        node: String,
+    },
+    /// Boot a killed guest again with the same machine and images, and start its agent; returns once
+    /// every agent is up.
+    Start {
+        /// The lab's directory.
+        #[command(flatten)]
+        dir: DirArg,
+        /// The guest (n1, ...).
+        node: String,
+    },
     /// Stop the running lab: the agents, guests, fabric manager and controller. Drive images stay.
     Down {
         /// The lab's directory.
@@ -129,6 +146,24 @@ pub fn run(command: LabCommand, pcipool: &Path, out: &mut dyn Write) -> Result<u
                 other => Err(LabError::Control(format!("unexpected answer {other:?}"))),
             }
         }
+        LabCommand::Kill { dir, node } => {
+            expect(control::ask(
+                &dir.path(),
+                &Request::Kill { node: node.clone() },
+                Duration::from_secs(30),
+            )?)?;
+            writeln!(out, "{node} killed").map_err(written)?;
+            Ok(0)
+        }
+        LabCommand::Start { dir, node } => {
+            expect(control::ask(
+                &dir.path(),
+                &Request::Start { node: node.clone() },
+                Duration::from_secs(300),
+            )?)?;
+            writeln!(out, "{node} booted again; its agent is up").map_err(written)?;
+            Ok(0)
+        }
         LabCommand::Down { dir } => {
             down(&dir.path(), out)?;
             Ok(0)
@@ -139,6 +174,7 @@ pub fn run(command: LabCommand, pcipool: &Path, out: &mut dyn Write) -> Result<u
 fn expect(answer: Answer) -> Result<Answer, LabError> {
     match answer {
         Answer::Error(e) => Err(LabError::Control(e)),
+        Answer::NoSuchHost(node) => Err(LabError::NoSuchHost(node)),
         other => Ok(other),
     }
 }

@@ -23,6 +23,12 @@ pub(crate) enum Request {
         command: String,
         timeout_secs: u64,
     },
+    Kill {
+        node: String,
+    },
+    Start {
+        node: String,
+    },
     Down,
 }
 
@@ -39,10 +45,24 @@ pub enum Answer {
         /// Stdout and stderr.
         output: String,
     },
+    /// Done (a guest killed or booted again).
+    Done,
     /// The lab is stopping.
     Stopping,
+    /// The lab has no such host.
+    NoSuchHost(String),
     /// The request failed.
     Error(String),
+}
+
+impl Answer {
+    /// The answer to a request that failed with `e`.
+    fn failed(e: &LabError) -> Self {
+        match e {
+            LabError::NoSuchHost(node) => Self::NoSuchHost(node.clone()),
+            other => Self::Error(other.to_string()),
+        }
+    }
 }
 
 /// The lab's state.
@@ -162,15 +182,17 @@ fn answer(
             command,
             timeout_secs,
         }) => match node.parse::<NodeId>() {
-            Err(_) => Answer::Error(LabError::NoSuchHost(node).to_string()),
+            Err(_) => Answer::NoSuchHost(node),
             Ok(n) => match lab.exec(n, &command, Duration::from_secs(timeout_secs)) {
                 Ok(ran) => Answer::Ran {
                     status: ran.status,
                     output: ran.output,
                 },
-                Err(e) => Answer::Error(e.to_string()),
+                Err(e) => Answer::failed(&e),
             },
         },
+        Ok(Request::Kill { node }) => on_host(&node, |n| lab.kill_host(n)),
+        Ok(Request::Start { node }) => on_host(&node, |n| lab.restart_host(n)),
         Ok(Request::Down) => match down.send(()) {
             Ok(()) => Answer::Stopping,
             Err(_) => Answer::Error("the lab is already stopping".into()),
@@ -179,6 +201,17 @@ fn answer(
     let mut text = serde_json::to_string(&reply).map_err(std::io::Error::other)?;
     text.push('\n');
     (&conn).write_all(text.as_bytes())
+}
+
+/// Runs `act` on the host named `node`.
+fn on_host(node: &str, act: impl FnOnce(NodeId) -> Result<(), LabError>) -> Answer {
+    match node.parse::<NodeId>() {
+        Err(_) => Answer::NoSuchHost(node.to_owned()),
+        Ok(n) => match act(n) {
+            Ok(()) => Answer::Done,
+            Err(e) => Answer::failed(&e),
+        },
+    }
 }
 
 /// Asks the lab in `dir`, waiting up to `within` for its answer.

@@ -1,7 +1,7 @@
 //! The README's lab commands as an operator types them: `pcipool lab up` with the shipped 3-host lab
 //! (n1 and n2 lend two NVMe drives each, one with SR-IOV; n3 borrows), `pcipool borrow --class nvme
-//! --host n3`, `pcipool lab exec`, `pcipool release`, `pcipool lab status`, `pcipool lab down`, each a
-//! process of its own.
+//! --host n3`, `pcipool lab exec`, `pcipool release`, `pcipool lab status`, `pcipool lab kill` and
+//! `start` (a failure drill), `pcipool lab down`, each a process of its own.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -159,6 +159,29 @@ fn the_shipped_lab_lends_a_drive_to_n3_through_the_cli_and_goes_down() {
         &token,
     );
     let verify = pcipool(&["audit", "verify"], &url, &token);
+    let unknown = pcipool(
+        &["lab", "exec", "--dir", &d, "n9", "--", "true"],
+        &url,
+        &token,
+    );
+
+    // A failure drill: n3 loses power, then boots again with its agent.
+    let running = |name: &str| {
+        let status = pcipool(&["lab", "status", "--dir", &d, "--json"], &url, &token);
+        serde_json::from_str::<serde_json::Value>(&status.stdout)
+            .ok()
+            .and_then(|s| {
+                s["hosts"]
+                    .as_array()?
+                    .iter()
+                    .find(|h| h["node"] == name)
+                    .and_then(|h| h["running"].as_bool())
+            })
+    };
+    let killed = pcipool(&["lab", "kill", "--dir", &d, "n3"], &url, &token);
+    let after_kill = running("n3");
+    let started = pcipool(&["lab", "start", "--dir", &d, "n3"], &url, &token);
+    let after_start = running("n3");
 
     let down = pcipool(&["lab", "down", "--dir", &d], &url, &token);
     let exited = (0..300).find_map(|_| {
@@ -183,6 +206,8 @@ fn the_shipped_lab_lends_a_drive_to_n3_through_the_cli_and_goes_down() {
             ),
             (
                 failing.code,
+                unknown.code,
+                (killed.code, after_kill, started.code, after_start),
                 verify.code,
                 down.code,
                 exited.map(|s| s.code()),
@@ -208,6 +233,8 @@ fn the_shipped_lab_lends_a_drive_to_n3_through_the_cli_and_goes_down() {
             ),
             (
                 Some(7),
+                Some(4),
+                (Some(0), Some(false), Some(0), Some(true)),
                 Some(0),
                 Some(0),
                 Some(Some(0)),
@@ -215,10 +242,11 @@ fn the_shipped_lab_lends_a_drive_to_n3_through_the_cli_and_goes_down() {
                 String::new(),
             ),
         ),
-        "borrow: {} {}\nqualify: {}\nrelease: {}",
+        "borrow: {} {}\nqualify: {}\nrelease: {}\nstart: {}",
         borrowed.stdout,
         borrowed.stderr,
         qualify.stdout.chars().take(400).collect::<String>(),
         released.stderr,
+        started.stderr,
     );
 }
