@@ -220,19 +220,34 @@ impl QemuFabric {
         Ok(())
     }
 
-    /// A root port of `node` with nothing in it (`query-pci` shows no device behind it).
-    fn free_slot(&self, node: NodeId) -> Result<String, FabricError> {
-        let guest = &self.guests[&node];
+    /// The hot-plug root ports of `node` with nothing in them now (`query-pci` shows no device behind
+    /// them), in slot order: where a lend to `node` can go.
+    ///
+    /// # Errors
+    /// The guest cannot be asked.
+    pub fn free_slots(&self, node: NodeId) -> Result<Vec<String>, FabricError> {
+        let guest = self
+            .guests
+            .get(&node)
+            .ok_or_else(|| FabricError::Failed(format!("{node} is not a guest of this fabric")))?;
         let mut qmp = self.connect(node)?;
         let pci = qmp
             .execute("query-pci", json!({}), COMMAND)
             .map_err(failed)?;
         let busy = occupied_ports(&pci);
-        guest
+        Ok(guest
             .free_slots
             .iter()
-            .find(|s| !busy.contains(s))
+            .filter(|s| !busy.contains(s))
             .cloned()
+            .collect())
+    }
+
+    /// A root port of `node` with nothing in it.
+    fn free_slot(&self, node: NodeId) -> Result<String, FabricError> {
+        self.free_slots(node)?
+            .into_iter()
+            .next()
             .ok_or_else(|| FabricError::NoCapacity(format!("no free hot-plug slot on {node}")))
     }
 }

@@ -29,6 +29,20 @@ pub(crate) enum Request {
     Start {
         node: String,
     },
+    /// The hardware's view: where each drive is, each guest's free slots.
+    Fabric,
+    KillController,
+    StartController,
+    KillAgent {
+        node: String,
+    },
+    StartAgent {
+        node: String,
+    },
+    Link {
+        node: String,
+        up: bool,
+    },
     Down,
 }
 
@@ -47,6 +61,8 @@ pub enum Answer {
     },
     /// Done (a guest killed or booted again).
     Done,
+    /// The hardware's view.
+    Fabric(FabricView),
     /// The lab is stopping.
     Stopping,
     /// The lab has no such host.
@@ -74,6 +90,8 @@ pub struct LabStatus {
     pub url: String,
     /// The file holding the controller's admin token.
     pub admin_token_file: PathBuf,
+    /// The file holding a tenant's token (tenant `tenant`).
+    pub tenant_token_file: PathBuf,
     /// The controller's process id while it runs.
     pub controller_pid: Option<u32>,
     /// The guests.
@@ -110,6 +128,26 @@ pub struct DriveStatus {
     pub held_by: String,
     /// Its state in the controller.
     pub state: String,
+}
+
+/// Where the lendable drives are and what room the guests have, as QEMU says.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FabricView {
+    /// Every lendable drive.
+    pub drives: Vec<DriveView>,
+    /// Each guest's free hot-plug slots (None: its QEMU does not run).
+    pub free_slots: std::collections::BTreeMap<NodeId, Option<usize>>,
+}
+
+/// Where one drive is.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DriveView {
+    /// Its fabric device id.
+    pub fdid: Fdid,
+    /// The guest whose QEMU holds its image (None: no guest does).
+    pub holder: Option<NodeId>,
+    /// The guests whose PCI tree has it.
+    pub in_pci_tree: Vec<NodeId>,
 }
 
 /// The control socket's server: one thread accepting, one per connection.
@@ -193,6 +231,21 @@ fn answer(
         },
         Ok(Request::Kill { node }) => on_host(&node, |n| lab.kill_host(n)),
         Ok(Request::Start { node }) => on_host(&node, |n| lab.restart_host(n)),
+        Ok(Request::Fabric) => match lab.fabric_view() {
+            Ok(view) => Answer::Fabric(view),
+            Err(e) => Answer::failed(&e),
+        },
+        Ok(Request::KillController) => {
+            lab.kill_controller();
+            Answer::Done
+        }
+        Ok(Request::StartController) => match lab.restart_controller() {
+            Ok(()) => Answer::Done,
+            Err(e) => Answer::failed(&e),
+        },
+        Ok(Request::KillAgent { node }) => on_host(&node, |n| lab.kill_agent(n)),
+        Ok(Request::StartAgent { node }) => on_host(&node, |n| lab.start_agent_again(n)),
+        Ok(Request::Link { node, up }) => on_host(&node, |n| lab.set_link(n, up)),
         Ok(Request::Down) => match down.send(()) {
             Ok(()) => Answer::Stopping,
             Err(_) => Answer::Error("the lab is already stopping".into()),
@@ -230,4 +283,166 @@ pub(crate) fn ask(dir: &Path, request: &Request, within: Duration) -> Result<Ans
         .read_line(&mut line)
         .map_err(LabError::io("reading the lab's answer"))?;
     serde_json::from_str(&line).map_err(|e| LabError::Control(format!("{e}: {line:?}")))
+}
+
+/// A client of a running lab's control socket, for programs that drive the lab from outside (the
+/// validation suites' lab target). Each call is one request and its answer; the lab's refusals come
+/// back as [`LabError`]s.
+#[derive(Debug, Clone)]
+pub struct LabClient {
+    dir: PathBuf,
+}
+
+/// How long a host may take to boot again and register; other requests answer sooner.
+const BOOT_WITHIN: Duration = Duration::from_secs(300);
+const ANSWER_WITHIN: Duration = Duration::from_secs(60);
+
+impl LabClient {
+    /// A client of the lab in `dir` (nothing is asked yet).
+    #[must_use]
+    pub fn new(dir: &Path) -> Self {
+        Self {
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    fn ask(&self, request: &Request, within: Duration) -> Result<Answer, LabError> {
+        match ask(&self.dir, request, within)? {
+            Answer::NoSuchHost(node) => Err(LabError::NoSuchHost(node)),
+            Answer::Error(e) => Err(LabError::Control(e)),
+            other => Ok(other),
+        }
+    }
+
+    fn done(&self, request: &Request, within: Duration) -> Result<(), LabError> {
+        match self.ask(request, within)? {
+            Answer::Done => Ok(()),
+            other => Err(LabError::Control(format!("unexpected answer {other:?}"))),
+        }
+    }
+
+    /// The lab's state.
+    ///
+    /// # Errors
+    /// No lab runs there, or it answers something else.
+    pub fn status(&self) -> Result<LabStatus, LabError> {
+        match self.ask(&Request::Status, ANSWER_WITHIN)? {
+            Answer::Status(s) => Ok(s),
+            other => Err(LabError::Control(format!("unexpected answer {other:?}"))),
+        }
+    }
+
+    /// The hardware's view.
+    ///
+    /// # Errors
+    /// No lab runs there; QEMU could not be asked.
+    pub fn fabric(&self) -> Result<FabricView, LabError> {
+        match self.ask(&Request::Fabric, ANSWER_WITHIN)? {
+            Answer::Fabric(v) => Ok(v),
+            other => Err(LabError::Control(format!("unexpected answer {other:?}"))),
+        }
+    }
+
+    /// Runs `command` in `node`'s shell: (exit status, output).
+    ///
+    /// # Errors
+    /// No lab runs there; no such host; the guest did not answer in time.
+    pub fn exec(
+        &self,
+        node: NodeId,
+        command: &str,
+        within: Duration,
+    ) -> Result<(i32, String), LabError> {
+        let request = Request::Exec {
+            node: node.to_string(),
+            command: command.to_owned(),
+            timeout_secs: within.as_secs().max(1),
+        };
+        match self.ask(&request, within + Duration::from_secs(5))? {
+            Answer::Ran { status, output } => Ok((status, output)),
+            other => Err(LabError::Control(format!("unexpected answer {other:?}"))),
+        }
+    }
+
+    /// Kills `node`'s QEMU (the host loses power).
+    ///
+    /// # Errors
+    /// No lab runs there; no such host.
+    pub fn kill_host(&self, node: NodeId) -> Result<(), LabError> {
+        self.done(
+            &Request::Kill {
+                node: node.to_string(),
+            },
+            ANSWER_WITHIN,
+        )
+    }
+
+    /// Boots `node` again and waits for its agent.
+    ///
+    /// # Errors
+    /// No lab runs there; no such host; it does not come up.
+    pub fn start_host(&self, node: NodeId) -> Result<(), LabError> {
+        self.done(
+            &Request::Start {
+                node: node.to_string(),
+            },
+            BOOT_WITHIN,
+        )
+    }
+
+    /// SIGKILLs the controller.
+    ///
+    /// # Errors
+    /// No lab runs there.
+    pub fn kill_controller(&self) -> Result<(), LabError> {
+        self.done(&Request::KillController, ANSWER_WITHIN)
+    }
+
+    /// Starts the controller again on its store.
+    ///
+    /// # Errors
+    /// No lab runs there; it does not start.
+    pub fn start_controller(&self) -> Result<(), LabError> {
+        self.done(&Request::StartController, ANSWER_WITHIN)
+    }
+
+    /// SIGKILLs `node`'s agent.
+    ///
+    /// # Errors
+    /// No lab runs there; no such host; no agent runs there.
+    pub fn kill_agent(&self, node: NodeId) -> Result<(), LabError> {
+        self.done(
+            &Request::KillAgent {
+                node: node.to_string(),
+            },
+            ANSWER_WITHIN,
+        )
+    }
+
+    /// Starts `node`'s agent again and waits until it is up.
+    ///
+    /// # Errors
+    /// No lab runs there; no such host; the agent does not come up.
+    pub fn start_agent(&self, node: NodeId) -> Result<(), LabError> {
+        self.done(
+            &Request::StartAgent {
+                node: node.to_string(),
+            },
+            BOOT_WITHIN,
+        )
+    }
+
+    /// Cuts or restores `node`'s network link.
+    ///
+    /// # Errors
+    /// No lab runs there; no such host; QEMU refuses.
+    pub fn set_link(&self, node: NodeId, up: bool) -> Result<(), LabError> {
+        self.done(
+            &Request::Link {
+                node: node.to_string(),
+                up,
+            },
+            ANSWER_WITHIN,
+        )
+    }
 }

@@ -111,6 +111,40 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// The controller's tokens: the admin's and the agents' (`controller/admin.token`, `agent.token`), and a
+/// tenant's (`controller/tenant.token`, tenant `tenant`) for trying what a tenant may not do. All three
+/// are in `controller/tokens.toml`, the controller's `--tokens` file; a restarted lab keeps them.
+struct Tokens {
+    admin: String,
+    agent: String,
+}
+
+impl Tokens {
+    fn write(dir: &Path) -> Result<Self, LabError> {
+        std::fs::create_dir_all(dir).map_err(LabError::io("creating controller/"))?;
+        let token = |name: &str| {
+            pcipool_serve::tokens::token_file(dir, name)
+                .map_err(|e| LabError::Setup(format!("controller/{name}: {e}")))
+        };
+        let (admin, agent, tenant) = (
+            token("admin.token")?,
+            token("agent.token")?,
+            token("tenant.token")?,
+        );
+        let file = format!(
+            "[[token]]\nname = \"admin\"\nrole = \"admin\"\ntoken = \"{admin}\"\n\n\
+             [[token]]\nname = \"agent\"\nrole = \"agent\"\ntoken = \"{agent}\"\n\n\
+             [[token]]\nname = \"tenant\"\nrole = \"tenant\"\ntoken = \"{tenant}\"\n"
+        );
+        let path = dir.join("tokens.toml");
+        std::fs::write(&path, file).map_err(LabError::io("writing controller/tokens.toml"))?;
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+            .map_err(LabError::io("restricting controller/tokens.toml"))?;
+        Ok(Self { admin, agent })
+    }
+}
+
 fn free_port() -> Result<u16, LabError> {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -273,6 +307,7 @@ impl Lab {
             p => p,
         };
         let controller_dir = dir.join("controller");
+        let tokens = Tokens::write(&controller_dir)?;
         let mut controller = ControllerProcess::new(
             &opts.pcipool,
             vec![
@@ -286,18 +321,18 @@ impl Lab {
                 "whole-device".into(),
                 "--agent-timeout".into(),
                 opts.agent_timeout.as_secs().max(1).to_string(),
+                "--tokens".into(),
+                controller_dir.join("tokens.toml").display().to_string(),
                 "--listen".into(),
                 format!("127.0.0.1:{port}"),
             ],
             &controller_dir,
         );
         controller.start(Duration::from_secs(30))?;
-        let token = |name: &str| {
-            std::fs::read_to_string(controller_dir.join(name))
-                .map(|t| t.trim().to_owned())
-                .map_err(LabError::io(format!("reading controller/{name}")))
-        };
-        let (admin_token, agent_token) = (token("admin.token")?, token("agent.token")?);
+        let Tokens {
+            admin: admin_token,
+            agent: agent_token,
+        } = tokens;
 
         let relay = format!("{relay_program} relay 127.0.0.1:{port}");
         let hosts = Self::boot(&desc, &dir, &kernel, &initrd, &images, &relay, opts)?;
@@ -318,7 +353,7 @@ impl Lab {
             agent_token,
         };
         for node in lab.hosts.keys() {
-            lab.start_agent(*node, opts.heartbeat)?;
+            lab.start_agent(*node, opts.heartbeat, true)?;
         }
         lab.wait_for_agents(opts.register_within)?;
         Ok(lab)
@@ -378,7 +413,7 @@ impl Lab {
 
     /// Configures the guest's NIC and starts its agent: a lender's pool is its lendable drives; a
     /// host with none only borrows.
-    fn start_agent(&self, node: NodeId, heartbeat: Duration) -> Result<(), LabError> {
+    fn start_agent(&self, node: NodeId, heartbeat: Duration, booted: bool) -> Result<(), LabError> {
         let host = self.host(node)?;
         let pool: Vec<String> = host
             .spec
@@ -397,11 +432,9 @@ impl Lab {
             host.agent_port,
             heartbeat.as_millis()
         );
-        for step in [
-            GUEST_NET,
-            "mkdir -p /var/lib/pcipool-agent",
-            command.as_str(),
-        ] {
+        // A guest just booted has no network yet; one whose agent died has.
+        let net = if booted { GUEST_NET } else { "true" };
+        for step in [net, "mkdir -p /var/lib/pcipool-agent", command.as_str()] {
             let ran = self.exec(node, step, Duration::from_secs(60))?;
             if ran.status != 0 {
                 return Err(LabError::Setup(format!(
@@ -506,8 +539,82 @@ impl Lab {
             write(&vm_dir.join("qemu.pid"), &fresh.pid().to_string())?;
             *vm = fresh;
         }
-        self.start_agent(node, self.opts.heartbeat)?;
+        self.start_agent(node, self.opts.heartbeat, true)?;
         self.wait_for_agents(self.opts.register_within)
+    }
+
+    /// SIGKILLs the guest's agent; the guest runs on, its devices as they were.
+    ///
+    /// # Errors
+    /// No such host; the guest does not answer, or has no agent running.
+    pub fn kill_agent(&self, node: NodeId) -> Result<(), LabError> {
+        let ran = self.exec(
+            node,
+            "p=$(pidof pcipool) && kill -9 $p",
+            Duration::from_secs(20),
+        )?;
+        if ran.status != 0 {
+            return Err(LabError::Setup(format!(
+                "{node} has no agent to kill: {}",
+                ran.output.trim()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Starts the guest's agent again after it was killed, and returns once every agent is up.
+    ///
+    /// # Errors
+    /// No such host; the agent does not come up.
+    pub fn start_agent_again(&self, node: NodeId) -> Result<(), LabError> {
+        self.start_agent(node, self.opts.heartbeat, false)?;
+        self.wait_for_agents(self.opts.register_within)
+    }
+
+    /// Cuts (`up` false) or restores the guest's network link (QMP `set_link`): its agent and the
+    /// controller no longer reach each other; the fabric (QEMU) still reaches the guest's slots.
+    ///
+    /// # Errors
+    /// No such host; QEMU refuses.
+    pub fn set_link(&self, node: NodeId, up: bool) -> Result<(), LabError> {
+        self.host(node)?;
+        let qmp_path = self.dir.join("hosts").join(node.to_string()).join("qmp.sock");
+        let mut qmp = pcipool_fabric_qemu::Qmp::connect(&qmp_path, Duration::from_secs(10))
+            .map_err(|e| LabError::Setup(format!("{node}'s QMP: {e}")))?;
+        qmp.execute(
+            "set_link",
+            serde_json::json!({ "name": "net0", "up": up }),
+            Duration::from_secs(10),
+        )
+        .map_err(|e| LabError::Setup(format!("{node}: set_link: {e}")))?;
+        Ok(())
+    }
+
+    /// Where each lendable drive is, as QEMU says (whose QEMU holds its image, whose PCI tree has
+    /// it), and each guest's free hot-plug slots: the hardware's view, independent of the store.
+    ///
+    /// # Errors
+    /// A running guest that cannot be asked.
+    pub fn fabric_view(&self) -> Result<crate::FabricView, LabError> {
+        let failed = |e: pcipool_backend::FabricError| LabError::Setup(format!("QMP: {e}"));
+        let mut drives = Vec::new();
+        for (fdid, _) in self.desc.lent_drives() {
+            drives.push(crate::DriveView {
+                fdid,
+                holder: self.fabric.holder(fdid).map_err(failed)?,
+                in_pci_tree: self.fabric.in_pci_tree(fdid).map_err(failed)?,
+            });
+        }
+        let mut free_slots = BTreeMap::new();
+        for node in self.hosts.keys() {
+            let free = match self.fabric.free_slots(*node) {
+                Ok(free) => Some(free.len()),
+                Err(pcipool_backend::FabricError::HostDown(_)) => None,
+                Err(e) => return Err(failed(e)),
+            };
+            free_slots.insert(*node, free);
+        }
+        Ok(crate::FabricView { drives, free_slots })
     }
 
     /// SIGKILLs the controller.
@@ -599,6 +706,7 @@ impl Lab {
             dir: self.dir.clone(),
             url: self.url.clone(),
             admin_token_file: self.dir.join("controller/admin.token"),
+            tenant_token_file: self.dir.join("controller/tenant.token"),
             controller_pid,
             hosts,
         }

@@ -7,7 +7,8 @@
 //! Files under the lab's directory (`--dir`, default `$TMPDIR/pcipool-lab`):
 //! - `lab.sock`: the running lab's control socket (`lab status`, `lab exec`, `lab down`);
 //! - `lab.toml` and `fabric.toml`: the description it runs and the controller's fabric made from it;
-//! - `controller/`: the store (`pool.db`), `admin.token`, `agent.token`, `server.log`, `server.pid`;
+//! - `controller/`: the store (`pool.db`), `admin.token`, `agent.token`, `tenant.token` (all three in
+//!   `tokens.toml`, the controller's `--tokens`), `server.log`, `server.pid`;
 //! - `hosts/NODE/`: `qmp.sock`, `serial.log` (the guest's console), `qemu.pid`;
 //! - `images/SERIAL.img`: each drive's raw image, kept across `down` and `up`;
 //! - `initramfs.cpio`: busybox, the guest modules, this `pcipool` and the machine's `pci.ids`.
@@ -21,7 +22,7 @@ mod lab;
 
 use std::path::{Path, PathBuf};
 
-pub use control::{Answer, DriveStatus, HostStatus, LabStatus};
+pub use control::{Answer, DriveStatus, DriveView, FabricView, HostStatus, LabClient, LabStatus};
 pub use lab::{GUEST_MODULES, Lab, Options};
 
 /// Why the lab could not do what was asked.

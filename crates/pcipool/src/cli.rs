@@ -282,8 +282,12 @@ pub struct ValidateArgs {
     pub reports: Vec<PathBuf>,
     /// Validate a running simulated pool instead of the embedded lab: its fabric's URL (`pcipool sim
     /// serve`); the controller is $PCIPOOL_URL with an operator token in $PCIPOOL_TOKEN.
-    #[arg(long, value_name = "URL")]
+    #[arg(long, value_name = "URL", conflicts_with = "lab_dir")]
     pub fabric_url: Option<String>,
+    /// Validate a running VM lab (`pcipool lab up --dir DIR`): real kernels, real faults; the
+    /// controller, its tokens and the guests are found through the lab's control socket.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["fabric", "policy"])]
+    pub lab_dir: Option<PathBuf>,
     /// A tenant token that does not own the suites' leases (the isolation suite tries to release them
     /// with it); needed to run isolation against a running pool.
     #[arg(

@@ -84,6 +84,7 @@ pub fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                     fabric_url,
                     intruder_token: a.intruder_token,
                 }),
+                lab: a.lab_dir,
                 scratch: std::env::temp_dir()
                     .join(format!("pcipool-validate-{}", std::process::id())),
             };

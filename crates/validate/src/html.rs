@@ -97,6 +97,7 @@ table { border-collapse: collapse; margin: 1em 0; }
 th, td { border: 1px solid #ccc; padding: 4px 8px; text-align: left; vertical-align: top; }
 td.num { text-align: right; }
 tr.failed td { background: #fde2e2; }
+tr.not-run td { background: #eee; color: #555; }
 .verdict-pass { color: #17692c; } .verdict-fail { color: #a11; }
 pre { margin: 0; font-size: 12px; white-space: pre-wrap; }
 </style></head><body>
@@ -119,7 +120,7 @@ pre { margin: 0; font-size: 12px; white-space: pre-wrap; }
         esc(&r.version)
     );
     out.push_str(
-        r#"<h2>Summary</h2><table id="summary"><thead><tr><th>suite</th><th>checks</th><th>passed</th><th>failed</th><th>slowest step</th></tr></thead><tbody>"#,
+        r#"<h2>Summary</h2><table id="summary"><thead><tr><th>suite</th><th>checks</th><th>passed</th><th>failed</th><th>not run</th><th>slowest step</th></tr></thead><tbody>"#,
     );
     for s in &report.suites {
         let slowest = s.slowest.as_ref().map_or_else(String::new, |(n, t, us)| {
@@ -127,12 +128,13 @@ pre { margin: 0; font-size: 12px; white-space: pre-wrap; }
         });
         let _ = write!(
             out,
-            r#"<tr class="{}"><td>{}</td><td class="num">{}</td><td class="num">{}</td><td class="num">{}</td><td>{slowest}</td></tr>"#,
+            r#"<tr class="{}"><td>{}</td><td class="num">{}</td><td class="num">{}</td><td class="num">{}</td><td class="num">{}</td><td>{slowest}</td></tr>"#,
             if s.failed > 0 { "failed" } else { "passed" },
             s.suite.name(),
             s.run,
             s.passed,
-            s.failed
+            s.failed,
+            s.not_run
         );
     }
     out.push_str("</tbody></table>");
@@ -154,11 +156,19 @@ pre { margin: 0; font-size: 12px; white-space: pre-wrap; }
             let _ = write!(
                 out,
                 r#"<tr class="{}"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class="num">{:.2}</td><td><pre>{}</pre></td></tr>"#,
-                if c.passed { "passed" } else { "failed" },
+                match (c.passed, c.failed()) {
+                    (true, _) => "passed",
+                    (false, true) => "failed",
+                    (false, false) => "not-run",
+                },
                 c.suite.name(),
                 esc(&c.name),
                 esc(&c.target),
-                if c.passed { "pass" } else { "FAIL" },
+                match (c.passed, c.failed()) {
+                    (true, _) => "pass",
+                    (false, true) => "FAIL",
+                    (false, false) => "NOT RUN",
+                },
                 c.micros as f64 / 1000.0,
                 esc(&c.evidence.join("\n"))
             );
@@ -206,6 +216,7 @@ mod tests {
                 passed: false,
                 evidence: vec!["\"quoted\"".into()],
                 micros: 1500,
+                not_run: None,
             }],
         );
         let html = to_html(&report);

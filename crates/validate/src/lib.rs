@@ -16,8 +16,10 @@
 //! - [`sim_target`]: the simulated lab as a target.
 #![deny(missing_docs)]
 
+mod control_plane;
 pub mod datapath;
 pub mod html;
+pub mod lab_target;
 pub mod remote_target;
 pub mod report;
 pub mod session;
@@ -33,7 +35,7 @@ pub use target::Target;
 pub fn run(t: &dyn Target, o: &Options, progress: &mut dyn FnMut(&Progress)) -> Vec<Check> {
     let mut checks = Vec::new();
     for suite in &o.suites {
-        let failed = checks.iter().filter(|c: &&Check| !c.passed).count();
+        let failed = checks.iter().filter(|c: &&Check| c.failed()).count();
         let found = match suite {
             Suite::Cycles => suites::cycles(t, o, progress, failed),
             Suite::Isolation => suites::isolation(t, o, progress, failed),

@@ -9,31 +9,19 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use crate::target::{Audited, Fault, Free, Held, PoolDevice, Seen, Target};
-use pcipool_client::{Client, ClientError};
+use crate::control_plane::ControlPlane;
+use crate::target::{Audited, Fault, Free, Held, PoolDevice, Seen, Target, ntb_free};
 use pcipool_fabric::{Fdid, LeaseId, NodeId};
-use pcipool_pool::schedule::{DeviceInfo, Selector};
 use pcipool_qualify::AccessModel;
-use pcipool_wire::BorrowRequest;
 use serde_json::Value;
 
 use pcipool_sim_server::probe::Probe;
 
 /// A running pool reached over HTTP.
 pub struct RemoteTarget {
-    operator: Client,
-    intruder: Option<Client>,
+    pool: ControlPlane,
     fabric: String,
     http: ureq::Agent,
-    infos: BTreeMap<Fdid, DeviceInfo>,
-    hosts: Vec<NodeId>,
-}
-
-fn text(e: &ClientError) -> String {
-    match e {
-        ClientError::Api { code, message, .. } => format!("{code}: {message}"),
-        other => other.to_string(),
-    }
 }
 
 impl RemoteTarget {
@@ -47,26 +35,10 @@ impl RemoteTarget {
         intruder_token: Option<&str>,
         fabric: &str,
     ) -> Result<Self, String> {
-        let operator = Client::new(url, token);
-        let mut infos = BTreeMap::new();
-        for d in operator.devices().map_err(|e| text(&e))? {
-            let detail = operator.device(&d.fdid.to_string()).map_err(|e| text(&e))?;
-            infos.insert(d.fdid, detail.info);
-        }
-        let hosts = operator
-            .hosts()
-            .map_err(|e| text(&e))?
-            .into_iter()
-            .map(|h| h.node)
-            .collect();
-        let http = pcipool_client::http_agent(Duration::from_secs(30));
         Ok(Self {
-            operator,
-            intruder: intruder_token.map(|t| Client::new(url, t)),
+            pool: ControlPlane::connect(url, token, intruder_token)?,
             fabric: fabric.trim_end_matches('/').to_owned(),
-            http,
-            infos,
-            hosts,
+            http: pcipool_client::http_agent(Duration::from_secs(30)),
         })
     }
 
@@ -96,6 +68,7 @@ impl RemoteTarget {
     /// The function a device's steps act on (a VF's own address).
     fn function(&self, fdid: Fdid) -> (NodeId, pcipool_pcie::Bdf) {
         let bdf = self
+            .pool
             .infos
             .get(&fdid)
             .and_then(|i| i.function)
@@ -135,28 +108,11 @@ impl RemoteTarget {
 
 impl Target for RemoteTarget {
     fn devices(&self) -> Vec<PoolDevice> {
-        self.operator
-            .devices()
-            .unwrap_or_default()
-            .into_iter()
-            .map(|d| PoolDevice {
-                models: self
-                    .infos
-                    .get(&d.fdid)
-                    .map(|i| i.models.clone())
-                    .unwrap_or_default(),
-                fdid: d.fdid,
-                state: d.state,
-            })
-            .collect()
+        self.pool.devices()
     }
 
     fn borrowers(&self, fdid: Fdid) -> Vec<NodeId> {
-        self.hosts
-            .iter()
-            .copied()
-            .filter(|n| *n != fdid.node)
-            .collect()
+        self.pool.borrowers(fdid)
     }
 
     fn borrow_for(
@@ -167,49 +123,15 @@ impl Target for RemoteTarget {
         borrower: NodeId,
         duration: Option<u64>,
     ) -> Result<Held, String> {
-        let granted = self
-            .operator
-            .borrow(&BorrowRequest {
-                selector: Selector {
-                    fdid: Some(fdid),
-                    ..Selector::default()
-                },
-                count: 1,
-                model,
-                borrower,
-                duration_secs: duration,
-                max_sharers: None,
-                request_id: None,
-                wait: true,
-            })
-            .map_err(|e| text(&e))?;
-        granted
-            .first()
-            .map(|g| Held {
-                lease: g.lease_id,
-                fdid: g.fdid,
-                borrower,
-                attached: g.attached,
-            })
-            .ok_or_else(|| "nothing granted".to_owned())
+        self.pool.borrow(fdid, model, borrower, duration)
     }
 
     fn release(&self, tenant: Option<&str>, lease: LeaseId) -> Result<(), String> {
-        let client = match tenant {
-            Some("intruder") => self
-                .intruder
-                .as_ref()
-                .ok_or_else(|| "no intruder token given (--intruder-token)".to_owned())?,
-            _ => &self.operator,
-        };
-        client.release(lease.0).map_err(|e| text(&e))
+        self.pool.release(tenant, lease)
     }
 
     fn state(&self, fdid: Fdid) -> Option<String> {
-        self.operator
-            .device(&fdid.to_string())
-            .ok()
-            .map(|d| d.state)
+        self.pool.state(fdid)
     }
 
     fn at_baseline(&self, fdid: Fdid) -> Option<bool> {
@@ -242,7 +164,7 @@ impl Target for RemoteTarget {
             .map(
                 |(a, v)| match (v[0].as_u64(), v[1].as_u64(), v[2].as_u64()) {
                     (Some(windows), Some(lut), Some(aperture)) => {
-                        Ok((a.clone(), (windows, lut, aperture)))
+                        Ok((a.clone(), ntb_free((windows, lut, aperture))))
                     }
                     _ => Err(format!(
                         "adapter {a}: free resources {v} are not three counts"
@@ -298,37 +220,19 @@ impl Target for RemoteTarget {
     }
 
     fn audit_after(&self, seq: u64) -> Seen<Vec<Audited>> {
-        Ok(self
-            .operator
-            .audit(seq + 1, 10_000)
-            .map_err(|e| text(&e))?
-            .into_iter()
-            .map(|a| Audited {
-                seq: a.seq,
-                actor: a.actor,
-                action: a.action,
-                target: a.target,
-                result: a.result,
-            })
-            .collect())
+        self.pool.audit_after(seq)
     }
 
     fn audit_head(&self) -> u64 {
-        self.operator.audit_verify().map_or(0, |v| v.records)
+        self.pool.audit_head()
     }
 
     fn drain(&self, fdid: Fdid) -> Result<(), String> {
-        self.operator
-            .device_action(&fdid.to_string(), pcipool_wire::DeviceAction::Drain)
-            .map(|_| ())
-            .map_err(|e| text(&e))
+        self.pool.act(fdid, pcipool_wire::DeviceAction::Drain)
     }
 
     fn undrain(&self, fdid: Fdid) -> Result<(), String> {
-        self.operator
-            .device_action(&fdid.to_string(), pcipool_wire::DeviceAction::Undrain)
-            .map(|_| ())
-            .map_err(|e| text(&e))
+        self.pool.act(fdid, pcipool_wire::DeviceAction::Undrain)
     }
 
     fn reset_methods(&self, fdid: Fdid) -> Vec<pcipool_pcie::ResetMethod> {
@@ -356,7 +260,7 @@ impl Target for RemoteTarget {
     }
 
     fn bar_restorable(&self, fdid: Fdid) -> Option<bool> {
-        let size = self.infos.get(&fdid)?.bars.iter().find(|(i, _)| *i == 0)?.1;
+        let size = self.pool.infos.get(&fdid)?.bars.iter().find(|(i, _)| *i == 0)?.1;
         let (node, bdf) = self.function(fdid);
         self.probe(&Probe::BarAddress { node, bdf, size })
             .ok()?
@@ -365,7 +269,7 @@ impl Target for RemoteTarget {
     }
 
     fn siblings(&self, fdid: Fdid) -> Seen<Vec<Fdid>> {
-        Ok(crate::target::siblings_among(self.infos.keys(), fdid))
+        Ok(crate::target::siblings_among(self.pool.infos.keys(), fdid))
     }
 
     fn event_mark(&self) -> Seen<usize> {
@@ -407,28 +311,20 @@ impl Target for RemoteTarget {
     }
 
     fn clear_quarantine(&self, fdid: Fdid) -> Result<(), String> {
-        self.operator
-            .device_action(
-                &fdid.to_string(),
-                pcipool_wire::DeviceAction::ClearQuarantine,
-            )
-            .map(|_| ())
-            .map_err(|e| text(&e))
+        self.pool
+            .act(fdid, pcipool_wire::DeviceAction::ClearQuarantine)
     }
 
     fn leases_of(&self, fdid: Fdid) -> Seen<Vec<LeaseId>> {
-        self.operator
-            .device(&fdid.to_string())
-            .map(|d| d.leases.iter().map(|l| l.lease_id).collect())
-            .map_err(|e| text(&e))
+        self.pool.leases_of(fdid)
     }
 
     fn audit_intact(&self) -> bool {
-        self.operator.audit_verify().is_ok_and(|v| v.ok)
+        self.pool.audit_intact()
     }
 
     fn native_driver(&self, fdid: Fdid) -> Option<String> {
-        self.infos.get(&fdid).and_then(|i| i.driver.clone())
+        self.pool.infos.get(&fdid).and_then(|i| i.driver.clone())
     }
 
     fn lender_unbind(&self, fdid: Fdid) -> Result<(), String> {

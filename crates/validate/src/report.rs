@@ -89,6 +89,18 @@ pub struct Check {
     pub evidence: Vec<String>,
     /// How long the step it checks took, microseconds.
     pub micros: u64,
+    /// Why it was not run (the target cannot make what it needs, e.g. inject that fault): neither
+    /// passed nor failed, and said so in every report.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub not_run: Option<String>,
+}
+
+impl Check {
+    /// It ran and did not hold.
+    #[must_use]
+    pub fn failed(&self) -> bool {
+        !self.passed && self.not_run.is_none()
+    }
 }
 
 /// A suite's totals.
@@ -102,6 +114,8 @@ pub struct SuiteSummary {
     pub passed: usize,
     /// Checks that failed.
     pub failed: usize,
+    /// Checks not run, each with its reason.
+    pub not_run: usize,
     /// The slowest step: (check, target, microseconds).
     pub slowest: Option<(String, String, u64)>,
 }
@@ -142,6 +156,7 @@ impl Report {
                 continue;
             }
             let passed = of.iter().filter(|c| c.passed).count();
+            let failed = of.iter().filter(|c| c.failed()).count();
             let slowest = of
                 .iter()
                 .max_by_key(|c| c.micros)
@@ -150,7 +165,8 @@ impl Report {
                 suite,
                 run: of.len(),
                 passed,
-                failed: of.len() - passed,
+                failed,
+                not_run: of.len() - passed - failed,
                 slowest,
             });
         }
@@ -161,16 +177,16 @@ impl Report {
         }
     }
 
-    /// No check failed (and at least one ran).
+    /// No check failed (and at least one ran and held).
     pub fn passed(&self) -> bool {
-        !self.checks.is_empty() && self.checks.iter().all(|c| c.passed)
+        self.checks.iter().any(|c| c.passed) && !self.checks.iter().any(Check::failed)
     }
 
     /// The terminal summary: one line per suite, then every failure with its evidence.
     pub fn summary_table(&self) -> String {
         let mut out = format!(
-            "{:<10} {:>7} {:>7} {:>7}  SLOWEST STEP\n",
-            "SUITE", "CHECKS", "PASSED", "FAILED"
+            "{:<10} {:>7} {:>7} {:>7} {:>7}  SLOWEST STEP\n",
+            "SUITE", "CHECKS", "PASSED", "FAILED", "NOT RUN"
         );
         for s in &self.suites {
             let slowest = s.slowest.as_ref().map_or_else(String::new, |(n, t, us)| {
@@ -178,14 +194,23 @@ impl Report {
             });
             let _ = writeln!(
                 out,
-                "{:<10} {:>7} {:>7} {:>7}  {slowest}",
+                "{:<10} {:>7} {:>7} {:>7} {:>7}  {slowest}",
                 s.suite.name(),
                 s.run,
                 s.passed,
-                s.failed
+                s.failed,
+                s.not_run
             );
         }
-        let failures: Vec<&Check> = self.checks.iter().filter(|c| !c.passed).collect();
+        let skipped: Vec<&Check> = self.checks.iter().filter(|c| c.not_run.is_some()).collect();
+        if !skipped.is_empty() {
+            let _ = writeln!(out, "\nNot run:");
+            for c in skipped {
+                let why = c.not_run.as_deref().unwrap_or_default();
+                let _ = writeln!(out, "- {} / {} on {}: {why}", c.suite, c.name, c.target);
+            }
+        }
+        let failures: Vec<&Check> = self.checks.iter().filter(|c| c.failed()).collect();
         if !failures.is_empty() {
             let _ = writeln!(out, "\nFailures:");
             for c in failures {

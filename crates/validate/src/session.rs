@@ -8,6 +8,7 @@ use pcipool_fabric::{Fdid, NodeId};
 use pcipool_pool::policy::Policy;
 
 use crate::datapath::DataPathAccess;
+use crate::lab_target::LabTarget;
 use crate::remote_target::RemoteTarget;
 use crate::sim_target::{Breakage, SimTarget};
 use crate::{Options, Progress, Report, RunInfo, Suite, Target};
@@ -46,6 +47,8 @@ pub struct Session {
     pub policy: (String, Policy),
     /// A running pool to validate instead of the embedded lab.
     pub remote: Option<Remote>,
+    /// The directory of a running VM lab (`pcipool lab up`) to validate instead.
+    pub lab: Option<PathBuf>,
     /// Scratch directory for the embedded lab (removed at the end).
     pub scratch: PathBuf,
 }
@@ -67,36 +70,50 @@ pub enum SessionError {
     Setup(String),
 }
 
-/// The suites to run: those asked for, or every one that can run where the run goes. Against a running
-/// pool nothing injects faults or kills the controller (no recovery suite), and isolation needs a
-/// second tenant's token.
+/// Where a run goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Place {
+    /// The simulated lab in this process: every suite.
+    Embedded,
+    /// A running simulated pool: nothing injects faults or kills its controller (no recovery), and
+    /// isolation needs a second tenant's token.
+    Running {
+        /// A second tenant's token was given.
+        has_intruder: bool,
+    },
+    /// A running VM lab: real kernels, real faults; no data path (no load, no datapath suite).
+    VmLab,
+}
+
+/// The suites to run: those asked for, or every one that can run where the run goes.
 ///
 /// # Errors
 /// [`SessionError::Usage`] when a suite asked for cannot run there.
-pub fn choose_suites(
-    asked: &[Suite],
-    remote: bool,
-    has_intruder: bool,
-) -> Result<Vec<Suite>, SessionError> {
+pub fn choose_suites(asked: &[Suite], place: Place) -> Result<Vec<Suite>, SessionError> {
+    let refusal = |suite: Suite| -> Option<&'static str> {
+        match (place, suite) {
+            (Place::Running { .. }, Suite::Recovery) => Some(
+                "the recovery suite injects faults and kills the controller: run it against the embedded lab (no --fabric-url) or a VM lab (--lab-dir)",
+            ),
+            (Place::Running { has_intruder: false }, Suite::Isolation) => {
+                Some("isolation against a running pool needs --intruder-token (a tenant token)")
+            }
+            (Place::VmLab, Suite::Load | Suite::DataPath) => Some(
+                "the VM lab has no shared data path: the load and datapath suites run on simulated pools",
+            ),
+            _ => None,
+        }
+    };
     if asked.is_empty() {
         return Ok(crate::suites::BUILT
             .into_iter()
-            .filter(|s| {
-                !remote || (*s != Suite::Recovery && (*s != Suite::Isolation || has_intruder))
-            })
+            .filter(|s| refusal(*s).is_none())
             .collect());
     }
-    if remote && asked.contains(&Suite::Recovery) {
-        return Err(SessionError::Usage(
-            "the recovery suite injects faults and kills the controller: run it against the embedded lab (no --fabric-url)".into(),
-        ));
+    match asked.iter().find_map(|s| refusal(*s)) {
+        Some(why) => Err(SessionError::Usage(why.into())),
+        None => Ok(asked.to_vec()),
     }
-    if remote && !has_intruder && asked.contains(&Suite::Isolation) {
-        return Err(SessionError::Usage(
-            "isolation against a running pool needs --intruder-token (a tenant token)".into(),
-        ));
-    }
-    Ok(asked.to_vec())
 }
 
 fn scratch(dir: &Path) -> Result<(), SessionError> {
@@ -113,16 +130,23 @@ fn scratch(dir: &Path) -> Result<(), SessionError> {
 /// # Errors
 /// [`SessionError`] when the run cannot start; failed checks are in the report, not errors.
 pub fn run(s: &Session, progress: &mut dyn FnMut(&Progress)) -> Result<Report, SessionError> {
-    let suites = choose_suites(
-        &s.suites,
-        s.remote.is_some(),
-        s.remote
-            .as_ref()
-            .is_some_and(|r| r.intruder_token.is_some()),
-    )?;
+    let place = match (&s.remote, &s.lab) {
+        (_, Some(_)) => Place::VmLab,
+        (Some(r), None) => Place::Running {
+            has_intruder: r.intruder_token.is_some(),
+        },
+        (None, None) => Place::Embedded,
+    };
+    let suites = choose_suites(&s.suites, place)?;
     let loaded = pcipool_sim::FabricDesc::load(s.fabric.as_deref())?;
-    let (target, fabric_name): (Box<dyn Target>, String) = match &s.remote {
-        Some(r) => (
+    let (target, fabric_name): (Box<dyn Target>, String) = match (&s.remote, &s.lab) {
+        (_, Some(dir)) => (
+            Box::new(LabTarget::connect(dir).map_err(|e| {
+                SessionError::Setup(format!("connecting to the lab in {}: {e}", dir.display()))
+            })?),
+            format!("VM lab in {}", dir.display()),
+        ),
+        (Some(r), None) => (
             Box::new(
                 RemoteTarget::connect(&r.url, &r.token, r.intruder_token.as_deref(), &r.fabric_url)
                     .map_err(|e| {
@@ -131,7 +155,7 @@ pub fn run(s: &Session, progress: &mut dyn FnMut(&Progress)) -> Result<Report, S
             ),
             format!("running pool at {} (fabric {})", r.url, r.fabric_url),
         ),
-        None => {
+        (None, None) => {
             scratch(&s.scratch)?;
             let t = SimTarget::new(
                 &loaded.desc,
@@ -162,7 +186,7 @@ pub fn run(s: &Session, progress: &mut dyn FnMut(&Progress)) -> Result<Report, S
     }
     // The data-path suite speaks to a controller and a fabric over HTTP, as applications do: the
     // running pool's, or a lab like `pcipool dev`'s served from this process for the run.
-    let lab = if s.remote.is_none() && suites.contains(&Suite::DataPath) {
+    let lab = if place == Place::Embedded && suites.contains(&Suite::DataPath) {
         Some(
             pcipool_serve::dev::DevServer::start(&loaded.desc, &s.scratch.join("datapath-lab"))
                 .map_err(|e| SessionError::Setup(format!("the data-path lab: {e}")))?,
@@ -192,7 +216,7 @@ pub fn run(s: &Session, progress: &mut dyn FnMut(&Progress)) -> Result<Report, S
     let checks = crate::run(target.as_ref(), &options, progress);
     drop(lab);
     drop(target);
-    if s.remote.is_none() {
+    if place == Place::Embedded {
         std::fs::remove_dir_all(&s.scratch)
             .map_err(|e| SessionError::Setup(format!("removing {}: {e}", s.scratch.display())))?;
     }
@@ -213,24 +237,39 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_running_pool_gets_no_recovery_and_isolation_only_with_an_intruder() {
-        let chosen = choose_suites(&[], true, false).expect("defaults");
+    fn each_place_gets_the_suites_that_can_run_there() {
+        let running = |has_intruder| Place::Running { has_intruder };
+        let chosen = choose_suites(&[], running(false)).expect("defaults");
         assert!(!chosen.contains(&Suite::Recovery) && !chosen.contains(&Suite::Isolation));
         assert!(
-            choose_suites(&[], true, true)
+            choose_suites(&[], running(true))
                 .expect("defaults")
                 .contains(&Suite::Isolation)
         );
         assert_eq!(
-            choose_suites(&[], false, false).expect("defaults").len(),
+            choose_suites(&[], Place::Embedded).expect("defaults").len(),
             Suite::ALL.len()
         );
+        assert_eq!(
+            choose_suites(&[], Place::VmLab).expect("defaults"),
+            [
+                Suite::Cycles,
+                Suite::Reset,
+                Suite::Rebind,
+                Suite::Isolation,
+                Suite::Recovery
+            ]
+        );
         assert!(matches!(
-            choose_suites(&[Suite::Recovery], true, true),
+            choose_suites(&[Suite::Recovery], running(true)),
             Err(SessionError::Usage(_))
         ));
         assert!(matches!(
-            choose_suites(&[Suite::Isolation], true, false),
+            choose_suites(&[Suite::Isolation], running(false)),
+            Err(SessionError::Usage(_))
+        ));
+        assert!(matches!(
+            choose_suites(&[Suite::Cycles, Suite::Load], Place::VmLab),
             Err(SessionError::Usage(_))
         ));
     }

@@ -16,7 +16,7 @@ use pcipool_qualify::AccessModel;
 use pcipool_sim::{EventKind, FabricDesc, Sim};
 use pcipool_store::{SqliteStore, Store};
 
-use crate::target::{Audited, Fault, Free, Held, PoolDevice, Seen, Target};
+use crate::target::{Audited, Fault, Free, Held, PoolDevice, Seen, Target, ntb_free};
 
 /// How long a release waits for a busy borrower here (short: the suites wait for it on purpose).
 const RELEASE_WAIT_MS: u64 = 200;
@@ -331,7 +331,9 @@ impl Target for SimTarget {
             .fabric
             .topology()
             .adapters()
-            .filter_map(|(a, _)| Some((a.to_string(), sim.fabric.space(a)?.free_counts())))
+            .filter_map(|(a, _)| {
+                Some((a.to_string(), ntb_free(sim.fabric.space(a)?.free_counts())))
+            })
             .collect())
     }
 

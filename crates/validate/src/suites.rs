@@ -8,11 +8,13 @@ use pcipool_fabric::Fdid;
 use pcipool_qualify::AccessModel;
 
 use crate::report::{Check, Suite};
-use crate::target::{Held, Target};
+use crate::target::Target;
 
+mod isolation;
 mod load;
 mod recovery;
 
+pub use isolation::isolation;
 pub use load::load;
 pub use recovery::recovery;
 
@@ -153,6 +155,7 @@ impl<'a> Recorder<'a> {
             passed,
             evidence: if passed { Vec::new() } else { evidence },
             micros,
+            not_run: None,
         });
         passed
     }
@@ -166,12 +169,26 @@ impl<'a> Recorder<'a> {
             passed: true,
             evidence: figures,
             micros,
+            not_run: None,
+        });
+    }
+
+    /// A check the target cannot make: reported as not run, with the reason.
+    pub(crate) fn not_run(&mut self, name: &str, target: &str, why: String) {
+        self.checks.push(Check {
+            suite: self.suite,
+            name: name.to_owned(),
+            target: target.to_owned(),
+            passed: false,
+            evidence: vec![why.clone()],
+            micros: 0,
+            not_run: Some(why),
         });
     }
 
     pub(crate) fn step(&mut self) {
         self.done += 1;
-        let failed = self.failed_before + self.checks.iter().filter(|c| !c.passed).count();
+        let failed = self.failed_before + self.checks.iter().filter(|c| c.failed()).count();
         (self.progress)(&Progress {
             suite: self.suite,
             done: self.done,
@@ -348,7 +365,7 @@ pub fn cycles(
                     (_, Err(why)) => vec![cannot_tell("free adapter resources", &why)],
                 };
                 r.check(
-                    "no window, LUT entry or aperture leaked",
+                    "no fabric resource leaked (windows, LUT entries, aperture, slots)",
                     &name,
                     leaked.is_empty(),
                     leaked,
@@ -365,138 +382,6 @@ pub fn cycles(
                 r.step();
             }
         }
-    }
-    r.checks
-}
-
-/// `isolation`: with a device lent, a host that does not hold it cannot reach it, its holder can; the
-/// device's DMA reaches only its window; another tenant cannot release the lease (and the attempt is
-/// audited); after the release the former holder and the device's DMA reach nothing. Every blocked
-/// access must leave a fault record.
-pub fn isolation(
-    t: &dyn Target,
-    o: &Options,
-    progress: &mut dyn FnMut(&Progress),
-    failed: usize,
-) -> Vec<Check> {
-    let plan: Vec<Fdid> = plan(t, o)
-        .into_iter()
-        .filter(|(_, models)| models.contains(&AccessModel::Lend))
-        .map(|(f, _)| f)
-        .collect();
-    let mut r = Recorder::new(Suite::Isolation, progress, plan.len() as u64, failed);
-    for fdid in plan {
-        let name = fdid.to_string();
-        let borrowers = t.borrowers(fdid);
-        let (Some(holder), Some(outsider)) =
-            (borrowers.first().copied(), borrowers.get(1).copied())
-        else {
-            r.check(
-                "two other hosts",
-                &name,
-                false,
-                vec!["needs a holder and an outsider".into()],
-                0,
-            );
-            r.step();
-            continue;
-        };
-        let head = t.audit_head();
-        let held: Held = match t.borrow(TENANT, fdid, AccessModel::Lend, holder) {
-            Ok(h) => h,
-            Err(e) => {
-                r.check("lend granted", &name, false, vec![e], 0);
-                r.step();
-                continue;
-            }
-        };
-        let (Some((_, bar)), Some((dma, size))) =
-            (t.bar_address(held.lease), t.dma_window(held.lease))
-        else {
-            r.check(
-                "lease is mapped",
-                &name,
-                false,
-                vec!["no BAR or DMA mapping".into()],
-                0,
-            );
-            let _ = t.release(Some(TENANT), held.lease);
-            r.step();
-            continue;
-        };
-        // Positive controls: the holder reaches the device, the device reaches the holder's memory.
-        let reached = t.host_read(holder, bar);
-        r.check(
-            "holder reaches its device",
-            &name,
-            reached != u32::MAX,
-            vec![format!("{holder} read {bar:#x}: {reached:#x}")],
-            0,
-        );
-        let dma_in = t.device_dma(fdid, dma);
-        r.check(
-            "device DMA reaches its window",
-            &name,
-            dma_in == Some(holder),
-            vec![format!("DMA to {dma:#x} reached {dma_in:?}")],
-            0,
-        );
-        // Negative checks, each of which must also be recorded as a fault.
-        let blocked = |r: &mut Recorder<'_>, what: &str, attempt: &dyn Fn() -> bool| {
-            let faults = t.faults_recorded();
-            let got_through = attempt();
-            let recorded = match (faults, t.faults_recorded()) {
-                (Ok(before), Ok(after)) => Ok(after > before),
-                (Err(why), _) | (_, Err(why)) => Err(why),
-            };
-            r.check(
-                what,
-                &name,
-                !got_through && recorded == Ok(true),
-                vec![match &recorded {
-                    Ok(recorded) => {
-                        format!("got through: {got_through}, fault recorded: {recorded}")
-                    }
-                    Err(why) => cannot_tell("fault recorded", why),
-                }],
-                0,
-            );
-        };
-        blocked(&mut r, "a non-holder host is refused", &|| {
-            t.host_read(outsider, bar) != u32::MAX
-        });
-        blocked(&mut r, "DMA outside the window is refused", &|| {
-            t.device_dma(fdid, dma + size + 0x1000).is_some()
-        });
-        let intruder = t.release(Some("intruder"), held.lease);
-        let audited = t.audit_after(head).is_ok_and(|records| {
-            records
-                .iter()
-                .any(|a| a.target == held.lease.to_string() && a.result.starts_with("refused"))
-        });
-        r.check(
-            "another tenant cannot release the lease",
-            &name,
-            intruder.is_err() && audited,
-            vec![format!(
-                "release by another tenant: {intruder:?}, audited: {audited}"
-            )],
-            0,
-        );
-        if let Err(e) = t.release(Some(TENANT), held.lease) {
-            r.check("released", &name, false, vec![e], 0);
-            r.step();
-            continue;
-        }
-        blocked(
-            &mut r,
-            "the former holder is refused after release",
-            &|| t.host_read(holder, bar) != u32::MAX,
-        );
-        blocked(&mut r, "the device's DMA is refused after release", &|| {
-            t.device_dma(fdid, dma).is_some()
-        });
-        r.step();
     }
     r.checks
 }

@@ -83,8 +83,30 @@ pub enum Fault {
     AgentBack(NodeId),
 }
 
-/// Free resources of one adapter: (direct windows, LUT entries, aperture bytes).
-pub type Free = (u64, u64, u64);
+/// Free fabric resources of one adapter or host, by kind: `windows`, `lut entries` and `aperture bytes`
+/// of an NTB adapter; `hot-plug slots` of a host on a fabric that moves whole devices.
+pub type Free = BTreeMap<&'static str, u64>;
+
+/// An NTB adapter's free resources: (direct windows, LUT entries, aperture bytes).
+#[must_use]
+pub fn ntb_free((windows, lut, aperture): (u64, u64, u64)) -> Free {
+    BTreeMap::from([
+        ("windows", windows),
+        ("lut entries", lut),
+        ("aperture bytes", aperture),
+    ])
+}
+
+/// How the fabric gives a borrower its device, which decides what isolation means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attachment {
+    /// NTB windows map the device into the borrower's address space; the lender keeps it: a
+    /// non-holder is kept out by the fabric refusing its accesses (each refusal a recorded fault).
+    Windows,
+    /// The fabric moves the whole device into the borrower's PCI tree (a hot-plug, as a
+    /// composable-infrastructure switch or a hypervisor does): a non-holder has no path to it at all.
+    WholeDevice,
+}
 
 /// The pool under test. Shared by the load suite's threads.
 pub trait Target: Sync {
@@ -133,7 +155,7 @@ pub trait Target: Sync {
     /// # Errors
     /// The hardware cannot be asked: the check that needed it fails ("cannot tell" never passes).
     fn mapped_leases(&self) -> Seen<BTreeSet<u64>>;
-    /// Free resources per adapter.
+    /// Free fabric resources per adapter (or per host).
     ///
     /// # Errors
     /// The hardware cannot be asked.
@@ -194,6 +216,15 @@ pub trait Target: Sync {
     /// # Errors
     /// The hardware cannot be asked.
     fn bus_resets_since(&self, mark: usize) -> Seen<Vec<Fdid>>;
+    /// Whether this target can inject `fault` at all (a scenario whose fault it cannot inject is
+    /// reported as not run, with this reason, instead of failing or passing).
+    ///
+    /// # Errors
+    /// Why it cannot.
+    fn can_inject(&self, fault: Fault) -> Result<(), String> {
+        let _any = fault;
+        Ok(())
+    }
     /// Injects a fault.
     ///
     /// # Errors
@@ -251,6 +282,28 @@ pub trait Target: Sync {
     fn borrower_driver(&self, held: &Held) -> Option<Option<String>>;
     /// Programs on the borrower that use a lent device (0 = idle).
     fn set_borrower_users(&self, held: &Held, users: u32);
+    /// How the fabric gives a borrower its device.
+    fn attachment(&self) -> Attachment {
+        Attachment::Windows
+    }
+    /// The hosts whose kernel has the device now (a whole-device fabric: the device, found by its
+    /// identity, in the host's PCI devices).
+    ///
+    /// # Errors
+    /// The hosts cannot be asked; a windows fabric, where the lender's kernel always has it.
+    fn kernels_with(&self, fdid: Fdid) -> Seen<Vec<NodeId>> {
+        Err(format!(
+            "{fdid}: the fabric maps windows; its device never leaves its lender's kernel"
+        ))
+    }
+    /// Whether the fabric lets the device reach `node`'s memory by DMA now (a whole-device fabric:
+    /// the device sits in `node`'s PCI tree).
+    ///
+    /// # Errors
+    /// The fabric cannot be asked; a windows fabric (see [`Target::device_dma`]).
+    fn fabric_places(&self, fdid: Fdid) -> Seen<Vec<NodeId>> {
+        Err(format!("{fdid}: the fabric maps windows, see device_dma"))
+    }
 }
 
 /// Whole devices among `pooled` on the same host, domain and bus as `fdid` (what a bus reset of it would

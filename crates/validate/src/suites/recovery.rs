@@ -158,7 +158,9 @@ fn recover_device(t: &dyn Target, r: &mut Recorder<'_>, fdid: Fdid) {
     r.step();
 
     // Device hang while lent: the release resets it back to life or quarantines it.
-    if let Some(lease) = lend(r, "device hang") {
+    if let Err(why) = t.can_inject(Fault::DeviceHang(fdid)) {
+        r.not_run("device hang", &name, why);
+    } else if let Some(lease) = lend(r, "device hang") {
         inject(t, r, Fault::DeviceHang(fdid));
         let released = t.release(Some(TENANT), lease);
         r.check(
@@ -181,7 +183,9 @@ fn recover_device(t: &dyn Target, r: &mut Recorder<'_>, fdid: Fdid) {
     r.step();
 
     // A reset that fails during the return: escalated once, then the device is back (or quarantined).
-    if let Some(lease) = lend(r, "reset failure") {
+    if let Err(why) = t.can_inject(Fault::ResetFails(fdid)) {
+        r.not_run("reset failure", &name, why);
+    } else if let Some(lease) = lend(r, "reset failure") {
         let head = t.audit_head();
         inject(t, r, Fault::ResetFails(fdid));
         let _ = t.release(Some(TENANT), lease);
