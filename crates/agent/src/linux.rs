@@ -34,6 +34,9 @@ pub struct LinuxPool {
     pub pool: BTreeSet<Bdf>,
     /// The operator said this host only borrows (an empty pool is then right).
     pub borrower_only: bool,
+    /// Pooled functions this agent served leases of before it restarted: when one is missing, it is
+    /// taken to be away on the fabric (a whole device lent to a borrower), not a mistake in `pool`.
+    pub served_before: BTreeSet<Bdf>,
     /// The fabric adapter's profile.
     pub profile: AdapterProfile,
     /// The module directory whose aliases tell which driver binds a device
@@ -42,11 +45,13 @@ pub struct LinuxPool {
 }
 
 impl LinuxPool {
-    /// Checks the pool against the host as it is now.
+    /// Checks the pool against the host as it is now; returns the pooled functions that are away (not
+    /// here now, served before).
     ///
     /// # Errors
-    /// An empty pool (unless the host only borrows), a function that is not here, or one that keeps the host running.
-    pub fn check(&self) -> Result<(), String> {
+    /// An empty pool (unless the host only borrows), a function that is not here and was never
+    /// served, or one that keeps the host running.
+    pub fn check(&self) -> Result<BTreeSet<Bdf>, String> {
         if self.pool.is_empty() && !self.borrower_only {
             return Err(
                 "a Linux agent needs --pool (it touches only the functions named there) or --borrower-only"
@@ -56,24 +61,32 @@ impl LinuxPool {
         let inv = LinuxHost::new(self.paths.clone())
             .inventory()
             .map_err(|e| e.to_string())?;
+        let mut away = BTreeSet::new();
         for bdf in &self.pool {
             let record = inv.devices.iter().find(|d| d.bdf == *bdf);
+            if record.is_none() && self.served_before.contains(bdf) {
+                tracing::warn!(%bdf, "a pooled function is not here: away on the fabric, expected back with its return");
+                away.insert(*bdf);
+                continue;
+            }
             pcipool_backend_linux::host::check_safe(record, *bdf).map_err(|e| e.to_string())?;
         }
-        Ok(())
+        Ok(away)
     }
 
     /// The device control the agent's steps run on: live writes to the pooled functions that
-    /// qualify for some model here (and their VFs), nothing else.
+    /// qualify for some model here (and their VFs) and to those `away` on the fabric, nothing else.
     ///
     /// # Errors
     /// The host cannot be read or judged.
-    pub fn control(&self) -> Result<LinuxControl, String> {
+    pub fn control(&self, away: &BTreeSet<Bdf>) -> Result<LinuxControl, String> {
         let qualified = self
             .devices()?
             .into_iter()
             .filter(|d| !d.info.models.is_empty())
-            .map(|d| d.info.function.unwrap_or(d.info.fdid.bdf));
+            .map(|d| d.info.function.unwrap_or(d.info.fdid.bdf))
+            // A function away on the fabric was qualified when it was lent; its return writes to it.
+            .chain(away.iter().copied());
         let scope = Scope::new(&self.paths.sys, qualified);
         LinuxControl::new(self.paths.clone(), Writer::new(scope, Mode::Live))
             .map_err(|e| e.to_string())

@@ -4,6 +4,7 @@
 //! and calls its kernel's primitives there. With `--backend linux`, the hardware is this host's kernel,
 //! through the pool of functions the operator names ([`crate::linux`]).
 
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -132,15 +133,21 @@ pub fn run(
                 paths: pcipool_backend_linux::HostPaths::given(&o.sysfs_root, None),
                 pool: o.pool.iter().copied().collect(),
                 borrower_only: o.borrower_only,
+                served_before: match &o.state_dir {
+                    Some(dir) => {
+                        crate::runtime::served_before(dir, o.node).map_err(ProcessError::Setup)?
+                    }
+                    None => BTreeSet::new(),
+                },
                 profile: pcipool_qualify::AdapterProfile::named("dolphin-pxh830-32g")
                     .ok_or_else(|| ProcessError::Setup("no built-in adapter profile".into()))?,
                 modules: None,
             };
-            pool.check().map_err(ProcessError::Setup)?;
+            let away = pool.check().map_err(ProcessError::Setup)?;
             let agent = Agent::new(
                 o.node,
                 p.secret.clone(),
-                pool.control().map_err(ProcessError::Setup)?,
+                pool.control(&away).map_err(ProcessError::Setup)?,
             );
             serve(p, agent, Arc::new(pool), on_bound, shutdown)
         }

@@ -50,6 +50,29 @@ pub struct Agent<D> {
 /// The epochs file's content: (lender, function, highest epoch seen).
 type EpochRows = Vec<(NodeId, Bdf, Epoch)>;
 
+/// The functions of `node` whose leases an agent with the state directory `dir` has served before (a
+/// fencing epoch is recorded for them): a pooled function of this host that is missing now may be one
+/// of those, away on the fabric in a borrower.
+///
+/// # Errors
+/// The epochs file is unreadable or not an epochs file.
+pub fn served_before(dir: &Path, node: NodeId) -> Result<std::collections::BTreeSet<Bdf>, String> {
+    let file = dir.join("epochs.json");
+    match std::fs::read(&file) {
+        Ok(bytes) => {
+            let rows: EpochRows = serde_json::from_slice(&bytes)
+                .map_err(|e| format!("{}: not an epochs file: {e}", file.display()))?;
+            Ok(rows
+                .into_iter()
+                .filter(|(n, _, _)| *n == node)
+                .map(|(_, b, _)| b)
+                .collect())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Default::default()),
+        Err(e) => Err(format!("reading {}: {e}", file.display())),
+    }
+}
+
 fn guard<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }

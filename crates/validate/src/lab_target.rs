@@ -40,6 +40,9 @@ pub struct LabTarget {
     drivers: BTreeMap<Fdid, String>,
     /// Every lease seen in the run, with its device and borrower, to ask the fabric about it later.
     leases: Mutex<BTreeMap<LeaseId, (Fdid, NodeId)>>,
+    /// Hosts whose agent cannot answer now because of a fault injected here (QEMU killed, link cut,
+    /// agent killed): the controller is due to count them lost, and the others up.
+    silenced: Mutex<BTreeSet<NodeId>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -130,6 +133,7 @@ impl LabTarget {
             headers: BTreeMap::new(),
             drivers: BTreeMap::new(),
             leases: Mutex::default(),
+            silenced: Mutex::default(),
         };
         for fdid in target.serials.keys().copied().collect::<Vec<_>>() {
             let header = target.sh(fdid.node, &header_command(fdid.bdf))?;
@@ -186,16 +190,25 @@ impl LabTarget {
         lock(&self.leases).insert(lease, (fdid, borrower));
     }
 
-    /// Nothing the controller has to act on is left: no device lending or returning, no lease past its
-    /// expiry, no device lost while its lender's agent is up again.
+    /// Nothing the controller has to act on is left: every host it counts up is one whose agent can
+    /// answer and the other way round, no device lending or returning, no lease past its expiry, no
+    /// device lost while its lender's agent is up again.
     fn nothing_due(&self) -> bool {
-        let devices = self.pool.operator.devices().unwrap_or_default();
-        let leases = self.pool.operator.leases().unwrap_or_default();
-        let up: BTreeSet<NodeId> = self
-            .pool
-            .operator
-            .hosts()
-            .unwrap_or_default()
+        let (Ok(devices), Ok(leases), Ok(hosts)) = (
+            self.pool.operator.devices(),
+            self.pool.operator.leases(),
+            self.pool.operator.hosts(),
+        ) else {
+            return false;
+        };
+        let silenced = lock(&self.silenced).clone();
+        if hosts
+            .iter()
+            .any(|h| (h.agent == "up") == silenced.contains(&h.node))
+        {
+            return false;
+        }
+        let up: BTreeSet<NodeId> = hosts
             .into_iter()
             .filter(|h| h.agent == "up")
             .map(|h| h.node)
@@ -398,6 +411,15 @@ impl Target for LabTarget {
     fn inject(&self, fault: Fault) -> Result<(), String> {
         self.can_inject(fault)?;
         match fault {
+            Fault::HostCrash(n) | Fault::LinkDown(n) | Fault::AgentKill(n) => {
+                lock(&self.silenced).insert(n);
+            }
+            Fault::HostBack(n) | Fault::LinkUp(n) | Fault::AgentBack(n) => {
+                lock(&self.silenced).remove(&n);
+            }
+            Fault::DeviceHang(_) | Fault::ResetFails(_) => {}
+        }
+        match fault {
             Fault::HostCrash(node) => self.lab.kill_host(node),
             Fault::HostBack(node) => self.lab.start_host(node),
             Fault::LinkDown(node) => self.lab.set_link(node, false),
@@ -409,8 +431,9 @@ impl Target for LabTarget {
         .map_err(|e| e.to_string())
     }
 
-    /// Real time: waits `ms`, then until the controller has done what is due (expired leases
-    /// returned, lost devices whose lender is back returned, lends and returns finished).
+    /// Real time: waits `ms`, then until the controller has done what is due (hosts silenced here
+    /// counted lost and the others up, expired leases returned, lost devices whose lender is back
+    /// returned, lends and returns finished), at most two minutes.
     fn advance(&self, ms: u64) {
         std::thread::sleep(Duration::from_millis(ms));
         let started = Instant::now();

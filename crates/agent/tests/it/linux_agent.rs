@@ -174,14 +174,16 @@ fn a_damaged_epochs_file_stops_the_agent_instead_of_forgetting() {
 fn the_offer_holds_only_pooled_devices_and_never_the_root_disk_or_the_route_nic() {
     let dir = tempfile::tempdir().expect("tempdir");
     let paths = host(&dir.path().join("host"));
-    let pool = |bdfs: &[&str]| LinuxPool {
+    let served = |bdfs: &[&str], served: &[&str]| LinuxPool {
         node: NODE,
         paths: paths.clone(),
         pool: bdfs.iter().map(|b| bdf(b)).collect::<BTreeSet<_>>(),
         borrower_only: false,
+        served_before: served.iter().map(|b| bdf(b)).collect(),
         profile: pcipool_qualify::AdapterProfile::named("dolphin-pxh830-32g").expect("profile"),
         modules: Some(dir.path().join("no-modules")),
     };
+    let pool = |bdfs: &[&str]| served(bdfs, &[]);
     let offered: Vec<String> = pool(&["02:00.0"])
         .devices()
         .expect("offer")
@@ -192,12 +194,24 @@ fn the_offer_holds_only_pooled_devices_and_never_the_root_disk_or_the_route_nic(
         pool(&["01:00.0"]).check(),
         pool(&["00:03.0"]).check(),
         pool(&[]).check(),
+        // Not here, never served: a mistake in the pool.
+        pool(&["02:00.0", "09:00.0"]).check(),
     ];
+    // Not here, served before: away on the fabric; the rest is checked as ever.
+    let away = served(&["02:00.0", "09:00.0"], &["09:00.0"]).check();
+    let away_root = served(&["01:00.0", "09:00.0"], &["09:00.0"]).check();
     assert_eq!(
         (
             offered,
-            unsafe_pools.iter().map(Result::is_err).collect::<Vec<_>>()
+            unsafe_pools.iter().map(Result::is_err).collect::<Vec<_>>(),
+            away,
+            away_root.is_err()
         ),
-        (vec!["n1:0000:02:00.0".to_owned()], vec![true, true, true])
+        (
+            vec!["n1:0000:02:00.0".to_owned()],
+            vec![true, true, true, true],
+            Ok(BTreeSet::from([bdf("09:00.0")])),
+            true
+        )
     );
 }
