@@ -39,6 +39,10 @@ pub enum LabCommand {
         /// The controller's port on 127.0.0.1.
         #[arg(long, default_value_t = 7080)]
         port: u16,
+        /// Seconds without a heartbeat before the controller counts a guest's agent lost (its
+        /// leases fenced, its devices `lost`).
+        #[arg(long, value_name = "SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+        agent_timeout: u64,
     },
     /// The running lab: the controller, each guest's QEMU, and where each drive is (asked of QEMU).
     Status {
@@ -95,7 +99,12 @@ pub enum LabCommand {
 pub fn run(command: LabCommand, pcipool: &Path, out: &mut dyn Write) -> Result<u8, LabError> {
     let written = LabError::io("writing to stdout");
     match command {
-        LabCommand::Up { lab, dir, port } => {
+        LabCommand::Up {
+            lab,
+            dir,
+            port,
+            agent_timeout,
+        } => {
             let text = match lab {
                 Some(file) => std::fs::read_to_string(&file)
                     .map_err(LabError::io(format!("reading {}", file.display())))?,
@@ -103,6 +112,7 @@ pub fn run(command: LabCommand, pcipool: &Path, out: &mut dyn Write) -> Result<u
             };
             let mut opts = Options::new(&dir.path(), pcipool);
             opts.controller_port = port;
+            opts.agent_timeout = Duration::from_secs(agent_timeout);
             up(&text, &opts, out)?;
             Ok(0)
         }

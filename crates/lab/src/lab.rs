@@ -539,7 +539,10 @@ impl Lab {
             write(&vm_dir.join("qemu.pid"), &fresh.pid().to_string())?;
             *vm = fresh;
         }
+        let head = self.audit_head();
         self.start_agent(node, self.opts.heartbeat, true)?;
+        self.wait_for_agent_port(node, self.opts.register_within)?;
+        self.wait_for_registration(node, head, self.opts.register_within)?;
         self.wait_for_agents(self.opts.register_within)
     }
 
@@ -567,8 +570,66 @@ impl Lab {
     /// # Errors
     /// No such host; the agent does not come up.
     pub fn start_agent_again(&self, node: NodeId) -> Result<(), LabError> {
+        let head = self.audit_head();
         self.start_agent(node, self.opts.heartbeat, false)?;
+        self.wait_for_agent_port(node, self.opts.register_within)?;
+        self.wait_for_registration(node, head, self.opts.register_within)?;
         self.wait_for_agents(self.opts.register_within)
+    }
+
+    /// The controller's last audit sequence number (0 when it cannot be asked).
+    fn audit_head(&self) -> u64 {
+        self.client().audit_verify().map_or(0, |v| v.records)
+    }
+
+    /// Waits until the controller has audited a registration of `node`'s agent after `head`: the
+    /// controller may still count a killed agent up, and the new one refuses steps until it has
+    /// registered.
+    fn wait_for_registration(
+        &self,
+        node: NodeId,
+        head: u64,
+        within: Duration,
+    ) -> Result<(), LabError> {
+        let client = self.client();
+        let started = Instant::now();
+        loop {
+            let registered = client.audit(head + 1, 10_000).is_ok_and(|records| {
+                records
+                    .iter()
+                    .any(|r| r.action == "agent_register" && r.target == node.to_string())
+            });
+            if registered {
+                return Ok(());
+            }
+            if started.elapsed() > within {
+                return Err(LabError::Setup(format!(
+                    "{node}'s agent did not register within {within:?}"
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    /// Waits until `node`'s agent answers on its port (`GET /v1/stats`): the controller may still
+    /// count a killed agent up, so its word alone does not say that the new one runs.
+    fn wait_for_agent_port(&self, node: NodeId, within: Duration) -> Result<(), LabError> {
+        let url = format!("http://127.0.0.1:{}/v1/stats", self.host(node)?.agent_port);
+        let http = pcipool_client::http_agent(Duration::from_secs(5));
+        let started = Instant::now();
+        loop {
+            match http.get(&url).call() {
+                Ok(r) if r.status().is_success() => return Ok(()),
+                answered => {
+                    if started.elapsed() > within {
+                        return Err(LabError::Setup(format!(
+                            "{node}'s agent does not answer at {url} after {within:?}: {answered:?}"
+                        )));
+                    }
+                }
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
     }
 
     /// Cuts (`up` false) or restores the guest's network link (QMP `set_link`): its agent and the
@@ -578,7 +639,11 @@ impl Lab {
     /// No such host; QEMU refuses.
     pub fn set_link(&self, node: NodeId, up: bool) -> Result<(), LabError> {
         self.host(node)?;
-        let qmp_path = self.dir.join("hosts").join(node.to_string()).join("qmp.sock");
+        let qmp_path = self
+            .dir
+            .join("hosts")
+            .join(node.to_string())
+            .join("qmp.sock");
         let mut qmp = pcipool_fabric_qemu::Qmp::connect(&qmp_path, Duration::from_secs(10))
             .map_err(|e| LabError::Setup(format!("{node}'s QMP: {e}")))?;
         qmp.execute(

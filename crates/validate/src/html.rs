@@ -31,6 +31,33 @@ fn latencies(checks: &[Check], name_prefix: &str) -> Vec<f64> {
     v
 }
 
+/// The value at or below which `per_mille` of the sorted `values` lie (nearest rank).
+fn percentile(values: &[f64], per_mille: usize) -> Option<f64> {
+    let rank = (values.len() * per_mille).div_ceil(1000).max(1);
+    values.get(rank - 1).copied()
+}
+
+/// A table of each latency distribution's count, p50, p99 and maximum, in milliseconds.
+fn figures(rows: &[(&str, &[f64])]) -> String {
+    let mut out = String::from(
+        r#"<table id="latency-figures"><thead><tr><th>step</th><th>count</th><th>p50 ms</th><th>p99 ms</th><th>max ms</th></tr></thead><tbody>"#,
+    );
+    for (label, values) in rows {
+        let ms = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.2}"));
+        let _ = write!(
+            out,
+            r#"<tr><td>{}</td><td class="num">{}</td><td class="num">{}</td><td class="num">{}</td><td class="num">{}</td></tr>"#,
+            esc(label),
+            values.len(),
+            ms(percentile(values, 500)),
+            ms(percentile(values, 990)),
+            ms(values.last().copied())
+        );
+    }
+    out.push_str("</tbody></table>");
+    out
+}
+
 /// An SVG plot: each curve is a latency distribution (x = fraction of steps, y = milliseconds).
 fn plot(curves: &[(&str, &str, Vec<f64>)]) -> String {
     let (w, h, pad) = (640.0, 260.0, 40.0);
@@ -139,13 +166,14 @@ pre { margin: 0; font-size: 12px; white-space: pre-wrap; }
     }
     out.push_str("</tbody></table>");
     out.push_str("<h2>Step latencies</h2>");
+    let (lends, returns) = (
+        latencies(&report.checks, "lent under"),
+        latencies(&report.checks, "returned to available"),
+    );
+    out.push_str(&figures(&[("lend", &lends), ("return", &returns)]));
     out.push_str(&plot(&[
-        ("lend", "#1f77b4", latencies(&report.checks, "lent under")),
-        (
-            "return",
-            "#d62728",
-            latencies(&report.checks, "returned to available"),
-        ),
+        ("lend", "#1f77b4", lends),
+        ("return", "#d62728", returns),
     ]));
     out.push_str(
         r#"<h2>Checks</h2><label><input type="checkbox" id="failures-only"> failures only</label>
@@ -198,6 +226,23 @@ pre { margin: 0; font-size: 12px; white-space: pre-wrap; }
 mod tests {
     use super::*;
     use crate::report::RunInfo;
+
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        let v = [1.0, 2.0, 3.0, 4.0];
+        assert_eq!(
+            (
+                percentile(&v, 500),
+                percentile(&v, 990),
+                percentile(&[], 500)
+            ),
+            (Some(2.0), Some(4.0), None)
+        );
+        assert!(
+            figures(&[("lend", &v)])
+                .contains("<td>lend</td><td class=\"num\">4</td><td class=\"num\">2.00</td>")
+        );
+    }
 
     #[test]
     fn escapes_what_it_shows() {

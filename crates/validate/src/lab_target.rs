@@ -55,10 +55,7 @@ fn sysfs(bdf: Bdf) -> String {
 
 /// The config header as hex.
 fn header_command(bdf: Bdf) -> String {
-    format!(
-        "od -An -v -tx1 -N64 {}/config | tr -d ' \\n'",
-        sysfs(bdf)
-    )
+    format!("od -An -v -tx1 -N64 {}/config | tr -d ' \\n'", sysfs(bdf))
 }
 
 /// What of a config header a return must bring back: the device's identity (ids, revision, class,
@@ -380,8 +377,8 @@ impl Target for LabTarget {
         let [low, high, start] = words.as_slice() else {
             return Some(false);
         };
-        let register = u64::from_str_radix(high, 16).ok()? << 32
-            | (u64::from_str_radix(low, 16).ok()? & !0xf);
+        let register =
+            u64::from_str_radix(high, 16).ok()? << 32 | (u64::from_str_radix(low, 16).ok()? & !0xf);
         let start = u64::from_str_radix(start.trim_start_matches("0x"), 16).ok()?;
         Some(start != 0 && register == start)
     }
@@ -450,7 +447,9 @@ impl Target for LabTarget {
         borrower: NodeId,
         step: pcipool_backend::Step,
     ) -> Result<(), String> {
-        let granted = self.pool.ask(fdid, AccessModel::Lend, borrower, None, false)?;
+        let granted = self
+            .pool
+            .ask(fdid, AccessModel::Lend, borrower, None, false)?;
         self.remember(granted.lease_id, fdid, borrower);
         let name = serde_json::to_value(step).map_err(|e| e.to_string())?;
         let started = Instant::now();

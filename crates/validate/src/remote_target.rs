@@ -260,7 +260,14 @@ impl Target for RemoteTarget {
     }
 
     fn bar_restorable(&self, fdid: Fdid) -> Option<bool> {
-        let size = self.pool.infos.get(&fdid)?.bars.iter().find(|(i, _)| *i == 0)?.1;
+        let size = self
+            .pool
+            .infos
+            .get(&fdid)?
+            .bars
+            .iter()
+            .find(|(i, _)| *i == 0)?
+            .1;
         let (node, bdf) = self.function(fdid);
         self.probe(&Probe::BarAddress { node, bdf, size })
             .ok()?

@@ -95,9 +95,12 @@ pub fn choose_suites(asked: &[Suite], place: Place) -> Result<Vec<Suite>, Sessio
             (Place::Running { .. }, Suite::Recovery) => Some(
                 "the recovery suite injects faults and kills the controller: run it against the embedded lab (no --fabric-url) or a VM lab (--lab-dir)",
             ),
-            (Place::Running { has_intruder: false }, Suite::Isolation) => {
-                Some("isolation against a running pool needs --intruder-token (a tenant token)")
-            }
+            (
+                Place::Running {
+                    has_intruder: false,
+                },
+                Suite::Isolation,
+            ) => Some("isolation against a running pool needs --intruder-token (a tenant token)"),
             (Place::VmLab, Suite::Load | Suite::DataPath) => Some(
                 "the VM lab has no shared data path: the load and datapath suites run on simulated pools",
             ),

@@ -145,9 +145,14 @@ pub fn isolation(
     r.checks
 }
 
-
 /// Where a device is: the hosts whose kernel has it and those the fabric places it in.
-fn whereabouts(t: &dyn Target, fdid: Fdid) -> (crate::target::Seen<Vec<NodeId>>, crate::target::Seen<Vec<NodeId>>) {
+fn whereabouts(
+    t: &dyn Target,
+    fdid: Fdid,
+) -> (
+    crate::target::Seen<Vec<NodeId>>,
+    crate::target::Seen<Vec<NodeId>>,
+) {
     (t.kernels_with(fdid), t.fabric_places(fdid))
 }
 
@@ -179,7 +184,13 @@ fn moved_device(t: &dyn Target, r: &mut Recorder<'_>, held: &Held, outsider: Nod
     let (fdid, holder) = (held.fdid, held.borrower);
     let name = fdid.to_string();
     // Positive control and the negative checks in one observation: the holder has it, nobody else.
-    only_in(r, t, "only the holder has the device while lent", fdid, holder);
+    only_in(
+        r,
+        t,
+        "only the holder has the device while lent",
+        fdid,
+        holder,
+    );
     let outsider_has = t.kernels_with(fdid).map(|k| k.contains(&outsider));
     r.check(
         "a non-holder host has no path to the device",
@@ -206,7 +217,13 @@ fn moved_device(t: &dyn Target, r: &mut Recorder<'_>, held: &Held, outsider: Nod
         )],
         0,
     );
-    only_in(r, t, "the holder keeps the device after the refused release", fdid, holder);
+    only_in(
+        r,
+        t,
+        "the holder keeps the device after the refused release",
+        fdid,
+        holder,
+    );
     if let Err(e) = t.release(Some(TENANT), held.lease) {
         r.check("released", &name, false, vec![e], 0);
         return;

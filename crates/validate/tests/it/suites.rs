@@ -96,7 +96,9 @@ fn cycles_catch_an_unmap_that_is_skipped() {
     let failed = failed_checks(&report);
     assert!(
         failed.contains(&"no mapping left behind".to_owned())
-            && failed.contains(&"no fabric resource leaked (windows, LUT entries, aperture, slots)".to_owned()),
+            && failed.contains(
+                &"no fabric resource leaked (windows, LUT entries, aperture, slots)".to_owned()
+            ),
         "{}",
         report.summary_table()
     );
@@ -114,7 +116,9 @@ fn cycles_fail_when_the_fabric_cannot_be_observed() {
     assert_eq!(
         (
             failed.contains(&"no mapping left behind".to_owned()),
-            failed.contains(&"no fabric resource leaked (windows, LUT entries, aperture, slots)".to_owned()),
+            failed.contains(
+                &"no fabric resource leaked (windows, LUT entries, aperture, slots)".to_owned()
+            ),
             failed.contains(&"mapped while held".to_owned()),
             cannot_tell > 0,
         ),
