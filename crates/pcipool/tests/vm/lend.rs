@@ -130,14 +130,14 @@ fn a_borrower_killed_while_it_holds_the_drive_loses_the_lease_and_the_drive_goes
         return;
     };
     let (lender, borrower) = (n(1), n(2));
-    // A 10 s lease, renewed by the borrower's agent while it lives.
-    let granted = match lab.borrow(borrower, 1, Some(10)) {
+    // A 4 s lease, renewed by the borrower's agent while it lives.
+    let granted = match lab.borrow(borrower, 1, Some(4)) {
         Ok(mut g) => g.remove(0),
         Err(e) => lab.diagnose(&format!("borrow: {e}")),
     };
     let on_borrower = wait_for_drive(&lab, borrower, AT);
     // Outlives its first term: the heartbeats renew it.
-    std::thread::sleep(Duration::from_secs(12));
+    std::thread::sleep(Duration::from_secs(6));
     let renewed = lab
         .client
         .leases()
