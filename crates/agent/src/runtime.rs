@@ -189,7 +189,11 @@ impl<D: DeviceControl> Agent<D> {
                 })?;
             }
         }
-        let output = StepRunner::new(&mut *host, Absent).run(request.step, ctx)?;
+        let start = crate::stats::StepStart::now(host.waited());
+        let ran = StepRunner::new(&mut *host, Absent).run(request.step, ctx);
+        self.clock
+            .step_done(&format!("{:?}", request.step), start, host.waited());
+        let output = ran?;
         match (request.step, output) {
             (Step::BorrowerHotAdd, StepOutput::Attached(at)) => {
                 let mut carried = ctx.clone();

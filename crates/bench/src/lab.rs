@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use pcipool_client::Client;
 use pcipool_fabric::{Fdid, NodeId};
 use pcipool_lab::{Lab, LabError, Options};
-use pcipool_wire::{AuditView, ExecutorStats};
+use pcipool_wire::{AuditView, ExecutorStats, StepTotals};
 
 use crate::{BenchError, per_mille};
 
@@ -55,23 +55,48 @@ struct Counters {
     fabric: ExecutorStats,
 }
 
-fn sum(a: ExecutorStats, b: ExecutorStats) -> ExecutorStats {
+fn sum(a: ExecutorStats, b: &ExecutorStats) -> ExecutorStats {
+    let mut by_step = a.by_step;
+    for (step, t) in &b.by_step {
+        let s = by_step.entry(step.clone()).or_default();
+        s.steps += t.steps;
+        s.step_us += t.step_us;
+        s.waited_us += t.waited_us;
+        s.cpu_us += t.cpu_us;
+    }
     ExecutorStats {
         steps: a.steps + b.steps,
         step_us: a.step_us + b.step_us,
         waited_us: a.waited_us + b.waited_us,
         cpu_user_us: a.cpu_user_us + b.cpu_user_us,
         cpu_system_us: a.cpu_system_us + b.cpu_system_us,
+        by_step,
     }
 }
 
-fn delta(after: ExecutorStats, before: ExecutorStats) -> ExecutorStats {
+fn delta(after: &ExecutorStats, before: &ExecutorStats) -> ExecutorStats {
+    let by_step = after
+        .by_step
+        .iter()
+        .map(|(step, a)| {
+            let b = before.by_step.get(step).copied().unwrap_or_default();
+            let t = StepTotals {
+                steps: a.steps.saturating_sub(b.steps),
+                step_us: a.step_us.saturating_sub(b.step_us),
+                waited_us: a.waited_us.saturating_sub(b.waited_us),
+                cpu_us: a.cpu_us.saturating_sub(b.cpu_us),
+            };
+            (step.clone(), t)
+        })
+        .filter(|(_, t)| t.steps > 0)
+        .collect();
     ExecutorStats {
         steps: after.steps.saturating_sub(before.steps),
         step_us: after.step_us.saturating_sub(before.step_us),
         waited_us: after.waited_us.saturating_sub(before.waited_us),
         cpu_user_us: after.cpu_user_us.saturating_sub(before.cpu_user_us),
         cpu_system_us: after.cpu_system_us.saturating_sub(before.cpu_system_us),
+        by_step,
     }
 }
 
@@ -82,7 +107,7 @@ fn counters(lab: &Lab) -> Result<Counters, BenchError> {
         let stats: ExecutorStats = Client::new(&url, "")
             .get("/v1/stats")
             .map_err(BenchError::context(&format!("{node}'s agent stats")))?;
-        agents = sum(agents, stats);
+        agents = sum(agents, &stats);
     }
     let fabric = Client::new(lab.fabric_manager_url(), "")
         .get("/v1/stats")
@@ -152,8 +177,8 @@ fn split(
         .filter(|(s, _)| is_fabric_step(s))
         .map(|(_, us)| us)
         .sum();
-    let agents = delta(after.agents, before.agents);
-    let fabric = delta(after.fabric, before.fabric);
+    let agents = delta(&after.agents, &before.agents);
+    let fabric = delta(&after.fabric, &before.fabric);
     let qemu = fabric.waited_us;
     // After the answer, the block device appearing (and this benchmark's probe) is the guest's.
     let kernel = agents.waited_us + wall.saturating_sub(answered);
@@ -268,7 +293,7 @@ pub fn run(text: &str, dir: &Path, cycles: usize, pcipool: &Path) -> Result<Stri
             &returned,
         ));
     }
-    let cpu = delta(counters(&lab)?.agents, first.agents);
+    let cpu = delta(&counters(&lab)?.agents, &first.agents);
     report(&lab, boot, borrower, &lends, &returns, &step_us, cpu)
 }
 
@@ -360,5 +385,26 @@ fn report(
         cpu.cpu_user_us as f64 / 1e6,
         cpu.cpu_system_us as f64 / 1e6
     )?;
+    writeln!(
+        out,
+        "\nthe agents' steps over the cycles (ms per run): the step, waiting on the kernel, the rest (pcipool's code and the kernel answering its reads), the agent's CPU"
+    )?;
+    writeln!(
+        out,
+        "  {:<24} {:>5} {:>9} {:>9} {:>9} {:>9}",
+        "step", "runs", "step", "waiting", "the rest", "CPU"
+    )?;
+    for (step, t) in &cpu.by_step {
+        let per = |us: u64| us as f64 / 1000.0 / t.steps.max(1) as f64;
+        writeln!(
+            out,
+            "  {step:<24} {:>5} {:>9.1} {:>9.1} {:>9.1} {:>9.1}",
+            t.steps,
+            per(t.step_us),
+            per(t.waited_us),
+            per(t.step_us.saturating_sub(t.waited_us)),
+            per(t.cpu_us)
+        )?;
+    }
     Ok(out)
 }

@@ -312,7 +312,7 @@ pub struct DeviceDetail {
 
 /// `GET /v1/stats` on an agent or a fabric manager: the steps it ran and where their time went,
 /// since it started (what `pcipool bench lab` reads before and after each lend and return).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExecutorStats {
     /// Steps answered.
     pub steps: u64,
@@ -328,6 +328,23 @@ pub struct ExecutorStats {
     /// CPU time the kernel spent on an agent's system calls (its sysfs and procfs reads and writes).
     #[serde(default)]
     pub cpu_system_us: u64,
+    /// The same per step (by the step's name), where the executor counts them.
+    #[serde(default)]
+    pub by_step: std::collections::BTreeMap<String, StepTotals>,
+}
+
+/// One step's counts on an executor.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepTotals {
+    /// Times it ran.
+    pub steps: u64,
+    /// Time in it (microseconds).
+    pub step_us: u64,
+    /// Of that, waiting on the machine (microseconds).
+    pub waited_us: u64,
+    /// The executor process's CPU time (user and system) while it ran (microseconds, at the kernel's
+    /// 10 ms tick; zero where not measured).
+    pub cpu_us: u64,
 }
 
 /// `POST /steps` on an agent or the simulated fabric: run one workflow step.
