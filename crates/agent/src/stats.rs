@@ -126,7 +126,10 @@ mod tests {
         let start = super::StepStart::now(Duration::from_millis(12));
         clock.step_done("LenderReset", start, Duration::from_millis(12));
         let t = clock.stats(Duration::ZERO).by_step["LenderReset"];
-        assert_eq!((t.steps, t.waited_us, t.step_us >= 20_000), (2, 7_000, true));
+        assert_eq!(
+            (t.steps, t.waited_us, t.step_us >= 20_000),
+            (2, 7_000, true)
+        );
     }
 
     #[test]

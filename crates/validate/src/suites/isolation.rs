@@ -112,21 +112,7 @@ pub fn isolation(
         blocked(&mut r, "DMA outside the window is refused", &|| {
             t.device_dma(fdid, dma + size + 0x1000).is_some()
         });
-        let intruder = t.release(Some("intruder"), held.lease);
-        let audited = t.audit_after(head).is_ok_and(|records| {
-            records
-                .iter()
-                .any(|a| a.target == held.lease.to_string() && a.result.starts_with("refused"))
-        });
-        r.check(
-            "another tenant cannot release the lease",
-            &name,
-            intruder.is_err() && audited,
-            vec![format!(
-                "release by another tenant: {intruder:?}, audited: {audited}"
-            )],
-            0,
-        );
+        intruder_refused(t, &mut r, &held, head);
         if let Err(e) = t.release(Some(TENANT), held.lease) {
             r.check("released", &name, false, vec![e], 0);
             r.step();
@@ -202,21 +188,7 @@ fn moved_device(t: &dyn Target, r: &mut Recorder<'_>, held: &Held, outsider: Nod
         }],
         0,
     );
-    let intruder = t.release(Some("intruder"), held.lease);
-    let audited = t.audit_after(head).is_ok_and(|records| {
-        records
-            .iter()
-            .any(|a| a.target == held.lease.to_string() && a.result.starts_with("refused"))
-    });
-    r.check(
-        "another tenant cannot release the lease",
-        &name,
-        intruder.is_err() && audited,
-        vec![format!(
-            "release by another tenant: {intruder:?}, audited: {audited}"
-        )],
-        0,
-    );
+    intruder_refused(t, r, held, head);
     only_in(
         r,
         t,
@@ -234,5 +206,24 @@ fn moved_device(t: &dyn Target, r: &mut Recorder<'_>, held: &Held, outsider: Nod
         "after release only the lender has the device, the former holder nothing",
         fdid,
         fdid.node,
+    );
+}
+
+/// Another tenant's release of the lease is refused, and the refusal is audited.
+fn intruder_refused(t: &dyn Target, r: &mut Recorder<'_>, held: &Held, head: u64) {
+    let intruder = t.release(Some("intruder"), held.lease);
+    let audited = t.audit_after(head).is_ok_and(|records| {
+        records
+            .iter()
+            .any(|a| a.target == held.lease.to_string() && a.result.starts_with("refused"))
+    });
+    r.check(
+        "another tenant cannot release the lease",
+        &held.fdid.to_string(),
+        intruder.is_err() && audited,
+        vec![format!(
+            "release by another tenant: {intruder:?}, audited: {audited}"
+        )],
+        0,
     );
 }
