@@ -9,9 +9,11 @@
 //! # Layout
 //! - [`Store`], [`DeviceRow`], [`StoreError`]: the interface.
 //! - [`sqlite`]: the embedded default (one file, WAL, synchronous commits, schema migrations).
+//! - [`etcd`]: the same on an etcd cluster, for control planes that outlive one machine.
 //! - [`mem`]: the same semantics in memory, for the whole-system simulation.
 #![deny(missing_docs)]
 
+pub mod etcd;
 pub mod mem;
 pub mod sqlite;
 
@@ -20,6 +22,7 @@ use pcipool_pool::schedule::DeviceInfo;
 use pcipool_pool::{AuditEntry, AuditRecord, DeviceState};
 use serde::{Deserialize, Serialize};
 
+pub use etcd::EtcdStore;
 pub use mem::MemStore;
 pub use sqlite::SqliteStore;
 
@@ -72,6 +75,9 @@ pub enum StoreError {
     /// Flushing the store's files to disk failed: the last write may not be durable.
     #[error("flushing the store to disk")]
     Flush(#[from] std::io::Error),
+    /// The etcd cluster did not answer, or answered something unexpected.
+    #[error("etcd: {0}")]
+    Etcd(String),
     /// The file was written by a newer pcipool.
     #[error("store schema version {found} is newer than this pcipool ({supported})")]
     SchemaTooNew {

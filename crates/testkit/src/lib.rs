@@ -17,6 +17,7 @@
 //! - [`skip`]: reporting a skipped test.
 
 pub mod corpus;
+pub mod etcd;
 pub mod kernel;
 pub mod skip;
 pub mod sysfs;

@@ -1,0 +1,173 @@
+//! Real etcd members for tests: Debian's `etcd` started on free loopback ports with a data directory
+//! of their own, killed when dropped. The test command installs `etcd-server`; where the program is
+//! missing, [`Cluster::start`] says why and the test prints SKIPPED.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A member of a test cluster.
+#[derive(Debug)]
+pub struct Member {
+    /// Its name (`m1`, ...).
+    pub name: String,
+    /// Its client URL.
+    pub client: String,
+    peer: String,
+    data: PathBuf,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+/// A cluster of members on loopback, each killed when the cluster is dropped.
+#[derive(Debug)]
+pub struct Cluster {
+    /// The members.
+    pub members: Vec<Member>,
+}
+
+fn free_port() -> Result<u16, String> {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| format!("no free port: {e}"))
+}
+
+/// The etcd program, or why there is none.
+///
+/// # Errors
+/// `etcd` is not on the path.
+pub fn program() -> Result<PathBuf, String> {
+    std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|d| d.join("etcd"))
+        .find(|p| p.is_file())
+        .ok_or_else(|| {
+            "no etcd program (Debian's etcd-server; the test command installs it)".into()
+        })
+}
+
+impl Member {
+    fn spawn(&mut self, initial: &str, state: &str) -> Result<(), String> {
+        let log =
+            std::fs::File::create(&self.log).map_err(|e| format!("{}: {e}", self.log.display()))?;
+        let child = Command::new(program()?)
+            .args([
+                "--name",
+                &self.name,
+                "--data-dir",
+                &self.data.display().to_string(),
+                "--listen-client-urls",
+                &self.client,
+                "--advertise-client-urls",
+                &self.client,
+                "--listen-peer-urls",
+                &self.peer,
+                "--initial-advertise-peer-urls",
+                &self.peer,
+                "--initial-cluster",
+                initial,
+                "--initial-cluster-state",
+                state,
+                "--initial-cluster-token",
+                "pcipool-test",
+            ])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .map_err(|e| format!("starting etcd: {e}"))?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// SIGKILLs the member (its data stays).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // Gone already is fine.
+            let _killed = c.kill();
+            let _reaped = c.wait();
+        }
+    }
+}
+
+impl Cluster {
+    /// Starts `n` members under `dir` and waits until the cluster answers.
+    ///
+    /// # Errors
+    /// No etcd program; a member does not start or the cluster does not answer within 20 s.
+    pub fn start(dir: &Path, n: usize) -> Result<Self, String> {
+        program()?;
+        let mut members = Vec::new();
+        for i in 1..=n {
+            members.push(Member {
+                name: format!("m{i}"),
+                client: format!("http://127.0.0.1:{}", free_port()?),
+                peer: format!("http://127.0.0.1:{}", free_port()?),
+                data: dir.join(format!("m{i}")),
+                log: dir.join(format!("m{i}.log")),
+                child: None,
+            });
+        }
+        let initial = members
+            .iter()
+            .map(|m| format!("{}={}", m.name, m.peer))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut cluster = Self { members };
+        for m in &mut cluster.members {
+            m.spawn(&initial, "new")?;
+        }
+        cluster.wait_ready(Duration::from_secs(20))?;
+        Ok(cluster)
+    }
+
+    /// The members' client URLs.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.members.iter().map(|m| m.client.clone()).collect()
+    }
+
+    /// Waits until a member answers a read through the cluster (a leader is elected).
+    ///
+    /// # Errors
+    /// None answers within `within`; the members' logs are in the error.
+    pub fn wait_ready(&self, within: Duration) -> Result<(), String> {
+        let started = Instant::now();
+        while started.elapsed() < within {
+            for m in &self.members {
+                let answered = Command::new("curl")
+                    .args(["-sf", "-m", "2", "-d", r#"{"key":"AA=="}"#])
+                    .arg(format!("{}/v3/kv/range", m.client))
+                    .stdout(Stdio::null())
+                    .status()
+                    .is_ok_and(|s| s.success());
+                if answered {
+                    return Ok(());
+                }
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let logs: Vec<String> = self
+            .members
+            .iter()
+            .map(|m| {
+                let text = std::fs::read_to_string(&m.log).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(5).collect();
+                format!("{}: {}", m.name, tail.join(" | "))
+            })
+            .collect();
+        Err(format!(
+            "etcd did not answer within {within:?}: {}",
+            logs.join("\n")
+        ))
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for m in &mut self.members {
+            m.kill();
+        }
+    }
+}
