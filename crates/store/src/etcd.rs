@@ -13,10 +13,18 @@
 //! - `workflows/ID` (20 digits): a workflow journal; `unfinished/ID` while it is not finished;
 //! - `counters/NAME`: a counter, whose number is the key's version;
 //! - `agents/NODE`: how to reach a host's agent;
-//! - `audit/SEQ` (20 digits): an audit record (JSON, with its hashes); `audit-head`: the last one.
+//! - `audit/SEQ` (20 digits): an audit record (JSON, with its hashes); `audit-head`: the last one;
+//! - `leader`: the controller that may write, on an etcd lease it keeps alive ([`EtcdStore::lead`]).
+//!
+//! Leadership fences every write: once a store leads, each of its transactions also compares the
+//! `leader` key's creation revision with its own, so a controller whose lease ran out (paused, cut
+//! off) cannot write any more, even if it does not know yet: its write fails with
+//! [`StoreError::NotLeader`].
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::io::BufRead as _;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -40,6 +48,28 @@ pub struct EtcdStore {
     current: AtomicUsize,
     prefix: String,
     http: ureq::Agent,
+    /// While this store leads: the `leader` key's creation revision every write compares.
+    fence: AtomicU64,
+    /// The thread keeping the leadership's lease alive.
+    keeper: Mutex<Option<Keeper>>,
+}
+
+/// Keeps a lease alive until stopped.
+#[derive(Debug)]
+struct Keeper {
+    lease: String,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Keeper {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            // A keeper that panicked has nothing left to stop.
+            let _joined = t.join();
+        }
+    }
 }
 
 /// One key as etcd returns it.
@@ -49,12 +79,14 @@ struct Kv {
     value: String,
     version: u64,
     mod_revision: u64,
+    create_revision: u64,
 }
 
 /// A comparison of a transaction.
 fn compare(key: &str, target: &str, value: u64) -> Value {
     let field = match target {
         "VERSION" => "version",
+        "CREATE" => "create_revision",
         _ => "mod_revision",
     };
     json!({ "key": B64.encode(key), "target": target, "result": "EQUAL", field: value.to_string() })
@@ -109,6 +141,7 @@ fn kvs(answer: &Value) -> Result<Vec<Kv>, StoreError> {
                 value: decode_text(&key, &kv["value"])?,
                 version: number(&kv["version"]),
                 mod_revision: number(&kv["mod_revision"]),
+                create_revision: number(&kv["create_revision"]),
                 key,
             })
         })
@@ -160,6 +193,8 @@ impl EtcdStore {
             current: AtomicUsize::new(0),
             prefix: format!("/{}/", prefix.trim_matches('/')),
             http,
+            fence: AtomicU64::new(0),
+            keeper: Mutex::new(None),
         };
         store.range(&store.key("audit-head"))?;
         Ok(store)
@@ -225,6 +260,112 @@ impl EtcdStore {
             }),
         )?;
         kvs(&answer)
+    }
+
+    /// Runs a transaction that, while this store leads, also compares the leadership.
+    fn fenced_txn(
+        &self,
+        mut compare: Vec<Value>,
+        success: Vec<Value>,
+        failure: Vec<Value>,
+    ) -> Result<(bool, Value), StoreError> {
+        let fence = self.fence.load(Ordering::SeqCst);
+        if fence != 0 {
+            compare.push(self::compare(&self.key("leader"), "CREATE", fence));
+        }
+        self.txn(compare, success, failure)
+    }
+
+    /// Fails with [`StoreError::NotLeader`] when this store led and the `leader` key (as `answer`, a
+    /// failed transaction's range of it) is no longer the one it created.
+    fn still_leader(&self, answer: Option<&Value>) -> Result<(), StoreError> {
+        let fence = self.fence.load(Ordering::SeqCst);
+        if fence == 0 {
+            return Ok(());
+        }
+        let now = match answer {
+            Some(a) => kvs(&a["response_range"])?.into_iter().next(),
+            None => self.range(&self.key("leader"))?,
+        };
+        match now {
+            Some(kv) if kv.create_revision == fence => Ok(()),
+            other => Err(StoreError::NotLeader(
+                other.map_or_else(|| "nobody".to_owned(), |kv| kv.value),
+            )),
+        }
+    }
+
+    /// Makes this store the pool's only writer: takes the `leader` key as `holder` on an etcd lease of
+    /// `ttl`, kept alive by a thread of its own, and fences every later write on it.
+    ///
+    /// # Errors
+    /// [`StoreError::NotLeader`] naming the holder when another store leads; etcd errors.
+    pub fn lead(&self, holder: &str, ttl: Duration) -> Result<(), StoreError> {
+        let secs = ttl.as_secs().max(1);
+        let granted = self.call("/v3/lease/grant", &json!({ "TTL": secs.to_string() }))?;
+        let lease = granted["ID"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| StoreError::Etcd(format!("no lease granted: {granted}")))?;
+        let key = self.key("leader");
+        let (won, answer) = self.txn(
+            vec![compare(&key, "CREATE", 0)],
+            vec![
+                json!({ "request_put": {
+                    "key": B64.encode(&key), "value": B64.encode(holder), "lease": lease } }),
+                get(&key),
+            ],
+            vec![get(&key)],
+        )?;
+        let responses = answer["responses"].as_array().cloned().unwrap_or_default();
+        let kv = responses
+            .last()
+            .map(|r| kvs(&r["response_range"]))
+            .transpose()?
+            .and_then(|k| k.into_iter().next());
+        if !won {
+            // The lease is not needed: let it go at once rather than at its expiry.
+            let _revoked = self.call("/v3/lease/revoke", &json!({ "ID": lease }));
+            return Err(StoreError::NotLeader(
+                kv.map_or_else(|| "nobody".to_owned(), |kv| kv.value),
+            ));
+        }
+        let fence = kv
+            .map(|kv| kv.create_revision)
+            .ok_or_else(|| StoreError::Etcd("the leader key was not read back".into()))?;
+        self.fence.store(fence, Ordering::SeqCst);
+        let stop = Arc::new(AtomicBool::new(false));
+        let keep = KeepAlive {
+            endpoints: self.endpoints.clone(),
+            http: self.http.clone(),
+            lease: lease.clone(),
+            every: Duration::from_secs(secs) / 3,
+            stop: stop.clone(),
+        };
+        let thread = std::thread::Builder::new()
+            .name("etcd-lease".into())
+            .spawn(move || keep.run())
+            .map_err(|e| StoreError::Etcd(format!("starting the lease keeper: {e}")))?;
+        *self
+            .keeper
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Keeper {
+            lease,
+            stop,
+            thread: Some(thread),
+        });
+        Ok(())
+    }
+
+    /// Stops keeping the leadership's lease alive (a paused or cut-off controller, as tests make
+    /// one): the lease runs out at its TTL and another store may lead; this one's writes then fail.
+    pub fn stop_keeping_alive(&self) {
+        let keeper = self
+            .keeper
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        drop(keeper);
     }
 
     /// Runs a transaction: whether its comparisons held, and its answers.
@@ -293,13 +434,16 @@ impl EtcdStore {
                 .collect();
             compares.extend(appended.compare);
             let success: Vec<Value> = writes.iter().cloned().chain(appended.writes).collect();
-            let failure: Vec<Value> = rows.iter().map(|(k, _)| get(k)).collect();
-            let (done, answer) = self.txn(compares, success, failure)?;
+            let mut failure: Vec<Value> = rows.iter().map(|(k, _)| get(k)).collect();
+            failure.push(get(&self.key("leader")));
+            let (done, answer) = self.fenced_txn(compares, success, failure)?;
             if done {
                 return Ok(rows.iter().map(|(_, e)| e.unwrap_or(0) + 1).collect());
             }
-            // Which comparison failed: a row someone else wrote, or only the chain's head.
+            // Which comparison failed: leadership lost, a row someone else wrote, or only the chain's
+            // head.
             let responses = answer["responses"].as_array().cloned().unwrap_or_default();
+            self.still_leader(responses.last())?;
             for ((key, expected), response) in rows.iter().zip(&responses) {
                 let found = kvs(&response["response_range"])?
                     .first()
@@ -334,6 +478,78 @@ impl EtcdStore {
             },
         ];
         (key, writes)
+    }
+}
+
+impl Drop for EtcdStore {
+    /// A controller that stops leads no more: its lease is revoked, so another can lead at once
+    /// instead of at the lease's expiry (a killed one's lease just runs out).
+    fn drop(&mut self) {
+        let keeper = self
+            .keeper
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(k) = keeper
+            && let Err(e) = self.call("/v3/lease/revoke", &json!({ "ID": k.lease }))
+        {
+            tracing::warn!(error = %e, "revoking the leadership's lease; it runs out at its TTL");
+        }
+    }
+}
+
+/// What the lease keeper needs: a member to ask, the lease, how often.
+struct KeepAlive {
+    endpoints: Vec<String>,
+    http: ureq::Agent,
+    lease: String,
+    every: Duration,
+    stop: Arc<AtomicBool>,
+}
+
+impl KeepAlive {
+    /// Renews the lease every `every` until stopped; gives up when etcd says the lease is gone (its
+    /// writes fail from then on, which is what tells the controller).
+    fn run(&self) {
+        let mut next = Instant::now();
+        while !self.stop.load(Ordering::SeqCst) {
+            if Instant::now() >= next {
+                match self.renew() {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        tracing::warn!(lease = %self.lease, "the leadership's lease is gone");
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::warn!(lease = %self.lease, error = %e, "renewing the leadership's lease")
+                    }
+                }
+                next = Instant::now() + self.every;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// One renewal on the first member that answers: whether the lease still lives. The gateway
+    /// answers a stream; its first line is the renewal.
+    fn renew(&self) -> Result<bool, String> {
+        let mut failures = Vec::new();
+        for endpoint in &self.endpoints {
+            let url = format!("{endpoint}/v3/lease/keepalive");
+            match self.http.post(&url).send_json(json!({ "ID": self.lease })) {
+                Ok(mut resp) => {
+                    let mut line = String::new();
+                    std::io::BufReader::new(resp.body_mut().as_reader())
+                        .read_line(&mut line)
+                        .map_err(|e| format!("{url}: {e}"))?;
+                    let answer: Value =
+                        serde_json::from_str(&line).map_err(|e| format!("{url}: {e}: {line}"))?;
+                    return Ok(number(&answer["result"]["TTL"]) > 0);
+                }
+                Err(e) => failures.push(format!("{url}: {e}")),
+            }
+        }
+        Err(failures.join("; "))
     }
 }
 
@@ -410,7 +626,13 @@ impl Store for EtcdStore {
             .map(|k| put(k, ""))
             .chain(keys.iter().map(|k| get(k)))
             .collect();
-        let (_, answer) = self.txn(Vec::new(), success, Vec::new())?;
+        let (done, answer) = self.fenced_txn(Vec::new(), success, Vec::new())?;
+        if !done {
+            self.still_leader(None)?;
+            return Err(StoreError::Etcd(
+                "a counter transaction failed with leadership held".into(),
+            ));
+        }
         let responses = answer["responses"].as_array().cloned().unwrap_or_default();
         keys.iter()
             .enumerate()

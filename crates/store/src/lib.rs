@@ -78,6 +78,9 @@ pub enum StoreError {
     /// The etcd cluster did not answer, or answered something unexpected.
     #[error("etcd: {0}")]
     Etcd(String),
+    /// Another controller leads the store (named), or this one's leadership ran out: nothing written.
+    #[error("not the leader: the store is led by {0}")]
+    NotLeader(String),
     /// The file was written by a newer pcipool.
     #[error("store schema version {found} is newer than this pcipool ({supported})")]
     SchemaTooNew {

@@ -205,3 +205,66 @@ fn no_member_answering_is_a_typed_error() {
         "{refused:?}"
     );
 }
+
+#[test]
+fn one_store_leads_and_one_whose_lease_ran_out_cannot_write() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let Some(etcd) = cluster("etcd_leadership", dir.path(), 1) else {
+        return;
+    };
+    let ttl = std::time::Duration::from_secs(1);
+    let first = EtcdStore::connect(&etcd.endpoints(), "pool").expect("connects");
+    let second = EtcdStore::connect(&etcd.endpoints(), "pool").expect("connects");
+    let led = first.lead("controller-1", ttl);
+    let refused = second.lead("controller-2", ttl);
+    let wrote = first.put_device(fdid(), None, &row(DeviceState::Available), &[entry("add")]);
+    // Kept alive, the leadership outlives its TTL.
+    std::thread::sleep(ttl * 3);
+    let still = first.next("lease");
+    // The first controller stops renewing (paused, cut off): its lease runs out, the second leads,
+    // and the first's late writes fail, whatever they compare.
+    first.stop_keeping_alive();
+    let mut taken = second.lead("controller-2", ttl);
+    let started = std::time::Instant::now();
+    while taken.is_err() && started.elapsed() < std::time::Duration::from_secs(10) {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        taken = second.lead("controller-2", ttl);
+    }
+    let late_device = first.put_device(fdid(), Some(1), &row(DeviceState::Maintenance), &[]);
+    let late_audit = first.audit(&[entry("late")]);
+    let late_counter = first.next("lease");
+    let new_leader = second.put_device(
+        fdid(),
+        Some(1),
+        &row(DeviceState::Maintenance),
+        &[entry("drain")],
+    );
+    let audit = second.all_audit().expect("audit");
+    assert_eq!(
+        (
+            led.is_ok(),
+            matches!(&refused, Err(StoreError::NotLeader(who)) if who == "controller-1"),
+            wrote.ok(),
+            still.ok(),
+            taken.is_ok(),
+            matches!(late_device, Err(StoreError::NotLeader(_))),
+            matches!(late_audit, Err(StoreError::NotLeader(_))),
+            matches!(late_counter, Err(StoreError::NotLeader(_))),
+            new_leader.ok(),
+            audit.iter().map(|r| r.action.clone()).collect::<Vec<_>>(),
+        ),
+        (
+            true,
+            true,
+            Some(1),
+            Some(1),
+            true,
+            true,
+            true,
+            true,
+            Some(2),
+            vec!["add".to_owned(), "drain".to_owned()],
+        ),
+        "refused {refused:?}"
+    );
+}
