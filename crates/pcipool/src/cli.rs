@@ -302,9 +302,16 @@ pub struct ValidateArgs {
 /// `pcipool server`.
 #[derive(Debug, clap::Args)]
 pub struct ServerArgs {
-    /// Where the store (pool.db) and generated tokens live.
+    /// Where the generated tokens live, and the store (pool.db) unless --store names etcd.
     #[arg(long, value_name = "DIR")]
     pub data_dir: PathBuf,
+    /// The store: `sqlite` (pool.db in --data-dir) or `etcd://HOST:PORT[,HOST:PORT...]` (an etcd
+    /// cluster this controller leads; see docs/etcd.md).
+    #[arg(long, value_name = "STORE")]
+    pub store: Option<String>,
+    /// The prefix of every key in an etcd store (one pool per prefix).
+    #[arg(long, value_name = "PREFIX", default_value = "pcipool")]
+    pub etcd_prefix: String,
     /// Address to listen on.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7070")]
     pub listen: String,

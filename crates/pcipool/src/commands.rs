@@ -53,6 +53,8 @@ pub fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
         CliCommand::Server(a) => serve_cmd::server(
             &ServerConfig {
                 data_dir: a.data_dir,
+                store: pcipool_serve::server::StoreAt::parse(a.store.as_deref(), &a.etcd_prefix)
+                    .map_err(|e| crate::BadInput(e.to_string()))?,
                 fabric: a.fabric,
                 tokens: a.tokens,
                 policy: a.policy,

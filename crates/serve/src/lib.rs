@@ -21,7 +21,6 @@ use std::sync::Arc;
 use pcipool_api::Principal;
 use pcipool_controller::Service;
 use pcipool_pool::policy::Policy;
-use pcipool_store::SqliteStore;
 
 /// Resolves on SIGINT or SIGTERM: how every long-running pcipool process (`dev`, `server`, `agent`,
 /// `sim serve`, `lab up`) is told to stop.
@@ -115,8 +114,8 @@ pub fn load_policy(file: Option<&Path>) -> Result<(String, Policy), ServeError> 
 ///
 /// # Errors
 /// [`ServeError::Bind`], or the server's own failure.
-pub fn serve(
-    service: Service<SqliteStore>,
+pub fn serve<S: pcipool_store::Store + Send + Sync + 'static>(
+    service: Service<S>,
     listen: &str,
     tokens: BTreeMap<String, Principal>,
     extra: impl FnOnce(SocketAddr) -> axum::Router,

@@ -1,6 +1,7 @@
-//! `pcipool server`: the controller whose hosts are reached through their agents. Its store lives in the
-//! data directory; agents register over the API and are recorded in the store, so a restarted
-//! controller knows them before they call again.
+//! `pcipool server`: the controller whose hosts are reached through their agents. Its store is a SQLite
+//! file in the data directory, or an etcd cluster (`--store etcd://...`) that the controller leads;
+//! agents register over the API and are recorded in the store, so a restarted controller knows them
+//! before they call again.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -11,16 +12,70 @@ use pcipool_api::{Principal, Role};
 use pcipool_controller::{
     AgentFleet, AgentRecord, Clock, Controller, Hardware, Service, SystemClock,
 };
-use pcipool_store::{SqliteStore, Store as _};
+use pcipool_store::{EtcdStore, SqliteStore, Store};
 
 use crate::ServeError;
 use crate::tokens::{read_token_file, token_file};
 
+/// Where the pool's state is kept.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum StoreAt {
+    /// `pool.db` in the data directory (one controller per file).
+    #[default]
+    DataDir,
+    /// An etcd cluster: the members' client addresses, and the prefix of every key.
+    Etcd {
+        /// `HOST:PORT` or URLs.
+        endpoints: Vec<String>,
+        /// Key prefix (one pool per prefix).
+        prefix: String,
+    },
+}
+
+impl StoreAt {
+    /// Parses `--store`: absent or `sqlite` is the data directory's file; `etcd://HOST:PORT[,HOST:PORT...]`
+    /// an etcd cluster.
+    ///
+    /// # Errors
+    /// [`ServeError::BadInput`] for anything else.
+    pub fn parse(text: Option<&str>, prefix: &str) -> Result<Self, ServeError> {
+        match text {
+            None | Some("sqlite") => Ok(Self::DataDir),
+            Some(t) => {
+                let endpoints: Vec<String> = t
+                    .strip_prefix("etcd://")
+                    .ok_or_else(|| {
+                        ServeError::BadInput(format!(
+                            "--store {t}: expected sqlite or etcd://HOST:PORT[,HOST:PORT...]"
+                        ))
+                    })?
+                    .split(',')
+                    .filter(|e| !e.is_empty())
+                    .map(str::to_owned)
+                    .collect();
+                if endpoints.is_empty() {
+                    return Err(ServeError::BadInput(format!("--store {t}: no etcd member")));
+                }
+                Ok(Self::Etcd {
+                    endpoints,
+                    prefix: prefix.to_owned(),
+                })
+            }
+        }
+    }
+}
+
+/// How long a controller's leadership of an etcd store lasts without renewal: the time another
+/// controller waits after this one was killed.
+pub const LEADERSHIP_TTL: Duration = Duration::from_secs(2);
+
 /// What `pcipool server` is given.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerConfig {
-    /// Store (`pool.db`) and generated tokens.
+    /// Generated tokens, and the store (`pool.db`) when it is kept there.
     pub data_dir: PathBuf,
+    /// Where the store is.
+    pub store: StoreAt,
     /// Fabric description (None: the built-in lab).
     pub fabric: Option<PathBuf>,
     /// Operator token file (None: generate `admin.token` and `agent.token` in the data directory).
@@ -36,15 +91,15 @@ pub struct ServerConfig {
 }
 
 /// A controller ready to serve, with its tokens and where they came from.
-pub struct Server {
+pub struct Server<S> {
     /// The running service.
-    pub service: Service<SqliteStore>,
+    pub service: Service<S>,
     /// Accepted tokens.
     pub tokens: BTreeMap<String, Principal>,
     /// Where the tokens are, in words for the operator.
     pub tokens_from: String,
-    /// The store file.
-    pub store_path: PathBuf,
+    /// The store, in words for the operator.
+    pub store_name: String,
     /// The fabric manager fabric steps go to.
     pub fabric_url: Option<String>,
 }
@@ -72,7 +127,33 @@ fn generated_tokens(dir: &Path) -> Result<(BTreeMap<String, Principal>, String),
     Ok((tokens, from))
 }
 
-impl Server {
+/// A controller ready to serve on one of the stores.
+pub enum Opened {
+    /// On the data directory's SQLite file.
+    Sqlite(Server<SqliteStore>),
+    /// On an etcd cluster, as its leader.
+    Etcd(Server<EtcdStore>),
+}
+
+impl Opened {
+    /// Serves on `listen` until `shutdown`; `banner` hears what `pcipool server` prints once bound.
+    ///
+    /// # Errors
+    /// Bind or serve failures.
+    pub fn serve(
+        self,
+        listen: &str,
+        banner: impl FnOnce(Vec<String>),
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServeError> {
+        match self {
+            Self::Sqlite(s) => s.serve(listen, banner, shutdown),
+            Self::Etcd(s) => s.serve(listen, banner, shutdown),
+        }
+    }
+}
+
+impl<S: Store + Send + Sync + 'static> Server<S> {
     /// Serves on `listen` until `shutdown`; `banner` hears what `pcipool server` prints once bound.
     ///
     /// # Errors
@@ -87,13 +168,13 @@ impl Server {
             service,
             tokens,
             tokens_from,
-            store_path,
+            store_name,
             fabric_url,
         } = self;
         let lines = move |addr: std::net::SocketAddr| {
             banner(Self::banner(
                 addr,
-                &store_path,
+                &store_name,
                 &tokens_from,
                 fabric_url.as_deref(),
             ));
@@ -110,13 +191,13 @@ impl Server {
 
     fn banner(
         addr: std::net::SocketAddr,
-        store_path: &Path,
+        store_name: &str,
         tokens_from: &str,
         fabric_url: Option<&str>,
     ) -> Vec<String> {
         vec![
             format!("pcipool server: controller at http://{addr}"),
-            format!("  store:  {}", store_path.display()),
+            format!("  store:  {store_name}"),
             format!("  {tokens_from}"),
             format!(
                 "Agents: pcipool agent --node nN --url http://{addr} --token <agent token> --fabric-url <sim>"
@@ -129,21 +210,54 @@ impl Server {
     }
 }
 
-/// Opens the store, reads the policy, tokens and the agents recorded before, and starts the service.
+/// Opens the store (an etcd store is led by this controller from here on), reads the policy, tokens
+/// and the agents recorded before, and starts the service.
 ///
 /// # Errors
-/// Bad files ([`ServeError::BadInput`]), store or start-up failures.
-pub fn open(config: &ServerConfig) -> Result<Server, ServeError> {
+/// Bad files ([`ServeError::BadInput`]), store or start-up failures; another controller leading the
+/// etcd store.
+pub fn open(config: &ServerConfig) -> Result<Opened, ServeError> {
     let dir = &config.data_dir;
     std::fs::create_dir_all(dir).map_err(ServeError::io(format!("creating {}", dir.display())))?;
+    match &config.store {
+        StoreAt::DataDir => {
+            let path = dir.join("pool.db");
+            let store = SqliteStore::open(&path)?;
+            Ok(Opened::Sqlite(start(
+                config,
+                store,
+                path.display().to_string(),
+            )?))
+        }
+        StoreAt::Etcd { endpoints, prefix } => {
+            let store = EtcdStore::connect(endpoints, prefix)?;
+            let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .unwrap_or_else(|_| "localhost".into());
+            let holder = format!("{}:{}", hostname.trim(), std::process::id());
+            store.lead(&holder, LEADERSHIP_TTL)?;
+            let name = format!(
+                "etcd {} (prefix /{}/), led by {holder}",
+                endpoints.join(","),
+                prefix.trim_matches('/')
+            );
+            Ok(Opened::Etcd(start(config, store, name)?))
+        }
+    }
+}
+
+/// Starts the service on an opened store.
+fn start<S: Store + Send + Sync + 'static>(
+    config: &ServerConfig,
+    store: S,
+    store_name: String,
+) -> Result<Server<S>, ServeError> {
+    let dir = &config.data_dir;
     let desc = pcipool_sim::FabricDesc::load(config.fabric.as_deref())?.desc;
     let (_, policy) = crate::load_policy(config.policy.as_deref())?;
     let (tokens, tokens_from) = match &config.tokens {
         Some(p) => (read_token_file(p)?, format!("tokens from {}", p.display())),
         None => generated_tokens(dir)?,
     };
-    let store_path = dir.join("pool.db");
-    let store = SqliteStore::open(&store_path)?;
     let mut records = Vec::new();
     for (node, body) in store.agents()? {
         let record: AgentRecord = serde_json::from_str(&body).map_err(|e| {
@@ -167,7 +281,7 @@ pub fn open(config: &ServerConfig) -> Result<Server, ServeError> {
         service,
         tokens,
         tokens_from,
-        store_path,
+        store_name,
         fabric_url: config.fabric_url.clone(),
     })
 }

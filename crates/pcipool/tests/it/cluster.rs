@@ -32,6 +32,8 @@ pub struct Cluster {
     agents: Vec<(u32, Child)>,
     tokens_file: Option<PathBuf>,
     fabric_file: Option<PathBuf>,
+    /// The server's `--store` (None: its data directory's SQLite file).
+    store: Option<String>,
 }
 
 /// The admin secret of a cluster started with a token file.
@@ -48,6 +50,8 @@ pub struct Spec<'a> {
     pub tokens: Option<&'a [(&'a str, &'a str, &'a str)]>,
     /// A fabric description, its host count and the devices its agents report.
     pub fabric: Option<(&'a str, u32, usize)>,
+    /// The server's `--store` (e.g. `etcd://127.0.0.1:PORT`).
+    pub store: Option<&'a str>,
 }
 
 impl Drop for Cluster {
@@ -85,7 +89,7 @@ impl Cluster {
     pub fn start_with(tokens: Option<&[(&str, &str, &str)]>) -> Self {
         Self::launch(&Spec {
             tokens,
-            fabric: None,
+            ..Spec::default()
         })
     }
 
@@ -159,6 +163,7 @@ impl Cluster {
             agents: Vec::new(),
             tokens_file,
             fabric_file,
+            store: spec.store.map(str::to_owned),
             dir,
         };
         cluster.start_server();
@@ -179,6 +184,15 @@ impl Cluster {
     }
 
     pub fn start_server(&mut self) {
+        assert!(
+            self.try_start_server(),
+            "server did not come up on its port"
+        );
+    }
+
+    /// Starts the server; false when it exits instead of serving (e.g. another controller leads its
+    /// store).
+    pub fn try_start_server(&mut self) -> bool {
         let data = self.data();
         let mut args = vec![
             "server",
@@ -195,11 +209,20 @@ impl Cluster {
         if let Some(f) = &self.fabric_file {
             args.extend(["--fabric", f.to_str().expect("utf-8 path")]);
         }
+        let store = self.store.clone();
+        if let Some(s) = &store {
+            args.extend(["--store", s]);
+        }
         let fabric_url = self.fabric_url.clone();
         args.extend(["--fabric-url", &fabric_url]);
-        let (child, url) = spawn(&args, "controller at ");
-        assert_eq!(url, self.url, "server did not come up on its port");
+        let (mut child, url) = spawn(&args, "controller at ");
+        if url != self.url {
+            let _ = child.kill();
+            let _ = child.wait();
+            return false;
+        }
         self.server = Some(child);
+        true
     }
 
     pub fn server_running(&self) -> bool {

@@ -12,6 +12,8 @@ mod crash;
 #[cfg(test)]
 mod dev;
 #[cfg(test)]
+mod etcd;
+#[cfg(test)]
 mod host;
 #[cfg(test)]
 mod host_ops;

@@ -210,6 +210,7 @@ fn four_hosts_share_one_nvme_device_through_controller_restarts() {
     let mut c = Cluster::launch(&Spec {
         tokens: None,
         fabric: Some((FABRIC, 5, 1)),
+        ..Spec::default()
     });
     let work = c.dir.path().join("work");
     std::fs::create_dir_all(&work).expect("work dir");
@@ -431,6 +432,7 @@ fn a_host_without_a_mapping_reaches_nothing_and_handles_fault_after_return() {
     let c = Cluster::launch(&Spec {
         tokens: Some(TENANTS),
         fabric: Some((FABRIC, 5, 1)),
+        ..Spec::default()
     });
     let alice = tenant(&c, "alice-secret-0123456789", "n2");
     let fdid = crate::support::first_data_path_device(&alice);
@@ -623,6 +625,7 @@ fn a_lent_device_is_driven_by_the_borrowers_native_driver_until_the_lease_ends()
     let c = Cluster::launch(&Spec {
         tokens: None,
         fabric: Some((FABRIC, 5, 1)),
+        ..Spec::default()
     });
     let admin = c.client();
     let granted = admin
@@ -716,6 +719,7 @@ fn a_sharer_killed_with_sigkill_loses_its_lease_and_mappings() {
     let c = Cluster::launch(&Spec {
         tokens: None,
         fabric: Some((FABRIC, 5, 1)),
+        ..Spec::default()
     });
     let work = c.dir.path().join("work");
     std::fs::create_dir_all(&work).expect("work dir");
@@ -807,6 +811,7 @@ fn the_fabric_does_not_reconcile_with_a_tenants_view() {
     let c = Cluster::launch(&Spec {
         tokens: Some(TENANTS),
         fabric: Some((FABRIC, 5, 1)),
+        ..Spec::default()
     });
     // The fabric's token file (ctl/admin.token) now holds alice's token.
     std::fs::write(c.data().join("admin.token"), "alice-secret-0123456789\n").expect("token file");
