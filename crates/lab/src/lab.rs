@@ -526,9 +526,10 @@ impl Lab {
     pub fn restart_host(&self, node: NodeId) -> Result<(), LabError> {
         let host = self.host(node)?;
         let vm_dir = self.dir.join("hosts").join(node.to_string());
+        lock(&host.vm).kill();
+        self.wait_for_drives_home(node, self.opts.boot_within)?;
         {
             let mut vm = lock(&host.vm);
-            vm.kill();
             let fresh = Vm::boot(
                 &self.kernel_image,
                 &self.initrd,
@@ -544,6 +545,37 @@ impl Lab {
         self.wait_for_agent_port(node, self.opts.register_within)?;
         self.wait_for_registration(node, head, self.opts.register_within)?;
         self.wait_for_agents(self.opts.register_within)
+    }
+
+    /// Waits until no other guest holds a drive of `node`: its machine boots with its drives, and QEMU
+    /// refuses to open an image another QEMU has open. A lent drive leaves its borrower when the
+    /// controller has counted its lender lost and the fabric has pulled it (seconds after the
+    /// agent timeout).
+    fn wait_for_drives_home(&self, node: NodeId, within: Duration) -> Result<(), LabError> {
+        let host = self.host(node)?;
+        let started = Instant::now();
+        loop {
+            let mut away = Vec::new();
+            for (fdid, drive) in host.spec.lent_drives() {
+                match self.fabric.holder(fdid) {
+                    Ok(Some(other)) if other != node => {
+                        away.push(format!("{} in {other}", drive.serial));
+                    }
+                    Ok(_) => {}
+                    Err(e) => away.push(format!("{}: {e}", drive.serial)),
+                }
+            }
+            if away.is_empty() {
+                return Ok(());
+            }
+            if started.elapsed() > within {
+                return Err(LabError::Setup(format!(
+                    "{node} cannot boot while another guest holds its drives ({}): they come home once the controller has counted {node} lost",
+                    away.join(", ")
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
     }
 
     /// SIGKILLs the guest's agent; the guest runs on, its devices as they were.
