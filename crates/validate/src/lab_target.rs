@@ -261,7 +261,8 @@ impl Target for LabTarget {
         self.driver(fdid.node, fdid.bdf)
     }
 
-    /// A lease is mapped while QEMU has its drive in its borrower's PCI tree.
+    /// A lease is mapped while QEMU has its drive in its borrower's PCI tree and in no other (a
+    /// drive in two kernels is no lease's mapping: it fails "mapped while held").
     fn mapped_leases(&self) -> Seen<BTreeSet<u64>> {
         let view = self.fabric()?;
         let leases = lock(&self.leases).clone();
@@ -270,7 +271,7 @@ impl Target for LabTarget {
             .filter(|(_, (fdid, borrower))| {
                 view.drives
                     .iter()
-                    .any(|d| d.fdid == *fdid && d.in_pci_tree.contains(borrower))
+                    .any(|d| d.fdid == *fdid && d.in_pci_tree == [*borrower])
             })
             .map(|(lease, _)| lease.0)
             .collect())

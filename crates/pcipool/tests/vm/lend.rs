@@ -193,63 +193,6 @@ fn a_borrower_killed_while_it_holds_the_drive_loses_the_lease_and_the_drive_goes
 }
 
 #[test]
-fn a_controller_killed_mid_lend_resumes_its_journal_and_the_drive_ends_in_one_kernel() {
-    let Some(lab) = TestLab::up("restart", ONE_LENDER, Duration::from_secs(30)) else {
-        return;
-    };
-    let (lender, borrower) = (n(1), n(2));
-    // The lend runs in the controller's worker; the controller dies in the middle of it.
-    let asked = lab.client.borrow(&pcipool_wire::BorrowRequest {
-        wait: false,
-        ..pcipool_wire::BorrowRequest::lend(pcipool_pool::schedule::DeviceClass::Nvme, 1, borrower)
-    });
-    std::thread::sleep(Duration::from_millis(600));
-    lab.lab.kill_controller();
-    let in_flight = lab.lab.fabric().holder(drive(1)).map_err(|e| e.to_string());
-    lab.lab
-        .restart_controller()
-        .expect("the controller starts again");
-    let state = lab
-        .settle(&[drive(1)], &["available", "lent"], Duration::from_secs(90))
-        .remove(0);
-    // Where the store says the drive is, the kernel has it, and only there.
-    let (home, away) = match state.as_str() {
-        "lent" => (borrower, lender),
-        _ => (lender, borrower),
-    };
-    let there = wait_for_drive(&lab, home, AT);
-    let elsewhere = lab
-        .sh(away, &format!("test -e /sys/bus/pci/devices/{AT}/nvme"))
-        .status
-        == 0;
-    eprintln!(
-        "restart: the drive was with {in_flight:?} when the controller died; after the restart the store says {state}"
-    );
-    assert_eq!(
-        (
-            asked.map(|g| g.len()).map_err(|e| e.to_string()),
-            matches!(state.as_str(), "available" | "lent"),
-            lab.fabric_agrees_with_store(),
-            marker(&there),
-            elsewhere,
-            lab.client
-                .audit_verify()
-                .map(|v| v.ok)
-                .map_err(|e| e.to_string())
-        ),
-        (
-            Ok(1),
-            true,
-            vec![(drive(1), state.clone(), Ok(Some(home)))],
-            Some(lab.marker_of("n1a")),
-            false,
-            Ok(true)
-        ),
-        "state {state}"
-    );
-}
-
-#[test]
 fn a_gang_borrow_takes_a_drive_from_each_of_two_lenders_and_gives_both_back() {
     let Some(lab) = TestLab::up("gang", TWO_LENDERS, Duration::from_secs(30)) else {
         return;
