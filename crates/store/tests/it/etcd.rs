@@ -6,7 +6,7 @@ use pcipool_pool::{AuditChain, DeviceState};
 use pcipool_store::{EtcdStore, Store, StoreError, WorkflowWrite};
 use pcipool_testkit::etcd::Cluster;
 
-use crate::sqlite::{entry, fdid, row};
+use crate::sqlite::{append_records, entry, fdid, row};
 
 /// A cluster of `n` members, or None after printing SKIPPED.
 fn cluster(test: &str, dir: &std::path::Path, n: usize) -> Option<Cluster> {
@@ -166,20 +166,7 @@ fn etcd_writers_on_three_members_append_one_chain_and_lose_nothing() {
             mine.rotate_left(t % endpoints.len());
             std::thread::spawn(move || {
                 let store = EtcdStore::connect(&mine, "pool").expect("connects");
-                for i in 0..25 {
-                    let who = format!("writer {t} record {i}");
-                    store
-                        .audit(&[pcipool_pool::AuditEntry {
-                            at: i,
-                            actor: &who,
-                            target: "t",
-                            action: "a",
-                            before: "",
-                            after: "",
-                            result: "ok",
-                        }])
-                        .expect("audit");
-                }
+                append_records(&store, t, 25);
             })
         })
         .collect();

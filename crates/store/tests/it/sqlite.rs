@@ -45,6 +45,25 @@ pub fn entry(action: &str) -> AuditEntry<'_> {
     }
 }
 
+/// Writer `writer` appends `n` audit records of its own, one per transaction, each named by writer and
+/// number (so a lost or doubled record shows).
+pub fn append_records(store: &dyn Store, writer: usize, n: u64) {
+    for i in 0..n {
+        let who = format!("writer {writer} record {i}");
+        store
+            .audit(&[AuditEntry {
+                at: i,
+                actor: &who,
+                target: "t",
+                action: "a",
+                before: "",
+                after: "",
+                result: "ok",
+            }])
+            .expect("audit");
+    }
+}
+
 #[test]
 fn cas_refuses_a_stale_version() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -230,20 +249,7 @@ fn concurrent_durable_writers_share_flushes_and_lose_nothing() {
         .map(|t| {
             let store = store.clone();
             std::thread::spawn(move || {
-                for i in 0..50 {
-                    let who = format!("writer {t} record {i}");
-                    store
-                        .audit(&[pcipool_pool::AuditEntry {
-                            at: i,
-                            actor: &who,
-                            target: "t",
-                            action: "a",
-                            before: "",
-                            after: "",
-                            result: "ok",
-                        }])
-                        .expect("audit");
-                }
+                append_records(&*store, t, 50);
             })
         })
         .collect();
