@@ -9,12 +9,17 @@
 //! # Layout
 //! - [`server`]: routes, auth, errors.
 //! - `service`: the controller's `Service` as the [`PoolApi`].
+//! - [`follower`]: a controller that does not lead, as the [`PoolApi`] (reads only).
+//! - `reads`: the reads both answer from the store.
 //! - [`tokens`]: the token file (secrets and roles).
 #![deny(missing_docs)]
 
+pub mod follower;
+mod reads;
 pub mod server;
 mod service;
 pub mod tokens;
 
+pub use follower::Follower;
 pub use server::{PoolApi, Principal, Role, serve};
-pub use service::serve_service;
+pub use service::{Background, serve_service};

@@ -3,13 +3,13 @@
 
 use pcipool_controller::{ControlError, Service};
 use pcipool_fabric::{Fdid, LeaseId, NodeId};
-use pcipool_pool::AuditChain;
 use pcipool_store::Store;
 use pcipool_wire::{
     AgentHeartbeat, AgentRegistration, AuditVerify, AuditView, BorrowRequest, DeviceAction,
     DeviceDetail, DeviceView, Granted, HeartbeatReply, HostView, LeaseView, RegistrationReply,
 };
 
+use crate::reads;
 use crate::server::PoolApi;
 
 impl<S: Store + Send + Sync + 'static> PoolApi for Service<S> {
@@ -78,55 +78,15 @@ impl<S: Store + Send + Sync + 'static> PoolApi for Service<S> {
     }
 
     fn leases(&self) -> Result<Vec<LeaseView>, ControlError> {
-        Ok(self
-            .controller()
-            .leases()?
-            .into_iter()
-            .map(|(fdid, l, state)| LeaseView {
-                lease_id: l.id,
-                fdid,
-                borrower: l.borrower,
-                tenant: l.tenant,
-                model: l.model,
-                epoch: l.epoch.0,
-                expires_at: l.expires_at,
-                state: state.to_owned(),
-            })
-            .collect())
+        reads::leases(self.controller())
     }
 
     fn devices(&self) -> Result<Vec<DeviceView>, ControlError> {
-        Ok(self
-            .controller()
-            .store()
-            .devices()?
-            .into_iter()
-            .map(|d| DeviceView {
-                fdid: d.value.info.fdid,
-                name: d.value.info.name.clone(),
-                class: d.value.info.class,
-                state: d.value.state.name().to_owned(),
-                leases: d.value.state.leases().iter().map(|l| l.id).collect(),
-            })
-            .collect())
+        reads::devices(self.controller())
     }
 
     fn audit(&self, from: u64, limit: usize) -> Result<Vec<AuditView>, ControlError> {
-        Ok(self
-            .controller()
-            .store()
-            .audit_records(from, limit)?
-            .into_iter()
-            .map(|r| AuditView {
-                seq: r.seq,
-                at: r.at,
-                actor: r.actor,
-                target: r.target,
-                action: r.action,
-                result: r.result,
-                after: r.after,
-            })
-            .collect())
+        reads::audit(self.controller(), from, limit)
     }
 
     fn hosts(&self) -> Result<Vec<HostView>, ControlError> {
@@ -151,41 +111,11 @@ impl<S: Store + Send + Sync + 'static> PoolApi for Service<S> {
     }
 
     fn workflow(&self, id: u64) -> Result<Option<serde_json::Value>, ControlError> {
-        Ok(self
-            .controller()
-            .journal(id)?
-            .and_then(|j| serde_json::to_value(j).ok()))
+        reads::workflow(self.controller(), id)
     }
 
     fn device(&self, fdid: Fdid) -> Result<DeviceDetail, ControlError> {
-        let row = self
-            .controller()
-            .store()
-            .device(fdid)?
-            .ok_or(ControlError::NoDevice(fdid))?;
-        let leases = row
-            .value
-            .state
-            .leases()
-            .into_iter()
-            .map(|l| LeaseView {
-                lease_id: l.id,
-                fdid,
-                borrower: l.borrower,
-                tenant: l.tenant.clone(),
-                model: l.model,
-                epoch: l.epoch.0,
-                expires_at: l.expires_at,
-                state: row.value.state.name().to_owned(),
-            })
-            .collect();
-        Ok(DeviceDetail {
-            state: row.value.state.name().to_owned(),
-            detail: serde_json::to_value(&row.value.state).unwrap_or_default(),
-            info: row.value.info,
-            version: row.version,
-            leases,
-        })
+        reads::device(self.controller(), fdid)
     }
 
     fn register_agent(
@@ -209,25 +139,49 @@ impl<S: Store + Send + Sync + 'static> PoolApi for Service<S> {
     }
 
     fn audit_verify(&self) -> Result<AuditVerify, ControlError> {
-        let records = self.controller().store().all_audit()?;
-        Ok(match AuditChain::verify(&records) {
-            Ok(n) => AuditVerify {
-                records: n,
-                ok: true,
-                error: None,
-            },
-            Err(e) => AuditVerify {
-                records: records.len() as u64,
-                ok: false,
-                error: Some(e.to_string()),
-            },
-        })
+        reads::audit_verify(self.controller())
     }
 }
 
-/// Serves `service` on `listener` with `extra` routes beside the API, until `shutdown` resolves: a
-/// ticker expires leases and notices silent agents once a second, and a worker runs the lends requests
-/// did not wait for. Both stop with the server.
+/// What a leading controller runs beside its API: a ticker that expires leases and notices silent
+/// agents once a second, and a worker that runs the lends requests did not wait for.
+pub struct Background {
+    worker: std::thread::JoinHandle<()>,
+    ticker: tokio::task::JoinHandle<()>,
+}
+
+impl Background {
+    /// Starts both for `service` (on the current tokio runtime).
+    pub fn start<S: Store + Send + Sync + 'static>(service: &std::sync::Arc<Service<S>>) -> Self {
+        let worker = pcipool_controller::spawn_lend_worker(service);
+        let ticker = {
+            let service = service.clone();
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(std::time::Duration::from_secs(1));
+                loop {
+                    every.tick().await;
+                    let s = service.clone();
+                    if let Err(e) = tokio::task::spawn_blocking(move || s.tick()).await {
+                        tracing::error!(error = %e, "the tick panicked");
+                    }
+                }
+            })
+        };
+        Self { worker, ticker }
+    }
+
+    /// Stops both: the service takes no more lends, and the worker finishes the one it runs.
+    pub fn stop<S: Store + Send + Sync + 'static>(self, service: &Service<S>) {
+        self.ticker.abort();
+        service.stop();
+        if self.worker.join().is_err() {
+            tracing::error!("the lend worker panicked");
+        }
+    }
+}
+
+/// Serves `service` on `listener` with `extra` routes beside the API, until `shutdown` resolves, with
+/// its [`Background`] running; both stop with the server.
 ///
 /// # Errors
 /// The listener failed.
@@ -238,28 +192,11 @@ pub async fn serve_service<S: Store + Send + Sync + 'static>(
     extra: axum::Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let worker = pcipool_controller::spawn_lend_worker(&service);
-    let ticker = {
-        let service = service.clone();
-        tokio::spawn(async move {
-            let mut every = tokio::time::interval(std::time::Duration::from_secs(1));
-            loop {
-                every.tick().await;
-                let s = service.clone();
-                if let Err(e) = tokio::task::spawn_blocking(move || s.tick()).await {
-                    tracing::error!(error = %e, "the tick panicked");
-                }
-            }
-        })
-    };
+    let background = Background::start(&service);
     let app = crate::server::router(service.clone(), tokens).merge(extra);
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await;
-    ticker.abort();
-    service.stop();
-    if worker.join().is_err() {
-        tracing::error!("the lend worker panicked");
-    }
+    background.stop(&service);
     served
 }

@@ -70,13 +70,53 @@ impl ClientError {
     }
 }
 
-/// A client for one server and token.
+/// A client for one server (or several controllers of one pool) and a token.
 #[derive(Debug, Clone)]
 pub struct Client {
-    base: String,
+    /// The servers' base URLs; a request goes to `current` first.
+    bases: std::sync::Arc<Vec<String>>,
+    /// The base that answered last (shared by clones).
+    current: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     token: String,
     agent: ureq::Agent,
     timeout: Duration,
+}
+
+/// Whether a failed call never reached the server, so the same request may go to another controller
+/// of the pool without being carried out twice.
+fn unreached(e: &ureq::Error) -> bool {
+    match e {
+        ureq::Error::ConnectionFailed | ureq::Error::HostNotFound => true,
+        ureq::Error::Timeout(t) => matches!(t, ureq::Timeout::Connect),
+        ureq::Error::Io(io) => matches!(
+            io.kind(),
+            std::io::ErrorKind::ConnectionRefused
+                | std::io::ErrorKind::HostUnreachable
+                | std::io::ErrorKind::NetworkUnreachable
+        ),
+        _ => false,
+    }
+}
+
+/// How a request is sent.
+enum Send<'a> {
+    Get,
+    Delete,
+    Post(&'a dyn erased::Json),
+}
+
+/// A JSON body whatever its type, so one sender serves every route.
+mod erased {
+    /// Serialisable to JSON.
+    pub(crate) trait Json {
+        fn to_json(&self) -> Result<Vec<u8>, serde_json::Error>;
+    }
+
+    impl<T: serde::Serialize> Json for T {
+        fn to_json(&self) -> Result<Vec<u8>, serde_json::Error> {
+            serde_json::to_vec(self)
+        }
+    }
 }
 
 /// A blocking HTTP agent whose calls give up after `timeout`: connecting, sending and receiving each
@@ -111,10 +151,22 @@ pub fn with_timeout<B>(
 }
 
 impl Client {
-    /// A client for `base` (e.g. `http://127.0.0.1:7070`), with the [`DEFAULT_TIMEOUT`].
+    /// A client for `base` (e.g. `http://127.0.0.1:7070`), with the [`DEFAULT_TIMEOUT`]. Several
+    /// controllers of one pool may be named, separated by commas: a request the first cannot take
+    /// (not reachable) goes to the next, and the one that answered is asked first from then on.
     pub fn new(base: &str, token: &str) -> Self {
+        let bases: Vec<String> = base
+            .split(',')
+            .map(|b| b.trim().trim_end_matches('/').to_owned())
+            .filter(|b| !b.is_empty())
+            .collect();
         Self {
-            base: base.trim_end_matches('/').to_owned(),
+            bases: std::sync::Arc::new(if bases.is_empty() {
+                vec![String::new()]
+            } else {
+                bases
+            }),
+            current: std::sync::Arc::default(),
             token: token.to_owned(),
             agent: http_agent(DEFAULT_TIMEOUT),
             timeout: DEFAULT_TIMEOUT,
@@ -129,9 +181,57 @@ impl Client {
         self
     }
 
-    /// The server's base URL.
+    /// The base URL of the server asked first (the one that answered last).
     pub fn base(&self) -> &str {
-        &self.base
+        let at = self.current.load(std::sync::atomic::Ordering::Relaxed);
+        &self.bases[at % self.bases.len()]
+    }
+
+    /// Sends a request to the server that answered last, moving on to the next only when one was not
+    /// reached: the URL that answered and its answer.
+    fn send(
+        &self,
+        how: &Send<'_>,
+        path: &str,
+    ) -> Result<(String, ureq::http::Response<ureq::Body>), ClientError> {
+        use std::sync::atomic::Ordering;
+        let first = self.current.load(Ordering::Relaxed);
+        let bearer = format!("Bearer {}", self.token);
+        let mut last = None;
+        for i in 0..self.bases.len() {
+            let at = (first + i) % self.bases.len();
+            let url = format!("{}{path}", self.bases[at]);
+            let sent = match how {
+                Send::Get => self.agent.get(&url).header("authorization", &bearer).call(),
+                Send::Delete => self
+                    .agent
+                    .delete(&url)
+                    .header("authorization", &bearer)
+                    .call(),
+                Send::Post(body) => {
+                    let json = body
+                        .to_json()
+                        .map_err(|_| ClientError::Body { url: url.clone() })?;
+                    self.agent
+                        .post(&url)
+                        .header("authorization", &bearer)
+                        .header("content-type", "application/json")
+                        .send(&json[..])
+                }
+            };
+            match sent {
+                Ok(resp) => {
+                    self.current.store(at, Ordering::Relaxed);
+                    return Ok((url, resp));
+                }
+                Err(e) if unreached(&e) && i + 1 < self.bases.len() => last = Some(e),
+                Err(e) => return Err(Self::transport(&url)(e)),
+            }
+        }
+        Err(ClientError::Transport {
+            url: self.bases.join(","),
+            source: Box::new(last.unwrap_or(ureq::Error::ConnectionFailed)),
+        })
     }
 
     fn decode<T: DeserializeOwned>(
@@ -172,13 +272,7 @@ impl Client {
     /// # Errors
     /// [`ClientError`].
     pub fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
-        let url = format!("{}{path}", self.base);
-        let resp = self
-            .agent
-            .get(&url)
-            .header("authorization", &format!("Bearer {}", self.token))
-            .call()
-            .map_err(Self::transport(&url))?;
+        let (url, resp) = self.send(&Send::Get, path)?;
         Self::decode(&url, resp)
     }
 
@@ -200,14 +294,7 @@ impl Client {
         path: &str,
         body: &B,
     ) -> Result<(String, ureq::http::Response<ureq::Body>), ClientError> {
-        let url = format!("{}{path}", self.base);
-        let resp = self
-            .agent
-            .post(&url)
-            .header("authorization", &format!("Bearer {}", self.token))
-            .send_json(body)
-            .map_err(Self::transport(&url))?;
-        Ok((url, resp))
+        self.send(&Send::Post(body), path)
     }
 
     /// One device in full.
@@ -246,13 +333,7 @@ impl Client {
     /// # Errors
     /// [`ClientError`].
     pub fn borrow(&self, request: &BorrowRequest) -> Result<Vec<Granted>, ClientError> {
-        let url = format!("{}/v1/leases", self.base);
-        let resp = self
-            .agent
-            .post(&url)
-            .header("authorization", &format!("Bearer {}", self.token))
-            .send_json(request)
-            .map_err(Self::transport(&url))?;
+        let (url, resp) = self.send_post("/v1/leases", request)?;
         let status = resp.status().as_u16();
         if status >= 400 {
             return Self::decode::<()>(&url, resp).map(|()| Vec::new());
@@ -268,13 +349,7 @@ impl Client {
     /// # Errors
     /// [`ClientError`].
     pub fn delete(&self, path: &str) -> Result<(), ClientError> {
-        let url = format!("{}{path}", self.base);
-        let resp = self
-            .agent
-            .delete(&url)
-            .header("authorization", &format!("Bearer {}", self.token))
-            .call()
-            .map_err(Self::transport(&url))?;
+        let (url, resp) = self.send(&Send::Delete, path)?;
         if resp.status().as_u16() >= 400 {
             return Self::decode::<()>(&url, resp);
         }
@@ -399,14 +474,10 @@ impl Client {
         fdid: &str,
         action: DeviceAction,
     ) -> Result<serde_json::Value, ClientError> {
-        let url = format!("{}/v1/devices/{}/actions", self.base, path_segment(fdid));
-        let resp = self
-            .agent
-            .post(&url)
-            .header("authorization", &format!("Bearer {}", self.token))
-            .send_json(action)
-            .map_err(Self::transport(&url))?;
-        Self::decode(&url, resp)
+        self.post(
+            &format!("/v1/devices/{}/actions", path_segment(fdid)),
+            &action,
+        )
     }
 
     /// Verifies the audit chain.

@@ -80,6 +80,7 @@ impl ControlError {
     /// The stable code the API answers with (it also picks the HTTP status).
     pub fn error_code(&self) -> ErrorCode {
         match self {
+            Self::Store(StoreError::NotLeader(_)) => ErrorCode::NotLeader,
             Self::Store(_) | Self::Journal(_) => ErrorCode::StoreError,
             Self::Policy(PolicyError::OverQuota { .. }) => ErrorCode::OverQuota,
             Self::Policy(PolicyError::UnknownTenant(_)) => ErrorCode::UnknownTenant,

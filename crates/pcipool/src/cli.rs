@@ -306,7 +306,7 @@ pub struct ServerArgs {
     #[arg(long, value_name = "DIR")]
     pub data_dir: PathBuf,
     /// The store: `sqlite` (pool.db in --data-dir) or `etcd://HOST:PORT[,HOST:PORT...]` (an etcd
-    /// cluster this controller leads; see docs/etcd.md).
+    /// cluster several controllers share: one leads, the others follow; see docs/etcd.md).
     #[arg(long, value_name = "STORE")]
     pub store: Option<String>,
     /// The prefix of every key in an etcd store (one pool per prefix).
@@ -315,6 +315,10 @@ pub struct ServerArgs {
     /// Address to listen on.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7070")]
     pub listen: String,
+    /// With an etcd store: the URL the other controllers pass requests to while this one leads
+    /// (default: http:// and the address it listens on).
+    #[arg(long, value_name = "URL")]
+    pub advertise_url: Option<String>,
     /// Fabric description: the hosts, adapters and links (default: the built-in 4-host lab).
     #[arg(long, value_name = "FILE")]
     pub fabric: Option<PathBuf>,

@@ -61,6 +61,7 @@ pub fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                 agent_timeout: Duration::from_secs(a.agent_timeout),
                 fabric_url: a.fabric_url,
                 attachment: a.fabric_attachment,
+                advertise_url: a.advertise_url,
             },
             &a.listen,
         ),

@@ -6,10 +6,14 @@
 //! # Layout
 //! - [`tokens`]: bearer-token files (generated secrets, operator token files).
 //! - [`server`]: `pcipool server`'s assembly (store, agents, fabric manager).
+//! - [`seat`]: `pcipool server` on etcd, leading the pool or following the leader.
+//! - [`forward`]: how a follower passes requests to the leader.
 //! - [`dev`]: the embedded lab (`pcipool dev`), also served from a thread ([`dev::DevServer`]).
 //! - [`serve`]: serving a service on a listen address with one tokio runtime.
 
 pub mod dev;
+pub mod forward;
+pub mod seat;
 pub mod server;
 pub mod tokens;
 

@@ -15,7 +15,7 @@ use pcipool_controller::{
 use pcipool_store::{EtcdStore, SqliteStore, Store};
 
 use crate::ServeError;
-use crate::tokens::{read_token_file, token_file};
+use crate::tokens::{random_token, read_token_file, token_file};
 
 /// Where the pool's state is kept.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -88,6 +88,9 @@ pub struct ServerConfig {
     pub fabric_url: Option<String>,
     /// How that fabric connects a borrower to a device: the workflow plans follow from it.
     pub attachment: pcipool_backend::Attachment,
+    /// The URL other controllers of the pool pass requests to while this one leads (etcd store
+    /// only; None: `http://` and the address it listens on).
+    pub advertise_url: Option<String>,
 }
 
 /// A controller ready to serve, with its tokens and where they came from.
@@ -130,9 +133,9 @@ fn generated_tokens(dir: &Path) -> Result<(BTreeMap<String, Principal>, String),
 /// A controller ready to serve on one of the stores.
 pub enum Opened {
     /// On the data directory's SQLite file.
-    Sqlite(Server<SqliteStore>),
-    /// On an etcd cluster, as its leader.
-    Etcd(Server<EtcdStore>),
+    Sqlite(Box<Server<SqliteStore>>),
+    /// On an etcd cluster, leading or following.
+    Etcd(Box<crate::seat::Seat>),
 }
 
 impl Opened {
@@ -148,7 +151,7 @@ impl Opened {
     ) -> Result<(), ServeError> {
         match self {
             Self::Sqlite(s) => s.serve(listen, banner, shutdown),
-            Self::Etcd(s) => s.serve(listen, banner, shutdown),
+            Self::Etcd(seat) => seat.serve(listen, banner, shutdown),
         }
     }
 }
@@ -210,12 +213,11 @@ impl<S: Store + Send + Sync + 'static> Server<S> {
     }
 }
 
-/// Opens the store (an etcd store is led by this controller from here on), reads the policy, tokens
-/// and the agents recorded before, and starts the service.
+/// Opens the store and starts the service on it (SQLite), or checks that the etcd cluster answers and
+/// reads the pool's shared tokens (etcd: the controller leads or follows once it serves).
 ///
 /// # Errors
-/// Bad files ([`ServeError::BadInput`]), store or start-up failures; another controller leading the
-/// etcd store.
+/// Bad files ([`ServeError::BadInput`]), store or start-up failures.
 pub fn open(config: &ServerConfig) -> Result<Opened, ServeError> {
     let dir = &config.data_dir;
     std::fs::create_dir_all(dir).map_err(ServeError::io(format!("creating {}", dir.display())))?;
@@ -223,41 +225,65 @@ pub fn open(config: &ServerConfig) -> Result<Opened, ServeError> {
         StoreAt::DataDir => {
             let path = dir.join("pool.db");
             let store = SqliteStore::open(&path)?;
-            Ok(Opened::Sqlite(start(
-                config,
-                store,
-                path.display().to_string(),
-            )?))
+            let (tokens, tokens_from) = tokens_of(config, None)?;
+            Ok(Opened::Sqlite(Box::new(Server {
+                service: start_service(config, store)?,
+                tokens,
+                tokens_from,
+                store_name: path.display().to_string(),
+                fabric_url: config.fabric_url.clone(),
+            })))
         }
         StoreAt::Etcd { endpoints, prefix } => {
             let store = EtcdStore::connect(endpoints, prefix)?;
-            let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
-                .unwrap_or_else(|_| "localhost".into());
-            let holder = format!("{}:{}", hostname.trim(), std::process::id());
-            store.lead(&holder, LEADERSHIP_TTL)?;
-            let name = format!(
-                "etcd {} (prefix /{}/), led by {holder}",
-                endpoints.join(","),
-                prefix.trim_matches('/')
-            );
-            Ok(Opened::Etcd(start(config, store, name)?))
+            // The fabric and policy are read now so a bad file stops the process at once, not when
+            // it first leads.
+            pcipool_sim::FabricDesc::load(config.fabric.as_deref())?;
+            crate::load_policy(config.policy.as_deref())?;
+            let (tokens, tokens_from) = tokens_of(config, Some(&store))?;
+            Ok(Opened::Etcd(Box::new(crate::seat::Seat {
+                config: config.clone(),
+                endpoints: endpoints.clone(),
+                prefix: prefix.clone(),
+                tokens,
+                tokens_from,
+            })))
         }
     }
 }
 
-/// Starts the service on an opened store.
-fn start<S: Store + Send + Sync + 'static>(
+/// The tokens a controller accepts: the operator's file, or generated ones (on etcd, generated once
+/// for the whole pool and kept in the store, so every controller of the pool takes the same tokens;
+/// written into each data directory for the operators).
+fn tokens_of(
+    config: &ServerConfig,
+    etcd: Option<&EtcdStore>,
+) -> Result<(BTreeMap<String, Principal>, String), ServeError> {
+    if let Some(p) = &config.tokens {
+        return Ok((read_token_file(p)?, format!("tokens from {}", p.display())));
+    }
+    let Some(store) = etcd else {
+        return generated_tokens(&config.data_dir);
+    };
+    let made = format!("{} {}", random_token()?, random_token()?);
+    let shared = store.shared("tokens", || made)?;
+    let (admin, agent) = shared.split_once(' ').ok_or_else(|| {
+        ServeError::BadInput("the pool's tokens in the store are malformed".into())
+    })?;
+    let dir = &config.data_dir;
+    for (name, token) in [("admin.token", admin), ("agent.token", agent)] {
+        crate::tokens::write_token(&dir.join(name), token)?;
+    }
+    generated_tokens(dir)
+}
+
+/// Starts the service on an opened store: the fabric, the policy, the agents recorded before.
+pub(crate) fn start_service<S: Store + Send + Sync + 'static>(
     config: &ServerConfig,
     store: S,
-    store_name: String,
-) -> Result<Server<S>, ServeError> {
-    let dir = &config.data_dir;
+) -> Result<Service<S>, ServeError> {
     let desc = pcipool_sim::FabricDesc::load(config.fabric.as_deref())?.desc;
     let (_, policy) = crate::load_policy(config.policy.as_deref())?;
-    let (tokens, tokens_from) = match &config.tokens {
-        Some(p) => (read_token_file(p)?, format!("tokens from {}", p.display())),
-        None => generated_tokens(dir)?,
-    };
     let mut records = Vec::new();
     for (node, body) in store.agents()? {
         let record: AgentRecord = serde_json::from_str(&body).map_err(|e| {
@@ -276,12 +302,5 @@ fn start<S: Store + Send + Sync + 'static>(
         Controller::new(store, policy, desc.topology).with_fabric(pcipool_backend::Capabilities {
             attachment: config.attachment,
         });
-    let service = Service::start(controller, Hardware::Agents(fleet), clock)?;
-    Ok(Server {
-        service,
-        tokens,
-        tokens_from,
-        store_name,
-        fabric_url: config.fabric_url.clone(),
-    })
+    Ok(Service::start(controller, Hardware::Agents(fleet), clock)?)
 }

@@ -33,12 +33,20 @@ pub fn token_file(dir: &Path, name: &str) -> Result<String, ServeError> {
         return Ok(t.trim().to_owned());
     }
     let t = random_token()?;
-    std::fs::write(&path, format!("{t}\n"))
+    write_token(&path, &t)?;
+    Ok(t)
+}
+
+/// Writes a token to `path`, readable by its owner only.
+///
+/// # Errors
+/// The file cannot be written or restricted.
+pub fn write_token(path: &Path, token: &str) -> Result<(), ServeError> {
+    std::fs::write(path, format!("{token}\n"))
         .map_err(ServeError::io(format!("writing {}", path.display())))?;
     use std::os::unix::fs::PermissionsExt as _;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
-        .map_err(ServeError::io(format!("restricting {}", path.display())))?;
-    Ok(t)
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(ServeError::io(format!("restricting {}", path.display())))
 }
 
 /// One token, of an admin named `admin`.

@@ -59,6 +59,8 @@ pub struct EtcdStore {
 struct Keeper {
     lease: String,
     stop: Arc<AtomicBool>,
+    /// Set by the keeper when etcd says the lease is gone.
+    lost: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -335,12 +337,15 @@ impl EtcdStore {
             .ok_or_else(|| StoreError::Etcd("the leader key was not read back".into()))?;
         self.fence.store(fence, Ordering::SeqCst);
         let stop = Arc::new(AtomicBool::new(false));
+        let lost = Arc::new(AtomicBool::new(false));
         let keep = KeepAlive {
             endpoints: self.endpoints.clone(),
             http: self.http.clone(),
             lease: lease.clone(),
             every: Duration::from_secs(secs) / 3,
+            ttl: Duration::from_secs(secs),
             stop: stop.clone(),
+            lost: lost.clone(),
         };
         let thread = std::thread::Builder::new()
             .name("etcd-lease".into())
@@ -352,9 +357,57 @@ impl EtcdStore {
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Keeper {
             lease,
             stop,
+            lost,
             thread: Some(thread),
         });
         Ok(())
+    }
+
+    /// Whether this store still leads as far as it knows: it took the leadership, keeps its lease
+    /// alive, and etcd has not said the lease is gone. (A lease can run out before the keeper hears of
+    /// it; the fence on every write is what makes that safe.)
+    pub fn leads(&self) -> bool {
+        self.fence.load(Ordering::SeqCst) != 0
+            && self
+                .keeper
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .as_ref()
+                .is_some_and(|k| !k.lost.load(Ordering::SeqCst))
+    }
+
+    /// The `leader` key's value (what its holder wrote when it took the leadership), if anyone leads.
+    ///
+    /// # Errors
+    /// etcd errors.
+    pub fn leader(&self) -> Result<Option<String>, StoreError> {
+        Ok(self.range(&self.key("leader"))?.map(|kv| kv.value))
+    }
+
+    /// A value every controller of the pool shares under `shared/NAME`: the one in the store, or
+    /// `make()`'s, written when there was none (the first controller's wins a race). Not fenced: a
+    /// controller reads it before it leads.
+    ///
+    /// # Errors
+    /// etcd errors.
+    pub fn shared(&self, name: &str, make: impl FnOnce() -> String) -> Result<String, StoreError> {
+        let key = self.key(&format!("shared/{name}"));
+        if let Some(kv) = self.range(&key)? {
+            return Ok(kv.value);
+        }
+        let (_, answer) = self.txn(
+            vec![compare(&key, "CREATE", 0)],
+            vec![put(&key, &make()), get(&key)],
+            vec![get(&key)],
+        )?;
+        let responses = answer["responses"].as_array().cloned().unwrap_or_default();
+        responses
+            .last()
+            .map(|r| kvs(&r["response_range"]))
+            .transpose()?
+            .and_then(|k| k.into_iter().next())
+            .map(|kv| kv.value)
+            .ok_or_else(|| StoreError::Etcd(format!("{key} was not read back")))
     }
 
     /// Stops keeping the leadership's lease alive (a paused or cut-off controller, as tests make
@@ -504,7 +557,9 @@ struct KeepAlive {
     http: ureq::Agent,
     lease: String,
     every: Duration,
+    ttl: Duration,
     stop: Arc<AtomicBool>,
+    lost: Arc<AtomicBool>,
 }
 
 impl KeepAlive {
@@ -512,16 +567,24 @@ impl KeepAlive {
     /// writes fail from then on, which is what tells the controller).
     fn run(&self) {
         let mut next = Instant::now();
+        let mut renewed = Instant::now();
         while !self.stop.load(Ordering::SeqCst) {
             if Instant::now() >= next {
                 match self.renew() {
-                    Ok(true) => {}
+                    Ok(true) => renewed = Instant::now(),
                     Ok(false) => {
                         tracing::warn!(lease = %self.lease, "the leadership's lease is gone");
+                        self.lost.store(true, Ordering::SeqCst);
                         return;
                     }
                     Err(e) => {
-                        tracing::warn!(lease = %self.lease, error = %e, "renewing the leadership's lease")
+                        tracing::warn!(lease = %self.lease, error = %e, "renewing the leadership's lease");
+                        // Unrenewed for a whole TTL, the lease has run out in etcd's eyes (or is
+                        // about to): this controller must not take itself for the leader any more.
+                        if renewed.elapsed() >= self.ttl {
+                            self.lost.store(true, Ordering::SeqCst);
+                            return;
+                        }
                     }
                 }
                 next = Instant::now() + self.every;

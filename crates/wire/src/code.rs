@@ -44,13 +44,16 @@ pub enum ErrorCode {
     Unsupported,
     /// The store failed.
     StoreError,
+    /// This controller does not lead the pool (or has just stopped leading it) and could not pass the
+    /// request to the one that does; trying again shortly, here or at another controller, may succeed.
+    NotLeader,
     /// Anything the service did not expect.
     Internal,
 }
 
 impl ErrorCode {
     /// Every code, for tables and tests.
-    pub const ALL: [Self; 20] = [
+    pub const ALL: [Self; 21] = [
         Self::BadRequest,
         Self::Unauthorized,
         Self::Forbidden,
@@ -70,6 +73,7 @@ impl ErrorCode {
         Self::LendFailed,
         Self::Unsupported,
         Self::StoreError,
+        Self::NotLeader,
         Self::Internal,
     ];
 
@@ -95,6 +99,7 @@ impl ErrorCode {
             Self::LendFailed => "LEND_FAILED",
             Self::Unsupported => "UNSUPPORTED",
             Self::StoreError => "STORE_ERROR",
+            Self::NotLeader => "NOT_LEADER",
             Self::Internal => "INTERNAL",
         }
     }
@@ -120,7 +125,7 @@ impl ErrorCode {
             Self::Internal | Self::StoreError => 500,
             Self::Unsupported => 501,
             Self::LendFailed => 502,
-            Self::NoCapacity | Self::OverQuota => 503,
+            Self::NoCapacity | Self::OverQuota | Self::NotLeader => 503,
         }
     }
 
@@ -129,7 +134,12 @@ impl ErrorCode {
     pub fn is_transient(self) -> bool {
         matches!(
             self,
-            Self::Conflict | Self::Busy | Self::NoCapacity | Self::StoreError | Self::Internal
+            Self::Conflict
+                | Self::Busy
+                | Self::NoCapacity
+                | Self::StoreError
+                | Self::NotLeader
+                | Self::Internal
         )
     }
 }

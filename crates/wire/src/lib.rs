@@ -173,6 +173,18 @@ pub struct AuditVerify {
     pub error: Option<String>,
 }
 
+/// Result of `GET /v1/controller` on `pcipool server` with an etcd store: whether this controller
+/// leads the pool, and which one does.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ControllerView {
+    /// `leader` or `follower`.
+    pub role: String,
+    /// The controller that leads (`HOSTNAME:PID URL`), if any does.
+    pub leader: Option<String>,
+    /// This controller (`HOSTNAME:PID URL`).
+    pub this: String,
+}
+
 /// An error body.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApiErrorBody {

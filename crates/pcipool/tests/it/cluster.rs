@@ -25,10 +25,12 @@ pub fn free_port() -> u16 {
 pub struct Cluster {
     pub dir: tempfile::TempDir,
     pub fabric_url: String,
+    /// Every controller's URL, comma-separated (what clients and agents are given).
     pub url: String,
-    listen: String,
+    /// Each controller's listen address and process (the first is "the server" of one-controller
+    /// tests).
+    controllers: Vec<(String, Option<Child>)>,
     sim: Child,
-    server: Option<Child>,
     agents: Vec<(u32, Child)>,
     tokens_file: Option<PathBuf>,
     fabric_file: Option<PathBuf>,
@@ -52,6 +54,8 @@ pub struct Spec<'a> {
     pub fabric: Option<(&'a str, u32, usize)>,
     /// The server's `--store` (e.g. `etcd://127.0.0.1:PORT`).
     pub store: Option<&'a str>,
+    /// How many controllers share that store (0 or 1: one).
+    pub controllers: usize,
 }
 
 impl Drop for Cluster {
@@ -60,9 +64,11 @@ impl Drop for Cluster {
             let _ = a.kill();
             let _ = a.wait();
         }
-        if let Some(s) = &mut self.server {
-            let _ = s.kill();
-            let _ = s.wait();
+        for (_, s) in &mut self.controllers {
+            if let Some(s) = s {
+                let _ = s.kill();
+                let _ = s.wait();
+            }
         }
         let _ = self.sim.kill();
         let _ = self.sim.wait();
@@ -125,8 +131,14 @@ impl Cluster {
             std::fs::write(&path, file).expect("token file");
             path
         });
-        let listen = format!("127.0.0.1:{}", free_port());
-        let controller = format!("http://{listen}");
+        let listens: Vec<String> = (0..spec.controllers.max(1))
+            .map(|_| format!("127.0.0.1:{}", free_port()))
+            .collect();
+        let controller = listens
+            .iter()
+            .map(|l| format!("http://{l}"))
+            .collect::<Vec<_>>()
+            .join(",");
         let token_file = dir.path().join("ctl").join("admin.token");
         let datapath = dir.path().join("datapath");
         let mut sim_args = vec![
@@ -155,18 +167,19 @@ impl Cluster {
             "sim serve printed no URL"
         );
         let mut cluster = Self {
-            url: format!("http://{listen}"),
-            listen,
+            url: controller,
+            controllers: listens.into_iter().map(|l| (l, None)).collect(),
             fabric_url,
             sim,
-            server: None,
             agents: Vec::new(),
             tokens_file,
             fabric_file,
             store: spec.store.map(str::to_owned),
             dir,
         };
-        cluster.start_server();
+        for i in 0..cluster.controllers.len() {
+            cluster.start_controller(i);
+        }
         for node in 1..=hosts {
             cluster.start_agent(node);
         }
@@ -184,20 +197,34 @@ impl Cluster {
     }
 
     pub fn start_server(&mut self) {
+        self.start_controller(0);
+    }
+
+    pub fn start_controller(&mut self, i: usize) {
         assert!(
-            self.try_start_server(),
-            "server did not come up on its port"
+            self.try_start_controller(i),
+            "controller {i} did not come up on its port"
         );
     }
 
-    /// Starts the server; false when it exits instead of serving (e.g. another controller leads its
-    /// store).
-    pub fn try_start_server(&mut self) -> bool {
-        let data = self.data();
+    /// Controller `i`'s URL.
+    pub fn controller_url(&self, i: usize) -> String {
+        format!("http://{}", self.controllers[i].0)
+    }
+
+    /// Starts controller `i` (its data directory: `ctl`, then `ctl2`, ...); false when it exits
+    /// instead of serving.
+    pub fn try_start_controller(&mut self, i: usize) -> bool {
+        let data = if i == 0 {
+            self.data()
+        } else {
+            self.dir.path().join(format!("ctl{}", i + 1))
+        };
+        let listen = self.controllers[i].0.clone();
         let mut args = vec![
             "server",
             "--listen",
-            &self.listen,
+            &listen,
             "--agent-timeout",
             "2",
             "--data-dir",
@@ -216,24 +243,55 @@ impl Cluster {
         let fabric_url = self.fabric_url.clone();
         args.extend(["--fabric-url", &fabric_url]);
         let (mut child, url) = spawn(&args, "controller at ");
-        if url != self.url {
+        if url != self.controller_url(i) {
             let _ = child.kill();
             let _ = child.wait();
             return false;
         }
-        self.server = Some(child);
+        self.controllers[i].1 = Some(child);
         true
     }
 
     pub fn server_running(&self) -> bool {
-        self.server.is_some()
+        self.controllers[0].1.is_some()
     }
 
     pub fn kill_server(&mut self) {
-        if let Some(mut s) = self.server.take() {
+        self.kill_controller(0);
+    }
+
+    /// SIGKILLs controller `i` (if it runs).
+    pub fn kill_controller(&mut self, i: usize) {
+        if let Some(mut s) = self.controllers[i].1.take() {
             s.kill().expect("SIGKILL");
             let _ = s.wait();
         }
+    }
+
+    /// Sends `signal` (e.g. `STOP`, `CONT`) to controller `i`.
+    pub fn signal_controller(&self, i: usize, signal: &str) {
+        let child = self.controllers[i].1.as_ref().expect("controller runs");
+        let status = std::process::Command::new("kill")
+            .args([&format!("-{signal}"), &child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -{signal}");
+    }
+
+    /// What controller `i` says of itself (`GET /v1/controller`), if it answers.
+    pub fn controller_view(&self, i: usize) -> Option<pcipool_wire::ControllerView> {
+        Client::new(&self.controller_url(i), "")
+            .with_timeout(Duration::from_secs(2))
+            .get("/v1/controller")
+            .ok()
+    }
+
+    /// The controller that says it leads, if one does.
+    pub fn leader(&self) -> Option<usize> {
+        (0..self.controllers.len()).find(|&i| {
+            self.controllers[i].1.is_some()
+                && self.controller_view(i).is_some_and(|v| v.role == "leader")
+        })
     }
 
     pub fn start_agent(&mut self, node: u32) {
