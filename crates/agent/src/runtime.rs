@@ -296,6 +296,12 @@ impl<D: DeviceControl> Agent<D> {
     ) {
         let mut registered = false;
         let mut last_error = String::new();
+        // A heartbeat that hangs (a paused controller, or one a controller passed it to) must not
+        // outlive the agent's silence budget: it gives up after three intervals and the next one goes
+        // to the next controller.
+        let beats = client
+            .clone()
+            .with_timeout((every * 3).clamp(Duration::from_millis(500), Duration::from_secs(5)));
         let mut report = |e: String| {
             if e != last_error {
                 tracing::warn!(node = %self.node, error = %e, "cannot reach the controller");
@@ -304,14 +310,17 @@ impl<D: DeviceControl> Agent<D> {
         };
         while !stop.load(Ordering::Relaxed) {
             if registered {
-                match client.agent_heartbeat(self.node, &self.beat()) {
+                match beats.agent_heartbeat(self.node, &self.beat()) {
                     Ok(reply) if reply.register => registered = false,
                     Ok(reply) => {
                         for id in reply.refused {
                             self.tear_down(id);
                         }
                     }
-                    Err(e) => report(format!("heartbeat: {e}")),
+                    Err(e) => {
+                        beats.next_server();
+                        report(format!("heartbeat: {e}"));
+                    }
                 }
             }
             if !registered {

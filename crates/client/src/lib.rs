@@ -187,6 +187,16 @@ impl Client {
         &self.bases[at % self.bases.len()]
     }
 
+    /// Asks the next server first from now on (when several are named): for a caller whose call to
+    /// the current one failed in a way [`Client`] does not move on from by itself (it timed out after
+    /// the request was sent), and whose request may safely go elsewhere (an agent's heartbeat).
+    pub fn next_server(&self) {
+        use std::sync::atomic::Ordering;
+        let at = self.current.load(Ordering::Relaxed);
+        self.current
+            .store((at + 1) % self.bases.len(), Ordering::Relaxed);
+    }
+
     /// Sends a request to the server that answered last, moving on to the next only when one was not
     /// reached: the URL that answered and its answer.
     fn send(

@@ -112,6 +112,14 @@ impl AgentFleet {
         was_lost
     }
 
+    /// Takes `node`'s agent for lost (its devices are `Lost` in the store, left so by an earlier
+    /// controller): its next heartbeat or registration is then a return, which brings them back.
+    pub fn mark_lost(&self, node: NodeId) {
+        if let Some(link) = self.links().get_mut(&node) {
+            link.lost = true;
+        }
+    }
+
     /// Records a heartbeat.
     pub fn heard(&self, node: NodeId) -> Liveness {
         let now = self.clock.now_ms();

@@ -91,7 +91,16 @@ impl<S: Store> Service<S> {
         let resumed = service.controller.resume(&mut service.steps(), now)?;
         let fenced = match &service.hardware {
             Hardware::InProcess(_) => service.controller.reconcile(&mut service.steps(), now)?,
-            Hardware::Agents(_) => 0,
+            Hardware::Agents(fleet) => {
+                // Devices an earlier controller (or leader) left lost stay lost until their lender
+                // is back; this controller never saw it go, so it must hear its return as one.
+                for row in service.controller.store().devices()? {
+                    if matches!(row.value.state, pcipool_pool::DeviceState::Lost { .. }) {
+                        fleet.mark_lost(row.value.info.fdid.node);
+                    }
+                }
+                0
+            }
         };
         tracing::info!(resumed, fenced, "controller service started");
         Ok(service)

@@ -319,6 +319,10 @@ pub struct ServerArgs {
     /// (default: http:// and the address it listens on).
     #[arg(long, value_name = "URL")]
     pub advertise_url: Option<String>,
+    /// The fault tests' mutant: with an etcd store, writes do not compare the leadership (a
+    /// deposed leader's late writes go through). Never for production.
+    #[arg(long, hide = true)]
+    pub mutant_no_leadership_compare: bool,
     /// Fabric description: the hosts, adapters and links (default: the built-in 4-host lab).
     #[arg(long, value_name = "FILE")]
     pub fabric: Option<PathBuf>,

@@ -62,6 +62,7 @@ pub fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                 fabric_url: a.fabric_url,
                 attachment: a.fabric_attachment,
                 advertise_url: a.advertise_url,
+                mutant_unfenced: a.mutant_no_leadership_compare,
             },
             &a.listen,
         ),

@@ -303,6 +303,10 @@ impl Seat {
     /// Leads with `store` until the process stops or the leadership is lost.
     async fn lead(self: &Arc<Self>, store: EtcdStore, shared: &Shared) -> Next {
         tracing::warn!(this = %shared.this, "leading the pool: resuming unfinished workflows");
+        if self.config.mutant_unfenced {
+            tracing::error!("MUTANT: this controller's writes do not compare the leadership");
+            store.drop_leadership_compare();
+        }
         let seat = self.clone();
         let started = tokio::task::spawn_blocking(move || start_service(&seat.config, store)).await;
         let service = match started {

@@ -91,6 +91,8 @@ pub struct ServerConfig {
     /// The URL other controllers of the pool pass requests to while this one leads (etcd store
     /// only; None: `http://` and the address it listens on).
     pub advertise_url: Option<String>,
+    /// The fault tests' mutant (etcd store): writes do not compare the leadership.
+    pub mutant_unfenced: bool,
 }
 
 /// A controller ready to serve, with its tokens and where they came from.

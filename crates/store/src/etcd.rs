@@ -52,6 +52,8 @@ pub struct EtcdStore {
     fence: AtomicU64,
     /// The thread keeping the leadership's lease alive.
     keeper: Mutex<Option<Keeper>>,
+    /// The fault tests' mutant: writes no longer compare the leadership.
+    unfenced: AtomicBool,
 }
 
 /// Keeps a lease alive until stopped.
@@ -197,6 +199,7 @@ impl EtcdStore {
             http,
             fence: AtomicU64::new(0),
             keeper: Mutex::new(None),
+            unfenced: AtomicBool::new(false),
         };
         store.range(&store.key("audit-head"))?;
         Ok(store)
@@ -272,7 +275,7 @@ impl EtcdStore {
         failure: Vec<Value>,
     ) -> Result<(bool, Value), StoreError> {
         let fence = self.fence.load(Ordering::SeqCst);
-        if fence != 0 {
+        if fence != 0 && !self.unfenced.load(Ordering::Relaxed) {
             compare.push(self::compare(&self.key("leader"), "CREATE", fence));
         }
         self.txn(compare, success, failure)
@@ -361,6 +364,12 @@ impl EtcdStore {
             thread: Some(thread),
         });
         Ok(())
+    }
+
+    /// The mutant the fault tests must catch: from now on this store's writes do not compare the
+    /// leadership, so a deposed leader's late writes go through. Never for production.
+    pub fn drop_leadership_compare(&self) {
+        self.unfenced.store(true, Ordering::Relaxed);
     }
 
     /// Whether this store still leads as far as it knows: it took the leadership, keeps its lease

@@ -17,6 +17,8 @@ pub struct Member {
     peer: String,
     data: PathBuf,
     log: PathBuf,
+    /// The network namespace it runs in (None: this one).
+    ns: Option<String>,
     child: Option<Child>,
 }
 
@@ -25,6 +27,8 @@ pub struct Member {
 pub struct Cluster {
     /// The members.
     pub members: Vec<Member>,
+    /// `--initial-cluster`: every member's name and peer URL.
+    initial: String,
 }
 
 fn free_port() -> Result<u16, String> {
@@ -53,7 +57,15 @@ impl Member {
     fn spawn(&mut self, initial: &str, state: &str) -> Result<(), String> {
         let log =
             std::fs::File::create(&self.log).map_err(|e| format!("{}: {e}", self.log.display()))?;
-        let child = Command::new(program()?)
+        let mut command = match &self.ns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(program()?);
+                c
+            }
+            None => Command::new(program()?),
+        };
+        let child = command
             .args([
                 "--name",
                 &self.name,
@@ -107,20 +119,57 @@ impl Cluster {
                 peer: format!("http://127.0.0.1:{}", free_port()?),
                 data: dir.join(format!("m{i}")),
                 log: dir.join(format!("m{i}.log")),
+                ns: None,
                 child: None,
             });
         }
+        Self::launch(members)
+    }
+
+    /// Starts one member in each network namespace of `hosts` (namespace, address), on the etcd
+    /// ports of that address, and waits until the cluster answers.
+    ///
+    /// # Errors
+    /// As [`Cluster::start`].
+    pub fn start_in(dir: &Path, hosts: &[(&str, &str)]) -> Result<Self, String> {
+        program()?;
+        let members = hosts
+            .iter()
+            .enumerate()
+            .map(|(i, (ns, addr))| Member {
+                name: format!("m{}", i + 1),
+                client: format!("http://{addr}:2379"),
+                peer: format!("http://{addr}:2380"),
+                data: dir.join(format!("m{}", i + 1)),
+                log: dir.join(format!("m{}.log", i + 1)),
+                ns: Some((*ns).to_owned()),
+                child: None,
+            })
+            .collect();
+        Self::launch(members)
+    }
+
+    fn launch(members: Vec<Member>) -> Result<Self, String> {
         let initial = members
             .iter()
             .map(|m| format!("{}={}", m.name, m.peer))
             .collect::<Vec<_>>()
             .join(",");
-        let mut cluster = Self { members };
+        let mut cluster = Self { members, initial };
         for m in &mut cluster.members {
-            m.spawn(&initial, "new")?;
+            m.spawn(&cluster.initial, "new")?;
         }
         cluster.wait_ready(Duration::from_secs(20))?;
         Ok(cluster)
+    }
+
+    /// Starts member `i` again on its data (after [`Member::kill`]).
+    ///
+    /// # Errors
+    /// It does not start.
+    pub fn restart(&mut self, i: usize) -> Result<(), String> {
+        let initial = self.initial.clone();
+        self.members[i].spawn(&initial, "existing")
     }
 
     /// The members' client URLs.

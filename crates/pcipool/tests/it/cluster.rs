@@ -1,7 +1,7 @@
 //! A pool as separate real processes: `pcipool sim serve` (the hardware, with its data path checking
 //! leases with the controller), `pcipool server` and one `pcipool agent` per simulated host.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::process::Child;
 use std::time::{Duration, Instant};
@@ -9,10 +9,11 @@ use std::time::{Duration, Instant};
 use pcipool_client::Client;
 use pcipool_store::SqliteStore;
 
-/// Spawns `pcipool ARGS` and waits for the stdout line containing `marker`; returns the rest of it.
-pub fn spawn(args: &[&str], marker: &str) -> (Child, String) {
+/// Spawns `pcipool ARGS` (in namespace `ns`, or here) and waits for the stdout line containing
+/// `marker`; returns the rest of it.
+pub fn spawn(ns: Option<&str>, args: &[&str], marker: &str) -> (Child, String) {
     let args: Vec<&std::ffi::OsStr> = args.iter().map(std::ffi::OsStr::new).collect();
-    crate::support::spawn_until(&args, marker)
+    crate::support::spawn_until_in(ns, &args, marker)
 }
 
 pub fn free_port() -> u16 {
@@ -36,6 +37,11 @@ pub struct Cluster {
     fabric_file: Option<PathBuf>,
     /// The server's `--store` (None: its data directory's SQLite file).
     store: Option<String>,
+    /// Where each process runs when the cluster is spread over network namespaces: host name
+    /// (`fabric`, `c1`.., `n1`..) -> (namespace, address).
+    places: BTreeMap<String, (String, String)>,
+    /// More arguments for every controller.
+    server_args: Vec<String>,
 }
 
 /// The admin secret of a cluster started with a token file.
@@ -56,6 +62,11 @@ pub struct Spec<'a> {
     pub store: Option<&'a str>,
     /// How many controllers share that store (0 or 1: one).
     pub controllers: usize,
+    /// Network namespaces to spread the processes over: the simulated fabric in host `fabric`,
+    /// controller i in `c<i+1>`, agent n in `n<n>` (None: everything on loopback here).
+    pub net: Option<&'a pcipool_testkit::netns::Net>,
+    /// More arguments for every controller.
+    pub server_args: &'a [&'a str],
 }
 
 impl Drop for Cluster {
@@ -131,8 +142,20 @@ impl Cluster {
             std::fs::write(&path, file).expect("token file");
             path
         });
+        let places: BTreeMap<String, (String, String)> = spec
+            .net
+            .map(|n| {
+                n.hosts
+                    .iter()
+                    .map(|h| (h.name.clone(), (h.ns.clone(), h.addr.clone())))
+                    .collect()
+            })
+            .unwrap_or_default();
         let listens: Vec<String> = (0..spec.controllers.max(1))
-            .map(|_| format!("127.0.0.1:{}", free_port()))
+            .map(|i| match places.get(&format!("c{}", i + 1)) {
+                Some((_, addr)) => format!("{addr}:7070"),
+                None => format!("127.0.0.1:{}", free_port()),
+            })
             .collect();
         let controller = listens
             .iter()
@@ -141,11 +164,15 @@ impl Cluster {
             .join(",");
         let token_file = dir.path().join("ctl").join("admin.token");
         let datapath = dir.path().join("datapath");
+        let fabric = places.get("fabric").cloned();
+        let sim_listen = fabric
+            .as_ref()
+            .map_or_else(|| "127.0.0.1:0".to_owned(), |(_, a)| format!("{a}:7072"));
         let mut sim_args = vec![
             "sim",
             "serve",
             "--listen",
-            "127.0.0.1:0",
+            &sim_listen,
             "--controller",
             &controller,
             "--controller-token-file",
@@ -156,7 +183,11 @@ impl Cluster {
         if let Some(f) = &fabric_file {
             sim_args.extend(["--fabric", f.to_str().expect("utf-8 path")]);
         }
-        let (sim, fabric_url) = spawn(&sim_args, "simulated fabric");
+        let (sim, fabric_url) = spawn(
+            fabric.as_ref().map(|(ns, _)| ns.as_str()),
+            &sim_args,
+            "simulated fabric",
+        );
         let fabric_url = fabric_url
             .split(" at ")
             .nth(1)
@@ -175,6 +206,8 @@ impl Cluster {
             tokens_file,
             fabric_file,
             store: spec.store.map(str::to_owned),
+            places,
+            server_args: spec.server_args.iter().map(|a| (*a).to_owned()).collect(),
             dir,
         };
         for i in 0..cluster.controllers.len() {
@@ -242,7 +275,13 @@ impl Cluster {
         }
         let fabric_url = self.fabric_url.clone();
         args.extend(["--fabric-url", &fabric_url]);
-        let (mut child, url) = spawn(&args, "controller at ");
+        let more = self.server_args.clone();
+        args.extend(more.iter().map(String::as_str));
+        let ns = self
+            .places
+            .get(&format!("c{}", i + 1))
+            .map(|(ns, _)| ns.clone());
+        let (mut child, url) = spawn(ns.as_deref(), &args, "controller at ");
         if url != self.controller_url(i) {
             let _ = child.kill();
             let _ = child.wait();
@@ -295,9 +334,16 @@ impl Cluster {
     }
 
     pub fn start_agent(&mut self, node: u32) {
+        let place = self.places.get(&format!("n{node}")).cloned();
+        let listen = place
+            .as_ref()
+            .map_or_else(|| "127.0.0.1:0".to_owned(), |(_, a)| format!("{a}:0"));
         let (child, _) = spawn(
+            place.as_ref().map(|(ns, _)| ns.as_str()),
             &[
                 "agent",
+                "--listen",
+                &listen,
                 "--node",
                 &format!("n{node}"),
                 "--fabric-url",

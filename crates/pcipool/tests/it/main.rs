@@ -14,6 +14,8 @@ mod dev;
 #[cfg(test)]
 mod etcd;
 #[cfg(test)]
+mod faults;
+#[cfg(test)]
 mod host;
 #[cfg(test)]
 mod host_ops;

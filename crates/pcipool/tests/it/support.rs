@@ -50,8 +50,25 @@ pub fn stderr(out: &Output) -> String {
 /// Spawns `pcipool ARGS` and waits for the stdout line containing `marker`; returns the rest of that
 /// line. Keeps draining stdout afterwards so the process never writes into a closed pipe.
 pub fn spawn_until(args: &[&std::ffi::OsStr], marker: &str) -> (std::process::Child, String) {
+    spawn_until_in(None, args, marker)
+}
+
+/// [`spawn_until`] in a network namespace (`ip netns exec NS pcipool ARGS`), or here with None.
+pub fn spawn_until_in(
+    ns: Option<&str>,
+    args: &[&std::ffi::OsStr],
+    marker: &str,
+) -> (std::process::Child, String) {
     use std::io::{BufRead, BufReader};
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pcipool"))
+    let mut command = match ns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns, env!("CARGO_BIN_EXE_pcipool")]);
+            c
+        }
+        None => Command::new(env!("CARGO_BIN_EXE_pcipool")),
+    };
+    let mut child = command
         .args(args)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
