@@ -1,35 +1,218 @@
-//! Durable borrow+release cycles through the HTTP API: the controller of `pcipool dev` (SQLite file,
-//! in-process simulated lab) served on loopback, real clients on threads.
+//! Durable borrow+release cycles through the HTTP API: the controller of `pcipool dev` (in-process
+//! simulated lab) on a SQLite file, and on etcd (one member and three) when asked, served on loopback
+//! to real clients on threads; a large fabric is measured beside the 64-host rack in the same run.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use pcipool_api::{Principal, Role};
+use pcipool_controller::Service;
 use pcipool_pool::policy::Policy;
 use pcipool_qualify::AccessModel;
 use pcipool_sim::{FabricDesc, RACK_64};
+use pcipool_store::{EtcdStore, SqliteStore, Store};
 use pcipool_wire::BorrowRequest;
 
 use crate::BenchError;
 
-/// Durable borrow+release cycles per second through the HTTP API, measured end to
-/// end with real clients on loopback against a real SQLite file.
+/// Which stores `pcipool bench api` measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum StoreChoice {
+    /// A SQLite file (what `pcipool dev` and a one-controller `pcipool server` use).
+    #[default]
+    Sqlite,
+    /// SQLite, then etcd with one member and with three (on loopback, started here), side by side.
+    Etcd,
+}
+
+/// One measured configuration.
+struct Measured {
+    label: String,
+    done: usize,
+    elapsed: f64,
+    latencies: Vec<f64>,
+    refusals: BTreeMap<String, usize>,
+    /// Where the time went, in words.
+    notes: Vec<String>,
+}
+
+/// Durable borrow+release cycles per second through the HTTP API, measured end to end with real
+/// clients on loopback: the fabric asked for (default: the 64-host rack) on SQLite; beside it the
+/// 64-host rack when another fabric is asked for; and etcd with one and three members with
+/// `--store etcd`.
 ///
 /// # Errors
-/// Setup failures.
-pub fn run(fabric: Option<&Path>, clients: usize, cycles: usize) -> Result<String, BenchError> {
+/// Setup failures (etcd not installed, with `--store etcd`).
+pub fn run(
+    fabric: Option<&Path>,
+    clients: usize,
+    cycles: usize,
+    store: StoreChoice,
+) -> Result<String, BenchError> {
     let mut out = String::new();
-    let dir = crate::scratch_dir("api")?;
-    let desc = FabricDesc::load_or(fabric, "built-in rack-64", RACK_64)?.desc;
-    let borrowers: Vec<u32> = desc
-        .hosts
+    let loaded = FabricDesc::load_or(fabric, "built-in rack-64", RACK_64)?;
+    let mut rows = Vec::new();
+    let hosts = loaded.desc.hosts.len();
+    rows.push(on_sqlite(
+        &loaded.desc,
+        &format!("{} ({hosts} hosts), SQLite", loaded.name),
+        clients,
+        cycles,
+    )?);
+    if fabric.is_some() {
+        let rack = FabricDesc::load_or(None, "built-in rack-64", RACK_64)?;
+        rows.push(on_sqlite(
+            &rack.desc,
+            &format!("{} (64 hosts), SQLite", rack.name),
+            clients,
+            cycles,
+        )?);
+    }
+    if store == StoreChoice::Etcd {
+        for members in [1, 3] {
+            rows.push(on_etcd(&loaded.desc, members, clients, cycles)?);
+        }
+    }
+    writeln!(
+        out,
+        "api benchmark: {clients} clients, {cycles} durable borrow+release cycles per configuration"
+    )?;
+    writeln!(
+        out,
+        "  {:<44} {:>9} {:>10} {:>10} {:>8}",
+        "configuration", "cycles/s", "borrow p50", "borrow p99", "refused"
+    )?;
+    let rate = |m: &Measured| m.done as f64 / m.elapsed.max(1e-9);
+    for m in &rows {
+        let mut l = m.latencies.clone();
+        l.sort_by(f64::total_cmp);
+        writeln!(
+            out,
+            "  {:<44} {:>9.0} {:>8.2}ms {:>8.2}ms {:>8}",
+            m.label,
+            rate(m),
+            crate::per_mille(&l, 500),
+            crate::per_mille(&l, 990),
+            m.refusals.values().sum::<usize>()
+        )?;
+    }
+    for m in &rows {
+        if !m.refusals.is_empty() {
+            let list: Vec<String> = m.refusals.iter().map(|(c, n)| format!("{n} {c}")).collect();
+            writeln!(out, "  refused on {}: {}", m.label, list.join(", "))?;
+        }
+        for n in &m.notes {
+            writeln!(out, "  {}: {n}", m.label)?;
+        }
+    }
+    if fabric.is_some() && rows.len() >= 2 {
+        writeln!(
+            out,
+            "  cycles/s of the 64-host rack / this fabric's: {:.2} (target: at most 2)",
+            rate(&rows[1]) / rate(&rows[0]).max(1e-9)
+        )?;
+    }
+    if store == StoreChoice::Etcd {
+        writeln!(
+            out,
+            "  cycles/s of SQLite / etcd with three members: {:.2}",
+            rate(&rows[0]) / rate(&rows[rows.len() - 1]).max(1e-9)
+        )?;
+    }
+    Ok(out)
+}
+
+/// The hosts that lend nothing: where the clients borrow to.
+fn borrowers(desc: &FabricDesc) -> Vec<u32> {
+    desc.hosts
         .iter()
         .filter(|h| h.devices.is_empty())
         .map(|h| h.node.0)
-        .collect();
-    let lab = pcipool_serve::dev::open_service(&dir, &desc, Policy::default())?;
+        .collect()
+}
+
+fn on_sqlite(
+    desc: &FabricDesc,
+    label: &str,
+    clients: usize,
+    cycles: usize,
+) -> Result<Measured, BenchError> {
+    let dir = crate::scratch_dir("api")?;
+    let store = SqliteStore::open(&dir.join("pool.db"))
+        .map_err(|e| BenchError::Failed(format!("opening the store: {e}")))?;
+    let service = Arc::new(pcipool_serve::dev::open_service_on(
+        store,
+        desc,
+        Policy::default(),
+    )?);
+    let (commits_before, flushes_before) = service.controller().store().commit_stats();
+    let mut m = measure(service.clone(), desc, label, clients, cycles)?;
+    let (commits, flushes) = service.controller().store().commit_stats();
+    let (commits, flushes) = (commits - commits_before, flushes - flushes_before);
+    m.notes.push(format!(
+        "{commits} durable commits served by {flushes} disk flushes ({:.2} commits per flush, {:.1} flushes per cycle)",
+        commits as f64 / flushes.max(1) as f64,
+        flushes as f64 / m.done.max(1) as f64
+    ));
+    drop(service);
+    std::fs::remove_dir_all(&dir).map_err(BenchError::context("removing the scratch directory"))?;
+    Ok(m)
+}
+
+fn on_etcd(
+    desc: &FabricDesc,
+    members: usize,
+    clients: usize,
+    cycles: usize,
+) -> Result<Measured, BenchError> {
+    let dir = crate::scratch_dir("api-etcd")?;
+    let cluster = pcipool_testkit::etcd::Cluster::start(&dir, members)
+        .map_err(|e| BenchError::Failed(format!("starting etcd: {e}")))?;
+    let store = EtcdStore::connect(&cluster.endpoints(), "bench")
+        .map_err(|e| BenchError::Failed(format!("connecting to etcd: {e}")))?;
+    // Led as a controller leads it: every write also compares the leadership.
+    store
+        .lead("bench", Duration::from_secs(2))
+        .map_err(|e| BenchError::Failed(format!("leading the etcd store: {e}")))?;
+    let service = Arc::new(pcipool_serve::dev::open_service_on(
+        store,
+        desc,
+        Policy::default(),
+    )?);
+    let (calls_before, time_before) = service.controller().store().call_stats();
+    let label = format!(
+        "same fabric, etcd with {members} member{}",
+        if members == 1 { "" } else { "s" }
+    );
+    let mut m = measure(service.clone(), desc, &label, clients, cycles)?;
+    let (calls, time) = service.controller().store().call_stats();
+    let (calls, time) = (calls - calls_before, time.saturating_sub(time_before));
+    let per_cycle = calls as f64 / m.done.max(1) as f64;
+    let mean_ms = time.as_secs_f64() * 1e3 / calls.max(1) as f64;
+    // Requests run concurrently: their summed time over the clients' summed time is the share.
+    let busy = m.elapsed * clients as f64;
+    m.notes.push(format!(
+        "{per_cycle:.1} etcd requests per cycle (reads, transactions, counters), {mean_ms:.2} ms each on average: {:.0}% of the clients' time waits on etcd",
+        100.0 * time.as_secs_f64() / busy.max(1e-9)
+    ));
+    drop(service);
+    drop(cluster);
+    std::fs::remove_dir_all(&dir).map_err(BenchError::context("removing the scratch directory"))?;
+    Ok(m)
+}
+
+/// Serves `lab` on loopback and runs the clients against it.
+fn measure<S: Store + Send + Sync + 'static>(
+    lab: Arc<Service<S>>,
+    desc: &FabricDesc,
+    label: &str,
+    clients: usize,
+    cycles: usize,
+) -> Result<Measured, BenchError> {
+    let borrowers = borrowers(desc);
     let token = pcipool_serve::tokens::random_token()?;
     let mut tokens = BTreeMap::new();
     tokens.insert(
@@ -50,9 +233,6 @@ pub fn run(fabric: Option<&Path>, clients: usize, cycles: usize) -> Result<Strin
         .local_addr()
         .map_err(BenchError::context("address"))?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let lab = Arc::new(lab);
-    let stats = lab.clone();
-    let (commits_before, flushes_before) = stats.controller().store().commit_stats();
     let server = runtime.spawn(pcipool_api::serve_service(
         lab,
         listener,
@@ -130,7 +310,6 @@ pub fn run(fabric: Option<&Path>, clients: usize, cycles: usize) -> Result<Strin
             }
         }
     }
-    let failed: usize = refusals.values().sum();
     let elapsed = started.elapsed().as_secs_f64();
     // The server may already have stopped on an error; its result below says so.
     let _stopped = stop_tx.send(());
@@ -143,35 +322,12 @@ pub fn run(fabric: Option<&Path>, clients: usize, cycles: usize) -> Result<Strin
             "{panicked} client threads panicked"
         )));
     }
-    latencies.sort_by(f64::total_cmp);
-    let pct = |pm: usize| crate::per_mille(&latencies, pm);
-    writeln!(
-        out,
-        "api benchmark: {clients} clients, {done} durable borrow+release cycles ({failed} refused) in {elapsed:.2} s"
-    )?;
-    writeln!(
-        out,
-        "  {:.0} cycles/s   (target >= 1,000/s)",
-        done as f64 / elapsed.max(1e-9)
-    )?;
-    writeln!(
-        out,
-        "  borrow latency p50 {:.2} ms, p99 {:.2} ms",
-        pct(500),
-        pct(990)
-    )?;
-    if !refusals.is_empty() {
-        let list: Vec<String> = refusals.iter().map(|(c, n)| format!("{n} {c}")).collect();
-        writeln!(out, "  refused: {}", list.join(", "))?;
-    }
-    let (commits, flushes) = stats.controller().store().commit_stats();
-    let (commits, flushes) = (commits - commits_before, flushes - flushes_before);
-    writeln!(
-        out,
-        "  {commits} durable commits served by {flushes} disk flushes ({:.2} commits per flush, {:.1} flushes per cycle)",
-        commits as f64 / flushes.max(1) as f64,
-        flushes as f64 / done.max(1) as f64
-    )?;
-    std::fs::remove_dir_all(&dir).map_err(BenchError::context("removing the scratch directory"))?;
-    Ok(out)
+    Ok(Measured {
+        label: label.to_owned(),
+        done,
+        elapsed,
+        latencies,
+        refusals,
+        notes: Vec::new(),
+    })
 }

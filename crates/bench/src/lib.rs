@@ -6,6 +6,7 @@
 //! - [`datapath`]: the simulated NVMe data path by a local driver, a borrower and sharers, interleaved.
 //! - [`api`]: durable borrow+release cycles through the HTTP API.
 //! - [`restart`]: a controller reopening a large store.
+//! - [`failover`]: the leading controller of a pool on etcd killed, to the first borrow after.
 //! - [`fabric`]: loading a large fabric description, and placement decisions per second.
 //! - [`lab`]: lend and return on the VM lab (real kernels under QEMU), and where the time goes.
 
@@ -13,6 +14,7 @@ pub mod api;
 pub mod datapath;
 pub mod decode;
 pub mod fabric;
+pub mod failover;
 pub mod lab;
 pub mod restart;
 
@@ -41,6 +43,18 @@ pub enum Benchmark {
         /// Cycles in total.
         #[arg(long, default_value_t = 2000)]
         cycles: usize,
+        /// `sqlite`, or `etcd`: SQLite, then etcd with one member and with three (started on
+        /// loopback; Debian's etcd-server), side by side.
+        #[arg(long, value_enum, default_value_t)]
+        store: api::StoreChoice,
+    },
+    /// Failover of a pool on etcd (three members, three controllers, four agents, on loopback): the
+    /// leading controller SIGKILLed again and again, timed to the first successful borrow through the
+    /// others; p50, p99 and max.
+    Failover {
+        /// Leader kills.
+        #[arg(long, default_value_t = 20, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1000))]
+        kills: usize,
     },
     /// Controller restart time with a large store (leases and audit records).
     Restart {
@@ -104,8 +118,10 @@ pub fn run(benchmark: &Benchmark, pcipool: &std::path::Path) -> Result<String, B
             fabric,
             clients,
             cycles,
-        } => api::run(fabric.as_deref(), *clients, *cycles),
+            store,
+        } => api::run(fabric.as_deref(), *clients, *cycles, *store),
         Benchmark::Restart { leases, audit } => restart::run(*leases, *audit),
+        Benchmark::Failover { kills } => failover::run(pcipool, *kills),
         Benchmark::Schedule { fabric, decisions } => {
             fabric::schedule(fabric.as_deref(), *decisions)
         }

@@ -1,13 +1,12 @@
 //! Borrowing: admission, placement over what the fabric can still carry, and the durable assignment of
 //! each device (to `Lending` with its journal, or to its sharers), all or nothing for a gang.
 
-use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
 
 use pcipool_backend::Executor;
-use pcipool_fabric::{Fdid, LeaseId, NodeId};
+use pcipool_fabric::{Fdid, LeaseId};
 use pcipool_pool::capacity::{CapacityError, Ledger};
-use pcipool_pool::schedule::{self, DeviceClass, DeviceInfo, PlacementError, Request};
+use pcipool_pool::schedule::{DeviceClass, PlacementError, Request};
 use pcipool_pool::workflow::{Journal, WorkflowKind, WorkflowOutcome};
 use pcipool_pool::{
     AuditEntry, DeviceState, Epoch, Event, Lease, Millis, TransitionError, WorkflowId,
@@ -15,7 +14,7 @@ use pcipool_pool::{
 use pcipool_qualify::AccessModel;
 use pcipool_store::Store;
 
-use crate::claims::{Claim, Families, RequestClaim, Reservation, clash};
+use crate::claims::{Claim, RequestClaim, Reservation, clash};
 use crate::{
     Assigned, ControlError, Controller, DEFAULT_MAX_SHARERS, Granted, MAX_SHARERS, json, lock,
 };
@@ -169,19 +168,8 @@ impl<S: Store> Controller<S> {
         duration_secs: Option<u64>,
         now: Millis,
     ) -> Result<Vec<(Granted, Option<Journal>)>, ControlError> {
-        let rows = self.store.devices()?;
-        let mut usage: BTreeMap<DeviceClass, u32> = BTreeMap::new();
-        let mut load: HashMap<NodeId, u32> = HashMap::new();
-        for r in &rows {
-            for l in r.value.state.leases() {
-                *load.entry(r.value.info.fdid.node).or_default() += 1;
-                if l.tenant == tenant {
-                    *usage
-                        .entry(DeviceClass::of(r.value.info.class))
-                        .or_default() += 1;
-                }
-            }
-        }
+        let mut index = self.index()?;
+        let usage = index.usage(tenant);
         let admission = self
             .policy
             .admit(tenant, &mut request, &usage, duration_secs)?;
@@ -190,7 +178,7 @@ impl<S: Store> Controller<S> {
             if claimed.contains(&f) {
                 return Err(ControlError::Conflict(f));
             }
-            if Families::of(&rows).blocks(f) {
+            if index.family_blocks(f) {
                 return Err(ControlError::FamilyBusy(f));
             }
         }
@@ -210,32 +198,21 @@ impl<S: Store> Controller<S> {
                 self.policy.link_oversubscription_pct,
             )
         });
-        ledger.sync(rows.iter().flat_map(|r| {
-            r.value
-                .state
-                .leases()
-                .into_iter()
-                .map(|l| (l.id, &r.value.info, l.borrower))
-        }));
-        let families = Families::of(&rows);
+        ledger.sync(index.leases());
         let mut unfit: std::collections::BTreeSet<Fdid> = std::collections::BTreeSet::new();
         let mut why_unfit: Option<CapacityError> = None;
         let chosen = loop {
-            let eligible: Vec<(&DeviceInfo, &DeviceState)> = rows
-                .iter()
-                .filter(|r| !claimed.iter().any(|c| clash(c, &r.value.info.fdid)))
-                .filter(|r| !unfit.contains(&r.value.info.fdid))
-                .filter(|r| !families.blocks(r.value.info.fdid))
-                .filter(|r| !self.policy.in_maintenance(r.value.info.fdid, now))
-                .map(|r| (&r.value.info, &r.value.state))
-                .collect();
-            let placed = schedule::place(
+            let placed = index.place(
                 &request,
-                eligible,
-                &load,
                 &self.topology,
                 &mut lock(&self.routes),
                 self.policy.strategy,
+                |info| {
+                    let f = info.fdid;
+                    !claimed.iter().any(|c| clash(c, &f))
+                        && !unfit.contains(&f)
+                        && !self.policy.in_maintenance(f, now)
+                },
             );
             let chosen = match placed {
                 Ok(c) => c,
@@ -244,10 +221,7 @@ impl<S: Store> Controller<S> {
                         return Err(ControlError::Capacity(why));
                     }
                     // A request for one named device that someone holds is a conflict, not a capacity problem.
-                    let held = request.selector.fdid.filter(|f| {
-                        rows.iter()
-                            .any(|r| r.value.info.fdid == *f && !r.value.state.leases().is_empty())
-                    });
+                    let held = request.selector.fdid.filter(|f| index.is_held(*f));
                     return Err(match (e, held) {
                         (PlacementError::NoCapacity { .. }, Some(f)) => ControlError::Held(f),
                         (e, _) => e.into(),
@@ -258,14 +232,12 @@ impl<S: Store> Controller<S> {
             let mut misfit = None;
             let before = reservation.held.len();
             for fdid in &chosen {
-                let Some(row) = rows.iter().find(|r| r.value.info.fdid == *fdid) else {
+                let Some(info) = index.info(*fdid) else {
                     continue;
                 };
                 let id = LeaseId(self.reservations.fetch_sub(1, Ordering::Relaxed));
-                match ledger.add(id, &row.value.info, request.borrower) {
-                    Ok(()) => reservation
-                        .held
-                        .push((id, row.value.info.clone(), request.borrower)),
+                match ledger.add(id, info, request.borrower) {
+                    Ok(()) => reservation.held.push((id, info.clone(), request.borrower)),
                     Err(e) => {
                         misfit = Some((*fdid, e));
                         break;
@@ -286,22 +258,18 @@ impl<S: Store> Controller<S> {
         drop(ledger_slot);
         let classes: Vec<DeviceClass> = chosen
             .iter()
-            .filter_map(|f| rows.iter().find(|r| r.value.info.fdid == *f))
-            .map(|r| DeviceClass::of(r.value.info.class))
+            .filter_map(|f| index.info(*f))
+            .map(|info| DeviceClass::of(info.class))
             .collect();
+        drop(index);
         self.policy.check_placed(tenant, &usage, &classes)?;
         let _claim = self.claim(&chosen)?;
-        // Claimed: no other request of this controller can take a PF or VF of these devices now, but our
-        // rows may predate one that finished meanwhile. Check the families against the store again.
-        let has_family = |f: &Fdid| {
-            rows.iter().any(|r| {
-                let o = r.value.info.fdid;
-                o.node == f.node && o.bdf == f.bdf && o.vf != f.vf
-            })
-        };
-        if chosen.iter().any(has_family) {
-            let fresh = Families::of(&self.store.devices()?);
-            if let Some(f) = chosen.iter().find(|f| fresh.blocks(**f)) {
+        // Claimed: no other request of this controller can take a PF or VF of these devices now, but
+        // one may have finished between the placement and the claim. The index has every write this
+        // controller committed: check the families there again.
+        {
+            let index = self.index()?;
+            if let Some(f) = chosen.iter().find(|f| index.family_blocks(**f)) {
                 return Err(ControlError::FamilyBusy(*f));
             }
         }

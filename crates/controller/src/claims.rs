@@ -2,14 +2,9 @@
 //! requests, ledger reservations. Each is given back when its guard drops; the store's compare-and-swap
 //! still decides every race, also against other processes.
 
-use std::collections::HashMap;
-
 use pcipool_fabric::{Fdid, LeaseId, NodeId};
-use pcipool_pcie::Bdf;
-use pcipool_pool::DeviceState;
 use pcipool_pool::capacity::Ledger;
 use pcipool_pool::schedule::DeviceInfo;
-use pcipool_store::DeviceRow;
 
 use crate::lock;
 
@@ -45,57 +40,6 @@ impl Drop for RequestClaim<'_> {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .remove(&self.id);
-    }
-}
-
-/// A physical function and its virtual functions exclude each other: the PF cannot be lent (or reset)
-/// while any of its VFs is out, and no VF can go while the PF is held, draining or being returned.
-/// Built once per placement (one pass over the rows) so the check per device is a lookup.
-#[derive(Debug, Default)]
-pub(crate) struct Families {
-    /// (node, PF address) -> (the PF is busy for its VFs, some VF of it is out).
-    busy: HashMap<(NodeId, Bdf), (bool, bool)>,
-}
-
-impl Families {
-    pub(crate) fn of(rows: &[pcipool_store::Versioned<DeviceRow>]) -> Self {
-        let mut busy: HashMap<(NodeId, Bdf), (bool, bool)> = HashMap::new();
-        for r in rows {
-            let f = r.value.info.fdid;
-            let state = &r.value.state;
-            let entry = busy.entry((f.node, f.bdf)).or_default();
-            match f.vf {
-                None => {
-                    entry.0 = !matches!(
-                        state,
-                        DeviceState::Available
-                            | DeviceState::Rejected { .. }
-                            | DeviceState::Qualified { .. }
-                    );
-                }
-                Some(_) => {
-                    entry.1 |= !state.leases().is_empty()
-                        || matches!(
-                            state,
-                            DeviceState::Lending { .. } | DeviceState::Returning { .. }
-                        );
-                }
-            }
-        }
-        Self { busy }
-    }
-
-    /// Whether `fdid` is held back by its family.
-    pub(crate) fn blocks(&self, fdid: Fdid) -> bool {
-        let (pf_busy, vf_out) = self
-            .busy
-            .get(&(fdid.node, fdid.bdf))
-            .copied()
-            .unwrap_or_default();
-        match fdid.vf {
-            None => vf_out,
-            Some(_) => pf_busy,
-        }
     }
 }
 

@@ -74,16 +74,14 @@ impl<S: Store> Controller<S> {
     /// Store errors.
     pub fn tick(&self, exec: &mut impl Executor, now: Millis) -> Result<usize, ControlError> {
         let mut expired = 0;
-        for row in self.store.devices()? {
-            let due = row.value.state.leases().iter().any(|l| l.expires_at <= now);
-            if !due {
-                continue;
-            }
-            let fdid = row.value.info.fdid;
+        // The index knows which rows hold leases: a tick costs the leases, not the pool.
+        let due = self.index()?.due(now);
+        for fdid in due {
             let workflow = WorkflowId(self.store.next("workflow")?);
+            let before = self.store.device(fdid)?.map(|r| r.value.state);
             match self.change(exec, fdid, &Event::Tick { workflow }, "controller", now) {
                 // A lost device keeps its leases until its lender is back: nothing expired.
-                Ok(next) if next == row.value.state => {}
+                Ok(next) if Some(&next) == before.as_ref() => {}
                 Ok(_) => expired += 1,
                 Err(e @ ControlError::Store(_)) => return Err(e),
                 Err(e) => self.log_error("tick", &format!("{fdid}: {e}")),

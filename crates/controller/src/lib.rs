@@ -15,6 +15,7 @@
 //! - `hosts`: expiry, lenders lost and back, reconciling with the hardware.
 //! - `dispatch`: every command a decision returns, carried out by one exhaustive match.
 //! - `claims`: what this process holds while requests are in flight.
+//! - `index`: the devices as placement sees them, kept current by this controller's writes.
 //! - [`service`]: [`Service`], the controller running: hardware, clock, lend queue, tick, agents.
 //! - [`fleet`]: [`AgentFleet`], the hosts' agents and the fabric manager over HTTP.
 #![deny(missing_docs)]
@@ -25,6 +26,7 @@ mod dispatch;
 pub mod error;
 pub mod fleet;
 mod hosts;
+mod index;
 mod leases;
 mod run;
 pub mod service;
@@ -78,6 +80,9 @@ pub struct Controller<S> {
     requests: std::sync::Mutex<std::collections::BTreeSet<(String, String)>>,
     /// Fabric capacity held by granted leases and by requests in flight (built on first use).
     ledger: std::sync::Mutex<Option<Ledger>>,
+    /// Every device's facts and state, read once and kept current by this controller's writes: what
+    /// placement, admission and expiry look at (see `index`). Locked before `ledger` when both are.
+    index: std::sync::Mutex<index::DeviceIndex>,
     /// Ids for in-flight reservations in the ledger (counting down from the top, where no lease is).
     reservations: std::sync::atomic::AtomicU64,
     /// Hop counts between hosts (the topology does not change).
@@ -123,6 +128,7 @@ impl<S: Store> Controller<S> {
             claims: std::sync::Mutex::new(std::collections::BTreeSet::new()),
             requests: std::sync::Mutex::new(std::collections::BTreeSet::new()),
             ledger: std::sync::Mutex::new(None),
+            index: std::sync::Mutex::new(index::DeviceIndex::default()),
             reservations: std::sync::atomic::AtomicU64::new(u64::MAX),
             routes: std::sync::Mutex::new(RouteCache::default()),
             release_wait_ms: 500,
@@ -143,6 +149,38 @@ impl<S: Store> Controller<S> {
     /// Tells waiters a write committed.
     fn committed(&self) {
         self.changes.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// The device index, read from the store on first use.
+    pub(crate) fn index(
+        &self,
+    ) -> Result<std::sync::MutexGuard<'_, index::DeviceIndex>, ControlError> {
+        let mut index = lock(&self.index);
+        if !index.loaded {
+            let rows = self.store.devices()?;
+            index.load(
+                rows.into_iter()
+                    .map(|r| (r.value.info, r.value.state, r.version)),
+            );
+        }
+        Ok(index)
+    }
+
+    /// Tells the index a row this controller wrote (a no-op until the index is first used).
+    fn indexed(&self, row: &DeviceRow, version: u64) {
+        let mut index = lock(&self.index);
+        if index.loaded {
+            index.put(row.info.clone(), row.state.clone(), version);
+        }
+    }
+
+    /// Reads one row again into the index (after a write lost a race to a writer it did not see).
+    fn reindex(&self, fdid: Fdid) {
+        match self.store.device(fdid) {
+            Ok(Some(row)) => self.indexed(&row.value, row.version),
+            Ok(None) => {}
+            Err(e) => self.log_error("reindex", &format!("{fdid}: {e}")),
+        }
     }
 
     /// Logs an error the controller carries on from, and counts it under `site`.
@@ -242,11 +280,15 @@ impl<S: Store> Controller<S> {
             result: "ok",
         }];
         match self.store.put_device(fdid, None, &row, &audit) {
-            Ok(_) => {
+            Ok(version) => {
+                self.indexed(&row, version);
                 self.committed();
                 Ok(())
             }
-            Err(StoreError::Conflict { .. }) => Ok(()),
+            Err(StoreError::Conflict { .. }) => {
+                self.reindex(fdid);
+                Ok(())
+            }
             Err(e) => Err(e.into()),
         }
     }
@@ -312,7 +354,7 @@ impl<S: Store> Controller<S> {
             None => self
                 .store
                 .put_device(fdid, Some(current.version), &row, &audit)
-                .map(|_| None),
+                .map(|v| (v, None)),
             Some((j, expected)) => {
                 let body = json(j);
                 let action = format!("workflow {} {:?}", j.id, j.kind);
@@ -337,15 +379,19 @@ impl<S: Store> Controller<S> {
                 };
                 self.store
                     .put_device_and_workflow(fdid, Some(current.version), &row, &audit, write)
-                    .map(|(_, w)| Some(w))
+                    .map(|(v, w)| (v, Some(w)))
             }
         };
         match written {
-            Ok(w) => {
+            Ok((version, w)) => {
+                self.indexed(&row, version);
                 self.committed();
                 Ok((next, commands, w))
             }
-            Err(StoreError::Conflict { .. }) => Err(ControlError::Conflict(fdid)),
+            Err(StoreError::Conflict { .. }) => {
+                self.reindex(fdid);
+                Err(ControlError::Conflict(fdid))
+            }
             Err(e) => Err(e.into()),
         }
     }

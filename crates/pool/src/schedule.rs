@@ -623,6 +623,22 @@ impl PlacementIndex {
         routes: &mut RouteCache,
         strategy: Strategy,
     ) -> Result<Vec<Fdid>, PlacementError> {
+        self.place_where(request, view, routes, strategy, |_| true)
+    }
+
+    /// As [`PlacementIndex::place`], among the devices `usable` accepts (the caller's own exclusions:
+    /// devices other requests claimed, maintenance windows, families in use).
+    ///
+    /// # Errors
+    /// As [`place`].
+    pub fn place_where(
+        &mut self,
+        request: &Request,
+        view: PoolView<'_>,
+        routes: &mut RouteCache,
+        strategy: Strategy,
+        usable: impl Fn(&DeviceInfo) -> bool,
+    ) -> Result<Vec<Fdid>, PlacementError> {
         if request.count == 0 {
             return Err(PlacementError::ZeroCount);
         }
@@ -654,6 +670,7 @@ impl PlacementIndex {
                     if free_for(state, request.model, request.max_sharers)
                         && info.models.contains(&request.model)
                         && matches(info, &request.selector)
+                        && usable(info)
                     {
                         tier.push((hops, load_key, info.fdid));
                     }

@@ -28,6 +28,18 @@ pub fn open_service(
     policy: Policy,
 ) -> Result<Service<SqliteStore>, ServeError> {
     let store = SqliteStore::open(&data_dir.join("pool.db"))?;
+    open_service_on(store, desc, policy)
+}
+
+/// As [`open_service`], on any store (the API benchmark compares SQLite with etcd).
+///
+/// # Errors
+/// Store or description errors.
+pub fn open_service_on<S: pcipool_store::Store>(
+    store: S,
+    desc: &FabricDesc,
+    policy: Policy,
+) -> Result<Service<S>, ServeError> {
     let sim = Sim::new(desc, 1).map_err(|e| ServeError::BadInput(e.to_string()))?;
     let controller = Controller::new(store, policy, desc.topology.clone());
     let clock = SystemClock;

@@ -43,7 +43,7 @@ enum Next {
     /// The process is told to stop.
     Stop,
     /// Lead with this store (it holds the leadership).
-    Lead(EtcdStore),
+    Lead(Box<EtcdStore>),
     /// Follow, campaigning for the leadership.
     Follow,
 }
@@ -187,7 +187,7 @@ impl Seat {
         loop {
             next = match next {
                 Next::Stop => break,
-                Next::Lead(store) => seat.lead(store, &shared).await,
+                Next::Lead(store) => seat.lead(*store, &shared).await,
                 Next::Follow => seat.follow(&shared).await,
             };
         }
@@ -281,7 +281,7 @@ impl Seat {
                     if *shared.stop.borrow() {
                         return Next::Stop;
                     }
-                    return Next::Lead(campaign);
+                    return Next::Lead(Box::new(campaign));
                 }
                 Err(StoreError::NotLeader(holder)) => {
                     let mut known = leader

@@ -54,6 +54,9 @@ pub struct EtcdStore {
     keeper: Mutex<Option<Keeper>>,
     /// The fault tests' mutant: writes no longer compare the leadership.
     unfenced: AtomicBool,
+    /// Requests made and their summed time in microseconds (for `pcipool bench api --store etcd`).
+    calls: AtomicU64,
+    call_us: AtomicU64,
 }
 
 /// Keeps a lease alive until stopped.
@@ -200,6 +203,8 @@ impl EtcdStore {
             fence: AtomicU64::new(0),
             keeper: Mutex::new(None),
             unfenced: AtomicBool::new(false),
+            calls: AtomicU64::new(0),
+            call_us: AtomicU64::new(0),
         };
         store.range(&store.key("audit-head"))?;
         Ok(store)
@@ -209,8 +214,27 @@ impl EtcdStore {
         format!("{}{rest}", self.prefix)
     }
 
+    /// Requests made to etcd so far, and the time they took in all.
+    pub fn call_stats(&self) -> (u64, Duration) {
+        (
+            self.calls.load(Ordering::Relaxed),
+            Duration::from_micros(self.call_us.load(Ordering::Relaxed)),
+        )
+    }
+
     /// Posts `body` to `path` on a member: the one that answered last, then the others in turn.
     fn call(&self, path: &str, body: &Value) -> Result<Value, StoreError> {
+        let started = Instant::now();
+        let answer = self.call_members(path, body);
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        self.call_us.fetch_add(
+            u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+        answer
+    }
+
+    fn call_members(&self, path: &str, body: &Value) -> Result<Value, StoreError> {
         let first = self.current.load(Ordering::Relaxed);
         let mut failures = Vec::new();
         for i in 0..self.endpoints.len() {
