@@ -54,9 +54,26 @@ pub struct EtcdStore {
     keeper: Mutex<Option<Keeper>>,
     /// The fault tests' mutant: writes no longer compare the leadership.
     unfenced: AtomicBool,
-    /// Requests made and their summed time in microseconds (for `pcipool bench api --store etcd`).
-    calls: AtomicU64,
-    call_us: AtomicU64,
+    /// Requests made and their summed time in microseconds, reads and transactions apart (for
+    /// `pcipool bench api --store etcd`).
+    calls: [AtomicU64; 2],
+    call_us: [AtomicU64; 2],
+    /// The audit chain's head as this store last wrote it (its `mod_revision` and record), so the
+    /// next append need not read it first; a write whose compare fails reads it again.
+    head: Mutex<Option<(u64, AuditRecord)>>,
+}
+
+/// What an etcd store asked of etcd, for benchmarks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CallStats {
+    /// Reads (`range`) made.
+    pub reads: u64,
+    /// Their summed time.
+    pub read_time: Duration,
+    /// Transactions and lease calls made.
+    pub writes: u64,
+    /// Their summed time.
+    pub write_time: Duration,
 }
 
 /// Keeps a lease alive until stopped.
@@ -167,6 +184,8 @@ fn corrupt(key: &str, source: serde_json::Error) -> StoreError {
 struct Appended {
     compare: Option<Value>,
     writes: Vec<Value>,
+    /// The chain's new head once written.
+    newest: Option<AuditRecord>,
 }
 
 impl EtcdStore {
@@ -203,8 +222,9 @@ impl EtcdStore {
             fence: AtomicU64::new(0),
             keeper: Mutex::new(None),
             unfenced: AtomicBool::new(false),
-            calls: AtomicU64::new(0),
-            call_us: AtomicU64::new(0),
+            calls: [AtomicU64::new(0), AtomicU64::new(0)],
+            call_us: [AtomicU64::new(0), AtomicU64::new(0)],
+            head: Mutex::new(None),
         };
         store.range(&store.key("audit-head"))?;
         Ok(store)
@@ -214,20 +234,25 @@ impl EtcdStore {
         format!("{}{rest}", self.prefix)
     }
 
-    /// Requests made to etcd so far, and the time they took in all.
-    pub fn call_stats(&self) -> (u64, Duration) {
-        (
-            self.calls.load(Ordering::Relaxed),
-            Duration::from_micros(self.call_us.load(Ordering::Relaxed)),
-        )
+    /// Requests made to etcd so far, and the time they took.
+    pub fn call_stats(&self) -> CallStats {
+        let n = |i: usize| self.calls[i].load(Ordering::Relaxed);
+        let t = |i: usize| Duration::from_micros(self.call_us[i].load(Ordering::Relaxed));
+        CallStats {
+            reads: n(0),
+            read_time: t(0),
+            writes: n(1),
+            write_time: t(1),
+        }
     }
 
     /// Posts `body` to `path` on a member: the one that answered last, then the others in turn.
     fn call(&self, path: &str, body: &Value) -> Result<Value, StoreError> {
         let started = Instant::now();
         let answer = self.call_members(path, body);
-        self.calls.fetch_add(1, Ordering::Relaxed);
-        self.call_us.fetch_add(
+        let kind = usize::from(path != "/v3/kv/range");
+        self.calls[kind].fetch_add(1, Ordering::Relaxed);
+        self.call_us[kind].fetch_add(
             u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
             Ordering::Relaxed,
         );
@@ -475,30 +500,46 @@ impl EtcdStore {
             return Ok(Appended {
                 compare: None,
                 writes: Vec::new(),
+                newest: None,
             });
         }
         let head_key = self.key("audit-head");
-        let head = self.range(&head_key)?;
-        let last: Option<AuditRecord> = head
-            .as_ref()
-            .map(|kv| serde_json::from_str(&kv.value).map_err(|e| corrupt(&head_key, e)))
-            .transpose()?;
+        let cached = self
+            .head
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let (revision, last) = match cached {
+            Some((revision, record)) => (Some(revision), Some(record)),
+            None => match self.range(&head_key)? {
+                Some(kv) => (
+                    Some(kv.mod_revision),
+                    Some(serde_json::from_str(&kv.value).map_err(|e| corrupt(&head_key, e))?),
+                ),
+                None => (None, None),
+            },
+        };
         let mut chain = AuditChain::resume(last.as_ref());
         let mut writes = Vec::new();
-        let mut newest = String::new();
+        let mut newest = None;
         for e in entries {
             let r = chain.append(e);
-            newest = serde_json::to_string(&r).map_err(|e| corrupt(&head_key, e))?;
-            writes.push(put(&self.key(&format!("audit/{:020}", r.seq)), &newest));
+            let body = serde_json::to_string(&r).map_err(|e| corrupt(&head_key, e))?;
+            writes.push(put(&self.key(&format!("audit/{:020}", r.seq)), &body));
+            newest = Some((r, body));
         }
-        writes.push(put(&head_key, &newest));
-        let compare = match head {
-            Some(kv) => compare(&head_key, "MOD", kv.mod_revision),
+        let compare = match revision {
+            Some(rev) => compare(&head_key, "MOD", rev),
             None => compare(&head_key, "VERSION", 0),
         };
+        let newest = newest.map(|(record, body)| {
+            writes.push(put(&head_key, &body));
+            record
+        });
         Ok(Appended {
             compare: Some(compare),
             writes,
+            newest,
         })
     }
 
@@ -513,7 +554,8 @@ impl EtcdStore {
         entries: &[AuditEntry<'_>],
     ) -> Result<Vec<u64>, StoreError> {
         for _ in 0..HEAD_RETRIES {
-            let appended = self.append(entries)?;
+            let mut appended = self.append(entries)?;
+            let newest = appended.newest.take();
             let mut compares: Vec<Value> = rows
                 .iter()
                 .map(|(k, expected)| compare(k, "VERSION", expected.unwrap_or(0)))
@@ -523,9 +565,20 @@ impl EtcdStore {
             let mut failure: Vec<Value> = rows.iter().map(|(k, _)| get(k)).collect();
             failure.push(get(&self.key("leader")));
             let (done, answer) = self.fenced_txn(compares, success, failure)?;
+            let mut head = self
+                .head
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             if done {
+                // Every key a transaction writes gets its revision: the head's new mod_revision.
+                if let Some(record) = newest {
+                    *head = Some((number(&answer["header"]["revision"]), record));
+                }
                 return Ok(rows.iter().map(|(_, e)| e.unwrap_or(0) + 1).collect());
             }
+            // The head may have moved: read it again next time.
+            *head = None;
+            drop(head);
             // Which comparison failed: leadership lost, a row someone else wrote, or only the chain's
             // head.
             let responses = answer["responses"].as_array().cloned().unwrap_or_default();

@@ -22,7 +22,7 @@ use pcipool_pool::schedule::DeviceInfo;
 use pcipool_pool::{AuditEntry, AuditRecord, DeviceState};
 use serde::{Deserialize, Serialize};
 
-pub use etcd::EtcdStore;
+pub use etcd::{CallStats, EtcdStore};
 pub use mem::MemStore;
 pub use sqlite::SqliteStore;
 

@@ -108,7 +108,7 @@ impl Cluster {
     /// Starts `n` members under `dir` and waits until the cluster answers.
     ///
     /// # Errors
-    /// No etcd program; a member does not start or the cluster does not answer within 20 s.
+    /// No etcd program; a member does not start or the cluster does not answer within 60 s.
     pub fn start(dir: &Path, n: usize) -> Result<Self, String> {
         program()?;
         let mut members = Vec::new();
@@ -159,7 +159,7 @@ impl Cluster {
         for m in &mut cluster.members {
             m.spawn(&cluster.initial, "new")?;
         }
-        cluster.wait_ready(Duration::from_secs(20))?;
+        cluster.wait_ready(Duration::from_secs(60))?;
         Ok(cluster)
     }
 
