@@ -70,7 +70,7 @@ fn free_port() -> Result<u16, BenchError> {
 /// Which controller leads, asked of each.
 fn leader(urls: &[String], running: &[Option<Proc>]) -> Option<usize> {
     (0..urls.len()).find(|&i| {
-        running[i].is_some()
+        running.get(i).is_some_and(Option::is_some)
             && Client::new(&urls[i], "")
                 .with_timeout(Duration::from_secs(2))
                 .get::<ControllerView>("/v1/controller")
@@ -99,6 +99,8 @@ fn wait_until(
 /// etcd not installed; a process that does not start; no borrow within 30 s of a kill.
 pub fn run(exe: &Path, kills: usize) -> Result<String, BenchError> {
     let dir = crate::scratch_dir("failover")?;
+    std::fs::create_dir_all(dir.join("etcd"))
+        .map_err(BenchError::context("creating etcd's directory"))?;
     let etcd = pcipool_testkit::etcd::Cluster::start(&dir.join("etcd"), 3)
         .map_err(|e| BenchError::Failed(format!("starting etcd: {e}")))?;
     let store = format!(
