@@ -103,14 +103,7 @@ pub fn run(exe: &Path, kills: usize) -> Result<String, BenchError> {
         .map_err(BenchError::context("creating etcd's directory"))?;
     let etcd = pcipool_testkit::etcd::Cluster::start(&dir.join("etcd"), 3)
         .map_err(|e| BenchError::Failed(format!("starting etcd: {e}")))?;
-    let store = format!(
-        "etcd://{}",
-        etcd.endpoints()
-            .iter()
-            .map(|u| u.trim_start_matches("http://"))
-            .collect::<Vec<_>>()
-            .join(",")
-    );
+    let store = etcd.store_url();
     let listens: Vec<String> = (0..3)
         .map(|_| free_port().map(|p| format!("127.0.0.1:{p}")))
         .collect::<Result<_, _>>()?;

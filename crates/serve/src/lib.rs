@@ -112,6 +112,28 @@ pub fn load_policy(file: Option<&Path>) -> Result<(String, Policy), ServeError> 
     Ok((path.display().to_string(), policy))
 }
 
+/// The multi-threaded tokio runtime a controller process serves on.
+fn runtime() -> Result<tokio::runtime::Runtime, ServeError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(ServeError::io("starting the tokio runtime"))
+}
+
+/// Binds `listen`; the listener and the address it got.
+async fn bind(listen: &str) -> Result<(tokio::net::TcpListener, SocketAddr), ServeError> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|source| ServeError::Bind {
+            addr: listen.to_owned(),
+            source,
+        })?;
+    let addr = listener
+        .local_addr()
+        .map_err(ServeError::io("reading the bound address"))?;
+    Ok((listener, addr))
+}
+
 /// Serves `service` on `listen` (with `extra` routes on the same listener, made once its address is
 /// known) until `shutdown` resolves, on one multi-threaded tokio runtime built here. `banner` runs once
 /// the address is bound, before the first request is served.
@@ -126,20 +148,8 @@ pub fn serve<S: pcipool_store::Store + Send + Sync + 'static>(
     banner: impl FnOnce(SocketAddr),
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(ServeError::io("starting the tokio runtime"))?;
-    runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(listen)
-            .await
-            .map_err(|source| ServeError::Bind {
-                addr: listen.to_owned(),
-                source,
-            })?;
-        let addr = listener
-            .local_addr()
-            .map_err(ServeError::io("reading the bound address"))?;
+    runtime()?.block_on(async move {
+        let (listener, addr) = bind(listen).await?;
         let routes = extra(addr);
         banner(addr);
         pcipool_api::serve_service(Arc::new(service), listener, tokens, routes, shutdown)

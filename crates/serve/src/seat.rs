@@ -91,6 +91,15 @@ impl Shared {
             .unwrap_or_else(std::sync::PoisonError::into_inner) = router;
     }
 
+    /// Follows again after `d`, unless the process is told to stop meanwhile.
+    async fn follow_after(&self, d: Duration) -> Next {
+        if self.stopped_within(d).await {
+            Next::Stop
+        } else {
+            Next::Follow
+        }
+    }
+
     /// Waits `d`; true when the process was told to stop meanwhile.
     async fn stopped_within(&self, d: Duration) -> bool {
         let mut stop = self.stop.clone();
@@ -113,11 +122,7 @@ impl Seat {
         banner: impl FnOnce(Vec<String>),
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServeError> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-            .map_err(ServeError::io("starting the tokio runtime"))?;
-        runtime.block_on(self.run(listen, banner, shutdown))
+        crate::runtime()?.block_on(self.run(listen, banner, shutdown))
     }
 
     async fn run(
@@ -238,11 +243,7 @@ impl Seat {
             Ok(Ok(o)) => o,
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "following: cannot open the store; trying again");
-                return if shared.stopped_within(Duration::from_secs(1)).await {
-                    Next::Stop
-                } else {
-                    Next::Follow
-                };
+                return shared.follow_after(Duration::from_secs(1)).await;
             }
             Err(e) => {
                 tracing::error!(error = %e, "following: opening the store panicked");
@@ -313,11 +314,7 @@ impl Seat {
             Ok(Ok(s)) => Arc::new(s),
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "could not start leading; following");
-                return if shared.stopped_within(CAMPAIGN_EVERY).await {
-                    Next::Stop
-                } else {
-                    Next::Follow
-                };
+                return shared.follow_after(CAMPAIGN_EVERY).await;
             }
             Err(e) => {
                 tracing::error!(error = %e, "starting the service panicked");

@@ -177,6 +177,16 @@ impl Cluster {
         self.members.iter().map(|m| m.client.clone()).collect()
     }
 
+    /// The cluster as `pcipool server --store` names it: `etcd://HOST:PORT,HOST:PORT,...`.
+    pub fn store_url(&self) -> String {
+        let members: Vec<&str> = self
+            .members
+            .iter()
+            .map(|m| m.client.trim_start_matches("http://"))
+            .collect();
+        format!("etcd://{}", members.join(","))
+    }
+
     /// Waits until a member answers a read through the cluster (a leader is elected).
     ///
     /// # Errors

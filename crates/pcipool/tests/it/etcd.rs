@@ -15,14 +15,7 @@ use crate::support::nvme_for;
 pub fn etcd_or_skip(dir: &std::path::Path, name: &str) -> Option<(Etcd, String)> {
     match Etcd::start(dir, 3) {
         Ok(e) => {
-            let store = format!(
-                "etcd://{}",
-                e.endpoints()
-                    .iter()
-                    .map(|u| u.trim_start_matches("http://"))
-                    .collect::<Vec<_>>()
-                    .join(",")
-            );
+            let store = e.store_url();
             Some((e, store))
         }
         Err(why) if pcipool_testkit::etcd::program().is_err() => {

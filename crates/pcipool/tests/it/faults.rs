@@ -15,7 +15,7 @@ use pcipool_client::{Client, ClientError};
 use pcipool_testkit::etcd::Cluster as Etcd;
 use pcipool_testkit::history::{self, Call, Fault, FinalState, History, Outcome, Verdict};
 use pcipool_testkit::netns::Net;
-use pcipool_wire::ErrorCode;
+use pcipool_wire::{BorrowRequest, ErrorCode};
 
 use crate::cluster::{Cluster, Spec};
 use crate::support::nvme_for;
@@ -50,14 +50,7 @@ fn pool(dir: &std::path::Path, name: &str, server_args: &[&str]) -> Option<(Net,
         })
         .collect();
     let etcd = Etcd::start_in(dir, &members).expect("etcd starts in its namespaces");
-    let store = format!(
-        "etcd://{}",
-        etcd.endpoints()
-            .iter()
-            .map(|u| u.trim_start_matches("http://"))
-            .collect::<Vec<_>>()
-            .join(",")
-    );
+    let store = etcd.store_url();
     let cluster = Cluster::launch(&Spec {
         store: Some(&store),
         controllers: 3,
@@ -79,6 +72,37 @@ fn outcome_of(e: &ClientError) -> Outcome {
     }
 }
 
+/// Client `id` asks `request` for host `borrower`, recorded.
+fn borrow(history: &History, id: usize, client: &Client, request: &BorrowRequest) -> Outcome {
+    let call = Call::Borrow {
+        borrower: request.borrower.to_string(),
+    };
+    history.record(id, call, || match client.borrow(request) {
+        Ok(g) if g.len() == 1 => Outcome::Granted {
+            lease: g[0].lease_id.0,
+            fdid: g[0].fdid.to_string(),
+        },
+        Ok(g) => Outcome::Unknown(format!("{} grants for one device", g.len())),
+        Err(e) => outcome_of(&e),
+    })
+}
+
+/// Client `id` releases `lease`, recorded, up to `tries` times while the answer is lost.
+fn release(history: &History, id: usize, client: &Client, lease: u64, tries: usize) {
+    for _ in 0..tries {
+        let said = history.record(id, Call::Release { lease }, || {
+            match client.release(lease) {
+                Ok(()) => Outcome::Released,
+                Err(e) => outcome_of(&e),
+            }
+        });
+        if !matches!(said, Outcome::Unknown(_)) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// Client `id` borrows an NVMe drive or the GPU for a borrower, holds it a moment and releases it,
 /// until `stop`.
 fn client_loop(id: usize, client: &Client, history: &History, stop: &AtomicBool) {
@@ -90,20 +114,7 @@ fn client_loop(id: usize, client: &Client, history: &History, stop: &AtomicBool)
         if turn.is_multiple_of(3) {
             request.selector.class = Some(pcipool_pool::schedule::DeviceClass::Gpu);
         }
-        let got = history.record(
-            id,
-            Call::Borrow {
-                borrower: format!("n{borrower}"),
-            },
-            || match client.borrow(&request) {
-                Ok(g) if g.len() == 1 => Outcome::Granted {
-                    lease: g[0].lease_id.0,
-                    fdid: g[0].fdid.to_string(),
-                },
-                Ok(g) => Outcome::Unknown(format!("{} grants for one device", g.len())),
-                Err(e) => outcome_of(&e),
-            },
-        );
+        let got = borrow(history, id, client, &request);
         let Outcome::Granted { lease, .. } = got else {
             std::thread::sleep(Duration::from_millis(100));
             continue;
@@ -112,18 +123,7 @@ fn client_loop(id: usize, client: &Client, history: &History, stop: &AtomicBool)
             20 + (turn * 37 + id as u64 * 11) % 80,
         ));
         // Released, refused (gone: fenced) or, after five unanswered tries, left to the checker.
-        for _ in 0..5 {
-            let said = history.record(id, Call::Release { lease }, || {
-                match client.release(lease) {
-                    Ok(()) => Outcome::Released,
-                    Err(e) => outcome_of(&e),
-                }
-            });
-            if !matches!(said, Outcome::Unknown(_)) {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        release(history, id, client, lease, 5);
     }
 }
 
@@ -213,34 +213,10 @@ fn probe(c: &Cluster, history: &History, from: Instant) -> Duration {
     let mut request = nvme_for(4);
     request.selector.class = Some(pcipool_pool::schedule::DeviceClass::Nic);
     loop {
-        let got = history.record(
-            100,
-            Call::Borrow {
-                borrower: "n4".into(),
-            },
-            || match client.borrow(&request) {
-                Ok(g) if g.len() == 1 => Outcome::Granted {
-                    lease: g[0].lease_id.0,
-                    fdid: g[0].fdid.to_string(),
-                },
-                Ok(g) => Outcome::Unknown(format!("{} grants", g.len())),
-                Err(e) => outcome_of(&e),
-            },
-        );
+        let got = borrow(history, 100, &client, &request);
         if let Outcome::Granted { lease, .. } = got {
             let took = from.elapsed();
-            for _ in 0..20 {
-                let said = history.record(100, Call::Release { lease }, || {
-                    match client.release(lease) {
-                        Ok(()) => Outcome::Released,
-                        Err(e) => outcome_of(&e),
-                    }
-                });
-                if !matches!(said, Outcome::Unknown(_)) {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
+            release(history, 100, &client, lease, 20);
             return took;
         }
         assert!(
@@ -251,7 +227,6 @@ fn probe(c: &Cluster, history: &History, from: Instant) -> Duration {
     }
 }
 
-/// The `percent`th percentile of sorted durations (nearest rank).
 fn percentile(sorted: &[Duration], percent: usize) -> Duration {
     let at = (sorted.len() * percent).div_ceil(100).max(1) - 1;
     sorted[at.min(sorted.len() - 1)]
