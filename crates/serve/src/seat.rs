@@ -131,15 +131,7 @@ impl Seat {
         banner: impl FnOnce(Vec<String>),
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServeError> {
-        let listener = tokio::net::TcpListener::bind(listen)
-            .await
-            .map_err(|source| ServeError::Bind {
-                addr: listen.to_owned(),
-                source,
-            })?;
-        let addr = listener
-            .local_addr()
-            .map_err(ServeError::io("reading the bound address"))?;
+        let (listener, addr) = crate::bind(listen).await?;
         let url = self
             .config
             .advertise_url
