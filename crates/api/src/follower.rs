@@ -110,4 +110,13 @@ impl<S: Store + Send + Sync + 'static> PoolApi for Follower<S> {
     fn subscribe_changes(&self) -> tokio::sync::watch::Receiver<u64> {
         self.changes.subscribe()
     }
+
+    /// The leader's to answer (a follower passes `/metrics` on).
+    fn metrics_text(&self) -> Result<String, ControlError> {
+        self.refused()
+    }
+
+    /// Not counted here: a follower answers only the store's reads and passes the rest on, so the
+    /// leader counts the refusals it makes.
+    fn count_refusal(&self, _: &str) {}
 }

@@ -158,6 +158,13 @@ pub trait PoolApi: Send + Sync + 'static {
         node: pcipool_fabric::NodeId,
         beat: AgentHeartbeat,
     ) -> Result<HeartbeatReply, ControlError>;
+    /// The metrics' exposition text (Prometheus/OpenMetrics).
+    ///
+    /// # Errors
+    /// [`ControlError`].
+    fn metrics_text(&self) -> Result<String, ControlError>;
+    /// Counts a request the API refused, by its stable code.
+    fn count_refusal(&self, code: &str);
     /// A receiver woken by every change the domain commits (see
     /// `pcipool_controller::Controller::subscribe_changes`): long polls wait on it.
     fn subscribe_changes(&self) -> tokio::sync::watch::Receiver<u64>;
@@ -208,7 +215,10 @@ async fn call<P: PoolApi, T: Send + 'static>(
     })
     .await
     .map_err(|e| internal(e.to_string()))?;
-    Ok(answer?)
+    answer.map_err(|e| {
+        state.pool.count_refusal(e.code());
+        ApiError::from(e)
+    })
 }
 
 /// An API error: status plus JSON body.
@@ -263,23 +273,24 @@ impl IntoResponse for ApiError {
     }
 }
 
-fn principal<P>(state: &AppState<P>, headers: &HeaderMap) -> Result<Principal, ApiError> {
+fn principal<P: PoolApi>(state: &AppState<P>, headers: &HeaderMap) -> Result<Principal, ApiError> {
     let token = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "UNAUTHORIZED",
-                "missing bearer token",
-            )
-        })?;
-    state
-        .tokens
-        .get(token.trim())
-        .cloned()
-        .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", "unknown token"))
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let known = token.and_then(|t| state.tokens.get(t.trim()).cloned());
+    known.ok_or_else(|| {
+        state.pool.count_refusal("UNAUTHORIZED");
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "UNAUTHORIZED",
+            if token.is_some() {
+                "unknown token"
+            } else {
+                "missing bearer token"
+            },
+        )
+    })
 }
 
 async fn borrow<P: PoolApi>(
@@ -581,21 +592,9 @@ async fn workflow<P: PoolApi>(
     }
 }
 
-async fn metrics<P: PoolApi>(State(state): State<AppState<P>>) -> Result<String, ApiError> {
-    let (devices, leases) = call(&state, |d| Ok((d.devices()?, d.leases()?))).await?;
-    let mut by_state: BTreeMap<String, usize> = BTreeMap::new();
-    for d in &devices {
-        *by_state.entry(d.state.clone()).or_default() += 1;
-    }
-    let mut out = String::from(
-        "# HELP pcipool_devices Pooled devices by ownership state.\n# TYPE pcipool_devices gauge\n",
-    );
-    for (s, n) in by_state {
-        out.push_str(&format!("pcipool_devices{{state=\"{s}\"}} {n}\n"));
-    }
-    out.push_str("# HELP pcipool_leases Active leases.\n# TYPE pcipool_leases gauge\n");
-    out.push_str(&format!("pcipool_leases {}\n", leases.len()));
-    Ok(out)
+async fn metrics<P: PoolApi>(State(state): State<AppState<P>>) -> Result<Response, ApiError> {
+    let text = call(&state, PoolApi::metrics_text).await?;
+    Ok(([("content-type", pcipool_metrics::CONTENT_TYPE)], text).into_response())
 }
 
 /// The OpenAPI document (checked in beside this file).

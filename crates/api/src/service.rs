@@ -138,6 +138,14 @@ impl<S: Store + Send + Sync + 'static> PoolApi for Service<S> {
         self.controller().subscribe_changes()
     }
 
+    fn metrics_text(&self) -> Result<String, ControlError> {
+        Service::metrics_text(self)
+    }
+
+    fn count_refusal(&self, code: &str) {
+        self.controller().metrics().refused(code);
+    }
+
     fn audit_verify(&self) -> Result<AuditVerify, ControlError> {
         reads::audit_verify(self.controller())
     }

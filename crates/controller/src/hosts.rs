@@ -26,7 +26,10 @@ impl<S: Store> Controller<S> {
                 continue;
             }
             match self.change(exec, fdid, &Event::LenderLost, "controller", now) {
-                Ok(_) => changed += 1,
+                Ok(_) => {
+                    self.metrics.fault("device_lost");
+                    changed += 1;
+                }
                 Err(e @ ControlError::Store(_)) => return Err(e),
                 Err(e) => self.log_error("lender_lost", &format!("{fdid}: {e}")),
             }
@@ -60,7 +63,10 @@ impl<S: Store> Controller<S> {
                 "controller",
                 now,
             ) {
-                Ok(_) => changed += 1,
+                Ok(_) => {
+                    self.metrics.fault("device_back");
+                    changed += 1;
+                }
                 Err(e @ ControlError::Store(_)) => return Err(e),
                 Err(e) => self.log_error("lender_back", &format!("{fdid}: {e}")),
             }
@@ -112,6 +118,7 @@ impl<S: Store> Controller<S> {
             }
             let workflow = WorkflowId(self.store.next("workflow")?);
             self.change(exec, fdid, &Event::Fence { workflow }, "controller", now)?;
+            self.metrics.fault("lease_fenced");
             fenced += 1;
         }
         Ok(fenced)

@@ -106,6 +106,21 @@ impl DeviceIndex {
         }
     }
 
+    /// Devices per state name and active leases per access model.
+    pub(crate) fn census(&self) -> (BTreeMap<String, i64>, BTreeMap<String, i64>) {
+        let mut devices: BTreeMap<String, i64> = BTreeMap::new();
+        let mut leases: BTreeMap<String, i64> = BTreeMap::new();
+        for state in &self.states {
+            *devices.entry(state.name().to_owned()).or_default() += 1;
+        }
+        for &i in &self.leased {
+            for l in self.states[i].leases() {
+                *leases.entry(l.model.to_string()).or_default() += 1;
+            }
+        }
+        (devices, leases)
+    }
+
     /// A device's facts.
     pub(crate) fn info(&self, fdid: Fdid) -> Option<&DeviceInfo> {
         self.at.get(&fdid).map(|&i| &self.infos[i])

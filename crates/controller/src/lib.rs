@@ -96,6 +96,8 @@ pub struct Controller<S> {
     logged: std::sync::Mutex<BTreeMap<&'static str, u64>>,
     /// Borrowers told their lease ended (they learn it through their next renewal).
     notified: std::sync::atomic::AtomicU64,
+    /// What the controller reports to Prometheus (`GET /metrics`).
+    metrics: std::sync::Arc<pcipool_metrics::Metrics>,
     /// Counts the device and workflow writes this controller committed, so waiters (a long poll on a
     /// workflow) are woken by a change instead of reading the store in a loop.
     changes: tokio::sync::watch::Sender<u64>,
@@ -135,8 +137,37 @@ impl<S: Store> Controller<S> {
             step_times: true,
             logged: std::sync::Mutex::new(BTreeMap::new()),
             notified: std::sync::atomic::AtomicU64::new(0),
+            metrics: std::sync::Arc::new(pcipool_metrics::Metrics::new()),
             changes: tokio::sync::watch::Sender::new(0),
         }
+    }
+
+    /// The controller's metrics.
+    pub fn metrics(&self) -> &pcipool_metrics::Metrics {
+        &self.metrics
+    }
+
+    /// Runs a store operation, observing how long it took under `op`.
+    pub(crate) fn timed<T>(&self, op: &str, f: impl FnOnce() -> T) -> T {
+        let started = std::time::Instant::now();
+        let out = f();
+        self.metrics.store_op(op, started.elapsed().as_secs_f64());
+        out
+    }
+
+    /// The pool's state for a scrape: devices by state, leases by model, the audit chain's length
+    /// (agents are the service's to add).
+    ///
+    /// # Errors
+    /// Store errors.
+    pub fn census(&self) -> Result<pcipool_metrics::Census, ControlError> {
+        let (devices, leases) = self.index()?.census();
+        Ok(pcipool_metrics::Census {
+            devices,
+            leases,
+            audit_records: i64::try_from(self.store.audit_len()?).unwrap_or(i64::MAX),
+            agents: BTreeMap::new(),
+        })
     }
 
     /// A receiver that sees every write this controller commits (a counter). Subscribe before reading
@@ -157,7 +188,7 @@ impl<S: Store> Controller<S> {
     ) -> Result<std::sync::MutexGuard<'_, index::DeviceIndex>, ControlError> {
         let mut index = lock(&self.index);
         if !index.loaded {
-            let rows = self.store.devices()?;
+            let rows = self.timed("read_all_devices", || self.store.devices())?;
             index.load(
                 rows.into_iter()
                     .map(|r| (r.value.info, r.value.state, r.version)),
@@ -187,6 +218,7 @@ impl<S: Store> Controller<S> {
     pub(crate) fn log_error(&self, site: &'static str, error: &dyn std::fmt::Display) {
         tracing::warn!(site, %error, "carried on after an error");
         *lock(&self.logged).entry(site).or_default() += 1;
+        self.metrics.fault("error");
     }
 
     /// Errors logged and carried on from, per place, since the controller started.
@@ -331,8 +363,7 @@ impl<S: Store> Controller<S> {
         journal: Option<(&Journal, Option<u64>)>,
     ) -> Result<(DeviceState, Vec<pcipool_pool::Command>, Option<u64>), ControlError> {
         let current = self
-            .store
-            .device(fdid)?
+            .timed("read_device", || self.store.device(fdid))?
             .ok_or(ControlError::Conflict(fdid))?;
         let (next, commands) = apply(&current.value.state, event, now)?;
         let target = fdid.to_string();
@@ -352,8 +383,10 @@ impl<S: Store> Controller<S> {
         };
         let written = match journal {
             None => self
-                .store
-                .put_device(fdid, Some(current.version), &row, &audit)
+                .timed("write_device", || {
+                    self.store
+                        .put_device(fdid, Some(current.version), &row, &audit)
+                })
                 .map(|v| (v, None)),
             Some((j, expected)) => {
                 let body = json(j);
@@ -377,9 +410,16 @@ impl<S: Store> Controller<S> {
                     body: &body,
                     finished: j.outcome.is_some(),
                 };
-                self.store
-                    .put_device_and_workflow(fdid, Some(current.version), &row, &audit, write)
-                    .map(|(v, w)| (v, Some(w)))
+                self.timed("write_device_and_journal", || {
+                    self.store.put_device_and_workflow(
+                        fdid,
+                        Some(current.version),
+                        &row,
+                        &audit,
+                        write,
+                    )
+                })
+                .map(|(v, w)| (v, Some(w)))
             }
         };
         match written {

@@ -109,13 +109,15 @@ impl<S: Store> Controller<S> {
             after: &body,
             result: &result,
         }];
-        let version = self.store.put_workflow(
-            journal.id,
-            expected,
-            &body,
-            journal.outcome.is_some(),
-            &audit,
-        )?;
+        let version = self.timed("write_journal", || {
+            self.store.put_workflow(
+                journal.id,
+                expected,
+                &body,
+                journal.outcome.is_some(),
+                &audit,
+            )
+        })?;
         self.committed();
         Ok(version)
     }
@@ -141,11 +143,35 @@ impl<S: Store> Controller<S> {
             epoch = journal.ctx.epoch.0,
         );
         let _entered = span.enter();
+        let began = std::time::Instant::now();
+        let kind = match journal.kind {
+            WorkflowKind::Lend => "lend",
+            WorkflowKind::Return => "return",
+        };
+        let concluded = |outcome: &WorkflowOutcome| {
+            let name = match outcome {
+                WorkflowOutcome::Succeeded => "succeeded",
+                WorkflowOutcome::Compensated(_) => "compensated",
+                WorkflowOutcome::Failed(_) => "failed",
+            };
+            self.metrics
+                .workflow_done(kind, name, began.elapsed().as_secs_f64());
+        };
         let mut version = self.store.workflow(journal.id)?.map(|v| v.version);
         while let Some(i) = journal.next_pending() {
             let step = journal.steps[i].step;
             let started = std::time::Instant::now();
             let ran = exec.run(step, &journal.ctx);
+            let step_name = serde_json::to_value(step)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_else(|| format!("{step:?}"));
+            let step_outcome = match &ran {
+                Ok(_) => "ok".to_owned(),
+                Err(e) => e.kind.code().to_lowercase(),
+            };
+            self.metrics
+                .step_done(&step_name, &step_outcome, started.elapsed().as_secs_f64());
             if self.step_times {
                 journal.steps[i].us =
                     Some(u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX));
@@ -155,11 +181,10 @@ impl<S: Store> Controller<S> {
                     tracing::debug!(?step, ?output, "step done");
                     journal.record_output(i, output);
                     // Progress is flushed by the next durable commit; a rerun after a power loss is harmless.
-                    version = Some(self.store.put_workflow_progress(
-                        journal.id,
-                        version,
-                        &json(journal),
-                    )?);
+                    version = Some(self.timed("write_journal", || {
+                        self.store
+                            .put_workflow_progress(journal.id, version, &json(journal))
+                    })?);
                     self.committed();
                     continue;
                 }
@@ -199,6 +224,7 @@ impl<S: Store> Controller<S> {
                             let outcome = WorkflowOutcome::Failed(why);
                             journal.outcome = Some(outcome.clone());
                             self.conclude(exec, journal, version, now)?;
+                            concluded(&outcome);
                             return Ok(outcome);
                         }
                     }
@@ -218,6 +244,7 @@ impl<S: Store> Controller<S> {
         };
         journal.outcome = Some(outcome.clone());
         self.conclude(exec, journal, version, now)?;
+        concluded(&outcome);
         Ok(outcome)
     }
 

@@ -135,6 +135,7 @@ impl<S: Store> Service<S> {
         if let Hardware::Agents(fleet) = &self.hardware {
             for node in fleet.newly_lost() {
                 tracing::warn!(%node, "the agent stopped answering; its devices are lost");
+                self.controller.metrics().fault("agent_lost");
                 if let Err(e) = self.controller.lender_lost(&mut self.steps(), node, now) {
                     self.controller
                         .log_error("tick_lender_lost", &format!("{node}: {e}"));
@@ -323,6 +324,25 @@ impl<S: Store> Service<S> {
             refused,
             register: false,
         })
+    }
+
+    /// The metrics' exposition text: the controller's events and the pool's state now (devices,
+    /// leases, the audit chain's length, and each agent's liveness when hosts run agents).
+    ///
+    /// # Errors
+    /// Store errors.
+    pub fn metrics_text(&self) -> Result<String, ControlError> {
+        let mut census = self.controller.census()?;
+        if let Hardware::Agents(fleet) = &self.hardware {
+            for h in self.controller.topology().hosts() {
+                match fleet.status(h.node) {
+                    "up" => census.agents.insert(h.node.to_string(), true),
+                    "lost" => census.agents.insert(h.node.to_string(), false),
+                    _ => None,
+                };
+            }
+        }
+        Ok(self.controller.metrics().encode(&census))
     }
 
     /// The fabric's hosts, with their agents' state.

@@ -215,6 +215,10 @@ impl Store for LabStore {
     fn unfinished_workflows(&self) -> Result<Vec<u64>, StoreError> {
         self.inner.unfinished_workflows()
     }
+    fn audit_len(&self) -> Result<u64, StoreError> {
+        Store::audit_len(&self.inner)
+    }
+
     fn audit_records(
         &self,
         from_seq: u64,

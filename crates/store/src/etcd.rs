@@ -860,6 +860,16 @@ impl Store for EtcdStore {
             .collect()
     }
 
+    fn audit_len(&self) -> Result<u64, StoreError> {
+        let key = self.key("audit-head");
+        match self.range(&key)? {
+            Some(kv) => serde_json::from_str::<AuditRecord>(&kv.value)
+                .map(|r| r.seq)
+                .map_err(|e| corrupt(&key, e)),
+            None => Ok(0),
+        }
+    }
+
     fn audit_records(&self, from_seq: u64, limit: usize) -> Result<Vec<AuditRecord>, StoreError> {
         let limit = if limit == usize::MAX { 0 } else { limit };
         self.range_prefix("audit/", Some(&format!("audit/{from_seq:020}")), limit)?

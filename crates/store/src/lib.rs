@@ -247,6 +247,12 @@ pub trait Store {
     /// Database errors.
     fn audit_records(&self, from_seq: u64, limit: usize) -> Result<Vec<AuditRecord>, StoreError>;
 
+    /// How long the audit chain is: its last record's sequence number (0 when empty).
+    ///
+    /// # Errors
+    /// Database errors.
+    fn audit_len(&self) -> Result<u64, StoreError>;
+
     /// Every audit record, for verification.
     ///
     /// # Errors

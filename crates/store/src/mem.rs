@@ -199,6 +199,10 @@ impl Store for MemStore {
         Ok(self.inner().unfinished.iter().copied().collect())
     }
 
+    fn audit_len(&self) -> Result<u64, StoreError> {
+        Ok(self.inner().audit.len() as u64)
+    }
+
     fn audit_records(&self, from_seq: u64, limit: usize) -> Result<Vec<AuditRecord>, StoreError> {
         let inner = self.inner();
         let start = usize::try_from(from_seq.saturating_sub(1)).unwrap_or(usize::MAX);

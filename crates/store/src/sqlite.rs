@@ -658,6 +658,14 @@ impl Store for SqliteStore {
         })
     }
 
+    fn audit_len(&self) -> Result<u64, StoreError> {
+        self.with(|c| {
+            let n: i64 =
+                c.query_row("SELECT COALESCE(MAX(seq), 0) FROM audit", [], |r| r.get(0))?;
+            Ok(u64::try_from(n).unwrap_or(0))
+        })
+    }
+
     fn audit_records(&self, from_seq: u64, limit: usize) -> Result<Vec<AuditRecord>, StoreError> {
         self.with(|c| {
             let mut stmt = c.prepare_cached(

@@ -212,10 +212,45 @@ fn drain_undrain_workflow_show_and_metrics() {
             String::from_utf8_lossy(&again.stderr).contains("ILLEGAL_TRANSITION"),
             String::from_utf8_lossy(&undrained.stdout).contains("available"),
             journal["outcome"]["outcome"].as_str(),
-            metrics.contains("pcipool_leases 1")
+            metrics.contains("pcipool_leases{model=\"lend\"} 1"),
+            metrics.contains("pcipool_refusals_total{code=\"ILLEGAL_TRANSITION\"} 1"),
+            metrics.contains(
+                "pcipool_workflow_duration_seconds_count{kind=\"lend\",outcome=\"succeeded\"} 1"
+            ),
+            metrics.contains("pcipool_devices{state=\"lent\"} 1"),
         ),
-        (true, true, true, Some("succeeded"), true)
+        (true, true, true, Some("succeeded"), true, true, true, true),
+        "{metrics}"
     );
+    // Prometheus's own checker accepts the exposition (Debian's prometheus package ships promtool;
+    // the test command installs it).
+    match std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+    {
+        Ok(mut child) => {
+            use std::io::Write as _;
+            child
+                .stdin
+                .take()
+                .expect("piped")
+                .write_all(metrics.as_bytes())
+                .expect("written");
+            let out = child.wait_with_output().expect("promtool ran");
+            assert!(
+                out.status.success(),
+                "promtool check metrics: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Err(e) => {
+            pcipool_testkit::skip::skipped("promtool_check_metrics", &format!("no promtool: {e}"))
+        }
+    }
 }
 
 #[test]
