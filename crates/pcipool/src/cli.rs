@@ -119,6 +119,18 @@ pub enum CliCommand {
     /// Benchmarks that print ratios measured side by side in one run.
     #[command(subcommand)]
     Bench(pcipool_bench::Benchmark),
+    /// Print the completion script for a shell (e.g. `pcipool completions bash >
+    /// /etc/bash_completion.d/pcipool`).
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: pcipool_manual::Shell,
+    },
+    /// Write the man pages (pcipool.1 and one per subcommand) into a directory.
+    Man {
+        /// Where (e.g. /usr/local/share/man/man1).
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+    },
 }
 
 /// `pcipool host`: the pool's hosts, or an operation on this host and how to run it.

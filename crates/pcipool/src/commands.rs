@@ -132,6 +132,20 @@ pub fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                 output,
             } => sim_cmd::fabric_run(fabric.as_deref(), seed, steps, &faults, output),
         },
+        CliCommand::Completions { shell } => {
+            let mut command = <crate::cli::Cli as clap::CommandFactory>::command();
+            let script = pcipool_manual::completions(&mut command, shell);
+            std::io::Write::write_all(&mut std::io::stdout().lock(), &script)
+                .context("writing the completion script")?;
+            Ok(ExitCode::SUCCESS)
+        }
+        CliCommand::Man { dir } => {
+            let command = <crate::cli::Cli as clap::CommandFactory>::command();
+            let pages = pcipool_manual::man_pages(&command, &dir)
+                .with_context(|| format!("writing man pages into {}", dir.display()))?;
+            println!("{} man pages written to {}", pages.len(), dir.display());
+            Ok(ExitCode::SUCCESS)
+        }
         CliCommand::Bench(benchmark) => {
             let exe = std::env::current_exe().context("locating the pcipool binary")?;
             let report = pcipool_bench::run(&benchmark, &exe).map_err(|e| match e {

@@ -22,6 +22,8 @@ mod host_ops;
 #[cfg(test)]
 mod lspci_text;
 #[cfg(test)]
+mod packaging;
+#[cfg(test)]
 mod parity;
 #[cfg(test)]
 mod qualify;
