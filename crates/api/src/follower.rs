@@ -30,6 +30,20 @@ impl<S: Store> Follower<S> {
         }
     }
 
+    /// Wakes the follower's waiters (long polls, event streams) when the pool changed: the seat
+    /// calls it when the audit chain grew, as every committed change appends to it.
+    pub fn poke(&self) {
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// The audit chain's length in the store (what [`Self::poke`]'s caller watches).
+    ///
+    /// # Errors
+    /// Store errors.
+    pub fn audit_len(&self) -> Result<u64, ControlError> {
+        Ok(self.controller.store().audit_len()?)
+    }
+
     fn refused<T>(&self) -> Result<T, ControlError> {
         Err(ControlError::Store(StoreError::NotLeader(
             "another controller (this one follows)".into(),

@@ -12,6 +12,7 @@
 //! - [`follower`]: a controller that does not lead, as the [`PoolApi`] (reads only).
 //! - `reads`: the reads both answer from the store.
 //! - [`tokens`]: the token file (secrets and roles).
+//! - `ui`: the dashboard's page at `/ui` (assets built into the binary).
 #![deny(missing_docs)]
 
 pub mod follower;
@@ -19,6 +20,7 @@ mod reads;
 pub mod server;
 mod service;
 pub mod tokens;
+mod ui;
 
 pub use follower::Follower;
 pub use server::{PoolApi, Principal, Role, serve};

@@ -30,6 +30,18 @@ pub enum Role {
     Admin,
 }
 
+impl Role {
+    /// The role as token files and the API spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Tenant => "tenant",
+            Self::Agent => "agent",
+            Self::Operator => "operator",
+            Self::Admin => "admin",
+        }
+    }
+}
+
 /// Who a token belongs to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
@@ -597,6 +609,42 @@ async fn metrics<P: PoolApi>(State(state): State<AppState<P>>) -> Result<Respons
     Ok(([("content-type", pcipool_metrics::CONTENT_TYPE)], text).into_response())
 }
 
+/// Who a token is: what the dashboard shows and which actions it offers.
+async fn whoami<P: PoolApi>(
+    State(state): State<AppState<P>>,
+    headers: HeaderMap,
+) -> Result<Json<pcipool_wire::WhoAmI>, ApiError> {
+    let who = principal(&state, &headers)?;
+    Ok(Json(pcipool_wire::WhoAmI {
+        name: who.name,
+        role: who.role.as_str().to_owned(),
+    }))
+}
+
+/// How often an event stream with nothing to say sends a comment, so proxies keep it open.
+const EVENTS_KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// `change` events, one per change the domain commits (several quick changes may come as one):
+/// watchers re-read what they show. No token: an event carries a counter and nothing else.
+async fn events<P: PoolApi>(
+    State(state): State<AppState<P>>,
+) -> axum::response::sse::Sse<
+    impl futures_util::Stream<Item = Result<axum::response::sse::Event, std::convert::Infallible>>,
+> {
+    let changes = state.pool.subscribe_changes();
+    let stream = futures_util::stream::unfold(changes, |mut changes| async move {
+        // A closed channel (the domain is going away) ends the stream.
+        changes.changed().await.ok()?;
+        let n = *changes.borrow_and_update();
+        let event = axum::response::sse::Event::default()
+            .event("change")
+            .data(format!("{{\"changes\":{n}}}"));
+        Some((Ok(event), changes))
+    });
+    axum::response::sse::Sse::new(stream)
+        .keep_alive(axum::response::sse::KeepAlive::new().interval(EVENTS_KEEP_ALIVE))
+}
+
 /// The OpenAPI document (checked in beside this file).
 pub const OPENAPI: &str = include_str!("openapi.json");
 
@@ -631,6 +679,9 @@ pub fn router<P: PoolApi>(pool: Arc<P>, tokens: BTreeMap<String, Principal>) -> 
         .route("/v1/agents/{node}/heartbeat", post(agent_heartbeat::<P>))
         .route("/v1/workflows/{id}", get(workflow::<P>))
         .route("/metrics", get(metrics::<P>))
+        .route("/v1/events", get(events::<P>))
+        .route("/v1/whoami", get(whoami::<P>))
+        .merge(crate::ui::routes())
         .fallback(not_found)
         .with_state(state)
 }

@@ -76,6 +76,7 @@ impl DevInfo {
                 "  data path:   {} NVMe device(s) for shared access (pcipool-access: fabric = controller = this address)",
                 self.datapath_devices
             ),
+            format!("  dashboard:   http://{addr}/ui (sign in with the admin token)"),
             format!("  store:       {}", self.store_path.display()),
             format!(
                 "  admin token: {token}   (also in {})",

@@ -245,16 +245,27 @@ impl Seat {
         let leader = Arc::new(Mutex::new(None));
         let forwarder = Forwarder::new(leader.clone(), shared.this.clone());
         shared.set_view("follower", None);
+        let follower = Arc::new(Follower::new(controller));
         shared.route(
-            pcipool_api::server::router(Arc::new(Follower::new(controller)), self.tokens.clone())
+            pcipool_api::server::router(follower.clone(), self.tokens.clone())
                 .layer(axum::middleware::from_fn_with_state(forwarder, forward)),
         );
         let mut first = true;
+        let mut audit_len = None;
         loop {
             if !first && shared.stopped_within(CAMPAIGN_EVERY).await {
                 return Next::Stop;
             }
             first = false;
+            // The leader's changes are not this process's: the audit chain growing says there were
+            // some, so the follower's event streams and long polls hear of them.
+            let watched = follower.clone();
+            if let Ok(Ok(n)) = tokio::task::spawn_blocking(move || watched.audit_len()).await {
+                if audit_len.is_some_and(|before| before != n) {
+                    follower.poke();
+                }
+                audit_len = Some(n);
+            }
             let this = shared.this.clone();
             let tried = tokio::task::spawn_blocking(move || {
                 let won = campaign.lead(&this, LEADERSHIP_TTL);

@@ -185,6 +185,15 @@ pub struct ControllerView {
     pub this: String,
 }
 
+/// Result of `GET /v1/whoami`: the principal a token belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WhoAmI {
+    /// Its name (a tenant's name is the tenant).
+    pub name: String,
+    /// `tenant`, `agent`, `operator` or `admin`.
+    pub role: String,
+}
+
 /// An error body.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApiErrorBody {

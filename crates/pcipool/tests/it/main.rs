@@ -35,3 +35,5 @@ mod shared_access;
 mod snapshots;
 #[cfg(test)]
 mod support;
+#[cfg(test)]
+mod ui;

@@ -1,0 +1,68 @@
+//! The dashboard in a real browser: Debian's chromium driven by playwright-core (`ui_check.js`),
+//! against a pool of processes (`pcipool server`, the simulated fabric, four agents).
+
+use crate::cluster::{Cluster, Spec};
+
+const TENANT: &str = "tenant-secret-0123456789";
+
+/// Where the test command installs playwright-core (outside the source tree).
+fn playwright() -> Option<std::path::PathBuf> {
+    let home = std::env::var_os("HOME")?;
+    let modules = std::path::Path::new(&home).join(".cache/pcipool/npm/node_modules");
+    modules.join("playwright-core").is_dir().then_some(modules)
+}
+
+#[test]
+fn the_dashboard_shows_a_cli_lend_live_and_offers_a_tenant_no_actions() {
+    let Some(modules) = playwright() else {
+        pcipool_testkit::skip::skipped(
+            "dashboard_in_chromium",
+            "no playwright-core under ~/.cache/pcipool/npm (the test command installs it)",
+        );
+        return;
+    };
+    if !std::path::Path::new("/usr/bin/chromium").exists() {
+        pcipool_testkit::skip::skipped("dashboard_in_chromium", "no /usr/bin/chromium");
+        return;
+    }
+    let c = Cluster::launch(&Spec {
+        tokens: Some(&[("acme", "tenant", TENANT)]),
+        ..Spec::default()
+    });
+    let shots = std::env::var("PCIPOOL_UI_SHOTS").unwrap_or_default();
+    let out = std::process::Command::new("node")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/ui_check.js"))
+        .env("NODE_PATH", &modules)
+        .env("UI_URL", &c.url)
+        .env("UI_ADMIN", c.token("admin.token"))
+        .env("UI_TENANT", TENANT)
+        .env("UI_PCIPOOL", env!("CARGO_BIN_EXE_pcipool"))
+        .env("UI_SHOTS", &shots)
+        .env("UI_DEVICES", "9")
+        .output()
+        .expect("node runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let result: serde_json::Value = stdout
+        .lines()
+        .last()
+        .and_then(|l| serde_json::from_str(l).ok())
+        .unwrap_or_else(|| {
+            panic!(
+                "no result from the browser: {stdout}{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+    eprintln!("dashboard: {result}");
+    assert_eq!(
+        (
+            result["errors"].as_array().map(Vec::len),
+            result["lentBefore"].as_u64(),
+            result["drainButtons"].as_u64().is_some_and(|n| n > 0),
+            result["lentMs"].as_u64().is_some_and(|ms| ms <= 2000),
+            result["tenantButtons"].as_u64(),
+            result["tenantRole"].as_str(),
+        ),
+        (Some(0), Some(0), true, true, Some(0), Some("tenant")),
+        "{result}"
+    );
+}
