@@ -165,12 +165,14 @@ fn openapi_document_lists_every_route() {
             "/v1/devices",
             "/v1/devices/{fdid}",
             "/v1/devices/{fdid}/actions",
+            "/v1/events",
             "/v1/hosts",
             "/v1/leases",
             "/v1/leases/{id}",
             "/v1/leases/{id}/downgrade",
             "/v1/leases/{id}/heartbeat",
             "/v1/openapi.json",
+            "/v1/whoami",
             "/v1/workflows/{id}"
         ]
     );
