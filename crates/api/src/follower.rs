@@ -33,7 +33,13 @@ impl<S: Store> Follower<S> {
     /// Wakes the follower's waiters (long polls, event streams) when the pool changed: the seat
     /// calls it when the audit chain grew, as every committed change appends to it.
     pub fn poke(&self) {
-        self.changes.send_modify(|n| *n = n.wrapping_add(1));
+        self.changes
+            .send_modify(|n| *n = n.wrapping_add(1) % u64::MAX);
+    }
+
+    /// Ends the follower's event streams (the process is stopping).
+    pub fn close(&self) {
+        self.changes.send_replace(u64::MAX);
     }
 
     /// The audit chain's length in the store (what [`Self::poke`]'s caller watches).

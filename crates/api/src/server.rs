@@ -592,7 +592,9 @@ async fn workflow<P: PoolApi>(
             })?;
         let finished = !journal["outcome"].is_null();
         let now = tokio::time::Instant::now();
-        if finished || now >= deadline {
+        // A domain going away answers as it stands (a server's graceful shutdown waits for this).
+        let closing = *changes.borrow() == u64::MAX;
+        if finished || closing || now >= deadline {
             return Ok(Json(journal));
         }
         let wake = deadline.min(now + LONG_POLL_RECHECK);
@@ -636,6 +638,10 @@ async fn events<P: PoolApi>(
         // A closed channel (the domain is going away) ends the stream.
         changes.changed().await.ok()?;
         let n = *changes.borrow_and_update();
+        if n == u64::MAX {
+            // The domain is going away (see `Controller::close_changes`).
+            return None;
+        }
         let event = axum::response::sse::Event::default()
             .event("change")
             .data(format!("{{\"changes\":{n}}}"));

@@ -202,8 +202,13 @@ pub async fn serve_service<S: Store + Send + Sync + 'static>(
 ) -> std::io::Result<()> {
     let background = Background::start(&service);
     let app = crate::server::router(service.clone(), tokens).merge(extra);
+    let closing = service.clone();
     let served = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            // Event streams end now, or the graceful shutdown would wait for their clients.
+            closing.controller().close_changes();
+        })
         .await;
     background.stop(&service);
     served

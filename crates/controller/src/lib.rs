@@ -177,9 +177,19 @@ impl<S: Store> Controller<S> {
         self.changes.subscribe()
     }
 
+    /// The change counter's value that tells waiters the controller is going away: event streams end
+    /// on it, so a server's graceful shutdown does not wait for their clients.
+    pub const CLOSING: u64 = u64::MAX;
+
+    /// Tells waiters the controller is going away (see [`Self::CLOSING`]).
+    pub fn close_changes(&self) {
+        self.changes.send_replace(Self::CLOSING);
+    }
+
     /// Tells waiters a write committed.
     fn committed(&self) {
-        self.changes.send_modify(|n| *n = n.wrapping_add(1));
+        self.changes
+            .send_modify(|n| *n = n.wrapping_add(1) % Self::CLOSING);
     }
 
     /// The device index, read from the store on first use.

@@ -254,6 +254,7 @@ impl Seat {
         let mut audit_len = None;
         loop {
             if !first && shared.stopped_within(CAMPAIGN_EVERY).await {
+                follower.close();
                 return Next::Stop;
             }
             first = false;
@@ -332,6 +333,7 @@ impl Seat {
         ));
         let next = loop {
             if shared.stopped_within(LEADERSHIP_CHECK).await {
+                service.controller().close_changes();
                 break Next::Stop;
             }
             if !service.controller().store().leads() {

@@ -672,3 +672,54 @@ fn outside_audit_records_are_for_operators_and_join_the_chain() {
         (true, true, true, true)
     );
 }
+
+#[test]
+fn the_event_stream_announces_a_change_and_does_not_hold_up_a_sigterm() {
+    use std::io::{Read as _, Write as _};
+    let mut dev = start();
+    let addr = dev.url.trim_start_matches("http://").to_owned();
+    let mut events = std::net::TcpStream::connect(&addr).expect("connects");
+    events
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .expect("timeout set");
+    write!(
+        events,
+        "GET /v1/events HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\r\n"
+    )
+    .expect("request sent");
+    let drained = cli(&dev, &["drain", "n1:0000:05:00.0"]);
+    // Read until the change event arrives (or the timeout says it did not).
+    let mut seen = String::new();
+    let mut buf = [0u8; 1024];
+    while !seen.contains("event: change") {
+        match events.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => seen.push_str(&String::from_utf8_lossy(&buf[..n])),
+        }
+    }
+    // SIGTERM with the stream still open: the server ends it and exits.
+    let status = Command::new("kill")
+        .args(["-TERM", &dev.child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    let asked = std::time::Instant::now();
+    let mut exited = None;
+    while asked.elapsed() < std::time::Duration::from_secs(10) {
+        if let Ok(Some(code)) = dev.child.try_wait() {
+            exited = Some(code.success());
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(
+        (
+            drained.status.success(),
+            seen.contains("text/event-stream"),
+            seen.contains("event: change"),
+            status.success(),
+            exited,
+        ),
+        (true, true, true, true, Some(true)),
+        "{seen}"
+    );
+}
