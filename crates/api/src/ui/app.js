@@ -1,7 +1,7 @@
 // The pcipool dashboard: reads the API with the operator's token, re-reads on every `change` event.
 "use strict";
 
-const state = { token: sessionStorage.getItem("pcipool-token") || "", role: "", devices: [] };
+const state = { token: sessionStorage.getItem("pcipool-token") || "", role: "", devices: [], open: null };
 const $ = (id) => document.getElementById(id);
 
 function cell(text, className) {
@@ -58,6 +58,7 @@ function renderDevices() {
       }
     }
     tr.append(actions);
+    tr.addEventListener("click", (ev) => { if (ev.target.tagName !== "BUTTON") openDevice(d.fdid); });
     body.append(tr);
   }
   $("device-count").textContent = shown.length + " of " + state.devices.length;
@@ -128,10 +129,106 @@ async function refresh() {
   }
 }
 
+function fact(body, name, value) {
+  const tr = document.createElement("tr");
+  const th = document.createElement("th");
+  th.textContent = name;
+  tr.append(th, cell(value));
+  body.append(tr);
+}
+
+// One workflow journal as a timeline: a bar per step, as wide as the step took.
+function timeline(journal) {
+  const div = document.createElement("div");
+  div.className = "timeline";
+  const total = journal.steps.reduce((t, s) => t + (s.us || 0), 0) || 1;
+  for (const s of journal.steps) {
+    const bar = document.createElement("span");
+    const status = (s.status && s.status.status) || "pending";
+    bar.className = "step " + status;
+    bar.style.flexGrow = String(Math.max(1, Math.round((100 * (s.us || 0)) / total)));
+    const ms = s.us ? (s.us / 1000).toFixed(1) + " ms" : "";
+    bar.textContent = s.step;
+    bar.title = s.step + ": " + status + (ms ? ", " + ms : "") + (s.status && s.status.error ? " (" + s.status.error + ")" : "");
+    div.append(bar);
+  }
+  return div;
+}
+
+async function renderTrail(fdid) {
+  const trail = $("device-trail");
+  if (state.role !== "operator" && state.role !== "admin") {
+    trail.textContent = "The audit trail is for operators.";
+    return;
+  }
+  const chain = await api("/v1/audit/verify");
+  const from = Math.max(1, chain.records - 999);
+  const records = (await api("/v1/audit?from=" + from + "&limit=1000")).filter((r) => r.target === fdid);
+  trail.replaceChildren();
+  // A workflow is journalled once per step: show each workflow once, at its latest record.
+  const seen = new Set();
+  for (const r of records.reverse()) {
+    const div = document.createElement("div");
+    div.className = "record";
+    const meta = document.createElement("div");
+    meta.className = "meta";
+    meta.textContent = "#" + r.seq + " " + new Date(r.at).toISOString() + " " + r.actor + " " + r.result;
+    const what = document.createElement("div");
+    what.textContent = r.action;
+    div.append(what, meta);
+    if (r.action.startsWith("workflow ")) {
+      if (seen.has(r.action)) continue;
+      seen.add(r.action);
+      try {
+        div.append(timeline(JSON.parse(r.after)));
+      } catch (e) {
+        what.textContent += " (journal unreadable)";
+      }
+    }
+    trail.append(div);
+  }
+}
+
+async function openDevice(fdid) {
+  state.open = fdid;
+  try {
+    const d = await api("/v1/devices/" + encodeURIComponent(fdid));
+    $("device-panel").hidden = false;
+    $("device-title").textContent = fdid + " (" + d.state + ")";
+    const facts = $("device-facts").tBodies[0];
+    facts.replaceChildren();
+    const hex = (n, w) => n.toString(16).padStart(w, "0");
+    fact(facts, "name", d.info.name);
+    fact(facts, "vendor:device", hex(d.info.vendor_id, 4) + ":" + hex(d.info.device_id, 4));
+    fact(facts, "class", hex(d.info.class, 6));
+    fact(facts, "driver", d.info.driver || "none");
+    fact(facts, "link", "x" + d.info.link_width + " at " + d.info.link_gts_x10 / 10 + " GT/s");
+    fact(facts, "largest BAR", d.info.largest_bar + " bytes");
+    fact(facts, "qualified for", d.info.models.join(", ") || "no access model");
+    fact(facts, "labels", Object.entries(d.info.labels || {}).map(([k, v]) => k + "=" + v).join(", ") || "none");
+    fact(facts, "row version", d.version);
+    const leases = $("device-leases");
+    leases.replaceChildren();
+    for (const l of d.leases) {
+      const li = document.createElement("li");
+      li.textContent = "lease " + l.lease_id + " to " + l.borrower + " (" + l.tenant + ", " + l.model + ", epoch " + l.epoch + ")";
+      leases.append(li);
+    }
+    if (!d.leases.length) leases.append(Object.assign(document.createElement("li"), { textContent: "none" }));
+    await renderTrail(fdid);
+  } catch (e) {
+    showError(e);
+  }
+}
+
 let pending = null;
 function refreshSoon() {
   if (pending) return;
-  pending = setTimeout(() => { pending = null; refresh(); }, 50);
+  pending = setTimeout(() => {
+    pending = null;
+    refresh();
+    if (state.open) openDevice(state.open);
+  }, 50);
 }
 
 function listen() {
@@ -159,6 +256,7 @@ async function signIn(token) {
 document.addEventListener("DOMContentLoaded", () => {
   $("signin").addEventListener("submit", (ev) => { ev.preventDefault(); signIn($("token").value.trim()); });
   $("search").addEventListener("input", renderDevices);
+  $("device-close").addEventListener("click", () => { state.open = null; $("device-panel").hidden = true; });
   $("state-filter").addEventListener("change", renderDevices);
   listen();
   if (state.token) signIn(state.token);

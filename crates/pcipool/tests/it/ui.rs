@@ -59,10 +59,20 @@ fn the_dashboard_shows_a_cli_lend_live_and_offers_a_tenant_no_actions() {
             result["lentBefore"].as_u64(),
             result["drainButtons"].as_u64().is_some_and(|n| n > 0),
             result["lentMs"].as_u64().is_some_and(|ms| ms <= 2000),
+            // The lend plan of the simulated NTB fabric has eight steps, all done.
+            result["timelineSteps"].as_u64(),
             result["tenantButtons"].as_u64(),
             result["tenantRole"].as_str(),
         ),
-        (Some(0), Some(0), true, true, Some(0), Some("tenant")),
+        (
+            Some(0),
+            Some(0),
+            true,
+            true,
+            Some(8),
+            Some(0),
+            Some("tenant")
+        ),
         "{result}"
     );
 }

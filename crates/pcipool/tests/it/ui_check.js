@@ -42,10 +42,20 @@ async function signIn(browser, token, errors) {
     errors.push("the lent device did not show within 2 s: " + e.message);
   }
   if (UI_SHOTS) await admin.screenshot({ path: UI_SHOTS + "/dashboard-admin.png", fullPage: true });
+  // The lent device's page: its facts, its lease and its lend workflow's step timeline.
+  let timelineSteps = 0;
+  try {
+    await admin.locator("#devices tr", { has: admin.locator(".state-lent") }).first().click();
+    await admin.waitForSelector("#device-panel .timeline .step", { timeout: 5000 });
+    timelineSteps = await admin.locator("#device-panel .timeline").first().locator(".step.done").count();
+    if (UI_SHOTS) await admin.screenshot({ path: UI_SHOTS + "/device-page.png", fullPage: true });
+  } catch (e) {
+    errors.push("the device page did not show a workflow: " + e.message);
+  }
   const tenant = await signIn(browser, UI_TENANT, errors);
   const tenantButtons = await tenant.locator("button.action").count();
   const tenantRole = await tenant.evaluate(() => document.body.dataset.role);
   if (UI_SHOTS) await tenant.screenshot({ path: UI_SHOTS + "/dashboard-tenant.png", fullPage: true });
   await browser.close();
-  console.log(JSON.stringify({ errors, lentBefore, drainButtons, lentMs, tenantButtons, tenantRole }));
+  console.log(JSON.stringify({ errors, lentBefore, drainButtons, lentMs, timelineSteps, tenantButtons, tenantRole }));
 })().catch((e) => { console.log(JSON.stringify({ fatal: String(e) })); process.exit(1); });
