@@ -21,7 +21,6 @@
 //! off) cannot write any more, even if it does not know yet: its write fails with
 //! [`StoreError::NotLeader`].
 
-use std::io::BufRead as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -33,6 +32,9 @@ use pcipool_pool::{AuditChain, AuditEntry, AuditRecord};
 use serde_json::{Value, json};
 
 use crate::{DeviceRow, Store, StoreError, Versioned, WorkflowWrite};
+
+mod keeper;
+use keeper::{KeepAlive, Keeper};
 
 /// How long one request to a member may take.
 const REQUEST: Duration = Duration::from_secs(5);
@@ -74,26 +76,6 @@ pub struct CallStats {
     pub writes: u64,
     /// Their summed time.
     pub write_time: Duration,
-}
-
-/// Keeps a lease alive until stopped.
-#[derive(Debug)]
-struct Keeper {
-    lease: String,
-    stop: Arc<AtomicBool>,
-    /// Set by the keeper when etcd says the lease is gone.
-    lost: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Drop for Keeper {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            // A keeper that panicked has nothing left to stop.
-            let _joined = t.join();
-        }
-    }
 }
 
 /// One key as etcd returns it.
@@ -634,71 +616,6 @@ impl Drop for EtcdStore {
         {
             tracing::warn!(error = %e, "revoking the leadership's lease; it runs out at its TTL");
         }
-    }
-}
-
-/// What the lease keeper needs: a member to ask, the lease, how often.
-struct KeepAlive {
-    endpoints: Vec<String>,
-    http: ureq::Agent,
-    lease: String,
-    every: Duration,
-    ttl: Duration,
-    stop: Arc<AtomicBool>,
-    lost: Arc<AtomicBool>,
-}
-
-impl KeepAlive {
-    /// Renews the lease every `every` until stopped; gives up when etcd says the lease is gone (its
-    /// writes fail from then on, which is what tells the controller).
-    fn run(&self) {
-        let mut next = Instant::now();
-        let mut renewed = Instant::now();
-        while !self.stop.load(Ordering::SeqCst) {
-            if Instant::now() >= next {
-                match self.renew() {
-                    Ok(true) => renewed = Instant::now(),
-                    Ok(false) => {
-                        tracing::warn!(lease = %self.lease, "the leadership's lease is gone");
-                        self.lost.store(true, Ordering::SeqCst);
-                        return;
-                    }
-                    Err(e) => {
-                        tracing::warn!(lease = %self.lease, error = %e, "renewing the leadership's lease");
-                        // Unrenewed for a whole TTL, the lease has run out in etcd's eyes (or is
-                        // about to): this controller must not take itself for the leader any more.
-                        if renewed.elapsed() >= self.ttl {
-                            self.lost.store(true, Ordering::SeqCst);
-                            return;
-                        }
-                    }
-                }
-                next = Instant::now() + self.every;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// One renewal on the first member that answers: whether the lease still lives. The gateway
-    /// answers a stream; its first line is the renewal.
-    fn renew(&self) -> Result<bool, String> {
-        let mut failures = Vec::new();
-        for endpoint in &self.endpoints {
-            let url = format!("{endpoint}/v3/lease/keepalive");
-            match self.http.post(&url).send_json(json!({ "ID": self.lease })) {
-                Ok(mut resp) => {
-                    let mut line = String::new();
-                    std::io::BufReader::new(resp.body_mut().as_reader())
-                        .read_line(&mut line)
-                        .map_err(|e| format!("{url}: {e}"))?;
-                    let answer: Value =
-                        serde_json::from_str(&line).map_err(|e| format!("{url}: {e}: {line}"))?;
-                    return Ok(number(&answer["result"]["TTL"]) > 0);
-                }
-                Err(e) => failures.push(format!("{url}: {e}")),
-            }
-        }
-        Err(failures.join("; "))
     }
 }
 

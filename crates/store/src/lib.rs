@@ -9,7 +9,8 @@
 //! # Layout
 //! - [`Store`], [`DeviceRow`], [`StoreError`]: the interface.
 //! - [`sqlite`]: the embedded default (one file, WAL, synchronous commits, schema migrations).
-//! - [`etcd`]: the same on an etcd cluster, for control planes that outlive one machine.
+//! - [`etcd`]: the same on an etcd cluster, for control planes that outlive one machine (its
+//!   `keeper` keeps the leadership's lease alive).
 //! - [`mem`]: the same semantics in memory, for the whole-system simulation.
 #![deny(missing_docs)]
 
