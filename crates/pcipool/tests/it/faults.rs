@@ -103,10 +103,12 @@ fn release(history: &History, id: usize, client: &Client, lease: u64, tries: usi
     }
 }
 
-/// Client `id` borrows an NVMe drive or the GPU for a borrower, holds it a moment and releases it,
-/// until `stop`.
+/// Client `id` borrows an NVMe drive or the GPU for n3, holds it a moment and releases it, until
+/// `stop`.
 fn client_loop(id: usize, client: &Client, history: &History, stop: &AtomicBool) {
-    let borrower = 3 + u32::try_from(id % 2).unwrap_or(0);
+    // Every client borrows for n3, whose fabric link carries all three of n1's devices at once; n4 is
+    // left to the failover probe, whose borrows must never wait for the load's link bandwidth.
+    let borrower = 3;
     let mut turn = 0u64;
     while !stop.load(Ordering::Relaxed) {
         turn += 1;
