@@ -105,6 +105,22 @@ impl Member {
 }
 
 impl Cluster {
+    /// [`Cluster::start`] for test `test`: None, with its SKIPPED line printed, where etcd is not
+    /// installed.
+    ///
+    /// # Panics
+    /// etcd is installed but the cluster does not start: the test fails with the members' logs.
+    pub fn start_or_skip(test: &str, dir: &Path, n: usize) -> Option<Self> {
+        match Self::start(dir, n) {
+            Ok(c) => Some(c),
+            Err(why) if program().is_err() => {
+                crate::skip::skipped(test, &why);
+                None
+            }
+            Err(why) => panic!("{why}"),
+        }
+    }
+
     /// Starts `n` members under `dir` and waits until the cluster answers.
     ///
     /// # Errors

@@ -11,19 +11,11 @@ use pcipool_testkit::etcd::Cluster as Etcd;
 use crate::cluster::{Cluster, Spec};
 use crate::support::nvme_for;
 
-/// A three-member etcd, or None (SKIPPED printed) where etcd is not installed.
+/// A three-member etcd and its store URL, or None (SKIPPED printed) where etcd is not installed.
 pub fn etcd_or_skip(dir: &std::path::Path, name: &str) -> Option<(Etcd, String)> {
-    match Etcd::start(dir, 3) {
-        Ok(e) => {
-            let store = e.store_url();
-            Some((e, store))
-        }
-        Err(why) if pcipool_testkit::etcd::program().is_err() => {
-            pcipool_testkit::skip::skipped(name, &why);
-            None
-        }
-        Err(why) => panic!("{why}"),
-    }
+    let etcd = Etcd::start_or_skip(name, dir, 3)?;
+    let store = etcd.store_url();
+    Some((etcd, store))
 }
 
 #[test]

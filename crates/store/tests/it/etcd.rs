@@ -10,14 +10,7 @@ use crate::sqlite::{append_records, entry, fdid, row};
 
 /// A cluster of `n` members, or None after printing SKIPPED.
 fn cluster(test: &str, dir: &std::path::Path, n: usize) -> Option<Cluster> {
-    match Cluster::start(dir, n) {
-        Ok(c) => Some(c),
-        Err(why) if pcipool_testkit::etcd::program().is_err() => {
-            pcipool_testkit::skip::skipped(test, &why);
-            None
-        }
-        Err(why) => panic!("{why}"),
-    }
+    Cluster::start_or_skip(test, dir, n)
 }
 
 #[test]
