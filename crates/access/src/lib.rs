@@ -77,7 +77,10 @@ impl AccessError {
     pub fn is_transient(&self) -> bool {
         let transient = |e: &ClientError| match e {
             ClientError::Transport { .. } | ClientError::Body { .. } => true,
-            ClientError::Api { status, .. } => *status == 503,
+            ClientError::Api { status, code, .. } => {
+                *status == 503
+                    || pcipool_wire::ErrorCode::parse(code).is_some_and(|c| c.is_transient())
+            }
         };
         match self {
             Self::Controller(e) | Self::Fabric(e) => transient(e),
@@ -364,10 +367,12 @@ fn keep_alive(borrow: std::sync::Weak<BorrowInner>, epoch: u64, every: Duration)
                     continue;
                 }
                 due = Instant::now() + every;
-                if let Err(ClientError::Api {
-                    status: 403 | 404 | 422,
-                    ..
-                }) = controller.renew(lease, epoch)
+                // The lease is gone or fenced: renewing it again cannot succeed.
+                if let Err(ClientError::Api { code, .. }) = controller.renew(lease, epoch)
+                    && matches!(
+                        code.as_str(),
+                        "FORBIDDEN" | "NO_SUCH_LEASE" | "STALE_EPOCH" | "ILLEGAL_TRANSITION"
+                    )
                 {
                     return;
                 }

@@ -7,7 +7,9 @@
 //! and the blocking client in `pcipool-client`, so clients do not compile this server.
 //!
 //! # Layout
-//! - [`server`]: routes, auth, errors.
+//! - [`server`]: the router, auth, errors.
+//! - `routes`: the handlers, one module per resource, each with its entry in the contract.
+//! - [`contract`]: the OpenAPI 3.1 document, generated from the handlers and the wire types.
 //! - `service`: the controller's `Service` as the [`PoolApi`].
 //! - [`follower`]: a controller that does not lead, as the [`PoolApi`] (reads only).
 //! - `reads`: the reads both answer from the store.
@@ -15,8 +17,10 @@
 //! - `ui`: the dashboard's page at `/ui` (assets built into the binary).
 #![deny(missing_docs)]
 
+pub mod contract;
 pub mod follower;
 mod reads;
+mod routes;
 pub mod server;
 mod service;
 pub mod tokens;
@@ -24,4 +28,4 @@ mod ui;
 
 pub use follower::Follower;
 pub use server::{PoolApi, Principal, Role, serve};
-pub use service::{Background, serve_service};
+pub use service::{Background, Beside, serve_service};

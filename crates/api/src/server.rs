@@ -187,14 +187,12 @@ pub trait PoolApi: Send + Sync + 'static {
 /// tokio's blocking pool without bound.
 pub const MAX_BLOCKING_CALLS: usize = 64;
 
-/// How often a long poll reads its workflow again although nothing in this process changed: another
-/// controller sharing the store may have finished it.
-const LONG_POLL_RECHECK: std::time::Duration = std::time::Duration::from_secs(1);
-
-struct AppState<P> {
-    pool: Arc<P>,
+pub(crate) struct AppState<P> {
+    pub(crate) pool: Arc<P>,
     tokens: Arc<BTreeMap<String, Principal>>,
     blocking: Arc<tokio::sync::Semaphore>,
+    /// The OpenAPI document served at `/v1/openapi.json`, rendered once.
+    openapi: Arc<String>,
 }
 
 impl<P> Clone for AppState<P> {
@@ -203,13 +201,14 @@ impl<P> Clone for AppState<P> {
             pool: self.pool.clone(),
             tokens: self.tokens.clone(),
             blocking: self.blocking.clone(),
+            openapi: self.openapi.clone(),
         }
     }
 }
 
 /// The one way a handler calls the domain: on a blocking thread, at most [`MAX_BLOCKING_CALLS`] at
 /// once, so the async workers only parse, authorise and answer.
-async fn call<P: PoolApi, T: Send + 'static>(
+pub(crate) async fn call<P: PoolApi, T: Send + 'static>(
     state: &AppState<P>,
     f: impl FnOnce(&P) -> Result<T, ControlError> + Send + 'static,
 ) -> Result<T, ApiError> {
@@ -262,15 +261,76 @@ impl From<ControlError> for ApiError {
     }
 }
 
-/// A request body, or 400 BAD_REQUEST saying what is wrong with it.
+/// A JSON request body, read the way JSON Schema reads JSON: a number with no fractional part is an
+/// integer (`238.0` is `238`), so every body the contract allows parses. Its rejection is an
+/// [`ApiError`] (400 BAD_REQUEST naming the bad field); handlers take it as `Result` and look at it
+/// after the token, so a caller without a token hears 401 whatever it sent.
+#[derive(Debug)]
+pub struct JsonBody<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+        let bad = |why: String| ApiError::new(StatusCode::BAD_REQUEST, "BAD_REQUEST", why);
+        let json = req
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .map(str::trim)
+            .is_some_and(|m| m == "application/json" || m.ends_with("+json"));
+        if !json {
+            return Err(bad(
+                "Expected request with `Content-Type: application/json`".into(),
+            ));
+        }
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|e| bad(e.body_text()))?;
+        let mut value: serde_json::Value = serde_json::from_slice(&bytes)
+            .map_err(|e| bad(format!("the body is not JSON: {e}")))?;
+        integral_numbers(&mut value);
+        serde_path_to_error::deserialize(value)
+            .map(JsonBody)
+            .map_err(|e| bad(format!("{}: {}", e.path(), e.inner())))
+    }
+}
+
+/// Rewrites every number with no fractional part that fits a 64-bit integer as that integer.
+fn integral_numbers(value: &mut serde_json::Value) {
+    use serde_json::Value;
+    match value {
+        Value::Number(n) => {
+            if let Some(f) = n.as_f64().filter(|_| n.is_f64())
+                && f.fract() == 0.0
+            {
+                // Exact conversions only: the float must name the same integer.
+                #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+                let exact = if (0.0..18_446_744_073_709_551_616.0).contains(&f) {
+                    Some(Value::from(f as u64))
+                } else if (-9_223_372_036_854_775_808.0..0.0).contains(&f) {
+                    Some(Value::from(f as i64))
+                } else {
+                    None
+                };
+                if let Some(exact) = exact {
+                    *value = exact;
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(integral_numbers),
+        Value::Object(map) => map.values_mut().for_each(integral_numbers),
+        Value::Bool(_) | Value::Null | Value::String(_) => {}
+    }
+}
+
+/// A request body as a handler took it, or the 400 BAD_REQUEST saying what is wrong with it.
 ///
 /// # Errors
 /// The body is not the JSON the route takes.
-pub fn json_body<T>(
-    body: Result<Json<T>, axum::extract::rejection::JsonRejection>,
-) -> Result<T, ApiError> {
-    body.map(|Json(v)| v)
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "BAD_REQUEST", e.body_text()))
+pub fn json_body<T>(body: Result<JsonBody<T>, ApiError>) -> Result<T, ApiError> {
+    body.map(|JsonBody(v)| v)
 }
 
 /// A JSON error response with a stable code, for the other HTTP services pcipool runs (agents, the
@@ -285,7 +345,10 @@ impl IntoResponse for ApiError {
     }
 }
 
-fn principal<P: PoolApi>(state: &AppState<P>, headers: &HeaderMap) -> Result<Principal, ApiError> {
+pub(crate) fn principal<P: PoolApi>(
+    state: &AppState<P>,
+    headers: &HeaderMap,
+) -> Result<Principal, ApiError> {
     let token = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
@@ -305,114 +368,13 @@ fn principal<P: PoolApi>(state: &AppState<P>, headers: &HeaderMap) -> Result<Pri
     })
 }
 
-async fn borrow<P: PoolApi>(
-    State(state): State<AppState<P>>,
-    headers: HeaderMap,
-    body: Result<Json<BorrowRequest>, axum::extract::rejection::JsonRejection>,
-) -> Result<(StatusCode, Json<Vec<Granted>>), ApiError> {
-    let who = principal(&state, &headers)?;
-    let request = json_body(body)?;
-    if who.role == Role::Agent {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "FORBIDDEN",
-            "agents cannot borrow",
-        ));
-    }
-    let wait = request.wait;
-    let granted = call(&state, move |d| d.borrow(&who.name, &who.name, request)).await?;
-    let status = if wait {
-        StatusCode::CREATED
-    } else {
-        StatusCode::ACCEPTED
-    };
-    Ok((status, Json(granted)))
+/// 400 BAD_REQUEST: the input is outside what the contract documents.
+pub(crate) fn bad_request(why: String) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, "BAD_REQUEST", why)
 }
 
-/// Runs `change` on a lease for its tenant or an operator (agents carry out steps; changing or ending a
-/// lease is not theirs to do); 204 when it succeeds.
-async fn lease_change<P: PoolApi>(
-    state: &AppState<P>,
-    headers: &HeaderMap,
-    what: &str,
-    change: impl FnOnce(&P, &str, Option<&str>) -> Result<(), ControlError> + Send + 'static,
-) -> Result<StatusCode, ApiError> {
-    let who = principal(state, headers)?;
-    if who.role == Role::Agent {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "FORBIDDEN",
-            format!("agents cannot {what} leases"),
-        ));
-    }
-    let tenant = (who.role == Role::Tenant).then(|| who.name.clone());
-    call(state, move |d| change(d, &who.name, tenant.as_deref())).await?;
-    Ok(StatusCode::NO_CONTENT)
-}
-
-async fn release<P: PoolApi>(
-    State(state): State<AppState<P>>,
-    headers: HeaderMap,
-    Path(id): Path<u64>,
-) -> Result<StatusCode, ApiError> {
-    lease_change(&state, &headers, "release", move |d, actor, tenant| {
-        d.release(actor, tenant, LeaseId(id))
-    })
-    .await
-}
-
-async fn downgrade<P: PoolApi>(
-    State(state): State<AppState<P>>,
-    headers: HeaderMap,
-    Path(id): Path<u64>,
-    body: Result<Json<pcipool_wire::DowngradeRequest>, axum::extract::rejection::JsonRejection>,
-) -> Result<StatusCode, ApiError> {
-    let request = json_body(body)?;
-    lease_change(&state, &headers, "downgrade", move |d, actor, tenant| {
-        d.downgrade(actor, tenant, LeaseId(id), request.max_sharers)
-    })
-    .await
-}
-
-async fn renew<P: PoolApi>(
-    State(state): State<AppState<P>>,
-    headers: HeaderMap,
-    Path(id): Path<u64>,
-    body: Result<Json<pcipool_wire::RenewRequest>, axum::extract::rejection::JsonRejection>,
-) -> Result<StatusCode, ApiError> {
-    let request = json_body(body)?;
-    lease_change(&state, &headers, "renew", move |d, actor, tenant| {
-        d.renew(actor, tenant, LeaseId(id), request.epoch)
-    })
-    .await
-}
-
-async fn leases<P: PoolApi>(
-    State(state): State<AppState<P>>,
-    headers: HeaderMap,
-) -> Result<Json<Vec<LeaseView>>, ApiError> {
-    let who = principal(&state, &headers)?;
-    let all = call(&state, P::leases).await?;
-    let visible = all
-        .into_iter()
-        .filter(|l| who.role != Role::Tenant || l.tenant == who.name)
-        .collect();
-    Ok(Json(visible))
-}
-
-async fn devices<P: PoolApi>(
-    State(state): State<AppState<P>>,
-    headers: HeaderMap,
-) -> Result<Json<Vec<DeviceView>>, ApiError> {
-    principal(&state, &headers)?;
-    Ok(Json(call(&state, P::devices).await?))
-}
-
-async fn audit_verify<P: PoolApi>(
-    State(state): State<AppState<P>>,
-    headers: HeaderMap,
-) -> Result<Json<AuditVerify>, ApiError> {
-    let who = principal(&state, &headers)?;
+/// Operators and admins only.
+pub(crate) fn operators_only(who: &Principal) -> Result<(), ApiError> {
     if who.role < Role::Operator {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
@@ -420,273 +382,101 @@ async fn audit_verify<P: PoolApi>(
             "operators and admins only",
         ));
     }
-    Ok(Json(call(&state, P::audit_verify).await?))
+    Ok(())
 }
 
-async fn audit_record<P: PoolApi>(
-    State(state): State<AppState<P>>,
-    headers: HeaderMap,
-    body: Result<Json<pcipool_wire::AuditRecord>, axum::extract::rejection::JsonRejection>,
-) -> Result<StatusCode, ApiError> {
-    let who = principal(&state, &headers)?;
-    if who.role < Role::Operator {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "FORBIDDEN",
-            "operators and admins only",
-        ));
-    }
-    let r = json_body(body)?;
-    call(&state, move |d| {
-        d.record(&who.name, &r.target, &r.action, &r.result)
-    })
-    .await?;
-    Ok(StatusCode::NO_CONTENT)
+/// A path parameter, or 400 BAD_REQUEST in the API's JSON error form.
+///
+/// # Errors
+/// The parameter does not parse.
+pub fn path_param<T>(
+    param: Result<Path<T>, axum::extract::rejection::PathRejection>,
+) -> Result<T, ApiError> {
+    param
+        .map(|Path(v)| v)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "BAD_REQUEST", e.body_text()))
 }
 
-async fn audit_list<P: PoolApi>(
-    State(state): State<AppState<P>>,
-    headers: HeaderMap,
-    axum::extract::Query(q): axum::extract::Query<BTreeMap<String, String>>,
-) -> Result<Json<Vec<AuditView>>, ApiError> {
-    let who = principal(&state, &headers)?;
-    if who.role < Role::Operator {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "FORBIDDEN",
-            "operators and admins only",
-        ));
-    }
-    let from = q.get("from").and_then(|v| v.parse().ok()).unwrap_or(1);
-    let limit = q
-        .get("limit")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(100usize)
-        .min(10_000);
-    Ok(Json(call(&state, move |d| d.audit(from, limit)).await?))
+/// Query parameters, or 400 BAD_REQUEST in the API's JSON error form.
+pub(crate) fn query_params<T>(
+    query: Result<axum::extract::Query<T>, axum::extract::rejection::QueryRejection>,
+) -> Result<T, ApiError> {
+    query
+        .map(|axum::extract::Query(v)| v)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "BAD_REQUEST", e.body_text()))
 }
 
-async fn hosts<P: PoolApi>(
-    State(state): State<AppState<P>>,
-    headers: HeaderMap,
-) -> Result<Json<Vec<HostView>>, ApiError> {
-    principal(&state, &headers)?;
-    Ok(Json(call(&state, P::hosts).await?))
-}
-
-async fn device_action<P: PoolApi>(
-    State(state): State<AppState<P>>,
-    headers: HeaderMap,
-    Path(fdid): Path<String>,
-    body: Result<Json<DeviceAction>, axum::extract::rejection::JsonRejection>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    let who = principal(&state, &headers)?;
-    if who.role < Role::Operator {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "FORBIDDEN",
-            "operators and admins only",
-        ));
-    }
-    let action = json_body(body)?;
-    let fdid = fdid.parse().map_err(|e: pcipool_fabric::IdError| {
-        ApiError::new(StatusCode::BAD_REQUEST, "BAD_REQUEST", e.to_string())
-    })?;
-    let state_name = call(&state, move |d| d.device_action(&who.name, fdid, action)).await?;
-    Ok(Json(
-        serde_json::json!({ "fdid": fdid.to_string(), "state": state_name }),
-    ))
-}
-
-async fn device<P: PoolApi>(
-    State(state): State<AppState<P>>,
-    headers: HeaderMap,
-    Path(fdid): Path<String>,
-) -> Result<Json<DeviceDetail>, ApiError> {
-    let who = principal(&state, &headers)?;
-    let fdid = fdid.parse().map_err(|e: pcipool_fabric::IdError| {
-        ApiError::new(StatusCode::BAD_REQUEST, "BAD_REQUEST", e.to_string())
-    })?;
-    let mut detail = call(&state, move |d| d.device(fdid)).await?;
-    if who.role == Role::Tenant {
-        detail.leases.retain(|l| l.tenant == who.name);
-    }
-    Ok(Json(detail))
-}
-
-/// Agents (and admins) only; an agent token named after a host (`n3`) speaks for that host alone. A token
-/// with another name (the lab's shared `agent` token) may speak for any host.
-fn agents_only(who: &Principal, node: pcipool_fabric::NodeId) -> Result<(), ApiError> {
-    let forbidden = |why: String| Err(ApiError::new(StatusCode::FORBIDDEN, "FORBIDDEN", why));
-    match who.role {
-        Role::Admin => Ok(()),
-        Role::Agent => match who.name.parse::<pcipool_fabric::NodeId>() {
-            Ok(own) if own != node => {
-                forbidden(format!("the agent token of {own} cannot speak for {node}"))
-            }
-            _ => Ok(()),
-        },
-        Role::Tenant | Role::Operator => forbidden("agents and admins only".into()),
-    }
-}
-
-async fn register_agent<P: PoolApi>(
-    State(state): State<AppState<P>>,
-    headers: HeaderMap,
-    body: Result<Json<AgentRegistration>, axum::extract::rejection::JsonRejection>,
-) -> Result<Json<RegistrationReply>, ApiError> {
-    let who = principal(&state, &headers)?;
-    let registration = json_body(body)?;
-    agents_only(&who, registration.node)?;
-    let reply = call(&state, move |d| d.register_agent(&who.name, registration)).await?;
-    Ok(Json(reply))
-}
-
-async fn agent_heartbeat<P: PoolApi>(
-    State(state): State<AppState<P>>,
-    headers: HeaderMap,
-    Path(node): Path<String>,
-    body: Result<Json<AgentHeartbeat>, axum::extract::rejection::JsonRejection>,
-) -> Result<Json<HeartbeatReply>, ApiError> {
-    let who = principal(&state, &headers)?;
-    let node: pcipool_fabric::NodeId = node.parse().map_err(|e: pcipool_fabric::IdError| {
-        ApiError::new(StatusCode::BAD_REQUEST, "BAD_REQUEST", e.to_string())
-    })?;
-    agents_only(&who, node)?;
-    let beat = json_body(body)?;
-    let reply = call(&state, move |d| d.agent_heartbeat(node, beat)).await?;
-    Ok(Json(reply))
-}
-
-async fn workflow<P: PoolApi>(
-    State(state): State<AppState<P>>,
-    headers: HeaderMap,
-    Path(id): Path<u64>,
-    axum::extract::Query(q): axum::extract::Query<BTreeMap<String, String>>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    principal(&state, &headers)?;
-    // `wait_secs`: hold the answer until the workflow has an outcome (or the time is up), so a client
-    // follows a long operation without polling in a loop.
-    let wait_secs: u64 = match q.get("wait_secs") {
-        None => 0,
-        Some(v) => v.parse().map_err(|_| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "BAD_REQUEST",
-                format!("wait_secs={v:?} is not a number of seconds"),
-            )
-        })?,
-    };
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(wait_secs.min(300));
-    // Subscribed before the first read, so a change between the read and the wait still wakes it.
-    let mut changes = state.pool.subscribe_changes();
-    loop {
-        let journal = call(&state, move |d| d.workflow(id))
-            .await?
-            .ok_or_else(|| {
-                ApiError::new(
-                    StatusCode::NOT_FOUND,
-                    "NO_SUCH_WORKFLOW",
-                    format!("no workflow {id}"),
-                )
-            })?;
-        let finished = !journal["outcome"].is_null();
-        let now = tokio::time::Instant::now();
-        // A domain going away answers as it stands (a server's graceful shutdown waits for this).
-        let closing = *changes.borrow() == u64::MAX;
-        if finished || closing || now >= deadline {
-            return Ok(Json(journal));
-        }
-        let wake = deadline.min(now + LONG_POLL_RECHECK);
-        // A change, the re-check time or the deadline: read again. A closed channel (the domain is
-        // going away) waits out the re-check time instead of spinning.
-        if let Ok(Err(_)) = tokio::time::timeout_at(wake, changes.changed()).await {
-            tokio::time::sleep_until(wake).await;
-        }
-    }
-}
-
-async fn metrics<P: PoolApi>(State(state): State<AppState<P>>) -> Result<Response, ApiError> {
-    let text = call(&state, PoolApi::metrics_text).await?;
-    Ok(([("content-type", pcipool_metrics::CONTENT_TYPE)], text).into_response())
-}
-
-/// Who a token is: what the dashboard shows and which actions it offers.
-async fn whoami<P: PoolApi>(
-    State(state): State<AppState<P>>,
-    headers: HeaderMap,
-) -> Result<Json<pcipool_wire::WhoAmI>, ApiError> {
-    let who = principal(&state, &headers)?;
-    Ok(Json(pcipool_wire::WhoAmI {
-        name: who.name,
-        role: who.role.as_str().to_owned(),
-    }))
-}
-
-/// How often an event stream with nothing to say sends a comment, so proxies keep it open.
-const EVENTS_KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(15);
-
-/// `change` events, one per change the domain commits (several quick changes may come as one):
-/// watchers re-read what they show. No token: an event carries a counter and nothing else.
-async fn events<P: PoolApi>(
-    State(state): State<AppState<P>>,
-) -> axum::response::sse::Sse<
-    impl futures_util::Stream<Item = Result<axum::response::sse::Event, std::convert::Infallible>>,
-> {
-    let changes = state.pool.subscribe_changes();
-    let stream = futures_util::stream::unfold(changes, |mut changes| async move {
-        // A closed channel (the domain is going away) ends the stream.
-        changes.changed().await.ok()?;
-        let n = *changes.borrow_and_update();
-        if n == u64::MAX {
-            // The domain is going away (see `Controller::close_changes`).
-            return None;
-        }
-        let event = axum::response::sse::Event::default()
-            .event("change")
-            .data(format!("{{\"changes\":{n}}}"));
-        Some((Ok(event), changes))
-    });
-    axum::response::sse::Sse::new(stream)
-        .keep_alive(axum::response::sse::KeepAlive::new().interval(EVENTS_KEEP_ALIVE))
-}
-
-/// The OpenAPI document (checked in beside this file).
-pub const OPENAPI: &str = include_str!("openapi.json");
-
-async fn openapi() -> impl IntoResponse {
-    ([("content-type", "application/json")], OPENAPI)
+/// This document.
+#[utoipa::path(
+    get, path = "/v1/openapi.json", tag = "watch",
+    security(()),
+    responses((status = 200, description = "The OpenAPI 3.1 document of what this server serves", body = Object)),
+)]
+pub(crate) async fn openapi_document<P: PoolApi>(State(state): State<AppState<P>>) -> Response {
+    (
+        [("content-type", "application/json")],
+        state.openapi.as_str().to_owned(),
+    )
+        .into_response()
 }
 
 async fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "NOT_FOUND", "no such route")
 }
 
-/// The router (exposed so tests can list its routes against the OpenAPI document).
+/// The router, serving the pool API's own contract ([`crate::contract::document`]).
 pub fn router<P: PoolApi>(pool: Arc<P>, tokens: BTreeMap<String, Principal>) -> Router {
+    router_with_contract(pool, tokens, crate::contract::document())
+}
+
+/// The router, serving `contract` at `/v1/openapi.json`: the pool API's document, merged with the
+/// documents of routes a runtime serves beside it (the data path of `pcipool dev`, the controller seat
+/// of `pcipool server`).
+pub fn router_with_contract<P: PoolApi>(
+    pool: Arc<P>,
+    tokens: BTreeMap<String, Principal>,
+    contract: utoipa::openapi::OpenApi,
+) -> Router {
     let state = AppState {
         pool,
         tokens: Arc::new(tokens),
         blocking: Arc::new(tokio::sync::Semaphore::new(MAX_BLOCKING_CALLS)),
+        openapi: Arc::new(crate::contract::render(contract)),
     };
+    use crate::routes::{agents, audit, devices, leases, watch};
     Router::new()
-        .route("/v1/openapi.json", get(openapi))
-        .route("/v1/leases", post(borrow::<P>).get(leases::<P>))
-        .route("/v1/leases/{id}", axum::routing::delete(release::<P>))
-        .route("/v1/leases/{id}/downgrade", post(downgrade::<P>))
-        .route("/v1/leases/{id}/heartbeat", post(renew::<P>))
-        .route("/v1/devices", get(devices::<P>))
-        .route("/v1/audit/verify", get(audit_verify::<P>))
-        .route("/v1/audit", get(audit_list::<P>).post(audit_record::<P>))
-        .route("/v1/hosts", get(hosts::<P>))
-        .route("/v1/devices/{fdid}", get(device::<P>))
-        .route("/v1/devices/{fdid}/actions", post(device_action::<P>))
-        .route("/v1/agents", post(register_agent::<P>))
-        .route("/v1/agents/{node}/heartbeat", post(agent_heartbeat::<P>))
-        .route("/v1/workflows/{id}", get(workflow::<P>))
-        .route("/metrics", get(metrics::<P>))
-        .route("/v1/events", get(events::<P>))
-        .route("/v1/whoami", get(whoami::<P>))
+        .route("/v1/openapi.json", get(openapi_document::<P>))
+        .route(
+            "/v1/leases",
+            post(leases::borrow::<P>).get(leases::leases::<P>),
+        )
+        .route(
+            "/v1/leases/{id}",
+            axum::routing::delete(leases::release::<P>),
+        )
+        .route("/v1/leases/{id}/downgrade", post(leases::downgrade::<P>))
+        .route("/v1/leases/{id}/heartbeat", post(leases::renew::<P>))
+        .route("/v1/devices", get(devices::devices::<P>))
+        .route("/v1/audit/verify", get(audit::audit_verify::<P>))
+        .route(
+            "/v1/audit",
+            get(audit::audit_list::<P>).post(audit::audit_record::<P>),
+        )
+        .route("/v1/hosts", get(devices::hosts::<P>))
+        .route("/v1/devices/{fdid}", get(devices::device::<P>))
+        .route(
+            "/v1/devices/{fdid}/actions",
+            post(devices::device_action::<P>),
+        )
+        .route("/v1/agents", post(agents::register_agent::<P>))
+        .route(
+            "/v1/agents/{node}/heartbeat",
+            post(agents::agent_heartbeat::<P>),
+        )
+        .route("/v1/workflows/{id}", get(watch::workflow::<P>))
+        .route("/metrics", get(watch::metrics::<P>))
+        .route("/v1/events", get(watch::events::<P>))
+        .route("/v1/whoami", get(watch::whoami::<P>))
         .merge(crate::ui::routes())
         .fallback(not_found)
         .with_state(state)
@@ -705,27 +495,4 @@ pub async fn serve<P: PoolApi>(
     axum::serve(listener, router(pool, tokens))
         .with_graceful_shutdown(shutdown)
         .await
-}
-
-#[cfg(test)]
-mod tests {
-    /// Every route the router declares (read from this file's source) has an OpenAPI entry, and the
-    /// document lists nothing the router does not serve.
-    #[test]
-    fn openapi_paths_match_the_router() {
-        let source = include_str!("server.rs");
-        let mut routes: Vec<&str> = source
-            .split(".route(\"")
-            .skip(1)
-            .filter_map(|rest| rest.split('"').next())
-            .collect();
-        routes.sort_unstable();
-        let doc: serde_json::Value = serde_json::from_str(super::OPENAPI).expect("valid JSON");
-        let mut documented: Vec<&str> = doc["paths"]
-            .as_object()
-            .map(|m| m.keys().map(String::as_str).collect())
-            .unwrap_or_default();
-        documented.sort_unstable();
-        assert_eq!(routes, documented);
-    }
 }

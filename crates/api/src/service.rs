@@ -188,6 +188,25 @@ impl Background {
     }
 }
 
+/// Routes a runtime serves beside the pool API on the same listener, with their entries in the contract
+/// served at `/v1/openapi.json`.
+pub struct Beside {
+    /// The routes.
+    pub routes: axum::Router,
+    /// Their OpenAPI entries.
+    pub contract: utoipa::openapi::OpenApi,
+}
+
+impl Beside {
+    /// Nothing beside the API.
+    pub fn nothing() -> Self {
+        Self {
+            routes: axum::Router::new(),
+            contract: utoipa::openapi::OpenApi::default(),
+        }
+    }
+}
+
 /// Serves `service` on `listener` with `extra` routes beside the API, until `shutdown` resolves, with
 /// its [`Background`] running; both stop with the server.
 ///
@@ -197,11 +216,13 @@ pub async fn serve_service<S: Store + Send + Sync + 'static>(
     service: std::sync::Arc<Service<S>>,
     listener: tokio::net::TcpListener,
     tokens: std::collections::BTreeMap<String, crate::Principal>,
-    extra: axum::Router,
+    extra: Beside,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let background = Background::start(&service);
-    let app = crate::server::router(service.clone(), tokens).merge(extra);
+    let contract = crate::contract::document().merge_from(extra.contract);
+    let app =
+        crate::server::router_with_contract(service.clone(), tokens, contract).merge(extra.routes);
     let closing = service.clone();
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(async move {

@@ -112,7 +112,7 @@ fn is_default_deadline(ms: &u64) -> bool {
 }
 
 /// What a step needs to know.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StepContext {
     /// The lender.
     pub lender: NodeId,

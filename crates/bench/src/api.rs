@@ -243,7 +243,7 @@ fn measure<S: Store + Send + Sync + 'static>(
         lab,
         listener,
         tokens,
-        axum::Router::new(),
+        pcipool_api::Beside::nothing(),
         async {
             let _ = stop_rx.await;
         },

@@ -448,12 +448,26 @@ impl Client {
         self.get("/v1/hosts")
     }
 
-    /// Audit records.
+    /// Up to `limit` audit records from sequence number `from` (records start at 1; 0 reads from the
+    /// first), asked for in pages the API allows ([`pcipool_wire::AUDIT_LIMIT_MAX`] each).
     ///
     /// # Errors
     /// [`ClientError`].
     pub fn audit(&self, from: u64, limit: usize) -> Result<Vec<AuditView>, ClientError> {
-        self.get(&format!("/v1/audit?from={from}&limit={limit}"))
+        let page_max = usize::try_from(pcipool_wire::AUDIT_LIMIT_MAX).unwrap_or(usize::MAX);
+        let mut records: Vec<AuditView> = Vec::new();
+        let mut next = from.max(1);
+        while records.len() < limit {
+            let page = (limit - records.len()).min(page_max);
+            let got: Vec<AuditView> = self.get(&format!("/v1/audit?from={next}&limit={page}"))?;
+            let done = got.len() < page;
+            next = got.last().map_or(next, |r| r.seq + 1);
+            records.extend(got);
+            if done {
+                break;
+            }
+        }
+        Ok(records)
     }
 
     /// A workflow journal.
@@ -464,11 +478,13 @@ impl Client {
         self.get(&format!("/v1/workflows/{id}"))
     }
 
-    /// A workflow journal once it has an outcome, waiting at most `secs` seconds (then as it stands).
+    /// A workflow journal once it has an outcome, waiting at most `secs` seconds (then as it stands;
+    /// the API holds a long poll for at most [`pcipool_wire::WAIT_SECS_MAX`]).
     ///
     /// # Errors
     /// [`ClientError`].
     pub fn workflow_wait(&self, id: u64, secs: u64) -> Result<serde_json::Value, ClientError> {
+        let secs = secs.min(pcipool_wire::WAIT_SECS_MAX);
         let polling = self
             .clone()
             .with_timeout(self.timeout.saturating_add(Duration::from_secs(secs)));

@@ -88,7 +88,11 @@ impl<S: Store> Controller<S> {
         let plain_action = !action.is_empty()
             && action.len() <= 40
             && action.bytes().all(|b| b.is_ascii_lowercase() || b == b'_');
-        if !plain_action || target.is_empty() || target.len() > 100 || result.len() > 500 {
+        if !plain_action
+            || target.is_empty()
+            || target.chars().count() > 100
+            || result.chars().count() > 500
+        {
             return Err(ControlError::BadRequest(
                 "an audit record needs an action of a-z and _ (1-40), a target (1-100 characters) and a result (at most 500)".into(),
             ));

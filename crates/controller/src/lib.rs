@@ -58,8 +58,8 @@ pub enum Assigned {
 
 /// Sharers of a shared device when the first request does not say.
 pub const DEFAULT_MAX_SHARERS: u32 = 4;
-/// The most sharers a request may allow (each costs BAR and DMA mappings on the adapters).
-pub const MAX_SHARERS: u32 = 64;
+/// The most hosts that may share one device (the wire documents the same limit).
+pub use pcipool_wire::MAX_SHARERS;
 
 pub use pcipool_wire::Granted;
 

@@ -61,6 +61,35 @@ impl FromStr for NodeId {
 }
 text_serde!(NodeId);
 
+/// A string schema with a pattern and an example: how the API documents a text-form identifier.
+fn text_schema(
+    pattern: String,
+    description: &str,
+    example: &str,
+) -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .pattern(Some(pattern))
+        .description(Some(description))
+        .examples([example])
+        .into()
+}
+
+/// A node id's text form, for API schemas (at most nine digits, so every match fits a `u32`).
+const NODE_PATTERN: &str = "n[0-9]{1,9}";
+
+impl utoipa::PartialSchema for NodeId {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        text_schema(
+            format!("^{NODE_PATTERN}$"),
+            "A host's node id on the fabric",
+            "n3",
+        )
+    }
+}
+
+impl utoipa::ToSchema for NodeId {}
+
 /// Fabric device id: lender node, address on the lender, and the VF index for a lent virtual function.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Fdid {
@@ -100,6 +129,19 @@ impl FromStr for Fdid {
 }
 text_serde!(Fdid);
 
+impl utoipa::PartialSchema for Fdid {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        let bdf = pcipool_pcie::bdf::BDF_PATTERN;
+        text_schema(
+            format!("^{NODE_PATTERN}:{bdf}(/vf[0-9]{{1,4}})?$"),
+            "A fabric device id: lender node, the function's address there, and a virtual function's index",
+            "n2:0000:03:00.0",
+        )
+    }
+}
+
+impl utoipa::ToSchema for Fdid {}
+
 /// One NTB adapter of a host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct AdapterId {
@@ -116,7 +158,19 @@ impl fmt::Display for AdapterId {
 }
 
 /// A lease, as the control plane numbers them; every mapping belongs to one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 pub struct LeaseId(pub u64);
 
 impl fmt::Display for LeaseId {
@@ -128,7 +182,18 @@ impl fmt::Display for LeaseId {
 /// A fencing epoch: strictly increasing per device across every lease it has ever had. Steps carry the
 /// epoch of their lease, and a host refuses a step older than one it has already seen for the device.
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    Default,
+    utoipa::ToSchema,
 )]
 pub struct Epoch(pub u64);
 

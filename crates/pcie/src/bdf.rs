@@ -110,6 +110,26 @@ impl FromStr for Bdf {
     }
 }
 
+/// The text form's pattern, for API schemas: `[domain:]bus:device.function` in hex, device 0..=1f and
+/// function 0..=7, exactly what [`Bdf::from_str`] accepts.
+pub const BDF_PATTERN: &str =
+    "([0-9a-fA-F]{1,8}:)?[0-9a-fA-F]{1,2}:(0?[0-9a-fA-F]|1[0-9a-fA-F])\\.[0-7]";
+
+impl utoipa::PartialSchema for Bdf {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .pattern(Some(format!("^{BDF_PATTERN}$")))
+            .description(Some(
+                "A PCI function address, `[domain:]bus:device.function` in hex",
+            ))
+            .examples(["0000:03:00.0"])
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Bdf {}
+
 impl Serialize for Bdf {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.collect_str(self)

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::state::DeviceState;
 
 /// What a request asks for.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Selector {
     /// Class name shorthand (`nvme`, `gpu`, `nic`, `fpga`) or none.
@@ -45,7 +45,19 @@ pub struct Selector {
 }
 
 /// Coarse device classes people ask for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum DeviceClass {
     /// NVMe storage (class 01:08).
@@ -92,7 +104,7 @@ impl std::str::FromStr for DeviceClass {
 }
 
 /// Static facts about a pooled device the scheduler matches on.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DeviceInfo {
     /// Id.
     pub fdid: Fdid,

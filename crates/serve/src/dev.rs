@@ -155,7 +155,10 @@ impl DevPool {
             move |addr| {
                 let state = datapath.with_controller(format!("http://{addr}"));
                 state.reconcile_with(token_path);
-                pcipool_sim_server::datapath::router(state)
+                pcipool_api::Beside {
+                    routes: pcipool_sim_server::datapath::router(state),
+                    contract: pcipool_sim_server::datapath::contract(),
+                }
             },
             move |addr| banner(&info, addr),
             shutdown,

@@ -144,7 +144,7 @@ pub fn serve<S: pcipool_store::Store + Send + Sync + 'static>(
     service: Service<S>,
     listen: &str,
     tokens: BTreeMap<String, Principal>,
-    extra: impl FnOnce(SocketAddr) -> axum::Router,
+    extra: impl FnOnce(SocketAddr) -> pcipool_api::Beside,
     banner: impl FnOnce(SocketAddr),
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {

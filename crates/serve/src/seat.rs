@@ -63,6 +63,32 @@ struct Shared {
     stop: tokio::sync::watch::Receiver<bool>,
 }
 
+/// Which controller leads the pool, and whether this one does.
+#[utoipa::path(
+    get, path = "/v1/controller", tag = "watch",
+    security(()),
+    responses((status = 200, description = "This controller's role and the leader", body = ControllerView)),
+)]
+async fn controller_view(
+    axum::extract::State(view): axum::extract::State<Arc<Mutex<ControllerView>>>,
+) -> axum::Json<ControllerView> {
+    let v = view
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    axum::Json(v)
+}
+
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(controller_view))]
+struct SeatDoc;
+
+/// The pool API's contract with the seat's own route.
+fn contract() -> utoipa::openapi::OpenApi {
+    use utoipa::OpenApi as _;
+    pcipool_api::contract::document().merge_from(SeatDoc::openapi())
+}
+
 impl Shared {
     fn set_view(&self, role: &str, leader: Option<String>) {
         let mut v = self
@@ -74,16 +100,10 @@ impl Shared {
     }
 
     fn route(&self, router: Router) {
-        let view = self.view.clone();
-        let router = router.route(
-            "/v1/controller",
-            axum::routing::get(move || {
-                let v = view
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .clone();
-                async move { axum::Json(v) }
-            }),
+        let router = router.merge(
+            Router::new()
+                .route("/v1/controller", axum::routing::get(controller_view))
+                .with_state(self.view.clone()),
         );
         *self
             .current
@@ -247,8 +267,12 @@ impl Seat {
         shared.set_view("follower", None);
         let follower = Arc::new(Follower::new(controller));
         shared.route(
-            pcipool_api::server::router(follower.clone(), self.tokens.clone())
-                .layer(axum::middleware::from_fn_with_state(forwarder, forward)),
+            pcipool_api::server::router_with_contract(
+                follower.clone(),
+                self.tokens.clone(),
+                contract(),
+            )
+            .layer(axum::middleware::from_fn_with_state(forwarder, forward)),
         );
         let mut first = true;
         let mut audit_len = None;
@@ -327,9 +351,10 @@ impl Seat {
         };
         let background = Background::start(&service);
         shared.set_view("leader", Some(shared.this.clone()));
-        shared.route(pcipool_api::server::router(
+        shared.route(pcipool_api::server::router_with_contract(
             service.clone(),
             self.tokens.clone(),
+            contract(),
         ));
         let next = loop {
             if shared.stopped_within(LEADERSHIP_CHECK).await {

@@ -188,7 +188,7 @@ impl<S: Store + Send + Sync + 'static> Server<S> {
             service,
             listen,
             tokens,
-            |_| axum::Router::new(),
+            |_| pcipool_api::Beside::nothing(),
             lines,
             shutdown,
         )

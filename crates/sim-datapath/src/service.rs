@@ -108,7 +108,9 @@ pub enum DataPathError {
 }
 
 /// Where device memory should live.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Placement {
     /// On the lender, next to the device: the device reaches it locally, the application through a
@@ -121,7 +123,7 @@ pub enum Placement {
 
 /// A window onto a region: what an application attaches to with
 /// [`pcipool_sim_shm::window::Window::attach`].
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct WindowGrant {
     /// The window table's file name.
     pub table: String,
@@ -136,7 +138,7 @@ pub struct WindowGrant {
 }
 
 /// Device memory the service made.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct DeviceMemoryGrant {
     /// The region.
     pub region: String,
@@ -152,7 +154,9 @@ pub struct DeviceMemoryGrant {
 }
 
 /// One thing a lease was granted, to give back on its own.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case", tag = "kind", content = "id")]
 pub enum Grant {
     /// A window slot.
@@ -544,13 +548,14 @@ impl DataPath {
     /// whether it existed.
     ///
     /// # Errors
-    /// Another caller's segment.
+    /// A name no segment could have; another caller's segment.
     pub fn delete_segment(
         &mut self,
         caller: &str,
         host: &str,
         name: &str,
     ) -> Result<bool, DataPathError> {
+        segment_file(host, name)?;
         let key = (host.to_owned(), name.to_owned());
         match self.segments.get(&key) {
             None => Ok(false),

@@ -11,19 +11,22 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path as UrlPath, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use pcipool_api::server::{ApiError, json_body};
+use pcipool_api::server::{ApiError, json_body, path_param};
 use pcipool_client::{Client, ClientError};
 use pcipool_qualify::AccessModel;
 use pcipool_sim_datapath::service::{DataPath, DataPathError, Grant};
+use pcipool_sim_datapath::service::{DeviceMemoryGrant, WindowGrant};
 use pcipool_sim_datapath::wire::{
-    DeviceMemoryRequest, Events, ExportRequest, Holder, Info, InterruptRequest, Mapped,
-    SegmentCreate, SegmentMade, SegmentRequest,
+    DeviceMemoryRequest, Events, ExportRequest, Holder, Info, InterruptRequest, Mapped, Released,
+    SegmentCreate, SegmentMade, SegmentRequest, TornDown,
 };
+use pcipool_wire::ApiErrorBody;
 
 /// How often the fabric compares its mappings with the controller's leases.
 const RECONCILE_EVERY: Duration = Duration::from_millis(250);
@@ -33,6 +36,9 @@ const RECONCILE_EVERY: Duration = Duration::from_millis(250);
 pub struct DataPathState {
     service: Arc<Mutex<DataPath>>,
     controller: Option<String>,
+    /// Digests of the tokens the controller has confirmed (tokens are static configuration, so a
+    /// confirmed one stays good for the life of this process).
+    confirmed: Arc<Mutex<BTreeSet<String>>>,
 }
 
 fn lock(s: &Mutex<DataPath>) -> std::sync::MutexGuard<'_, DataPath> {
@@ -66,8 +72,11 @@ fn bearer(headers: &HeaderMap) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// The caller's identity: a digest of its bearer token (the token itself is never kept).
-fn caller(headers: &HeaderMap) -> Result<String, ApiError> {
+/// The caller's identity: a digest of its bearer token (the token itself is never kept). With a
+/// controller, the token must be one the controller knows (asked once per token, at `/v1/whoami`), so a
+/// made-up token neither makes segments nor ends anybody's mappings; a fabric started without a
+/// controller cannot ask, and takes the token as it comes.
+async fn caller(state: &DataPathState, headers: &HeaderMap) -> Result<String, ApiError> {
     use sha2::Digest as _;
     let token = bearer(headers).ok_or_else(|| {
         ApiError::new(
@@ -76,10 +85,51 @@ fn caller(headers: &HeaderMap) -> Result<String, ApiError> {
             "a bearer token is required",
         )
     })?;
-    Ok(sha2::Sha256::digest(token.as_bytes())
+    let digest: String = sha2::Sha256::digest(token.as_bytes())
         .iter()
         .map(|b| format!("{b:02x}"))
-        .collect())
+        .collect();
+    let Some(controller) = state.controller.clone() else {
+        return Ok(digest);
+    };
+    let confirmed = |s: &DataPathState| {
+        s.confirmed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .contains(&digest)
+    };
+    if confirmed(state) {
+        return Ok(digest);
+    }
+    let asked = tokio::task::spawn_blocking(move || {
+        Client::new(&controller, &token).get::<pcipool_wire::WhoAmI>("/v1/whoami")
+    })
+    .await
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", e.to_string()))?;
+    match asked {
+        Ok(_) => {
+            state
+                .confirmed
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .insert(digest.clone());
+            Ok(digest)
+        }
+        Err(ClientError::Api {
+            status: 401,
+            message,
+            ..
+        }) => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "UNAUTHORIZED",
+            message,
+        )),
+        Err(e) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "CONTROLLER_UNAVAILABLE",
+            format!("cannot check the token: {e}"),
+        )),
+    }
 }
 
 /// Checks with the controller, under the caller's token, that `lease` is a shared-model lease on `fdid`
@@ -149,7 +199,14 @@ async fn check_lease(
     }
 }
 
-async fn info(State(state): State<DataPathState>) -> Response {
+#[utoipa::path(
+    get, path = "/v1/datapath", tag = "datapath",
+    security(()),
+    responses(
+        (status = 200, description = "The data path", body = Info),
+    ),
+)]
+pub(crate) async fn info(State(state): State<DataPathState>) -> Response {
     let s = lock(&state.service);
     Json(Info {
         dir: s.dir().display().to_string(),
@@ -158,19 +215,36 @@ async fn info(State(state): State<DataPathState>) -> Response {
     .into_response()
 }
 
-async fn events(State(state): State<DataPathState>) -> Response {
+#[utoipa::path(
+    get, path = "/v1/datapath/events", tag = "datapath",
+    security(()),
+    responses(
+        (status = 200, description = "Faults, teardowns and mapped leases", body = Events),
+    ),
+)]
+pub(crate) async fn events(State(state): State<DataPathState>) -> Response {
     let s = lock(&state.service);
     let (window_faults, dma_faults) = s.faults();
     Json(Events {
         window_faults,
         dma_faults,
-        torn_down: s.torn_down.clone(),
+        torn_down: s
+            .torn_down
+            .iter()
+            .map(|(lease, why)| TornDown {
+                lease: *lease,
+                why: why.clone(),
+            })
+            .collect(),
         mapped: s.mapped_leases().collect(),
     })
     .into_response()
 }
 
-type Body<T> = Result<Json<T>, axum::extract::rejection::JsonRejection>;
+type Body<T> = Result<pcipool_api::server::JsonBody<T>, ApiError>;
+
+/// A lease in the path, its parse failure answered in the API's JSON error form.
+type LeaseParam = Result<UrlPath<u64>, PathRejection>;
 
 /// A mapping request: what names the lease's device and host.
 trait ForLease {
@@ -205,8 +279,8 @@ async fn grant<T: ForLease, R: serde::Serialize>(
     b: Body<T>,
     grant: impl FnOnce(&mut DataPath, &T, &str) -> Result<R, DataPathError>,
 ) -> Result<Response, ApiError> {
+    let who = caller(state, headers).await?;
     let r = json_body(b)?;
-    let who = caller(headers)?;
     check_lease(state, headers, lease, r.fdid(), r.host()).await?;
     let granted = grant(&mut lock(&state.service), &r, &who);
     granted
@@ -214,24 +288,50 @@ async fn grant<T: ForLease, R: serde::Serialize>(
         .map_err(|e| refused(&e))
 }
 
-async fn map_bar(
+#[utoipa::path(
+    post, path = "/v1/datapath/leases/{lease}/bar", tag = "datapath",
+    params(("lease" = u64, Path, description = "The lease")),
+    request_body = Holder,
+    responses(
+        (status = 200, description = "A window onto the device's BAR", body = WindowGrant),
+        (status = 403, description = "NOT_YOUR_LEASE (not a shared or lent lease of the caller on that device and host), FORBIDDEN (another application's segment, not exported, another lease's mapping)", body = ApiErrorBody),
+        (status = 404, description = "NO_SUCH_DEVICE (not on the data path) or NO_SUCH_SEGMENT", body = ApiErrorBody),
+        (status = 409, description = "TOO_MANY (the lease holds the most it may) or SHARED_MEMORY", body = ApiErrorBody),
+        (status = 503, description = "NO_WINDOW_SLOTS, NO_CONTROLLER or CONTROLLER_UNAVAILABLE: the lease cannot be checked or mapped now", body = ApiErrorBody),
+    ),
+)]
+pub(crate) async fn map_bar(
     State(state): State<DataPathState>,
-    UrlPath(lease): UrlPath<u64>,
+    lease: LeaseParam,
     headers: HeaderMap,
     b: Body<Holder>,
 ) -> Result<Response, ApiError> {
+    let lease = path_param(lease)?;
     grant(&state, &headers, lease, b, |s, r, who| {
         s.map_bar(lease, &r.fdid, &r.host, who)
     })
     .await
 }
 
-async fn map_segment(
+#[utoipa::path(
+    post, path = "/v1/datapath/leases/{lease}/segments", tag = "datapath",
+    params(("lease" = u64, Path, description = "The lease")),
+    request_body = SegmentRequest,
+    responses(
+        (status = 200, description = "The segment, mapped for the device's DMA", body = Mapped),
+        (status = 403, description = "NOT_YOUR_LEASE (not a shared or lent lease of the caller on that device and host), FORBIDDEN (another application's segment, not exported, another lease's mapping)", body = ApiErrorBody),
+        (status = 404, description = "NO_SUCH_DEVICE (not on the data path) or NO_SUCH_SEGMENT", body = ApiErrorBody),
+        (status = 409, description = "TOO_MANY (the lease holds the most it may) or SHARED_MEMORY", body = ApiErrorBody),
+        (status = 503, description = "NO_WINDOW_SLOTS, NO_CONTROLLER or CONTROLLER_UNAVAILABLE: the lease cannot be checked or mapped now", body = ApiErrorBody),
+    ),
+)]
+pub(crate) async fn map_segment(
     State(state): State<DataPathState>,
-    UrlPath(lease): UrlPath<u64>,
+    lease: LeaseParam,
     headers: HeaderMap,
     b: Body<SegmentRequest>,
 ) -> Result<Response, ApiError> {
+    let lease = path_param(lease)?;
     grant(&state, &headers, lease, b, |s, r, who| {
         s.map_segment(lease, &r.fdid, &r.host, who, &r.owner, &r.name)
             .map(|device_addr| Mapped { device_addr })
@@ -239,24 +339,50 @@ async fn map_segment(
     .await
 }
 
-async fn device_memory(
+#[utoipa::path(
+    post, path = "/v1/datapath/leases/{lease}/device-memory", tag = "datapath",
+    params(("lease" = u64, Path, description = "The lease")),
+    request_body = DeviceMemoryRequest,
+    responses(
+        (status = 200, description = "Device memory made", body = DeviceMemoryGrant),
+        (status = 403, description = "NOT_YOUR_LEASE (not a shared or lent lease of the caller on that device and host), FORBIDDEN (another application's segment, not exported, another lease's mapping)", body = ApiErrorBody),
+        (status = 404, description = "NO_SUCH_DEVICE (not on the data path) or NO_SUCH_SEGMENT", body = ApiErrorBody),
+        (status = 409, description = "TOO_MANY (the lease holds the most it may) or SHARED_MEMORY", body = ApiErrorBody),
+        (status = 503, description = "NO_WINDOW_SLOTS, NO_CONTROLLER or CONTROLLER_UNAVAILABLE: the lease cannot be checked or mapped now", body = ApiErrorBody),
+    ),
+)]
+pub(crate) async fn device_memory(
     State(state): State<DataPathState>,
-    UrlPath(lease): UrlPath<u64>,
+    lease: LeaseParam,
     headers: HeaderMap,
     b: Body<DeviceMemoryRequest>,
 ) -> Result<Response, ApiError> {
+    let lease = path_param(lease)?;
     grant(&state, &headers, lease, b, |s, r, who| {
         s.device_memory(lease, &r.fdid, &r.host, who, r.size, r.placement)
     })
     .await
 }
 
-async fn interrupt(
+#[utoipa::path(
+    post, path = "/v1/datapath/leases/{lease}/interrupts", tag = "datapath",
+    params(("lease" = u64, Path, description = "The lease")),
+    request_body = InterruptRequest,
+    responses(
+        (status = 200, description = "Routed (`{}`)", body = Object),
+        (status = 403, description = "NOT_YOUR_LEASE (not a shared or lent lease of the caller on that device and host), FORBIDDEN (another application's segment, not exported, another lease's mapping)", body = ApiErrorBody),
+        (status = 404, description = "NO_SUCH_DEVICE (not on the data path) or NO_SUCH_SEGMENT", body = ApiErrorBody),
+        (status = 409, description = "TOO_MANY (the lease holds the most it may) or SHARED_MEMORY", body = ApiErrorBody),
+        (status = 503, description = "NO_WINDOW_SLOTS, NO_CONTROLLER or CONTROLLER_UNAVAILABLE: the lease cannot be checked or mapped now", body = ApiErrorBody),
+    ),
+)]
+pub(crate) async fn interrupt(
     State(state): State<DataPathState>,
-    UrlPath(lease): UrlPath<u64>,
+    lease: LeaseParam,
     headers: HeaderMap,
     b: Body<InterruptRequest>,
 ) -> Result<Response, ApiError> {
+    let lease = path_param(lease)?;
     grant(&state, &headers, lease, b, |s, r, who| {
         s.route_interrupt(lease, &r.fdid, &r.host, who, r.vector, &r.cell)
             .map(|()| serde_json::json!({}))
@@ -266,12 +392,20 @@ async fn interrupt(
 
 /// Ends a lease's mappings, for the application that made them (the lease itself may already be gone
 /// at the controller: returning is what holders do while releasing, so it is not checked there).
-async fn unmap(
+#[utoipa::path(
+    delete, path = "/v1/datapath/leases/{lease}", tag = "datapath",
+    params(("lease" = u64, Path, description = "The lease")),
+    responses(
+        (status = 204, description = "Every mapping the caller made for the lease is gone (idempotent)"),
+    ),
+)]
+pub(crate) async fn unmap(
     State(state): State<DataPathState>,
-    UrlPath(lease): UrlPath<u64>,
+    lease: LeaseParam,
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
-    let who = caller(&headers)?;
+    let lease = path_param(lease)?;
+    let who = caller(&state, &headers).await?;
     let unmapped = lock(&state.service).unmap_for(lease, &who);
     unmapped
         .map(|_| StatusCode::NO_CONTENT)
@@ -279,55 +413,115 @@ async fn unmap(
 }
 
 /// Ends one grant of a lease (its holder dropped the handle).
-async fn release(
+#[utoipa::path(
+    post, path = "/v1/datapath/leases/{lease}/release", tag = "datapath",
+    params(("lease" = u64, Path, description = "The lease")),
+    request_body = Grant,
+    responses(
+        (status = 200, description = "Given back", body = Released),
+        (status = 403, description = "NOT_YOUR_LEASE (not a shared or lent lease of the caller on that device and host), FORBIDDEN (another application's segment, not exported, another lease's mapping)", body = ApiErrorBody),
+    ),
+)]
+pub(crate) async fn release(
     State(state): State<DataPathState>,
-    UrlPath(lease): UrlPath<u64>,
+    lease: LeaseParam,
     headers: HeaderMap,
     b: Body<Grant>,
 ) -> Result<Response, ApiError> {
+    let lease = path_param(lease)?;
+    let who = caller(&state, &headers).await?;
     let grant = json_body(b)?;
-    let who = caller(&headers)?;
     let released = lock(&state.service).release(lease, &who, grant);
     released
-        .map(|released| Json(serde_json::json!({ "released": released })).into_response())
+        .map(|released| Json(Released { released }).into_response())
         .map_err(|e| refused(&e))
 }
 
-async fn create_segment(
+#[utoipa::path(
+    post, path = "/v1/datapath/segments", tag = "datapath",
+    request_body = SegmentCreate,
+    responses(
+        (status = 200, description = "Made", body = SegmentMade),
+        (status = 403, description = "NOT_YOUR_LEASE (not a shared or lent lease of the caller on that device and host), FORBIDDEN (another application's segment, not exported, another lease's mapping)", body = ApiErrorBody),
+        (status = 409, description = "TOO_MANY (the lease holds the most it may) or SHARED_MEMORY", body = ApiErrorBody),
+    ),
+)]
+pub(crate) async fn create_segment(
     State(state): State<DataPathState>,
     headers: HeaderMap,
     b: Body<SegmentCreate>,
 ) -> Result<Response, ApiError> {
+    let who = caller(&state, &headers).await?;
     let r = json_body(b)?;
-    let who = caller(&headers)?;
     let made = lock(&state.service).create_segment(&who, &r.host, &r.name, r.size);
     made.map(|file| Json(SegmentMade { file }).into_response())
         .map_err(|e| refused(&e))
 }
 
-async fn delete_segment(
+#[utoipa::path(
+    delete, path = "/v1/datapath/segments/{host}/{name}", tag = "datapath",
+    params(("host" = String, Path, pattern = "^[A-Za-z0-9_-]{1,64}$", description = "The owner host"), ("name" = String, Path, pattern = "^[A-Za-z0-9_-]{1,64}$", description = "The segment")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 403, description = "NOT_YOUR_LEASE (not a shared or lent lease of the caller on that device and host), FORBIDDEN (another application's segment, not exported, another lease's mapping)", body = ApiErrorBody),
+        (status = 404, description = "NO_SUCH_DEVICE (not on the data path) or NO_SUCH_SEGMENT", body = ApiErrorBody),
+    ),
+)]
+pub(crate) async fn delete_segment(
     State(state): State<DataPathState>,
-    UrlPath((host, name)): UrlPath<(String, String)>,
+    segment: Result<UrlPath<(String, String)>, PathRejection>,
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
-    let who = caller(&headers)?;
+    let (host, name) = path_param(segment)?;
+    let who = caller(&state, &headers).await?;
     let deleted = lock(&state.service).delete_segment(&who, &host, &name);
     deleted
         .map(|_| StatusCode::NO_CONTENT)
         .map_err(|e| refused(&e))
 }
 
-async fn export(
+#[utoipa::path(
+    post, path = "/v1/datapath/exports", tag = "datapath",
+    request_body = ExportRequest,
+    responses(
+        (status = 200, description = "Exported (`{}`)", body = Object),
+        (status = 403, description = "NOT_YOUR_LEASE (not a shared or lent lease of the caller on that device and host), FORBIDDEN (another application's segment, not exported, another lease's mapping)", body = ApiErrorBody),
+        (status = 404, description = "NO_SUCH_DEVICE (not on the data path) or NO_SUCH_SEGMENT", body = ApiErrorBody),
+    ),
+)]
+pub(crate) async fn export(
     State(state): State<DataPathState>,
     headers: HeaderMap,
     b: Body<ExportRequest>,
 ) -> Result<Response, ApiError> {
+    let who = caller(&state, &headers).await?;
     let r = json_body(b)?;
-    let who = caller(&headers)?;
     let exported = lock(&state.service).export(&who, &r.host, &r.name);
     exported
         .map(|()| Json(serde_json::json!({})).into_response())
         .map_err(|e| refused(&e))
+}
+
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(
+    info,
+    events,
+    map_bar,
+    map_segment,
+    device_memory,
+    interrupt,
+    unmap,
+    release,
+    create_segment,
+    delete_segment,
+    export
+))]
+struct DataPathDoc;
+
+/// The data path's entries in the contract (`pcipool dev` serves them beside the pool API's).
+pub fn contract() -> utoipa::openapi::OpenApi {
+    use utoipa::OpenApi as _;
+    DataPathDoc::openapi()
 }
 
 /// The routes, and the state a reconcile thread shares.
@@ -359,6 +553,7 @@ impl DataPathState {
         Self {
             service: Arc::new(Mutex::new(service)),
             controller,
+            confirmed: Arc::default(),
         }
     }
 

@@ -109,23 +109,30 @@ impl ErrorCode {
         Self::ALL.into_iter().find(|c| c.as_str() == code)
     }
 
-    /// The HTTP status an error with this code travels with.
+    /// The HTTP status an error with this code travels with. A refusal that follows from the pool's
+    /// state (nothing free, a fenced epoch, a state that does not allow it, a pool without agents) is a
+    /// 409 conflict with that state, not a server error: the server works, the request cannot be
+    /// granted as things stand. 5xx is kept for the service failing or not leading.
     pub fn http_status(self) -> u16 {
         match self {
             Self::BadRequest => 400,
             Self::Unauthorized => 401,
-            Self::Forbidden | Self::UnknownTenant => 403,
+            Self::Forbidden | Self::UnknownTenant | Self::Policy => 403,
             Self::NotFound
             | Self::NoSuchLease
             | Self::NoSuchDevice
             | Self::NoSuchHost
             | Self::NoSuchWorkflow => 404,
-            Self::Conflict | Self::Busy => 409,
-            Self::StaleEpoch | Self::IllegalTransition | Self::Policy => 422,
+            Self::Conflict
+            | Self::Busy
+            | Self::NoCapacity
+            | Self::StaleEpoch
+            | Self::IllegalTransition
+            | Self::Unsupported => 409,
+            Self::OverQuota => 429,
             Self::Internal | Self::StoreError => 500,
-            Self::Unsupported => 501,
             Self::LendFailed => 502,
-            Self::NoCapacity | Self::OverQuota | Self::NotLeader => 503,
+            Self::NotLeader => 503,
         }
     }
 

@@ -19,14 +19,15 @@ use pcipool_qualify::AccessModel;
 use serde::{Deserialize, Serialize};
 
 /// `POST /v1/leases`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BorrowRequest {
     /// What to match.
     #[serde(default)]
     pub selector: Selector,
-    /// How many.
+    /// How many (a gang: all or nothing).
     #[serde(default = "one")]
+    #[schema(minimum = 1, maximum = 1024, default = 1)]
     pub count: u32,
     /// Access model.
     #[serde(default = "lend")]
@@ -38,11 +39,13 @@ pub struct BorrowRequest {
     pub duration_secs: Option<u64>,
     /// Shared model: how many borrowers the device may have at once (first sharer decides; default 4).
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 64)]
     pub max_sharers: Option<u32>,
-    /// Idempotency key chosen by the client (1-128 characters, no whitespace). Repeating a request with
+    /// Idempotency key chosen by the client (1-128 printable ASCII characters, no space). Repeating a request with
     /// the same key while its leases are active returns those leases: retry a borrow whose answer was
     /// lost without taking a second device.
     #[serde(default)]
+    #[schema(pattern = "^[!-~]{1,128}$")]
     pub request_id: Option<String>,
     /// Wait for the lends to finish (201 with the leases lent), or return as soon as the devices are
     /// assigned (202: follow each lease's `workflow` with `GET /v1/workflows/{id}?wait_secs=N`).
@@ -50,7 +53,39 @@ pub struct BorrowRequest {
     pub wait: bool,
 }
 
+/// The most devices one borrow asks for.
+pub const BORROW_COUNT_MAX: u32 = 1024;
+
+/// The most hosts that may share one device (the controller's limit too).
+pub const MAX_SHARERS: u32 = 64;
+
 impl BorrowRequest {
+    /// The request, if its fields are in the ranges the API documents.
+    ///
+    /// # Errors
+    /// Why not, for a 400 answer.
+    pub fn checked(self) -> Result<Self, String> {
+        if !(1..=BORROW_COUNT_MAX).contains(&self.count) {
+            return Err(format!(
+                "count {} is outside 1..={BORROW_COUNT_MAX}",
+                self.count
+            ));
+        }
+        if let Some(n) = self.max_sharers
+            && !(1..=MAX_SHARERS).contains(&n)
+        {
+            return Err(format!("max_sharers {n} is outside 1..={MAX_SHARERS}"));
+        }
+        if let Some(key) = &self.request_id
+            && (key.is_empty() || key.len() > 128 || !key.bytes().all(|b| b.is_ascii_graphic()))
+        {
+            return Err(
+                "request_id must be 1-128 printable ASCII characters without spaces".into(),
+            );
+        }
+        Ok(self)
+    }
+
     /// `count` devices of `class` lent to `borrower` (the Device Lending model, for as long as the
     /// policy allows), the answer waiting for the lends: what a script or a benchmark asks most.
     pub fn lend(class: pcipool_pool::schedule::DeviceClass, count: u32, borrower: NodeId) -> Self {
@@ -71,7 +106,7 @@ impl BorrowRequest {
 }
 
 /// A granted lease, as `POST /v1/leases` answers it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Granted {
     /// Lease id.
     pub lease_id: LeaseId,
@@ -87,15 +122,33 @@ pub struct Granted {
 }
 
 /// `POST /v1/leases/{id}/downgrade`: the exclusive holder lets others share the device.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DowngradeRequest {
-    /// The new limit of sharers (at least 2).
+    /// The new limit of sharers.
+    #[schema(minimum = 2, maximum = 64)]
     pub max_sharers: u32,
 }
 
+impl DowngradeRequest {
+    /// The request, if `max_sharers` is in 2..=[`MAX_SHARERS`].
+    ///
+    /// # Errors
+    /// Why not, for a 400 answer.
+    pub fn checked(self) -> Result<Self, String> {
+        if (2..=MAX_SHARERS).contains(&self.max_sharers) {
+            Ok(self)
+        } else {
+            Err(format!(
+                "max_sharers {} is outside 2..={MAX_SHARERS}",
+                self.max_sharers
+            ))
+        }
+    }
+}
+
 /// `POST /v1/leases/{id}/heartbeat`: the holder keeps its lease alive.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RenewRequest {
     /// The fencing epoch the lease was granted with.
@@ -103,15 +156,38 @@ pub struct RenewRequest {
 }
 
 /// `POST /v1/audit`: a record another part of the pool reports (the fabric's data path).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AuditRecord {
     /// What it concerns (`lease 12`).
+    #[schema(min_length = 1, max_length = 100)]
     pub target: String,
     /// What happened (`datapath_teardown`).
+    #[schema(pattern = "^[a-z_]{1,40}$")]
     pub action: String,
     /// Details.
+    #[schema(max_length = 500)]
     pub result: String,
+}
+
+impl AuditRecord {
+    /// The record, if it has an action of `a-z` and `_` (1-40), a target of 1-100 characters and a
+    /// result of at most 500.
+    ///
+    /// # Errors
+    /// Why not, for a 400 answer.
+    pub fn checked(self) -> Result<Self, String> {
+        let plain_action = (1..=40).contains(&self.action.len())
+            && self
+                .action
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b == b'_');
+        let target = self.target.chars().count();
+        if !plain_action || !(1..=100).contains(&target) || self.result.chars().count() > 500 {
+            return Err("an audit record needs an action of a-z and _ (1-40), a target (1-100 characters) and a result (at most 500)".into());
+        }
+        Ok(self)
+    }
 }
 
 fn yes() -> bool {
@@ -127,7 +203,7 @@ fn lend() -> AccessModel {
 }
 
 /// A lease as the API shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LeaseView {
     /// Lease id.
     pub lease_id: LeaseId,
@@ -148,7 +224,7 @@ pub struct LeaseView {
 }
 
 /// A device as the API shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DeviceView {
     /// Device.
     pub fdid: Fdid,
@@ -162,8 +238,78 @@ pub struct DeviceView {
     pub leases: Vec<LeaseId>,
 }
 
+/// The answer to `POST /v1/devices/{fdid}/actions`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct DeviceActionReply {
+    /// The device.
+    pub fdid: Fdid,
+    /// Its state after the action.
+    pub state: String,
+}
+
+/// The most records one `GET /v1/audit` returns.
+pub const AUDIT_LIMIT_MAX: u32 = 10_000;
+
+/// `GET /v1/audit?from=&limit=`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct AuditQuery {
+    /// The first record's sequence number (default 1).
+    #[param(minimum = 1)]
+    pub from: Option<u64>,
+    /// How many records at most (default 100, at most 10000).
+    #[param(minimum = 1, maximum = 10000)]
+    pub limit: Option<u32>,
+}
+
+impl AuditQuery {
+    /// The query, if its numbers are in range.
+    ///
+    /// # Errors
+    /// Why not, for a 400 answer.
+    pub fn checked(self) -> Result<Self, String> {
+        if self.from == Some(0) {
+            return Err("from starts at 1".into());
+        }
+        match self.limit {
+            Some(n) if n == 0 || n > AUDIT_LIMIT_MAX => {
+                Err(format!("limit {n} is outside 1..={AUDIT_LIMIT_MAX}"))
+            }
+            _ => Ok(self),
+        }
+    }
+}
+
+/// The longest a long poll of `GET /v1/workflows/{id}` waits, seconds.
+pub const WAIT_SECS_MAX: u64 = 300;
+
+/// `GET /v1/workflows/{id}?wait_secs=`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct WaitQuery {
+    /// Hold the answer until the workflow has an outcome or this many seconds passed (0..=300,
+    /// default 0: answer at once).
+    #[param(minimum = 0, maximum = 300)]
+    pub wait_secs: Option<u64>,
+}
+
+impl WaitQuery {
+    /// How long to wait, if in range.
+    ///
+    /// # Errors
+    /// Why not, for a 400 answer.
+    pub fn checked(self) -> Result<std::time::Duration, String> {
+        match self.wait_secs {
+            Some(n) if n > WAIT_SECS_MAX => {
+                Err(format!("wait_secs {n} is outside 0..={WAIT_SECS_MAX}"))
+            }
+            n => Ok(std::time::Duration::from_secs(n.unwrap_or(0))),
+        }
+    }
+}
+
 /// Result of `GET /v1/audit/verify`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AuditVerify {
     /// Records checked.
     pub records: u64,
@@ -175,7 +321,7 @@ pub struct AuditVerify {
 
 /// Result of `GET /v1/controller` on `pcipool server` with an etcd store: whether this controller
 /// leads the pool, and which one does.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ControllerView {
     /// `leader` or `follower`.
     pub role: String,
@@ -186,7 +332,7 @@ pub struct ControllerView {
 }
 
 /// Result of `GET /v1/whoami`: the principal a token belongs to.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct WhoAmI {
     /// Its name (a tenant's name is the tenant).
     pub name: String,
@@ -195,7 +341,7 @@ pub struct WhoAmI {
 }
 
 /// An error body.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ApiErrorBody {
     /// Stable code.
     pub code: String,
@@ -204,7 +350,7 @@ pub struct ApiErrorBody {
 }
 
 /// A host as the API shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct HostView {
     /// Node id.
     pub node: NodeId,
@@ -220,7 +366,7 @@ pub struct HostView {
 }
 
 /// An operator action on a device.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DeviceAction {
     /// Take it out of the pool for maintenance.
@@ -234,7 +380,7 @@ pub enum DeviceAction {
 }
 
 /// An audit record as the API shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AuditView {
     /// Sequence.
     pub seq: u64,
@@ -255,7 +401,7 @@ pub struct AuditView {
 }
 
 /// One device an agent reports, with its qualification.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ReportedDevice {
     /// What the scheduler needs to know about it (ids, class, link, BARs, models it qualified for).
     pub info: pcipool_pool::schedule::DeviceInfo,
@@ -265,7 +411,7 @@ pub struct ReportedDevice {
 }
 
 /// `POST /v1/agents`: an agent announces itself and its host's devices.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AgentRegistration {
     /// The host the agent runs on.
@@ -280,7 +426,7 @@ pub struct AgentRegistration {
 }
 
 /// Answer to a registration.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
 pub struct RegistrationReply {
     /// The leases the controller grants to this host as a borrower, with their step contexts: a
     /// restarted agent heartbeats these and removes any other borrowed device it finds on its host.
@@ -288,7 +434,7 @@ pub struct RegistrationReply {
 }
 
 /// A lease the borrower's agent still carries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LeaseBeat {
     /// Lease.
     pub lease_id: LeaseId,
@@ -297,7 +443,7 @@ pub struct LeaseBeat {
 }
 
 /// `POST /v1/agents/{node}/heartbeat`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AgentHeartbeat {
     /// Leases the host carries as a borrower.
@@ -306,7 +452,7 @@ pub struct AgentHeartbeat {
 }
 
 /// Answer to a heartbeat.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
 pub struct HeartbeatReply {
     /// Leases renewed.
     pub renewed: Vec<LeaseId>,
@@ -317,7 +463,7 @@ pub struct HeartbeatReply {
 }
 
 /// `GET /v1/devices/{fdid}`: one device in full.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DeviceDetail {
     /// What the agent reported.
     pub info: pcipool_pool::schedule::DeviceInfo,

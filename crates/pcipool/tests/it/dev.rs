@@ -150,10 +150,13 @@ fn openapi_document_lists_every_route() {
         .into();
     let mut resp = agent.get(&url).call().expect("served");
     let doc: serde_json::Value = resp.body_mut().read_json().expect("json");
-    let paths: Vec<&str> = doc["paths"]
+    assert_eq!(doc["openapi"], "3.1.0");
+    let mut paths: Vec<&str> = doc["paths"]
         .as_object()
         .map(|m| m.keys().map(String::as_str).collect())
         .unwrap_or_default();
+    paths.sort_unstable();
+    // The pool API, the agents' routes and the data path `dev` serves beside them.
     assert_eq!(
         paths,
         vec![
@@ -162,6 +165,17 @@ fn openapi_document_lists_every_route() {
             "/v1/agents/{node}/heartbeat",
             "/v1/audit",
             "/v1/audit/verify",
+            "/v1/datapath",
+            "/v1/datapath/events",
+            "/v1/datapath/exports",
+            "/v1/datapath/leases/{lease}",
+            "/v1/datapath/leases/{lease}/bar",
+            "/v1/datapath/leases/{lease}/device-memory",
+            "/v1/datapath/leases/{lease}/interrupts",
+            "/v1/datapath/leases/{lease}/release",
+            "/v1/datapath/leases/{lease}/segments",
+            "/v1/datapath/segments",
+            "/v1/datapath/segments/{host}/{name}",
             "/v1/devices",
             "/v1/devices/{fdid}",
             "/v1/devices/{fdid}/actions",

@@ -553,7 +553,7 @@ fn a_host_without_a_mapping_reaches_nothing_and_handles_fault_after_return() {
         .as_array()
         .map(|a| {
             a.iter()
-                .filter_map(|e| e[1].as_str().map(str::to_owned))
+                .filter_map(|e| e["why"].as_str().map(str::to_owned))
                 .collect()
         })
         .unwrap_or_default();
@@ -794,7 +794,7 @@ fn a_sharer_killed_with_sigkill_loses_its_lease_and_mappings() {
             !listed(victim_lease)
                 && fabric_events(c)["torn_down"]
                     .as_array()
-                    .is_some_and(|t| t.iter().any(|e| e[0].as_u64() == Some(victim_lease)))
+                    .is_some_and(|t| t.iter().any(|e| e["lease"].as_u64() == Some(victim_lease)))
         },
         "the victim's lease ended and its mappings torn down",
     );
