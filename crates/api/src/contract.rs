@@ -35,6 +35,7 @@ use crate::routes::{agents, audit, devices, leases, watch};
         devices::device,
         devices::device_action,
         devices::hosts,
+        devices::topology,
         audit::audit_verify,
         audit::audit_list,
         audit::audit_record,

@@ -99,6 +99,10 @@ impl<S: Store + Send + Sync + 'static> PoolApi for Follower<S> {
         self.refused()
     }
 
+    fn topology(&self) -> Result<pcipool_wire::TopologyView, ControlError> {
+        Ok(reads::topology(&self.controller))
+    }
+
     fn device_action(&self, _: &str, _: Fdid, _: DeviceAction) -> Result<String, ControlError> {
         self.refused()
     }

@@ -39,6 +39,25 @@ pub(crate) fn devices<S: Store>(c: &Controller<S>) -> Result<Vec<DeviceView>, Co
         .collect())
 }
 
+/// The fabric's switches and links.
+pub(crate) fn topology<S: Store>(c: &Controller<S>) -> pcipool_wire::TopologyView {
+    let topology = c.topology();
+    pcipool_wire::TopologyView {
+        switches: topology.switches().cloned().collect(),
+        links: topology
+            .links()
+            .iter()
+            .map(|l| pcipool_wire::LinkView {
+                a: l.a.to_string(),
+                b: l.b.to_string(),
+                generation: l.generation,
+                width: l.width,
+                mb_per_s: l.mb_per_s(),
+            })
+            .collect(),
+    }
+}
+
 /// Audit records from `from`, at most `limit`.
 pub(crate) fn audit<S: Store>(
     c: &Controller<S>,

@@ -127,6 +127,11 @@ pub trait PoolApi: Send + Sync + 'static {
     /// # Errors
     /// [`ControlError`].
     fn audit(&self, from: u64, limit: usize) -> Result<Vec<AuditView>, ControlError>;
+    /// The fabric's switches and links.
+    ///
+    /// # Errors
+    /// [`ControlError`].
+    fn topology(&self) -> Result<pcipool_wire::TopologyView, ControlError>;
     /// Hosts.
     ///
     /// # Errors
@@ -463,6 +468,7 @@ pub fn router_with_contract<P: PoolApi>(
             get(audit::audit_list::<P>).post(audit::audit_record::<P>),
         )
         .route("/v1/hosts", get(devices::hosts::<P>))
+        .route("/v1/topology", get(devices::topology::<P>))
         .route("/v1/devices/{fdid}", get(devices::device::<P>))
         .route(
             "/v1/devices/{fdid}/actions",

@@ -93,6 +93,10 @@ impl<S: Store + Send + Sync + 'static> PoolApi for Service<S> {
         Service::hosts(self)
     }
 
+    fn topology(&self) -> Result<pcipool_wire::TopologyView, ControlError> {
+        Ok(reads::topology(self.controller()))
+    }
+
     fn device_action(
         &self,
         actor: &str,

@@ -448,6 +448,14 @@ impl Client {
         self.get("/v1/hosts")
     }
 
+    /// The fabric's switches and links.
+    ///
+    /// # Errors
+    /// [`ClientError`].
+    pub fn topology(&self) -> Result<pcipool_wire::TopologyView, ClientError> {
+        self.get("/v1/topology")
+    }
+
     /// Up to `limit` audit records from sequence number `from` (records start at 1; 0 reads from the
     /// first), asked for in pages the API allows ([`pcipool_wire::AUDIT_LIMIT_MAX`] each).
     ///

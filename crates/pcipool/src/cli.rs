@@ -108,6 +108,9 @@ pub enum CliCommand {
     /// Prove a pool before trusting it: run validation suites against the simulated lab and write a
     /// report. Exit code 1 when any check fails.
     Validate(ValidateArgs),
+    /// Review a pool's whole PCIe system: hosts, endpoints, link budgets (oversubscription named),
+    /// software paths and qualification with remedies. Writes review.html and review.json.
+    Review(ReviewArgs),
     /// Relay one TCP connection to ADDR over stdin/stdout (what QEMU's guestfwd runs per connection).
     Relay {
         /// Where to connect, e.g. 127.0.0.1:7070.
@@ -606,4 +609,16 @@ mod tests {
         let e = Cli::try_parse_from(["pcipool", "inspect", "zz:zz"]).expect_err("refused");
         assert_eq!(e.kind(), clap::error::ErrorKind::ValueValidation);
     }
+}
+
+/// `pcipool review`.
+#[derive(Debug, clap::Args)]
+pub struct ReviewArgs {
+    /// A fabric description reviewed as the simulator builds it (e.g. fabrics/rack-64.toml); without
+    /// it, the running pool at --url is reviewed (with an operator's --token).
+    #[arg(long)]
+    pub fabric: Option<PathBuf>,
+    /// Where review.html and review.json are written.
+    #[arg(long, default_value = ".")]
+    pub dir: PathBuf,
 }

@@ -72,6 +72,24 @@ pub fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             token: api.token,
             secret: String::new(),
         }),
+        CliCommand::Review(a) => {
+            let review = pcipool_review::make(
+                a.fabric.as_deref(),
+                &pcipool_client::Client::new(&api.url, &api.token),
+            )
+            .map_err(|e| match e {
+                pcipool_review::ReviewError::Load(e) => crate::BadInput(e.to_string()).into(),
+                other => anyhow::Error::new(other),
+            })?;
+            let (html, json) = pcipool_review::write(&review, &a.dir)?;
+            emit(&format!(
+                "{}\nwrote {} and {}\n",
+                review.text_summary(),
+                html.display(),
+                json.display()
+            ))?;
+            Ok(ExitCode::SUCCESS)
+        }
         CliCommand::Validate(a) => {
             let session = Session {
                 cycles: a.cycles.unwrap_or_else(|| a.profile.cycles()),

@@ -69,8 +69,10 @@ pub fn is_local_read(method: &Method, path: &str) -> bool {
     matches!(
         path,
         "/v1/devices" | "/v1/leases" | "/v1/audit" | "/v1/audit/verify" | "/v1/openapi.json"
-    ) || matches!(path, "/v1/controller" | "/v1/events" | "/v1/whoami")
-        || path == "/ui"
+    ) || matches!(
+        path,
+        "/v1/controller" | "/v1/events" | "/v1/whoami" | "/v1/topology"
+    ) || path == "/ui"
         || path.starts_with("/ui/")
         || path.starts_with("/v1/workflows/")
         || (path.starts_with("/v1/devices/") && !path.ends_with("/actions"))

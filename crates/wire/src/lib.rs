@@ -365,6 +365,30 @@ pub struct HostView {
     pub agent: String,
 }
 
+/// `GET /v1/topology`: the fabric's switches and links (hosts and their adapters are `GET /v1/hosts`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct TopologyView {
+    /// Fabric switches.
+    pub switches: Vec<String>,
+    /// Links: `n3/a0` (a host's adapter) or `switch:sw0` at each end.
+    pub links: Vec<LinkView>,
+}
+
+/// One fabric link.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct LinkView {
+    /// One end.
+    pub a: String,
+    /// The other end.
+    pub b: String,
+    /// PCIe generation.
+    pub generation: u8,
+    /// Lanes.
+    pub width: u8,
+    /// Usable bandwidth per direction, MB/s.
+    pub mb_per_s: u32,
+}
+
 /// An operator action on a device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]

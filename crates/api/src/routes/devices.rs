@@ -5,7 +5,7 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use pcipool_fabric::Fdid;
 use pcipool_wire::{
-    ApiErrorBody, DeviceAction, DeviceActionReply, DeviceDetail, DeviceView, HostView,
+    ApiErrorBody, DeviceAction, DeviceActionReply, DeviceDetail, DeviceView, HostView, TopologyView,
 };
 
 use super::{Body, PathParam};
@@ -89,4 +89,17 @@ pub(crate) async fn hosts<P: PoolApi>(
 ) -> Result<Json<Vec<HostView>>, ApiError> {
     principal(&state, &headers)?;
     Ok(Json(call(&state, P::hosts).await?))
+}
+
+/// The fabric's switches and links: what the dashboard draws and `pcipool review` budgets.
+#[utoipa::path(
+    get, path = "/v1/topology", tag = "devices",
+    responses((status = 200, description = "Switches and links", body = TopologyView)),
+)]
+pub(crate) async fn topology<P: PoolApi>(
+    State(state): State<AppState<P>>,
+    headers: HeaderMap,
+) -> Result<Json<TopologyView>, ApiError> {
+    principal(&state, &headers)?;
+    Ok(Json(call(&state, P::topology).await?))
 }

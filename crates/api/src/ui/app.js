@@ -1,7 +1,11 @@
 // The pcipool dashboard: reads the API with the operator's token, re-reads on every `change` event.
 "use strict";
 
-const state = { token: sessionStorage.getItem("pcipool-token") || "", role: "", devices: [], open: null };
+const state = {
+  token: sessionStorage.getItem("pcipool-token") || "", role: "", devices: [], open: null,
+  topology: null, hosts: [], leases: [],
+};
+const SVG = "http://www.w3.org/2000/svg";
 const $ = (id) => document.getElementById(id);
 
 function cell(text, className) {
@@ -84,22 +88,118 @@ async function act(fdid, action) {
   }
 }
 
+// The fabric as a graph: switches in a row, each switch's hosts in a grid beneath it, links as lines,
+// and every lease as an arc from its lender to its borrower. Drawn again on every change; the layout
+// depends only on the topology, so hosts keep their places.
+function svg(tag, attrs, title) {
+  const el = document.createElementNS(SVG, tag);
+  for (const [k, v] of Object.entries(attrs)) el.setAttribute(k, v);
+  if (title) {
+    const t = document.createElementNS(SVG, "title");
+    t.textContent = title;
+    el.append(t);
+  }
+  return el;
+}
+
+function layout(topology, hosts) {
+  const attached = new Map();
+  for (const l of topology.links) {
+    const [host, sw] = l.a.startsWith("switch:") ? [l.b, l.a] : [l.a, l.b];
+    if (sw.startsWith("switch:") && !host.startsWith("switch:")) attached.set(host.split("/")[0], sw.slice(7));
+  }
+  const groups = new Map(topology.switches.map((s) => [s, []]));
+  groups.set("", []);
+  for (const h of hosts) groups.get(attached.get(h.node) || "").push(h);
+  const used = [...groups].filter(([s, hs]) => s || hs.length);
+  const cell = hosts.length > 128 ? 9 : 26;
+  const cols = used.map(([, hs]) => Math.max(1, Math.ceil(Math.sqrt(hs.length * 1.5))));
+  const width = Math.max(600, cols.reduce((t, c) => t + c * cell + 40, 0));
+  const place = new Map();
+  const switchAt = new Map();
+  let x = 20;
+  let height = 0;
+  used.forEach(([sw, hs], i) => {
+    const w = cols[i] * cell;
+    if (sw) switchAt.set(sw, { x: x + w / 2, y: 24 });
+    hs.forEach((h, j) => {
+      const at = { x: x + (j % cols[i]) * cell + cell / 2, y: 70 + Math.floor(j / cols[i]) * cell };
+      place.set(h.node, at);
+      height = Math.max(height, at.y + cell);
+    });
+    x += w + 40;
+  });
+  return { place, switchAt, width, height: Math.max(height, 110), cell };
+}
+
+function renderTopology() {
+  const topology = state.topology;
+  const area = $("topology");
+  if (!topology) return;
+  const shape = layout(topology, state.hosts);
+  area.setAttribute("viewBox", "0 0 " + shape.width + " " + shape.height);
+  area.setAttribute("width", shape.width);
+  area.setAttribute("height", shape.height);
+  area.replaceChildren();
+  const at = (end) => end.startsWith("switch:") ? shape.switchAt.get(end.slice(7)) : shape.place.get(end.split("/")[0]);
+  for (const l of topology.links) {
+    const a = at(l.a);
+    const b = at(l.b);
+    if (!a || !b) continue;
+    const uplink = l.a.startsWith("switch:") && l.b.startsWith("switch:");
+    area.append(svg("line", { x1: a.x, y1: a.y, x2: b.x, y2: b.y, class: uplink ? "uplink" : "link" },
+      l.a + " - " + l.b + ": Gen" + l.generation + " x" + l.width + ", " + l.mb_per_s + " MB/s"));
+  }
+  const lenders = new Set(state.devices.map((d) => d.fdid.split(":")[0]));
+  const borrowing = new Set(state.leases.map((l) => l.borrower));
+  for (const [sw, p] of shape.switchAt) {
+    area.append(svg("rect", { x: p.x - 22, y: p.y - 10, width: 44, height: 20, rx: 4, class: "switch" }, "switch " + sw));
+    const label = svg("text", { x: p.x, y: p.y + 4, class: "switch-label" });
+    label.textContent = sw;
+    area.append(label);
+  }
+  const r = Math.max(3, shape.cell / 3.2);
+  for (const h of state.hosts) {
+    const p = shape.place.get(h.node);
+    const kind = borrowing.has(h.node) ? "borrower" : lenders.has(h.node) ? "lender" : "idle";
+    const circle = svg("circle", { cx: p.x, cy: p.y, r, class: "host " + kind }, h.node + " " + h.name + " (" + h.devices + " devices, agent " + h.agent + ")");
+    circle.dataset.node = h.node;
+    area.append(circle);
+  }
+  for (const l of state.leases) {
+    const from = shape.place.get(l.fdid.split(":")[0]);
+    const to = shape.place.get(l.borrower);
+    if (!from || !to) continue;
+    const mid = { x: (from.x + to.x) / 2, y: Math.min(from.y, to.y) - 30 };
+    const arc = svg("path", { d: "M" + from.x + "," + from.y + " Q" + mid.x + "," + mid.y + " " + to.x + "," + to.y, class: "lease " + l.model },
+      "lease " + l.lease_id + ": " + l.fdid + " lent to " + l.borrower + " (" + l.tenant + ", " + l.model + ")");
+    arc.dataset.fdid = l.fdid;
+    area.append(arc);
+  }
+  $("fabric-count").textContent = state.hosts.length + " hosts, " + topology.switches.length + " switches, " + topology.links.length + " links, " + state.leases.length + " leases";
+}
+
 async function refresh() {
   if (!state.token) return;
   // Each part on its own, and only what the role may read (verifying the chain is for operators).
   const operator = state.role === "operator" || state.role === "admin";
   const nothing = Promise.resolve(null);
-  const [devices, leases, hosts, chain] = await Promise.allSettled([
+  const [devices, leases, hosts, chain, topology] = await Promise.allSettled([
     api("/v1/devices"), api("/v1/leases"), api("/v1/hosts"),
     operator ? api("/v1/audit/verify") : nothing,
+    state.topology ? Promise.resolve(state.topology) : api("/v1/topology"),
   ]);
-  const failed = [devices, leases, hosts, chain].find((r) => r.status === "rejected");
+  const failed = [devices, leases, hosts, chain, topology].find((r) => r.status === "rejected");
   showError(failed ? failed.reason : null);
   if (devices.status === "fulfilled") {
     state.devices = devices.value;
     renderStates();
     renderDevices();
   }
+  if (topology.status === "fulfilled") state.topology = topology.value;
+  if (leases.status === "fulfilled") state.leases = leases.value;
+  if (hosts.status === "fulfilled") state.hosts = hosts.value;
+  renderTopology();
   if (leases.status === "fulfilled") {
     const lb = $("leases").tBodies[0];
     lb.replaceChildren();
@@ -204,7 +304,13 @@ async function openDevice(fdid) {
     fact(facts, "driver", d.info.driver || "none");
     fact(facts, "link", "x" + d.info.link_width + " at " + d.info.link_gts_x10 / 10 + " GT/s");
     fact(facts, "largest BAR", d.info.largest_bar + " bytes");
-    fact(facts, "qualified for", d.info.models.join(", ") || "no access model");
+    // Per access model: qualified, or the findings that kept it out (kept on a rejected device).
+    const reasons = (d.detail && d.detail.reasons) || [];
+    fact(facts, "qualification", ["lend", "vf", "shared"].map((m) => {
+      if (d.info.models.includes(m)) return m + ": qualified";
+      const why = reasons.filter((r) => r.startsWith(m + ":")).map((r) => r.slice(m.length + 1).trim());
+      return m + ": " + (why.join(", ") || "not qualified");
+    }).join("; "));
     fact(facts, "labels", Object.entries(d.info.labels || {}).map(([k, v]) => k + "=" + v).join(", ") || "none");
     fact(facts, "row version", d.version);
     const leases = $("device-leases");

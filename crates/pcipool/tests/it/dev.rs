@@ -186,6 +186,7 @@ fn openapi_document_lists_every_route() {
             "/v1/leases/{id}/downgrade",
             "/v1/leases/{id}/heartbeat",
             "/v1/openapi.json",
+            "/v1/topology",
             "/v1/whoami",
             "/v1/workflows/{id}"
         ]

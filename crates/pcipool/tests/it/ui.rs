@@ -30,6 +30,21 @@ fn the_dashboard_shows_a_cli_lend_live_and_offers_a_tenant_no_actions() {
         ..Spec::default()
     });
     let shots = std::env::var("PCIPOOL_UI_SHOTS").unwrap_or_default();
+    // The system review of the 64-host rack, written by the CLI, is opened in the same browser.
+    let review_dir = tempfile::tempdir().expect("temp dir");
+    let fabric = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fabrics/rack-64.toml");
+    let reviewed = std::process::Command::new(env!("CARGO_BIN_EXE_pcipool"))
+        .args(["review", "--fabric", fabric, "--dir"])
+        .arg(review_dir.path())
+        .output()
+        .expect("pcipool review runs");
+    let review_text = String::from_utf8_lossy(&reviewed.stdout).into_owned();
+    assert!(
+        reviewed.status.success()
+            && review_text.contains("oversubscribed: switch:sw1 - switch:sw0"),
+        "{review_text}{}",
+        String::from_utf8_lossy(&reviewed.stderr)
+    );
     let out = std::process::Command::new("node")
         .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/ui_check.js"))
         .env("NODE_PATH", &modules)
@@ -39,6 +54,7 @@ fn the_dashboard_shows_a_cli_lend_live_and_offers_a_tenant_no_actions() {
         .env("UI_PCIPOOL", env!("CARGO_BIN_EXE_pcipool"))
         .env("UI_SHOTS", &shots)
         .env("UI_DEVICES", "9")
+        .env("UI_REVIEW", review_dir.path().join("review.html"))
         .output()
         .expect("node runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -63,6 +79,11 @@ fn the_dashboard_shows_a_cli_lend_live_and_offers_a_tenant_no_actions() {
             result["timelineSteps"].as_u64(),
             result["tenantButtons"].as_u64(),
             result["tenantRole"].as_str(),
+            // The lease shows as an arc on the topology, among all four hosts.
+            result["topologyLeases"].as_u64(),
+            result["topologyHosts"].as_u64(),
+            // The review names the rack's two switch uplinks and its 16 lenders' adapter links.
+            result["reviewOversubscribed"].as_u64(),
         ),
         (
             Some(0),
@@ -71,7 +92,10 @@ fn the_dashboard_shows_a_cli_lend_live_and_offers_a_tenant_no_actions() {
             true,
             Some(8),
             Some(0),
-            Some("tenant")
+            Some("tenant"),
+            Some(1),
+            Some(4),
+            Some(18),
         ),
         "{result}"
     );

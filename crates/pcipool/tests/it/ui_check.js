@@ -6,7 +6,7 @@
 const { chromium } = require("playwright-core");
 const { execFileSync } = require("child_process");
 
-const { UI_URL, UI_ADMIN, UI_TENANT, UI_PCIPOOL, UI_SHOTS, UI_DEVICES } = process.env;
+const { UI_URL, UI_ADMIN, UI_TENANT, UI_PCIPOOL, UI_SHOTS, UI_DEVICES, UI_REVIEW } = process.env;
 
 async function signIn(browser, token, errors) {
   const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
@@ -37,6 +37,7 @@ async function signIn(browser, token, errors) {
   try {
     await admin.waitForSelector("#devices .state-lent", { timeout: 2000 });
     await admin.waitForSelector("#leases tbody tr", { timeout: 2000 });
+    await admin.waitForSelector("#topology path.lease", { timeout: 2000 });
     lentMs = Date.now() - borrowed;
   } catch (e) {
     errors.push("the lent device did not show within 2 s: " + e.message);
@@ -52,10 +53,23 @@ async function signIn(browser, token, errors) {
   } catch (e) {
     errors.push("the device page did not show a workflow: " + e.message);
   }
+  const topologyLeases = await admin.locator("#topology path.lease").count();
+  const topologyHosts = await admin.locator("#topology circle.host").count();
+  // The system review's page (written by `pcipool review`), opened from its file.
+  let reviewOversubscribed = null;
+  if (UI_REVIEW) {
+    const review = await browser.newPage({ viewport: { width: 1400, height: 900 } });
+    review.on("console", (m) => { if (m.type() === "error") errors.push("review: " + m.text()); });
+    review.on("pageerror", (e) => errors.push("review: " + String(e)));
+    await review.goto("file://" + UI_REVIEW);
+    reviewOversubscribed = await review.locator("#links tr.over").count();
+    if (UI_SHOTS) await review.screenshot({ path: UI_SHOTS + "/review.png" });
+  }
   const tenant = await signIn(browser, UI_TENANT, errors);
   const tenantButtons = await tenant.locator("button.action").count();
   const tenantRole = await tenant.evaluate(() => document.body.dataset.role);
   if (UI_SHOTS) await tenant.screenshot({ path: UI_SHOTS + "/dashboard-tenant.png", fullPage: true });
   await browser.close();
-  console.log(JSON.stringify({ errors, lentBefore, drainButtons, lentMs, timelineSteps, tenantButtons, tenantRole }));
+  console.log(JSON.stringify({ errors, lentBefore, drainButtons, lentMs, timelineSteps, tenantButtons, tenantRole,
+    topologyLeases, topologyHosts, reviewOversubscribed }));
 })().catch((e) => { console.log(JSON.stringify({ fatal: String(e) })); process.exit(1); });
