@@ -372,6 +372,10 @@ pub struct DevArgs {
     /// Fabric description (default: the built-in lab).
     #[arg(long, value_name = "FILE")]
     pub fabric: Option<PathBuf>,
+    /// Serve the pool without the simulated data path (it runs a thread per NVMe drive: large
+    /// fabrics such as fabrics/fabric-1024.toml need this).
+    #[arg(long)]
+    pub no_data_path: bool,
 }
 
 /// Where the API is: before or after the subcommand (`pcipool --url U borrow ...` or

@@ -47,9 +47,12 @@ pub fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                 })?;
             Ok(ExitCode::from(code))
         }
-        CliCommand::Dev(args) => {
-            serve_cmd::dev(args.data_dir, &args.listen, args.fabric.as_deref())
-        }
+        CliCommand::Dev(args) => serve_cmd::dev(
+            args.data_dir,
+            &args.listen,
+            args.fabric.as_deref(),
+            !args.no_data_path,
+        ),
         CliCommand::Server(a) => serve_cmd::server(
             &ServerConfig {
                 data_dir: a.data_dir,

@@ -34,13 +34,14 @@ pub fn dev(
     data_dir: Option<PathBuf>,
     listen: &str,
     fabric: Option<&Path>,
+    data_path: bool,
 ) -> anyhow::Result<ExitCode> {
     let dir = data_dir.unwrap_or_else(|| {
         std::env::temp_dir().join(format!("pcipool-dev-{}", std::process::id()))
     });
     let loaded = crate::sim_cmd::load(fabric)?;
     let hosts = loaded.desc.hosts.len();
-    pcipool_serve::dev::DevPool::open(&loaded.desc, &dir)
+    pcipool_serve::dev::DevPool::open(&loaded.desc, &dir, data_path)
         .map_err(serve_error)?
         .serve(
             listen,

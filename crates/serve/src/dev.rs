@@ -94,7 +94,7 @@ impl DevInfo {
 /// An embedded lab ready to serve: its service, its data path, and where its things are.
 pub struct DevPool {
     service: Service<SqliteStore>,
-    datapath: pcipool_sim_server::DataPathState,
+    datapath: Option<pcipool_sim_server::DataPathState>,
     /// Where its things are.
     pub info: DevInfo,
 }
@@ -102,26 +102,29 @@ pub struct DevPool {
 impl DevPool {
     /// Opens the lab `desc` with its store, token and data-path files under `dir` (created if
     /// missing). The data path lives in `DIR/datapath`, so a killed lab leaves nothing elsewhere and the
-    /// drives' contents outlive a restart.
+    /// drives' contents outlive a restart. Without `data_path` the pool is served without it: the
+    /// simulated data path runs a thread per NVMe drive, which a 1,024-host fabric's 8,192 drives
+    /// cannot afford.
     ///
     /// # Errors
     /// Store, description or file errors.
-    pub fn open(desc: &FabricDesc, dir: &Path) -> Result<Self, ServeError> {
+    pub fn open(desc: &FabricDesc, dir: &Path, data_path: bool) -> Result<Self, ServeError> {
         std::fs::create_dir_all(dir)
             .map_err(ServeError::io(format!("creating {}", dir.display())))?;
         let service = open_service(dir, desc, Policy::default())?;
         let token = token_file(dir, "admin.token")?;
-        let datapath = pcipool_sim_server::serve_datapath(desc, &dir.join("datapath")).map_err(
-            |e| match e {
+        let datapath = data_path
+            .then(|| pcipool_sim_server::serve_datapath(desc, &dir.join("datapath")))
+            .transpose()
+            .map_err(|e| match e {
                 pcipool_sim_server::SimServerError::Description(d) => ServeError::BadInput(d),
                 other => ServeError::BadInput(format!("the lab's data path: {other}")),
-            },
-        )?;
+            })?;
         let info = DevInfo {
             token,
             token_path: dir.join("admin.token"),
             store_path: dir.join("pool.db"),
-            datapath_devices: datapath.devices(),
+            datapath_devices: datapath.as_ref().map_or(0, |d| d.devices()),
         };
         Ok(Self {
             service,
@@ -152,13 +155,16 @@ impl DevPool {
             service,
             listen,
             admin_only(&info.token),
-            move |addr| {
-                let state = datapath.with_controller(format!("http://{addr}"));
-                state.reconcile_with(token_path);
-                pcipool_api::Beside {
-                    routes: pcipool_sim_server::datapath::router(state),
-                    contract: pcipool_sim_server::datapath::contract(),
+            move |addr| match datapath {
+                Some(datapath) => {
+                    let state = datapath.with_controller(format!("http://{addr}"));
+                    state.reconcile_with(token_path);
+                    pcipool_api::Beside {
+                        routes: pcipool_sim_server::datapath::router(state),
+                        contract: pcipool_sim_server::datapath::contract(),
+                    }
                 }
+                None => pcipool_api::Beside::nothing(),
             },
             move |addr| banner(&info, addr),
             shutdown,
@@ -183,7 +189,7 @@ impl DevServer {
     /// # Errors
     /// Store, description or bind failures.
     pub fn start(desc: &FabricDesc, dir: &Path) -> Result<Self, ServeError> {
-        let pool = DevPool::open(desc, dir)?;
+        let pool = DevPool::open(desc, dir, true)?;
         let token = pool.info.token.clone();
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

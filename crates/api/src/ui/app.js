@@ -32,6 +32,9 @@ function showError(e) {
   p.textContent = e ? String(e.message || e) : "";
 }
 
+// The most device rows drawn at once: a 16,384-device pool lists its first rows, and search narrows.
+const ROWS = 500;
+
 function renderDevices() {
   const search = $("search").value.trim().toLowerCase();
   const wanted = $("state-filter").value;
@@ -41,7 +44,7 @@ function renderDevices() {
   const shown = state.devices.filter((d) =>
     (!wanted || d.state === wanted) &&
     (!search || d.fdid.toLowerCase().includes(search) || d.name.toLowerCase().includes(search)));
-  for (const d of shown) {
+  for (const d of shown.slice(0, ROWS)) {
     const tr = document.createElement("tr");
     tr.dataset.fdid = d.fdid;
     const stateCell = document.createElement("td");
@@ -65,7 +68,8 @@ function renderDevices() {
     tr.addEventListener("click", (ev) => { if (ev.target.tagName !== "BUTTON") openDevice(d.fdid); });
     body.append(tr);
   }
-  $("device-count").textContent = shown.length + " of " + state.devices.length;
+  $("device-count").textContent = shown.length + " of " + state.devices.length +
+    (shown.length > ROWS ? " (the first " + ROWS + " listed: search or filter to narrow)" : "");
 }
 
 function renderStates() {
