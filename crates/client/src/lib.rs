@@ -10,6 +10,7 @@
 //! - [`relay`]: one connection relayed to stdin/stdout (a guest's way to the controller).
 #![deny(missing_docs)]
 
+pub mod progress;
 pub mod relay;
 pub mod text;
 

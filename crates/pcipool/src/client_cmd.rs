@@ -63,7 +63,15 @@ pub fn run(api: &ApiArgs, command: ClientCommand) -> anyhow::Result<ExitCode> {
                 request_id,
                 wait: !no_wait,
             };
-            let granted = client.borrow(&request).map_err(map_err)?;
+            // On a terminal (or with PCIPOOL_PROGRESS set), the step each lend is on while it waits.
+            let follow = std::io::IsTerminal::is_terminal(&std::io::stderr())
+                || std::env::var_os("PCIPOOL_PROGRESS").is_some();
+            let granted = if follow {
+                client.borrow_following(&request, |line| eprintln!("{line}"))
+            } else {
+                client.borrow(&request)
+            }
+            .map_err(map_err)?;
             show(output, granted.as_slice(), text::granted)
         }
         C::Release { lease } => {

@@ -46,11 +46,55 @@ impl Kernel {
         if kernel.image.exists() && kernel.modules.join("modules.dep").exists() {
             return Ok(kernel);
         }
+        // Guests of one test run boot at once, and test processes run side by side: each fetch works
+        // in a directory of its own and moves the unpacked kernel into place in one rename, so no
+        // fetch sees another's half-written files or removes the .deb another is reading.
+        let work = cache
+            .join(format!(
+                ".fetch-{}-{:?}",
+                std::process::id(),
+                std::thread::current().id()
+            ))
+            .to_string_lossy()
+            .replace(['(', ')'], "");
+        let work = std::path::PathBuf::from(work);
+        // A directory of this name is a crashed run's leftover: start afresh (it may not exist).
+        let _ = std::fs::remove_dir_all(&work);
+        std::fs::create_dir_all(&work)
+            .map_err(VmError::io(format!("creating {}", work.display())))?;
+        let fetched = Self::unpack(&package, &version, &work);
+        // A half-unpacked root from an older, interrupted fetch is in the way of the rename.
+        if root.exists() && !kernel.modules.join("modules.dep").exists() {
+            std::fs::remove_dir_all(&root).map_err(VmError::io(format!(
+                "removing the incomplete {}",
+                root.display()
+            )))?;
+        }
+        let moved = fetched.and_then(|unpacked| match std::fs::rename(&unpacked, &root) {
+            Ok(()) => Ok(()),
+            // Another fetch moved its copy into place first: use that one.
+            Err(_) if kernel.image.exists() && kernel.modules.join("modules.dep").exists() => {
+                Ok(())
+            }
+            Err(e) => Err(VmError::io(format!(
+                "moving the kernel to {}",
+                root.display()
+            ))(e)),
+        });
+        // The .deb and any leftovers go: keeping them would double the cache. Best effort: what
+        // stays costs disk only, and the next fetch of this name removes it.
+        let _ = std::fs::remove_dir_all(&work);
+        moved?;
+        Ok(kernel)
+    }
+
+    /// Downloads `package` into `work` and unpacks it there (modules indexed); returns the root.
+    fn unpack(package: &str, version: &str, work: &Path) -> Result<std::path::PathBuf, VmError> {
         run(Command::new("apt-get")
-            .args(["download", &package])
-            .current_dir(cache))?;
-        let deb = std::fs::read_dir(cache)
-            .map_err(VmError::io("listing the cache"))?
+            .args(["download", package])
+            .current_dir(work))?;
+        let deb = std::fs::read_dir(work)
+            .map_err(VmError::io("listing the download directory"))?
             .filter_map(Result::ok)
             .map(|e| e.path())
             .find(|p| {
@@ -62,13 +106,12 @@ impl Kernel {
                 what: format!("apt-get download {package}"),
                 detail: "no .deb appeared".into(),
             })?;
+        let root = work.join("root");
         run(Command::new("dpkg").arg("-x").arg(&deb).arg(&root))?;
         run(Command::new(crate::tools::path_of("depmod"))
             .arg("-b")
             .arg(&root)
-            .arg(&version))?;
-        // The .deb is unpacked; keeping it would double the cache.
-        std::fs::remove_file(&deb).map_err(VmError::io("removing the .deb"))?;
-        Ok(kernel)
+            .arg(version))?;
+        Ok(root)
     }
 }
