@@ -12,19 +12,28 @@ fn playwright() -> Option<std::path::PathBuf> {
     modules.join("playwright-core").is_dir().then_some(modules)
 }
 
-#[test]
-fn the_dashboard_shows_a_cli_lend_live_and_offers_a_tenant_no_actions() {
+/// playwright-core's modules when it and Debian's chromium are both there; otherwise `test` prints
+/// SKIPPED with the reason.
+fn browser(test: &str) -> Option<std::path::PathBuf> {
     let Some(modules) = playwright() else {
         pcipool_testkit::skip::skipped(
-            "dashboard_in_chromium",
+            test,
             "no playwright-core under ~/.cache/pcipool/npm (the test command installs it)",
         );
-        return;
+        return None;
     };
     if !std::path::Path::new("/usr/bin/chromium").exists() {
-        pcipool_testkit::skip::skipped("dashboard_in_chromium", "no /usr/bin/chromium");
-        return;
+        pcipool_testkit::skip::skipped(test, "no /usr/bin/chromium");
+        return None;
     }
+    Some(modules)
+}
+
+#[test]
+fn the_dashboard_shows_a_cli_lend_live_and_offers_a_tenant_no_actions() {
+    let Some(modules) = browser("dashboard_in_chromium") else {
+        return;
+    };
     let c = Cluster::launch(&Spec {
         tokens: Some(&[("acme", "tenant", TENANT)]),
         ..Spec::default()
@@ -167,17 +176,9 @@ fn large_dev() -> LargeDev {
 
 #[test]
 fn the_dashboard_renders_the_16384_device_pool() {
-    let Some(modules) = playwright() else {
-        pcipool_testkit::skip::skipped(
-            "dashboard_at_scale",
-            "no playwright-core under ~/.cache/pcipool/npm (the test command installs it)",
-        );
+    let Some(modules) = browser("dashboard_at_scale") else {
         return;
     };
-    if !std::path::Path::new("/usr/bin/chromium").exists() {
-        pcipool_testkit::skip::skipped("dashboard_at_scale", "no /usr/bin/chromium");
-        return;
-    }
     let dev = large_dev();
     let out = std::process::Command::new("node")
         .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/ui_scale.js"))
