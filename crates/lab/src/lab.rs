@@ -49,6 +49,39 @@ pub struct Options {
     pub boot_within: Duration,
     /// How long the agents may take to register once the guests run.
     pub register_within: Duration,
+    /// Told each step of the start as it happens (the kernel fetched, each guest booted, the agents
+    /// registered): what `pcipool lab up` shows while it waits.
+    pub progress: Progress,
+}
+
+/// Something told a line of progress.
+type Say = dyn Fn(&str) + Send + Sync;
+
+/// Where a lab's start reports its steps (nowhere by default).
+#[derive(Clone, Default)]
+pub struct Progress(Option<std::sync::Arc<Say>>);
+
+impl Progress {
+    /// Steps go to `say`.
+    pub fn to(say: impl Fn(&str) + Send + Sync + 'static) -> Self {
+        Self(Some(std::sync::Arc::new(say)))
+    }
+
+    fn say(&self, line: &str) {
+        if let Some(say) = &self.0 {
+            say(line);
+        }
+    }
+}
+
+impl std::fmt::Debug for Progress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Progress(on)"
+        } else {
+            "Progress(off)"
+        })
+    }
 }
 
 impl Options {
@@ -62,6 +95,7 @@ impl Options {
             heartbeat: Duration::from_millis(500),
             boot_within: Duration::from_secs(120),
             register_within: Duration::from_secs(90),
+            progress: Progress::default(),
         }
     }
 }
@@ -248,7 +282,14 @@ impl Lab {
             )));
         }
         pcipool_vm::tools::ensure()?;
+        opts.progress
+            .say("fetching the guests' kernel (cached after the first time)");
         let kernel = Kernel::fetch(&pcipool_vm::cache_dir())?;
+        opts.progress.say(&format!(
+            "kernel {}; booting {} guests",
+            kernel.version,
+            desc.host.len()
+        ));
         let dir = opts.dir.clone();
         std::fs::create_dir_all(&dir)
             .map_err(LabError::io(format!("creating {}", dir.display())))?;
@@ -355,6 +396,8 @@ impl Lab {
         for node in lab.hosts.keys() {
             lab.start_agent(*node, opts.heartbeat, true)?;
         }
+        opts.progress
+            .say("waiting for the guests' agents to register with the controller");
         lab.wait_for_agents(opts.register_within)?;
         Ok(lab)
     }
@@ -386,6 +429,11 @@ impl Lab {
                         let vm = Vm::boot(&kernel.image, initrd, &spec, &vm_dir, opts.boot_within)?;
                         write(&vm_dir.join("qemu.pid"), &vm.pid().to_string())?;
                         tracing::info!(host = %h.name, boot_s = vm.boot_time.as_secs_f64(), "guest booted");
+                        opts.progress.say(&format!(
+                            "{} booted in {:.1} s",
+                            h.name,
+                            vm.boot_time.as_secs_f64()
+                        ));
                         Ok(Host {
                             spec: h.clone(),
                             machine: spec,

@@ -23,7 +23,7 @@ mod lab;
 use std::path::{Path, PathBuf};
 
 pub use control::{Answer, DriveStatus, DriveView, FabricView, HostStatus, LabClient, LabStatus};
-pub use lab::{GUEST_MODULES, Lab, Options};
+pub use lab::{GUEST_MODULES, Lab, Options, Progress};
 
 /// Why the lab could not do what was asked.
 #[derive(Debug, thiserror::Error)]
