@@ -15,11 +15,13 @@
 //! - `reads`: the reads both answer from the store.
 //! - [`tokens`]: the token file (secrets and roles).
 //! - `ui`: the dashboard's page at `/ui` (assets built into the binary).
+//! - `redfish`: the pool as a Redfish service at `/redfish/v1` (read-only so far).
 #![deny(missing_docs)]
 
 pub mod contract;
 pub mod follower;
 mod reads;
+mod redfish;
 mod routes;
 pub mod server;
 mod service;

@@ -194,7 +194,7 @@ pub const MAX_BLOCKING_CALLS: usize = 64;
 
 pub(crate) struct AppState<P> {
     pub(crate) pool: Arc<P>,
-    tokens: Arc<BTreeMap<String, Principal>>,
+    pub(crate) tokens: Arc<BTreeMap<String, Principal>>,
     blocking: Arc<tokio::sync::Semaphore>,
     /// The OpenAPI document served at `/v1/openapi.json`, rendered once.
     openapi: Arc<String>,
@@ -484,6 +484,7 @@ pub fn router_with_contract<P: PoolApi>(
         .route("/v1/events", get(watch::events::<P>))
         .route("/v1/whoami", get(watch::whoami::<P>))
         .merge(crate::ui::routes())
+        .merge(crate::redfish::routes::<P>())
         .fallback(not_found)
         .with_state(state)
 }

@@ -3,10 +3,10 @@
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 
-struct Dev {
+pub(crate) struct Dev {
     child: Child,
-    url: String,
-    token: String,
+    pub(crate) url: String,
+    pub(crate) token: String,
     _dir: tempfile::TempDir,
 }
 
@@ -17,7 +17,7 @@ impl Drop for Dev {
     }
 }
 
-fn start() -> Dev {
+pub(crate) fn start() -> Dev {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut child = Command::new(env!("CARGO_BIN_EXE_pcipool"))
         .args(["dev", "--listen", "127.0.0.1:0", "--data-dir"])
@@ -50,7 +50,7 @@ fn start() -> Dev {
     }
 }
 
-fn cli(dev: &Dev, args: &[&str]) -> std::process::Output {
+pub(crate) fn cli(dev: &Dev, args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_pcipool"))
         .args(args)
         .env("PCIPOOL_URL", &dev.url)

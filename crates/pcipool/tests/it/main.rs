@@ -28,6 +28,8 @@ mod parity;
 #[cfg(test)]
 mod qualify;
 #[cfg(test)]
+mod redfish;
+#[cfg(test)]
 mod report_html;
 #[cfg(test)]
 mod shared_access;
