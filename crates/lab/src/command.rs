@@ -114,7 +114,7 @@ pub fn run(command: LabCommand, pcipool: &Path, out: &mut dyn Write) -> Result<u
             opts.controller_port = port;
             opts.agent_timeout = Duration::from_secs(agent_timeout);
             // The start takes seconds to minutes: each step on stderr as it happens.
-            opts.progress = crate::lab::Progress::to(|line| eprintln!("lab up: {line}"));
+            opts.progress = crate::Progress::to(|line| eprintln!("lab up: {line}"));
             up(&text, &opts, out)?;
             Ok(0)
         }

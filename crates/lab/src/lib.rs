@@ -19,11 +19,13 @@ mod control;
 mod controller;
 pub mod description;
 mod lab;
+mod options;
 
 use std::path::{Path, PathBuf};
 
 pub use control::{Answer, DriveStatus, DriveView, FabricView, HostStatus, LabClient, LabStatus};
-pub use lab::{GUEST_MODULES, Lab, Options, Progress};
+pub use lab::{GUEST_MODULES, Lab};
+pub use options::{Options, Progress};
 
 /// Why the lab could not do what was asked.
 #[derive(Debug, thiserror::Error)]
