@@ -146,21 +146,55 @@ async fn service_root() -> Json<Value> {
     }))
 }
 
+/// A collection with one member per host under `path` (`/redfish/v1/Systems`, `/redfish/v1/Chassis`).
+async fn per_host<P: PoolApi>(
+    state: &AppState<P>,
+    headers: &HeaderMap,
+    path: &str,
+    kind: &str,
+    name: &str,
+) -> Result<Json<Value>, RedfishError> {
+    principal(state, headers)?;
+    let hosts = read(state, P::hosts).await?;
+    Ok(Json(collection(
+        path,
+        kind,
+        name,
+        hosts.iter().map(|h| format!("{path}/{}", h.node)).collect(),
+    )))
+}
+
+/// The host a system or chassis id names.
+fn host_named(
+    hosts: Vec<pcipool_wire::HostView>,
+    what: &str,
+    id: &str,
+) -> Result<pcipool_wire::HostView, RedfishError> {
+    hosts
+        .into_iter()
+        .find(|h| h.node.to_string() == id)
+        .ok_or_else(|| {
+            error(
+                StatusCode::NOT_FOUND,
+                "ResourceNotFound",
+                format!("no {what} {id}"),
+            )
+        })
+}
+
 async fn systems<P: PoolApi>(
     State(state): State<AppState<P>>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, RedfishError> {
-    principal(&state, &headers)?;
-    let hosts = read(&state, P::hosts).await?;
-    Ok(Json(collection(
+    let kind = "ComputerSystemCollection";
+    per_host(
+        &state,
+        &headers,
         "/redfish/v1/Systems",
-        "ComputerSystemCollection",
+        kind,
         "Computer Systems",
-        hosts
-            .iter()
-            .map(|h| format!("/redfish/v1/Systems/{}", h.node))
-            .collect(),
-    )))
+    )
+    .await
 }
 
 async fn system<P: PoolApi>(
@@ -170,16 +204,7 @@ async fn system<P: PoolApi>(
 ) -> Result<Json<Value>, RedfishError> {
     principal(&state, &headers)?;
     let (hosts, leases) = read(&state, |p| Ok((p.hosts()?, p.leases()?))).await?;
-    let host = hosts
-        .into_iter()
-        .find(|h| h.node.to_string() == id)
-        .ok_or_else(|| {
-            error(
-                StatusCode::NOT_FOUND,
-                "ResourceNotFound",
-                format!("no system {id}"),
-            )
-        })?;
+    let host = host_named(hosts, "system", &id)?;
     let blocks: Vec<Value> = leases
         .iter()
         .filter(|l| l.borrower == host.node)
@@ -203,17 +228,8 @@ async fn chassis_collection<P: PoolApi>(
     State(state): State<AppState<P>>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, RedfishError> {
-    principal(&state, &headers)?;
-    let hosts = read(&state, P::hosts).await?;
-    Ok(Json(collection(
-        "/redfish/v1/Chassis",
-        "ChassisCollection",
-        "Chassis",
-        hosts
-            .iter()
-            .map(|h| format!("/redfish/v1/Chassis/{}", h.node))
-            .collect(),
-    )))
+    let kind = "ChassisCollection";
+    per_host(&state, &headers, "/redfish/v1/Chassis", kind, "Chassis").await
 }
 
 async fn chassis<P: PoolApi>(
@@ -223,16 +239,7 @@ async fn chassis<P: PoolApi>(
 ) -> Result<Json<Value>, RedfishError> {
     principal(&state, &headers)?;
     let hosts = read(&state, P::hosts).await?;
-    let host = hosts
-        .into_iter()
-        .find(|h| h.node.to_string() == id)
-        .ok_or_else(|| {
-            error(
-                StatusCode::NOT_FOUND,
-                "ResourceNotFound",
-                format!("no chassis {id}"),
-            )
-        })?;
+    let host = host_named(hosts, "chassis", &id)?;
     Ok(Json(json!({
         "@odata.id": format!("/redfish/v1/Chassis/{id}"),
         "@odata.type": "#Chassis.v1_23_0.Chassis",
